@@ -1,0 +1,97 @@
+package proto
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Error codes. They are stable and part of the API: HTTP bodies, Mesophyll
+// responses and CLI output all carry them.
+const (
+	CodeBadRequest        = "bad_request"
+	CodeUnauthorized      = "unauthorized"
+	CodeNotFound          = "not_found"
+	CodeMethodNotAllowed  = "method_not_allowed"
+	CodeTooLarge          = "request_too_large"
+	CodeScriptError       = "script_error"
+	CodeCompileError      = "compile_error"
+	CodeTenantBroken      = "tenant_broken"
+	CodeWorkerOverloaded  = "worker_overloaded"
+	CodeWorkerUnavailable = "worker_unavailable"
+	CodeTimeout           = "timeout"
+	CodeCPULimit          = "cpu_limit"
+	CodeMemoryLimit       = "memory_limit"
+	CodeStackOverflow     = "stack_overflow"
+	CodeTenantQuarantined = "tenant_quarantined"
+	CodeStoreUnavailable  = "store_unavailable"
+	CodeKVQuotaExceeded   = "kv_quota_exceeded"
+	CodeInvalidKV         = "invalid_kv"
+	CodeShuttingDown      = "shutting_down"
+	CodeInternal          = "internal"
+)
+
+// Error is an error with a stable machine-readable code. Its JSON form is
+// {"code":"...","message":"..."} with optional extra fields.
+type Error struct {
+	// Code is one of the Code* constants.
+	Code string `json:"code"`
+	// Message is a human-readable explanation naming the problem.
+	Message string `json:"message"`
+	// Results carries the results of the templates that succeeded when a
+	// dispatch fails with script_error.
+	Results Value `json:"results,omitempty"`
+	// RetryAfter, in seconds, tells a client when to try again.
+	RetryAfter int `json:"retry_after,omitempty"`
+}
+
+// Error implements error.
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf returns an *Error with the given code and formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AsError returns err as an *Error, wrapping unknown errors as internal.
+func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodeInternal, Message: err.Error()}
+}
+
+// CodeOf returns the code of err, or "" for nil.
+func CodeOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return AsError(err).Code
+}
+
+// HTTPStatus maps an error code to the HTTP status the API answers with.
+func HTTPStatus(code string) int {
+	switch code {
+	case CodeBadRequest, CodeCompileError, CodeInvalidKV, CodeTooLarge:
+		return http.StatusBadRequest
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	case CodeScriptError, CodeCPULimit, CodeMemoryLimit, CodeStackOverflow, CodeKVQuotaExceeded:
+		return http.StatusUnprocessableEntity
+	case CodeTenantQuarantined:
+		return http.StatusLocked
+	case CodeTenantBroken, CodeWorkerOverloaded, CodeWorkerUnavailable, CodeStoreUnavailable, CodeShuttingDown:
+		return http.StatusServiceUnavailable
+	case CodeTimeout:
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}

@@ -1,0 +1,175 @@
+package proto
+
+import "encoding/json"
+
+// Message is one Mesophyll frame: a JSON text frame holding exactly one
+// externally tagged message, e.g.
+//
+//	{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{...},"req_id":7}}
+//
+// Server (master) to worker: Hello, DispatchEvent, RunScript, DropTenant,
+// Shutdown and StoreResponse. Worker to server: DispatchResponse, Ack,
+// Heartbeat and the store requests TemplatesFor, TenantsFor, KvGet, KvSet,
+// KvDelete and KvFind. The README's protocol section shows each one.
+type Message struct {
+	Hello            *Hello            `json:"Hello,omitempty"`
+	DispatchEvent    *DispatchEvent    `json:"DispatchEvent,omitempty"`
+	RunScript        *RunScript        `json:"RunScript,omitempty"`
+	DropTenant       *DropTenant       `json:"DropTenant,omitempty"`
+	Shutdown         *Shutdown         `json:"Shutdown,omitempty"`
+	StoreResponse    *StoreResponse    `json:"StoreResponse,omitempty"`
+	DispatchResponse *DispatchResponse `json:"DispatchResponse,omitempty"`
+	Ack              *Ack              `json:"Ack,omitempty"`
+	Heartbeat        *Heartbeat        `json:"Heartbeat,omitempty"`
+	TemplatesFor     *TemplatesFor     `json:"TemplatesFor,omitempty"`
+	TenantsFor       *TenantsFor       `json:"TenantsFor,omitempty"`
+	KvGet            *KvGet            `json:"KvGet,omitempty"`
+	KvSet            *KvSet            `json:"KvSet,omitempty"`
+	KvDelete         *KvDelete         `json:"KvDelete,omitempty"`
+	KvFind           *KvFind           `json:"KvFind,omitempty"`
+}
+
+// Hello is the first frame the master sends on a new connection.
+//
+//	{"Hello":{"heartbeat_interval_ms":1000}}
+type Hello struct {
+	HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
+}
+
+// DispatchEvent asks the worker to dispatch an event. With ReqID the worker
+// answers with a DispatchResponse; without it the call is nowait and the
+// worker answers with an Ack of Seq once the event has run.
+//
+//	{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"Ping","author":null,"data":{}},"req_id":7}}
+//	{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"Ping","author":null,"data":{}},"seq":3}}
+type DispatchEvent struct {
+	ID    Id     `json:"id"`
+	Event Event  `json:"event"`
+	ReqID uint64 `json:"req_id,omitempty"`
+	Seq   uint64 `json:"seq,omitempty"`
+}
+
+// RunScript asks the worker to run ad-hoc code in a tenant's VM.
+//
+//	{"RunScript":{"id":{"type":"Guild","id":"1"},"name":"adhoc","code":"return 1","event":{...},"req_id":8}}
+type RunScript struct {
+	ID    Id     `json:"id"`
+	Name  string `json:"name"`
+	Code  string `json:"code"`
+	Event Event  `json:"event"`
+	ReqID uint64 `json:"req_id"`
+}
+
+// DropTenant asks the worker to discard a tenant's VM and cached templates.
+//
+//	{"DropTenant":{"id":{"type":"Guild","id":"1"},"req_id":9}}
+type DropTenant struct {
+	ID    Id     `json:"id"`
+	ReqID uint64 `json:"req_id"`
+}
+
+// Shutdown asks the worker to finish what it is running and exit 0.
+//
+//	{"Shutdown":{}}
+type Shutdown struct{}
+
+// DispatchResponse answers DispatchEvent, RunScript and DropTenant: either a
+// result or an error.
+//
+//	{"DispatchResponse":{"req_id":7,"result":{"greet":"hi"}}}
+//	{"DispatchResponse":{"req_id":7,"error":{"code":"script_error","message":"..."}}}
+type DispatchResponse struct {
+	ReqID  uint64 `json:"req_id"`
+	Result Value  `json:"result,omitempty"`
+	Error  *Error `json:"error,omitempty"`
+}
+
+// Ack tells the master that the nowait event with this Seq has run (or
+// failed: nowait errors are logged by the worker, not redelivered).
+//
+//	{"Ack":{"seq":3}}
+type Ack struct {
+	Seq uint64 `json:"seq"`
+}
+
+// Heartbeat is sent by the worker every heartbeat interval, with its figures.
+//
+//	{"Heartbeat":{"tenants":3}}
+type Heartbeat struct {
+	// Tenants is the number of tenant VMs loaded.
+	Tenants int `json:"tenants"`
+}
+
+// TemplatesFor asks the master for a tenant's templates.
+//
+//	{"TemplatesFor":{"req_id":1,"id":{"type":"Guild","id":"1"}}}
+//
+// Result: an array of Template.
+type TemplatesFor struct {
+	ReqID uint64 `json:"req_id"`
+	ID    Id     `json:"id"`
+}
+
+// TenantsFor asks the master for the tenants owned by this worker that
+// subscribe to an event (used for OnStartup).
+//
+//	{"TenantsFor":{"req_id":2,"event":"OnStartup"}}
+//
+// Result: an array of Id.
+type TenantsFor struct {
+	ReqID uint64 `json:"req_id"`
+	Event string `json:"event"`
+}
+
+// KvGet reads one key. Result: {"found":true,"value":<json>}.
+//
+//	{"KvGet":{"req_id":3,"id":{"type":"Guild","id":"1"},"key":"count"}}
+type KvGet struct {
+	ReqID uint64 `json:"req_id"`
+	ID    Id     `json:"id"`
+	Key   string `json:"key"`
+}
+
+// KvGetResult is the result of KvGet.
+type KvGetResult struct {
+	Found bool            `json:"found"`
+	Value json.RawMessage `json:"value,omitempty"`
+}
+
+// KvSet writes one key. Result: null.
+//
+//	{"KvSet":{"req_id":4,"id":{"type":"Guild","id":"1"},"key":"count","value":3}}
+type KvSet struct {
+	ReqID uint64          `json:"req_id"`
+	ID    Id              `json:"id"`
+	Key   string          `json:"key"`
+	Value json.RawMessage `json:"value"`
+}
+
+// KvDelete removes one key. Result: null.
+//
+//	{"KvDelete":{"req_id":5,"id":{"type":"Guild","id":"1"},"key":"count"}}
+type KvDelete struct {
+	ReqID uint64 `json:"req_id"`
+	ID    Id     `json:"id"`
+	Key   string `json:"key"`
+}
+
+// KvFind lists keys with a prefix, ordered by key. Result: an array of KVItem.
+//
+//	{"KvFind":{"req_id":6,"id":{"type":"Guild","id":"1"},"prefix":"user:"}}
+type KvFind struct {
+	ReqID  uint64 `json:"req_id"`
+	ID     Id     `json:"id"`
+	Prefix string `json:"prefix"`
+}
+
+// StoreResponse answers a store request.
+//
+//	{"StoreResponse":{"req_id":3,"result":{"found":true,"value":3}}}
+//	{"StoreResponse":{"req_id":4,"error":{"code":"store_unavailable","message":"..."}}}
+type StoreResponse struct {
+	ReqID  uint64 `json:"req_id"`
+	Result Value  `json:"result,omitempty"`
+	Error  *Error `json:"error,omitempty"`
+}
