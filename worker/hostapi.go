@@ -1,0 +1,228 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	lua "github.com/Shopify/go-lua"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// Store is what a worker needs from durable storage. The master's
+// store.Store satisfies it in thread mode; in process mode the Mesophyll
+// client proxies it to the master.
+type Store interface {
+	// Templates lists a tenant's templates, ordered by name.
+	Templates(ctx context.Context, tenant proto.Id) ([]proto.Template, error)
+	// TenantsWithEvent lists the tenants subscribed to event.
+	TenantsWithEvent(ctx context.Context, event string) ([]proto.Id, error)
+	KvGet(ctx context.Context, tenant proto.Id, key string) (json.RawMessage, bool, error)
+	KvSet(ctx context.Context, tenant proto.Id, key string, value json.RawMessage) error
+	KvDelete(ctx context.Context, tenant proto.Id, key string) error
+	KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]proto.KVItem, error)
+}
+
+// storeTimeout bounds one store call made by a script when the call itself
+// has no deadline.
+const storeTimeout = 10 * time.Second
+
+// openJSON installs the json library: encode, decode, null, array.
+func (vm *VM) openJSON() {
+	l := vm.l
+	lua.NewMetaTable(l, arrayMarkerKey)
+	l.Pop(1)
+	lua.NewLibrary(l, []lua.RegistryFunction{
+		{Name: "encode", Function: func(l *lua.State) int {
+			lua.CheckAny(l, 1)
+			b, err := encodeJSON(l, 1, vm.limits.MaxString)
+			if err != nil {
+				vm.raise(l, "json.encode: "+err.Error())
+			}
+			l.PushString(string(b))
+			return 1
+		}},
+		{Name: "decode", Function: func(l *lua.State) int {
+			s := lua.CheckString(l, 1)
+			l.SetTop(1)
+			if err := pushJSON(l, []byte(s)); err != nil {
+				vm.raise(l, "json.decode: "+err.Error())
+			}
+			return 1
+		}},
+		{Name: "array", Function: func(l *lua.State) int {
+			if l.IsNoneOrNil(1) {
+				l.SetTop(0)
+				l.NewTable()
+			}
+			lua.CheckType(l, 1, lua.TypeTable)
+			l.SetTop(1)
+			lua.SetMetaTableNamed(l, arrayMarkerKey)
+			return 1
+		}},
+	})
+	l.PushLightUserData(jsonNull)
+	l.SetField(-2, "null")
+	l.SetGlobal("json")
+}
+
+// openCtx builds the ctx table handed to every template: ctx.tenant,
+// ctx.kv and ctx.log, bound to this VM's tenant. It is kept in the registry
+// and passed as the second chunk argument.
+func (vm *VM) openCtx() {
+	l := vm.l
+	l.NewTable()
+	// ctx.tenant
+	l.NewTable()
+	l.PushString(vm.tenant.Kind.String())
+	l.SetField(-2, "type")
+	l.PushString(strconv.FormatUint(vm.tenant.ID, 10))
+	l.SetField(-2, "id")
+	l.SetField(-2, "tenant")
+	// ctx.kv
+	lua.NewLibrary(l, []lua.RegistryFunction{
+		{Name: "get", Function: vm.kvGet},
+		{Name: "set", Function: vm.kvSet},
+		{Name: "delete", Function: vm.kvDelete},
+		{Name: "find", Function: vm.kvFind},
+	})
+	l.SetField(-2, "kv")
+	// ctx.log
+	lua.NewLibrary(l, []lua.RegistryFunction{
+		{Name: "info", Function: vm.logAt("info")},
+		{Name: "warn", Function: vm.logAt("warn")},
+		{Name: "error", Function: vm.logAt("error")},
+	})
+	l.SetField(-2, "log")
+	l.SetField(lua.RegistryIndex, ctxKey)
+}
+
+const ctxKey = "templateworker.ctx"
+
+func (vm *VM) logAt(level string) lua.Function {
+	return func(l *lua.State) int {
+		msg, _ := lua.ToStringMeta(l, 1)
+		ev := vm.log.Info()
+		switch level {
+		case "warn":
+			ev = vm.log.Warn()
+		case "error":
+			ev = vm.log.Error()
+		}
+		ev.Str("tenant", vm.tenant.String()).Str("source", "template").Msg(msg)
+		return 0
+	}
+}
+
+// storeCtx returns the context for a store call made by the script.
+func (vm *VM) storeCtx() (context.Context, context.CancelFunc) {
+	ctx := vm.call.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, storeTimeout)
+}
+
+// checkKey validates a KV key argument.
+func (vm *VM) checkKey(l *lua.State, fn string) string {
+	if l.TypeOf(1) != lua.TypeString {
+		vm.raise(l, "ctx.kv."+fn+": key must be a string, got "+lua.TypeNameOf(l, 1))
+	}
+	key, _ := l.ToString(1)
+	if len(key) == 0 || len(key) > proto.MaxKeyBytes {
+		vm.raise(l, "ctx.kv."+fn+": key must be 1 to "+strconv.Itoa(proto.MaxKeyBytes)+" bytes, got "+strconv.Itoa(len(key)))
+	}
+	return key
+}
+
+// storeFailed raises a store error as a Lua error, remembering it so an
+// unhandled one reaches the caller with its own code.
+func (vm *VM) storeFailed(l *lua.State, fn string, err error) {
+	e := proto.AsError(err)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		e = proto.Errorf(proto.CodeTimeout, "store call timed out")
+	}
+	if e.Code == proto.CodeInternal {
+		e = proto.Errorf(proto.CodeStoreUnavailable, "%v", err)
+	}
+	vm.call.hostErr = e
+	vm.raise(l, "ctx.kv."+fn+": "+e.Code+": "+e.Message)
+}
+
+func (vm *VM) kvGet(l *lua.State) int {
+	key := vm.checkKey(l, "get")
+	ctx, cancel := vm.storeCtx()
+	v, ok, err := vm.store.KvGet(ctx, vm.tenant, key)
+	cancel()
+	if err != nil {
+		vm.storeFailed(l, "get", err)
+	}
+	if !ok {
+		l.PushNil()
+		return 1
+	}
+	if err := pushJSON(l, v); err != nil {
+		vm.raise(l, "ctx.kv.get: stored value is not valid JSON: "+err.Error())
+	}
+	return 1
+}
+
+func (vm *VM) kvSet(l *lua.State) int {
+	key := vm.checkKey(l, "set")
+	if l.IsNone(2) {
+		vm.raise(l, "ctx.kv.set: missing value (use ctx.kv.delete to remove a key)")
+	}
+	b, err := encodeJSON(l, 2, proto.MaxValueBytes+1)
+	if err != nil && !errors.Is(err, errTooLong) {
+		vm.raise(l, "ctx.kv.set: value cannot be stored: "+err.Error())
+	}
+	if errors.Is(err, errTooLong) || len(b) > proto.MaxValueBytes {
+		vm.raise(l, "ctx.kv.set: value is larger than "+strconv.Itoa(proto.MaxValueBytes)+" bytes encoded")
+	}
+	ctx, cancel := vm.storeCtx()
+	err = vm.store.KvSet(ctx, vm.tenant, key, b)
+	cancel()
+	if err != nil {
+		vm.storeFailed(l, "set", err)
+	}
+	return 0
+}
+
+func (vm *VM) kvDelete(l *lua.State) int {
+	key := vm.checkKey(l, "delete")
+	ctx, cancel := vm.storeCtx()
+	err := vm.store.KvDelete(ctx, vm.tenant, key)
+	cancel()
+	if err != nil {
+		vm.storeFailed(l, "delete", err)
+	}
+	return 0
+}
+
+func (vm *VM) kvFind(l *lua.State) int {
+	prefix := lua.OptString(l, 1, "")
+	ctx, cancel := vm.storeCtx()
+	items, err := vm.store.KvFind(ctx, vm.tenant, prefix)
+	cancel()
+	if err != nil {
+		vm.storeFailed(l, "find", err)
+	}
+	l.CreateTable(len(items), 0)
+	for i, it := range items {
+		l.CreateTable(0, 2)
+		l.PushString(it.Key)
+		l.SetField(-2, "key")
+		if err := pushJSON(l, it.Value); err != nil {
+			vm.raise(l, "ctx.kv.find: stored value is not valid JSON: "+err.Error())
+		}
+		l.SetField(-2, "value")
+		l.RawSetInt(-2, i+1)
+	}
+	return 1
+}

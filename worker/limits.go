@@ -1,0 +1,47 @@
+package worker
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Limits bound every call (dispatch or run script) into a tenant VM. Zero
+// fields mean unlimited, except where DefaultLimits says otherwise.
+type Limits struct {
+	// MaxInstructions is the most Lua VM instructions one call may execute
+	// (--lua-max-instructions). Work done by Go library functions such as
+	// the pattern matcher is charged against the same budget.
+	MaxInstructions int64
+	// Timeout is the wall time one call may take (--lua-timeout); the
+	// caller's context deadline applies too, whichever is sooner.
+	Timeout time.Duration
+	// MaxMemory is the ceiling on a tenant VM's memory (--lua-max-memory).
+	MaxMemory int64
+	// MaxString is the longest string a script may build (--lua-max-string).
+	MaxString int
+	// MaxCallDepth bounds nested calls, so deep recursion is an error
+	// rather than unbounded growth.
+	MaxCallDepth int
+}
+
+// DefaultLimits are the limits of a worker when none are configured.
+var DefaultLimits = Limits{
+	MaxInstructions: 50_000_000,
+	Timeout:         5 * time.Second,
+	MaxMemory:       64 << 20,
+	MaxString:       16 << 20,
+	MaxCallDepth:    10_000,
+}
+
+// hookEvery is how many VM instructions run between two checks of the
+// call's budget, deadline and abort flag.
+const hookEvery = 1000
+
+// String describes the limits for logs.
+func (l Limits) String() string {
+	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d",
+		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth)
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,123 @@
+package worker
+
+import (
+	"strings"
+
+	lua "github.com/Shopify/go-lua"
+)
+
+// The sandbox: which libraries a tenant VM gets. Only base (without
+// dofile, loadfile and binary chunks; collectgarbage limited to "count";
+// print going to the log), string, table, math, bit32, os.time/clock/date,
+// json and the ctx host API. No io, debug, package or anything that reads
+// files, the environment or the network.
+
+// removedGlobals are base functions a tenant must not have.
+var removedGlobals = []string{"dofile", "loadfile", "require", "module", "loadstring"}
+
+// keptOS are the os functions a tenant keeps.
+var keptOS = []string{"time", "clock", "date", "difftime"}
+
+func (vm *VM) openSandbox() error {
+	l := vm.l
+	for _, lib := range []lua.RegistryFunction{
+		{Name: "_G", Function: lua.BaseOpen},
+		{Name: "string", Function: lua.StringOpen},
+		{Name: "table", Function: lua.TableOpen},
+		{Name: "math", Function: lua.MathOpen},
+		{Name: "bit32", Function: lua.Bit32Open},
+	} {
+		lua.Require(l, lib.Name, lib.Function, true)
+		l.Pop(1)
+	}
+	// os: a fresh table with the harmless functions only.
+	lua.Require(l, "os", lua.OSOpen, false)
+	l.NewTable()
+	for _, name := range keptOS {
+		l.Field(-2, name)
+		if !l.IsNil(-1) {
+			l.SetField(-2, name)
+		} else {
+			l.Pop(1)
+		}
+	}
+	l.SetGlobal("os")
+	l.Pop(1)
+	// The loaded-libraries registry table would let a script reach the
+	// unfiltered os library through package.loaded; drop it.
+	l.PushNil()
+	l.SetField(lua.RegistryIndex, "_LOADED")
+
+	for _, name := range removedGlobals {
+		l.PushNil()
+		l.SetGlobal(name)
+	}
+	vm.overrideBase()
+	vm.openJSON()
+	vm.openCtx()
+	return nil
+}
+
+// overrideBase replaces the base functions that need the host's control.
+func (vm *VM) overrideBase() {
+	l := vm.l
+	l.Global("load")
+	origLoad := l.ToGoFunction(-1)
+	l.Pop(1)
+	l.Register("load", func(l *lua.State) int {
+		// Text chunks only: binary chunks can crash the VM.
+		if l.Top() < 3 {
+			l.SetTop(3)
+		}
+		if mode, ok := l.ToString(3); ok && !strings.Contains(mode, "t") {
+			l.PushNil()
+			l.PushString("attempt to load a binary chunk (only text chunks are allowed)")
+			return 2
+		}
+		l.PushString("t")
+		l.Replace(3)
+		return origLoad(l)
+	})
+	l.Register("collectgarbage", func(l *lua.State) int {
+		opt := lua.OptString(l, 1, "collect")
+		if opt != "count" {
+			lua.Errorf(l, "collectgarbage: only \"count\" is allowed in templates")
+		}
+		l.PushNumber(0)
+		l.PushInteger(0)
+		return 2
+	})
+	l.Register("print", func(l *lua.State) int {
+		var b strings.Builder
+		for i := 1; i <= l.Top(); i++ {
+			if i > 1 {
+				b.WriteByte('\t')
+			}
+			s, _ := lua.ToStringMeta(l, i)
+			l.Pop(1)
+			b.WriteString(s)
+		}
+		vm.log.Info().Str("tenant", vm.tenant.String()).Msg(b.String())
+		return 0
+	})
+	l.Global("pcall")
+	origPcall := l.ToGoFunction(-1)
+	l.Pop(1)
+	l.Register("pcall", vm.guardProtected(origPcall))
+	l.Global("xpcall")
+	origXpcall := l.ToGoFunction(-1)
+	l.Pop(1)
+	l.Register("xpcall", vm.guardProtected(origXpcall))
+}
+
+// guardProtected wraps pcall/xpcall so that a limit error raised inside
+// them propagates: an aborted call must end, whatever the script does.
+func (vm *VM) guardProtected(orig lua.Function) lua.Function {
+	return func(l *lua.State) int {
+		n := orig(l)
+		if a := vm.call.abort; a != nil {
+			vm.raise(l, a.Message)
+		}
+		return n
+	}
+}
