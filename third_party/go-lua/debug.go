@@ -278,7 +278,7 @@ func (l *State) collectValidLines(f closure) {
 		t := newTable()
 		l.apiPush(t)
 		for _, i := range lc.prototype.lineInfo {
-			t.putAtInt(int(i), true)
+			t.putAtInt(l, int(i), true)
 		}
 	}
 }

@@ -15,6 +15,7 @@ func TestUndumpThenDumpReturnsTheSameFunction(t *testing.T) {
 	if err != nil {
 		t.Skipf("testing dump requires luac: %s", err)
 	}
+	requireLuaTests(t)
 	source := filepath.Join("lua-tests", "checktable.lua")
 	binary := filepath.Join("lua-tests", "checktable.bin")
 	if err := exec.Command("luac", "-o", binary, source).Run(); err != nil {
@@ -63,6 +64,7 @@ func TestDumpThenUndumpReturnsTheSameFunction(t *testing.T) {
 	if err != nil {
 		t.Skipf("testing dump requires luac: %s", err)
 	}
+	requireLuaTests(t)
 	source := filepath.Join("lua-tests", "checktable.lua")
 	l := NewState()
 	err = LoadFile(l, source, "")

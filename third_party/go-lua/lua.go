@@ -239,6 +239,8 @@ type State struct {
 	errorFunction         int      // current error handling function (stack index)
 	baseCallInfo          callInfo // callInfo for first level (go calling lua)
 	protectFunction       func()
+	callDepthErrorRaised  bool   // a call depth error is being handled (limits patch)
+	mark                  uint32 // ReachableBytes walk epoch (limits patch)
 }
 
 type globalState struct {
@@ -249,6 +251,7 @@ type globalState struct {
 	panicFunction      Function // to be called in unprotected errors
 	version            *float64 // pointer to version number
 	memoryErrorMessage string
+	limitState         // limits patch: see limits.go
 	// seed uint // randomized seed for hashes
 	// upValueHead upValue // head of double-linked list of all open upvalues
 }
@@ -434,6 +437,7 @@ func (l *State) Load(r io.Reader, chunkName string, mode string) error {
 	if f := l.stack[l.top-1].(*luaClosure); f.upValueCount() == 1 {
 		f.setUpValue(0, l.global.registry.atInt(RegistryIndexGlobals))
 	}
+	l.global.allocatedBytes += prototypeBytes(l.stack[l.top-1].(*luaClosure).prototype) // limits patch: counted, checked at the next allocation
 	return nil
 }
 
@@ -458,9 +462,10 @@ func NewState() *State {
 	l := &State{allowHook: true, error: nil, nonYieldableCallCount: 1}
 	g := &globalState{mainThread: l, registry: newTable(), version: &v, memoryErrorMessage: "not enough memory"}
 	l.global = g
+	g.limitState = unlimited // limits patch
 	l.initializeStack()
-	g.registry.putAtInt(RegistryIndexMainThread, l)
-	g.registry.putAtInt(RegistryIndexGlobals, newTable())
+	g.registry.putAtInt(l, RegistryIndexMainThread, l)
+	g.registry.putAtInt(l, RegistryIndexGlobals, newTable())
 	copy(g.tagMethodNames[:], eventNames)
 	return l
 }
@@ -885,6 +890,7 @@ func (l *State) ToValue(index int) interface{} {
 // http://www.lua.org/manual/5.2/manual.html#lua_pushstring
 func (l *State) PushString(s string) string { // TODO is it useful to return the argument?
 	l.apiPush(s)
+	l.allocated(int64(len(s)) + stringHeaderBytes) // limits patch
 	return s
 }
 
@@ -967,6 +973,7 @@ func (l *State) PushGoClosure(function Function, upValueCount uint8) {
 		l.top -= n
 		copy(cl.upValues, l.stack[l.top:l.top+n])
 		l.apiPush(cl)
+		l.allocated(goClosureBytes + int64(n)*arraySlotBytes) // limits patch
 	}
 }
 
@@ -1038,6 +1045,7 @@ func (l *State) RawGetValue(index int, p interface{}) {
 // http://www.lua.org/manual/5.2/manual.html#lua_createtable
 func (l *State) CreateTable(arrayCount, recordCount int) {
 	l.apiPush(newTableWithSize(arrayCount, recordCount))
+	l.allocated(tableAllocBytes(arrayCount, recordCount)) // limits patch
 }
 
 // MetaTable pushes onto the stack the metatable of the value at index.  If
@@ -1123,7 +1131,7 @@ func (l *State) RawSet(index int) {
 func (l *State) RawSetInt(index, key int) {
 	l.checkElementCount(1)
 	t := l.indexToValue(index).(*table)
-	t.putAtInt(key, l.stack[l.top-1])
+	t.putAtInt(l, key, l.stack[l.top-1])
 	l.top--
 }
 
@@ -1460,7 +1468,10 @@ func (l *State) PushLightUserData(d interface{}) { l.apiPush(d) }
 
 // PushUserData is similar to PushLightUserData, but pushes a full userdata
 // onto the stack.
-func (l *State) PushUserData(d interface{}) { l.apiPush(&userData{data: d}) }
+func (l *State) PushUserData(d interface{}) {
+	l.apiPush(&userData{data: d})
+	l.allocated(userDataBytes) // limits patch
+}
 
 // Length of the value at index; it is equivalent to the # operator in
 // Lua. The result is pushed on the stack.

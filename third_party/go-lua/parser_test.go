@@ -50,6 +50,7 @@ func TestParserExhaustively(t *testing.T) {
 	if err != nil {
 		t.Skipf("exhaustively testing the parser requires luac: %s", err)
 	}
+	requireLuaTests(t)
 	l := NewState()
 	matches, err := filepath.Glob(filepath.Join("lua-tests", "*.lua"))
 	if err != nil {

@@ -25,11 +25,13 @@ type closure interface {
 type luaClosure struct {
 	prototype *prototype
 	upValues  []*upValue
+	mark      uint32 // ReachableBytes walk epoch (limits patch)
 }
 
 type goClosure struct {
 	function Function
 	upValues []value
+	mark     uint32 // ReachableBytes walk epoch (limits patch)
 }
 
 // Function wrapper, to allow go functions as keys in maps. Explicitly not a closure.
@@ -118,6 +120,7 @@ func (l *State) close(level int) {
 // information about a call
 type callInfo struct {
 	function, top, resultCount int
+	depth                      int // number of frames below and including this one (limits patch)
 	previous, next             *callInfo
 	callStatus                 callStatus
 	*luaCallInfo
@@ -163,9 +166,12 @@ func (ci *callInfo) frameIndex(stackSlot int) int {
 }
 
 func (l *State) pushLuaFrame(function, base, resultCount int, p *prototype) *callInfo {
+	if l.callInfo.depth >= l.global.maxCallDepth { // limits patch
+		l.callDepthExceeded(l.callInfo.depth + 1)
+	}
 	ci := l.callInfo.next
 	if ci == nil {
-		ci = &callInfo{previous: l.callInfo, luaCallInfo: &luaCallInfo{code: p.code}}
+		ci = &callInfo{previous: l.callInfo, depth: l.callInfo.depth + 1, luaCallInfo: &luaCallInfo{code: p.code}}
 		l.callInfo.next = ci
 	} else if ci.luaCallInfo == nil {
 		ci.goCallInfo = nil
@@ -186,9 +192,12 @@ func (l *State) pushLuaFrame(function, base, resultCount int, p *prototype) *cal
 }
 
 func (l *State) pushGoFrame(function, resultCount int) {
+	if l.callInfo.depth >= l.global.maxCallDepth { // limits patch
+		l.callDepthExceeded(l.callInfo.depth + 1)
+	}
 	ci := l.callInfo.next
 	if ci == nil {
-		ci = &callInfo{previous: l.callInfo, goCallInfo: &goCallInfo{}}
+		ci = &callInfo{previous: l.callInfo, depth: l.callInfo.depth + 1, goCallInfo: &goCallInfo{}}
 		l.callInfo.next = ci
 	} else if ci.goCallInfo == nil {
 		ci.goCallInfo = &goCallInfo{}
@@ -231,6 +240,7 @@ func (l *State) newClosure(p *prototype, upValues []*upValue, base int) value {
 			c.upValues[i] = upValues[uv.index]
 		}
 	}
+	l.allocated(luaClosureBytes + int64(len(p.upValues))*upValueBytes) // limits patch
 	return c
 }
 
@@ -369,6 +379,7 @@ func (l *State) postCall(firstResult int) bool {
 // results are on the stack, starting at the original function position.
 func (l *State) call(function int, resultCount int, allowYield bool) {
 	if l.nestedGoCallCount++; l.nestedGoCallCount == maxCallCount {
+		l.nestedCallsExceeded() // limits patch: reports through OnLimit when limits are set
 		l.runtimeError("Go stack overflow")
 	} else if l.nestedGoCallCount >= maxCallCount+maxCallCount>>3 {
 		l.throw(ErrorError) // error while handling stack error
@@ -408,6 +419,7 @@ func (l *State) protect(f func()) (err error) {
 		if e := recover(); e != nil {
 			err = e.(error)
 			l.nestedGoCallCount, l.protectFunction = nestedGoCallCount, protectFunction
+			l.callDepthErrorRaised = false // limits patch: the depth error (if any) has been caught
 		}
 	}
 	defer l.protectFunction()
@@ -455,6 +467,7 @@ func (l *State) checkStack(n int) {
 func (l *State) reallocStack(newSize int) {
 	l.assert(newSize <= maxStack || newSize == errorStackSize)
 	l.assert(l.stackLast == len(l.stack)-extraStack)
+	l.global.allocatedBytes += int64(newSize-len(l.stack)) * arraySlotBytes // limits patch: checked at the next allocation
 	l.stack = append(l.stack, make([]value, newSize-len(l.stack))...)
 	l.stackLast = len(l.stack) - extraStack
 	l.callInfo.next = nil

@@ -110,6 +110,8 @@ func formatHelper(l *State, fs string, argCount int) string {
 				fmt.Fprintf(&b, f, CheckNumber(l, arg))
 			case 'q':
 				s := CheckString(l, arg)
+				l.checkStringLength(b.Len() + len(s) + 2)              // limits patch
+				l.reservePending(int64(len(s)), int64(b.Len()+len(s))) // limits patch
 				b.WriteByte('"')
 				for i := 0; i < len(s); i++ {
 					switch s[i] {
@@ -128,7 +130,10 @@ func formatHelper(l *State, fs string, argCount int) string {
 				}
 				b.WriteByte('"')
 			case 's':
-				if s, _ := ToStringMeta(l, arg); !strings.ContainsRune(f, '.') && len(s) >= 100 {
+				s, _ := ToStringMeta(l, arg)
+				l.checkStringLength(b.Len() + len(s))                  // limits patch
+				l.reservePending(int64(len(s)), int64(b.Len()+len(s))) // limits patch
+				if !strings.ContainsRune(f, '.') && len(s) >= 100 {
 					b.WriteString(s)
 				} else {
 					fmt.Fprintf(&b, f, s)
@@ -136,8 +141,10 @@ func formatHelper(l *State, fs string, argCount int) string {
 			default:
 				Errorf(l, fmt.Sprintf("invalid option '%%%c' to 'format'", fs[i]))
 			}
+			l.checkStringLength(b.Len()) // limits patch
 		}
 	}
+	l.checkStringLength(b.Len()) // limits patch
 	return b.String()
 }
 
@@ -192,17 +199,23 @@ var stringLibrary = []RegistryFunction{
 			l.PushString("")
 		} else if len(s)+len(sep) < len(s) || len(s)+len(sep) >= maxInt/n {
 			Errorf(l, "resulting string too large")
-		} else if sep == "" {
-			l.PushString(strings.Repeat(s, n))
 		} else {
-			var b bytes.Buffer
-			b.Grow(n*len(s) + (n-1)*len(sep))
-			b.WriteString(s)
-			for ; n > 1; n-- {
-				b.WriteString(sep)
+			// limits patch: check and account before building the string.
+			size := n*len(s) + (n-1)*len(sep)
+			l.checkStringLength(size)
+			l.reserve(int64(size) + stringHeaderBytes)
+			if sep == "" {
+				l.apiPush(strings.Repeat(s, n))
+			} else {
+				var b strings.Builder
+				b.Grow(size)
 				b.WriteString(s)
+				for ; n > 1; n-- {
+					b.WriteString(sep)
+					b.WriteString(s)
+				}
+				l.apiPush(b.String())
 			}
-			l.PushString(b.String())
 		}
 		return 1
 	}},
@@ -224,7 +237,13 @@ var stringLibrary = []RegistryFunction{
 			end = len(s)
 		}
 		if start <= end {
-			l.PushString(s[start-1 : end])
+			r := s[start-1 : end]
+			if len(s) > 64 && 2*len(r) < len(s) {
+				// limits patch: do not let a small substring keep a big
+				// string alive unseen by ReachableBytes.
+				r = strings.Clone(r)
+			}
+			l.PushString(r)
 		} else {
 			l.PushString("")
 		}

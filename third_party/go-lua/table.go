@@ -3,6 +3,7 @@ package lua
 import (
 	"fmt"
 	"sort"
+	"strings"
 )
 
 type sortHelper struct {
@@ -54,24 +55,35 @@ var tableLibrary = []RegistryFunction{
 		} else {
 			last = CheckInteger(l, 4)
 		}
-		s := ""
-		addField := func() {
+		// limits patch: measure first (checking MaxStringLength and
+		// accounting memory before building), then build with a
+		// strings.Builder instead of quadratic += concatenation.
+		field := func(i int) string {
 			l.RawGetInt(1, i)
-			if str, ok := l.ToString(-1); ok {
-				s += str
-			} else {
+			str, ok := l.ToString(-1)
+			if !ok {
 				Errorf(l, fmt.Sprintf("invalid value (%s) at index %d in table for 'concat'", TypeNameOf(l, -1), i))
 			}
 			l.Pop(1)
+			return str
 		}
-		for ; i < last; i++ {
-			addField()
-			s += sep
+		size := 0
+		for j := i; j <= last; j++ {
+			if size += len(field(j)); j < last {
+				size += len(sep)
+			}
+			l.checkStringLength(size)
 		}
-		if i == last {
-			addField()
+		l.reserve(int64(size) + stringHeaderBytes)
+		var b strings.Builder
+		b.Grow(size)
+		for ; i <= last; i++ {
+			b.WriteString(field(i))
+			if i < last {
+				b.WriteString(sep)
+			}
 		}
-		l.PushString(s)
+		l.apiPush(b.String())
 		return 1
 	}},
 	{"insert", func(l *State) int {

@@ -10,6 +10,8 @@ type table struct {
 	metaTable     *table
 	flags         byte
 	iterationKeys []value
+	hashPeak      int    // most entries the hash has held; Go maps never shrink (limits patch)
+	mark          uint32 // ReachableBytes walk epoch (limits patch)
 }
 
 func newTable() *table                     { return &table{hash: make(map[value]value)} }
@@ -23,6 +25,7 @@ func newTableWithSize(arraySize, hashSize int) *table {
 	}
 	if hashSize > 0 {
 		t.hash = make(map[value]value, hashSize)
+		t.hashPeak = hashSize
 	} else {
 		t.hash = make(map[value]value)
 	}
@@ -36,8 +39,14 @@ func (l *State) fastTagMethod(table *table, event tm) value {
 	return table.tagMethod(event, l.global.tagMethodNames[event])
 }
 
-func (t *table) extendArray(last int) {
-	t.array = append(t.array, make([]value, last-len(t.array))...)
+func (t *table) extendArray(l *State, last int) {
+	// limits patch: account before allocating, and allocate the new array
+	// directly instead of append(t.array, make(...)...), which also
+	// allocated a temporary slice as big as the growth.
+	l.reserve(int64(last-len(t.array)) * arraySlotBytes)
+	array := make([]value, last)
+	copy(array, t.array)
+	t.array = array
 	for k, v := range t.hash {
 		if f, ok := k.(float64); ok {
 			if i := int(f); float64(i) == f {
@@ -57,7 +66,7 @@ func (t *table) atInt(k int) value {
 	return t.hash[float64(k)]
 }
 
-func (t *table) maybeResizeArray(key int) bool {
+func (t *table) maybeResizeArray(l *State, key int) bool {
 	// Precondition: key > len(t.array).
 	occupancy := 0
 	for _, v := range t.array {
@@ -73,28 +82,35 @@ func (t *table) maybeResizeArray(key int) bool {
 		}
 	}
 	if occupancy >= key>>1 {
-		t.extendArray(max(occupancy*2, key)) // TODO Tune growth function.
+		t.extendArray(l, max(occupancy*2, key)) // TODO Tune growth function.
 		return true
 	}
 	return false
 }
 
-func (t *table) addOrInsertHash(k, v value) {
+func (t *table) addOrInsertHash(l *State, k, v value) {
 	if _, ok := t.hash[k]; !ok {
 		t.iterationKeys = nil // invalidate iterations when adding an entry
+		t.hash[k] = v
+		// limits patch: account for the new entry (Go maps never shrink).
+		if n := len(t.hash); n > t.hashPeak {
+			t.hashPeak = n
+			l.allocated(hashEntryBytes)
+		}
+		return
 	}
 	t.hash[k] = v
 }
 
-func (t *table) putAtInt(k int, v value) {
+func (t *table) putAtInt(l *State, k int, v value) {
 	if 0 < k && k <= len(t.array) {
 		t.array[k-1] = v
-	} else if k > 0 && v != nil && t.maybeResizeArray(k) {
+	} else if k > 0 && v != nil && t.maybeResizeArray(l, k) {
 		t.array[k-1] = v
 	} else if v == nil {
 		delete(t.hash, float64(k))
 	} else {
-		t.addOrInsertHash(float64(k), v)
+		t.addOrInsertHash(l, float64(k), v)
 	}
 }
 
@@ -121,25 +137,25 @@ func (t *table) put(l *State, k, v value) {
 		l.runtimeError("table index is nil")
 	case float64:
 		if i := int(k); float64(i) == k {
-			t.putAtInt(i, v)
+			t.putAtInt(l, i, v)
 		} else if math.IsNaN(k) {
 			l.runtimeError("table index is NaN")
 		} else if v == nil {
 			delete(t.hash, k)
 		} else {
-			t.addOrInsertHash(k, v)
+			t.addOrInsertHash(l, k, v)
 		}
 	case string:
 		if v == nil {
 			delete(t.hash, k)
 		} else {
-			t.addOrInsertHash(k, v)
+			t.addOrInsertHash(l, k, v)
 		}
 	default:
 		if v == nil {
 			delete(t.hash, k)
 		} else {
-			t.addOrInsertHash(k, v)
+			t.addOrInsertHash(l, k, v)
 		}
 	}
 }
@@ -239,6 +255,7 @@ func (l *State) next(t *table, key int) bool {
 		}
 	}
 	if t.iterationKeys == nil {
+		l.allocated(int64(len(t.hash)) * arraySlotBytes) // limits patch
 		j, keys := 0, make([]value, len(t.hash))
 		for hk := range t.hash {
 			keys[j] = hk

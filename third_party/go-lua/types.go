@@ -76,6 +76,7 @@ type localVariable struct {
 type userData struct {
 	metaTable, env *table
 	data           interface{}
+	mark           uint32 // ReachableBytes walk epoch (limits patch)
 }
 
 type upValueDesc struct {
@@ -101,6 +102,7 @@ type prototype struct {
 	lineDefined, lastLineDefined int
 	parameterCount, maxStackSize int
 	isVarArg                     bool
+	mark                         uint32 // ReachableBytes walk epoch (limits patch)
 }
 
 func (p *prototype) upValueName(index int) string {

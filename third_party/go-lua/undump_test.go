@@ -47,6 +47,7 @@ func TestUndump(t *testing.T) {
 	if err != nil {
 		t.Skipf("testing undump requires luac: %s", err)
 	}
+	requireLuaTests(t)
 	source := filepath.Join("lua-tests", "checktable.lua")
 	binary := filepath.Join("lua-tests", "checktable.bin")
 	if err := exec.Command("luac", "-o", binary, source).Run(); err != nil {

@@ -206,6 +206,14 @@ func (l *State) concat(total int) {
 				}
 			}
 			n-- // last increment wasn't valid
+			// limits patch: refuse to build a string longer than MaxStringLength
+			// and account for it before it is allocated.
+			size := 0
+			for _, s := range ss {
+				size += len(s)
+			}
+			l.checkStringLength(size)
+			l.reserve(int64(size) + stringHeaderBytes)
 			for i, j := 0, len(ss)-1; i < j; i, j = i+1, j-1 {
 				ss[i], ss[j] = ss[j], ss[i]
 			}
@@ -405,9 +413,12 @@ func init() {
 		func(e *engine, i instruction) (engineOp, instruction) { // opNewTable
 			a := i.a()
 			if b, c := float8(i.b()), float8(i.c()); b != 0 || c != 0 {
-				e.frame[a] = newTableWithSize(intFromFloat8(b), intFromFloat8(c))
+				na, nh := intFromFloat8(b), intFromFloat8(c)
+				e.frame[a] = newTableWithSize(na, nh)
+				e.l.allocated(tableAllocBytes(na, nh)) // limits patch
 			} else {
 				e.frame[a] = newTable()
+				e.l.allocated(tableBytes) // limits patch
 			}
 			clear(e.frame[a+1:])
 			if e.hooked() {
@@ -870,7 +881,7 @@ func init() {
 			start := (c - 1) * listItemsPerFlush
 			last := start + n
 			if last > len(h.array) {
-				h.extendArray(last)
+				h.extendArray(e.l, last)
 			}
 			copy(h.array[start:last], e.frame[a+1:a+1+n])
 			e.l.top = e.callInfo.top
@@ -1014,9 +1025,12 @@ func (l *State) executeSwitch() {
 		case opNewTable:
 			a := i.a()
 			if b, c := float8(i.b()), float8(i.c()); b != 0 || c != 0 {
-				frame[a] = newTableWithSize(intFromFloat8(b), intFromFloat8(c))
+				na, nh := intFromFloat8(b), intFromFloat8(c)
+				frame[a] = newTableWithSize(na, nh)
+				l.allocated(tableAllocBytes(na, nh)) // limits patch
 			} else {
 				frame[a] = newTable()
+				l.allocated(tableBytes) // limits patch
 			}
 			clear(frame[a+1:])
 		case opSelf:
@@ -1299,7 +1313,7 @@ func (l *State) executeSwitch() {
 			start := (c - 1) * listItemsPerFlush
 			last := start + n
 			if last > len(h.array) {
-				h.extendArray(last)
+				h.extendArray(l, last)
 			}
 			copy(h.array[start:last], frame[a+1:a+1+n])
 			l.top = ci.top

@@ -81,6 +81,7 @@ func TestLua(t *testing.T) {
 		// {name: "vararg"},
 		// {name: "verybig"},
 	}
+	requireLuaTests(t)
 	for _, v := range tests {
 		if v.nonPort && runtime.GOOS == "windows" {
 			t.Skipf("'%s' skipped because it's non-portable & we're running Windows", v.name)
