@@ -1,0 +1,268 @@
+package mesophyll
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// Handler serves the master's requests in a worker. Its methods are called
+// concurrently, one goroutine per request; the worker serialises execution
+// itself. Errors that are *proto.Error reach the master with their code.
+type Handler interface {
+	// DispatchEvent runs ev for tenant id and returns the result. Nowait
+	// events are run with it too, their result discarded.
+	DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, error)
+	// RunScript runs code as a template named name in tenant id's VM.
+	RunScript(ctx context.Context, id proto.Id, name, code string, ev proto.Event) (proto.Value, error)
+	// DropTenant discards tenant id's VM and cached templates.
+	DropTenant(ctx context.Context, id proto.Id) error
+	// Tenants returns the number of tenant VMs loaded, for heartbeats.
+	Tenants() int
+}
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	// MaxFrame is the largest frame accepted, in bytes. Default 4 MiB.
+	MaxFrame int64
+	// Logger receives errors of nowait events and of the connection.
+	Logger zerolog.Logger
+}
+
+// Client is a worker's end of Mesophyll. Besides serving the master's
+// requests (Serve), it is the worker's store: its Templates, TenantsFor and
+// Kv* methods ask the master. They are safe for concurrent use, and are
+// answered once Serve runs; when the connection ends they fail with
+// store_unavailable.
+type Client struct {
+	workerID  int
+	link      *link
+	log       zerolog.Logger
+	heartbeat time.Duration
+	buf       bytes.Buffer // read buffer, kept from Dial to Serve
+
+	served       atomic.Bool
+	shuttingDown atomic.Bool // Shutdown received: refuse new requests
+	shutDown     atomic.Bool // Shutdown completed
+	handlers     sync.WaitGroup
+}
+
+// Dial connects worker workerID to the master's Mesophyll endpoint url
+// (e.g. ws://127.0.0.1:7000/ws), authenticating with token, and waits for
+// Hello. ctx bounds the whole handshake.
+func Dial(ctx context.Context, url string, workerID int, token string, opts ClientOptions) (*Client, error) {
+	if opts.MaxFrame <= 0 {
+		opts.MaxFrame = DefaultMaxFrame
+	}
+	hdr := http.Header{}
+	hdr.Set("Authorization", "Bearer "+token)
+	hdr.Set("X-Worker-Id", strconv.Itoa(workerID))
+	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+		HTTPHeader:      hdr,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, fmt.Errorf("mesophyll: dial %s as worker %d: refused with HTTP %s", url, workerID, resp.Status)
+		}
+		return nil, fmt.Errorf("mesophyll: dial %s as worker %d: %w", url, workerID, err)
+	}
+	ws.SetReadLimit(opts.MaxFrame)
+	c := &Client{
+		workerID: workerID,
+		link:     newLink(ws, proto.CodeStoreUnavailable, "master"),
+		log:      opts.Logger.With().Str("component", "mesophyll").Int("worker", workerID).Logger(),
+	}
+
+	stop := context.AfterFunc(ctx, func() { ws.CloseNow() })
+	var m proto.Message
+	err = c.link.readFrame(&c.buf, &m)
+	stopped := stop()
+	switch {
+	case err != nil && !stopped:
+		err = fmt.Errorf("wait for Hello: %w", ctx.Err())
+	case err != nil:
+		err = fmt.Errorf("wait for Hello: %w", err)
+	case m.Hello == nil:
+		name, _ := messageName(&m)
+		err = fmt.Errorf("got %s before Hello", name)
+		c.link.shut(websocket.StatusPolicyViolation, "expected Hello", err)
+	}
+	if err != nil {
+		ws.CloseNow()
+		return nil, fmt.Errorf("mesophyll: dial %s as worker %d: %w", url, workerID, err)
+	}
+	c.heartbeat = time.Duration(m.Hello.HeartbeatIntervalMS) * time.Millisecond
+	if c.heartbeat <= 0 {
+		c.heartbeat = time.Second
+	}
+	return c, nil
+}
+
+// HeartbeatInterval returns the interval the master asked for in Hello.
+func (c *Client) HeartbeatInterval() time.Duration { return c.heartbeat }
+
+// Close closes the connection; a running Serve returns an error.
+func (c *Client) Close() error {
+	c.link.shut(websocket.StatusGoingAway, "worker closing", errors.New("closed by worker"))
+	return nil
+}
+
+// Serve serves the master's requests with h and sends heartbeats until the
+// connection ends. It returns nil once the master's Shutdown was received
+// and every request in flight has finished; an error if the connection is
+// lost or ctx is done first. The ctx passed to h is cancelled when Serve
+// stops, and Serve waits for h's calls to return. Serve may be called once.
+func (c *Client) Serve(ctx context.Context, h Handler) error {
+	if c.served.Swap(true) {
+		return errors.New("mesophyll: Serve called twice")
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		c.link.shut(websocket.StatusGoingAway, "worker stopping", fmt.Errorf("worker stopping: %w", context.Cause(ctx)))
+	})
+	defer stop()
+	go c.sendHeartbeats(h)
+
+	var m proto.Message
+	for {
+		err := c.link.readFrame(&c.buf, &m)
+		if err == nil {
+			err = c.handle(hctx, h, &m)
+		}
+		if err != nil {
+			code, reason, cause := closeCause(err)
+			var fe *frameError
+			if errors.As(err, &fe) {
+				c.log.Error().Int("code", int(code)).Str("reason", reason).Msg("closing connection: protocol violation")
+			}
+			c.link.shut(code, reason, cause)
+			break
+		}
+	}
+	cancel()
+	c.handlers.Wait()
+	if c.shutDown.Load() {
+		return nil
+	}
+	if err := c.link.err(); err != nil {
+		return fmt.Errorf("mesophyll: %w", err)
+	}
+	return errors.New("mesophyll: master closed the connection")
+}
+
+// handle acts on one message of the master.
+func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error {
+	switch {
+	case m.StoreResponse != nil:
+		r := m.StoreResponse
+		if !c.link.resolve(r.ReqID, response{result: r.Result, err: r.Error}) {
+			c.log.Debug().Uint64("req_id", r.ReqID).Msg("store response to no waiting call")
+		}
+	case m.DispatchEvent != nil:
+		q := m.DispatchEvent
+		if q.ReqID == 0 {
+			c.run(func() {
+				if _, err := h.DispatchEvent(ctx, q.ID, q.Event); err != nil {
+					c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).
+						Err(err).Msg("nowait event failed")
+				}
+				if err := c.link.sendMsg(context.Background(), &proto.Message{Ack: &proto.Ack{Seq: q.Seq}}); err != nil {
+					c.log.Debug().Err(err).Uint64("seq", q.Seq).Msg("send Ack")
+				}
+			}, func() {
+				c.log.Warn().Str("tenant", q.ID.String()).Uint64("seq", q.Seq).Msg("nowait event refused: shutting down")
+			})
+			return nil
+		}
+		c.respond(q.ReqID, func() (proto.Value, error) { return h.DispatchEvent(ctx, q.ID, q.Event) })
+	case m.RunScript != nil:
+		q := m.RunScript
+		c.respond(q.ReqID, func() (proto.Value, error) { return h.RunScript(ctx, q.ID, q.Name, q.Code, q.Event) })
+	case m.DropTenant != nil:
+		q := m.DropTenant
+		c.respond(q.ReqID, func() (proto.Value, error) { return nil, h.DropTenant(ctx, q.ID) })
+	case m.Shutdown != nil:
+		if !c.shuttingDown.Swap(true) {
+			c.log.Info().Msg("shutdown requested: finishing requests in flight")
+			go func() {
+				c.handlers.Wait()
+				c.shutDown.Store(true)
+				c.link.shut(websocket.StatusNormalClosure, "shutdown complete", nil)
+			}()
+		}
+	default:
+		name, _ := messageName(m)
+		return &frameError{websocket.StatusPolicyViolation, "unexpected " + name + " from master"}
+	}
+	return nil
+}
+
+// run runs do in a new goroutine, or refused on this one once shutting
+// down.
+func (c *Client) run(do, refused func()) {
+	if c.shuttingDown.Load() {
+		refused()
+		return
+	}
+	c.handlers.Add(1)
+	go func() {
+		defer c.handlers.Done()
+		do()
+	}()
+}
+
+// respond runs do for request req and sends its DispatchResponse.
+func (c *Client) respond(req uint64, do func() (proto.Value, error)) {
+	c.run(func() {
+		res, err := do()
+		c.sendResponse(req, res, err)
+	}, func() {
+		c.sendResponse(req, nil, proto.Errorf(proto.CodeShuttingDown, "worker %d is shutting down", c.workerID))
+	})
+}
+
+func (c *Client) sendResponse(req uint64, res proto.Value, err error) {
+	r := &proto.DispatchResponse{ReqID: req, Result: res}
+	if err != nil {
+		r.Result, r.Error = nil, proto.AsError(err)
+	}
+	frame, merr := json.Marshal(proto.Message{DispatchResponse: r})
+	if merr != nil {
+		r.Result, r.Error = nil, proto.Errorf(proto.CodeInternal, "result is not valid JSON: %v", merr)
+		frame, _ = json.Marshal(proto.Message{DispatchResponse: r})
+	}
+	if err := c.link.send(context.Background(), frame); err != nil {
+		c.log.Debug().Err(err).Uint64("req_id", req).Msg("send DispatchResponse")
+	}
+}
+
+// sendHeartbeats sends a Heartbeat at once and then every interval until
+// the connection ends.
+func (c *Client) sendHeartbeats(h Handler) {
+	t := time.NewTicker(c.heartbeat)
+	defer t.Stop()
+	for {
+		if err := c.link.sendMsg(context.Background(), &proto.Message{Heartbeat: &proto.Heartbeat{Tenants: h.Tenants()}}); err != nil {
+			return
+		}
+		select {
+		case <-c.link.done:
+			return
+		case <-t.C:
+		}
+	}
+}

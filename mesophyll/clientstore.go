@@ -1,0 +1,82 @@
+package mesophyll
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// Templates asks the master for a tenant's templates.
+func (c *Client) Templates(ctx context.Context, tenant proto.Id) ([]proto.Template, error) {
+	req := c.link.reqID()
+	var out []proto.Template
+	err := c.storeCall(ctx, req, &proto.Message{TemplatesFor: &proto.TemplatesFor{ReqID: req, ID: tenant}}, &out)
+	return out, err
+}
+
+// TenantsFor asks the master for the tenants owned by this worker that
+// subscribe to event.
+func (c *Client) TenantsFor(ctx context.Context, event string) ([]proto.Id, error) {
+	req := c.link.reqID()
+	var out []proto.Id
+	err := c.storeCall(ctx, req, &proto.Message{TenantsFor: &proto.TenantsFor{ReqID: req, Event: event}}, &out)
+	return out, err
+}
+
+// TenantsWithEvent is TenantsFor under the name the worker's store
+// interface uses. The master only lists this worker's tenants.
+func (c *Client) TenantsWithEvent(ctx context.Context, event string) ([]proto.Id, error) {
+	return c.TenantsFor(ctx, event)
+}
+
+// KvGet returns the value of key and whether it exists.
+func (c *Client) KvGet(ctx context.Context, tenant proto.Id, key string) (json.RawMessage, bool, error) {
+	req := c.link.reqID()
+	var out proto.KvGetResult
+	err := c.storeCall(ctx, req, &proto.Message{KvGet: &proto.KvGet{ReqID: req, ID: tenant, Key: key}}, &out)
+	if err != nil || !out.Found {
+		return nil, false, err
+	}
+	return out.Value, true, nil
+}
+
+// KvSet creates or replaces key.
+func (c *Client) KvSet(ctx context.Context, tenant proto.Id, key string, value json.RawMessage) error {
+	req := c.link.reqID()
+	return c.storeCall(ctx, req, &proto.Message{KvSet: &proto.KvSet{ReqID: req, ID: tenant, Key: key, Value: value}}, nil)
+}
+
+// KvDelete removes key.
+func (c *Client) KvDelete(ctx context.Context, tenant proto.Id, key string) error {
+	req := c.link.reqID()
+	return c.storeCall(ctx, req, &proto.Message{KvDelete: &proto.KvDelete{ReqID: req, ID: tenant, Key: key}}, nil)
+}
+
+// KvFind lists the keys starting with prefix, ordered by key.
+func (c *Client) KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]proto.KVItem, error) {
+	req := c.link.reqID()
+	var out []proto.KVItem
+	err := c.storeCall(ctx, req, &proto.Message{KvFind: &proto.KvFind{ReqID: req, ID: tenant, Prefix: prefix}}, &out)
+	return out, err
+}
+
+// storeCall sends store request m, which carries req, waits for its
+// StoreResponse and decodes the result into out (unless out is nil).
+func (c *Client) storeCall(ctx context.Context, req uint64, m *proto.Message, out any) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return proto.Errorf(proto.CodeInvalidKV, "encode store request: %v", err)
+	}
+	res, err := c.link.call(ctx, req, b)
+	if err != nil {
+		return err
+	}
+	if out == nil || res.IsNull() {
+		return nil
+	}
+	if err := json.Unmarshal(res, out); err != nil {
+		return proto.Errorf(proto.CodeStoreUnavailable, "decode store response: %v", err)
+	}
+	return nil
+}
