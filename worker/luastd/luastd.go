@@ -1,0 +1,81 @@
+// Package luastd completes the Lua 5.2 standard library that
+// github.com/Shopify/go-lua leaves out or implements differently: the
+// pattern-matching string functions, string.format, string.rep,
+// table.concat/sort/insert/remove/unpack, os.time, os.date and os.clock.
+//
+// Every function installed here bounds its work and output through
+// Limits: strings it builds are capped by Limits.MaxString and its
+// long-running loops report their steps to Limits.Charge, so an untrusted
+// script cannot make them run or allocate without bound.
+package luastd
+
+import (
+	lua "github.com/Shopify/go-lua"
+)
+
+// library carries the limits the installed functions share.
+type library struct {
+	lim Limits
+}
+
+// Open installs into the already-opened string, table and os global
+// tables (creating os if absent) the functions of this package, adds the
+// global unpack (an alias of table.unpack) and makes the string metatable's
+// __index the string table so that method calls such as ("x"):match(p)
+// reach them.
+func Open(l *lua.State, lim Limits) {
+	lib := &library{lim: lim}
+	install(l, "string", []lua.RegistryFunction{
+		{Name: "find", Function: lib.find},
+		{Name: "match", Function: lib.match},
+		{Name: "gmatch", Function: lib.gmatch},
+		{Name: "gsub", Function: lib.gsub},
+		{Name: "format", Function: lib.format},
+		{Name: "rep", Function: lib.rep},
+		{Name: "char", Function: lib.char},
+		{Name: "reverse", Function: lib.reverse},
+		{Name: "lower", Function: lib.lower},
+		{Name: "upper", Function: lib.upper},
+	})
+	install(l, "table", []lua.RegistryFunction{
+		{Name: "concat", Function: lib.concat},
+		{Name: "sort", Function: lib.sort},
+		{Name: "insert", Function: tableInsert},
+		{Name: "remove", Function: tableRemove},
+		{Name: "unpack", Function: tableUnpack},
+	})
+	install(l, "os", []lua.RegistryFunction{
+		{Name: "time", Function: osTime},
+		{Name: "date", Function: lib.date},
+		{Name: "clock", Function: osClock},
+	})
+	l.Global("table")
+	l.Field(-1, "unpack")
+	l.SetGlobal("unpack")
+	l.Pop(1)
+
+	// The string metatable: __index = string.
+	l.PushString("")
+	if !l.MetaTable(-1) {
+		l.NewTable()
+		l.PushValue(-1)
+		l.SetMetaTable(-3)
+	}
+	l.Global("string")
+	l.SetField(-2, "__index")
+	l.Pop(2)
+}
+
+// install sets functions into the global table name, creating it when
+// it is absent.
+func install(l *lua.State, name string, fns []lua.RegistryFunction) {
+	l.Global(name)
+	if !l.IsTable(-1) {
+		l.Pop(1)
+		l.NewTable()
+		l.PushValue(-1)
+		l.SetGlobal(name)
+	}
+	lua.SetFunctions(l, fns, 0)
+	l.Pop(1)
+}

@@ -1,0 +1,95 @@
+package luastd
+
+import (
+	lua "github.com/Shopify/go-lua"
+)
+
+// The simple string functions go-lua gets wrong for Lua 5.2 (it works on
+// runes and Unicode case where Lua works on bytes in the C locale) or
+// does not cap: string.rep, string.char, string.reverse, string.lower,
+// string.upper.
+
+// rep implements string.rep(s, n [, sep]).
+func (lib *library) rep(l *lua.State) int {
+	s := checkString(l, 1, "rep")
+	n := checkInt(l, 2, "rep")
+	sep := optString(l, 3, "rep", "")
+	if n <= 0 {
+		l.PushString("")
+		return 1
+	}
+	unit := len(s) + len(sep)
+	if unit > 0 && n > (maxLen+len(sep))/unit {
+		if lib.lim.MaxString > 0 {
+			lib.lim.tooLong(l)
+		}
+		lua.Errorf(l, "resulting string too large")
+	}
+	total := n*unit - len(sep)
+	lib.lim.checkLen(l, total)
+	b := lib.lim.budget(l)
+	out := make([]byte, 0, total)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			out = append(out, sep...)
+		}
+		out = append(out, s...)
+		b.step(1 + unit/64)
+	}
+	b.flush()
+	l.PushString(string(out))
+	return 1
+}
+
+// maxLen bounds the strings this package builds even without a
+// MaxString limit (like Lua's MAX_SIZET checks).
+const maxLen = 1<<31 - 1
+
+// char implements string.char(...).
+func (lib *library) char(l *lua.State) int {
+	n := l.Top()
+	lib.lim.checkLen(l, n)
+	out := make([]byte, n)
+	for i := 1; i <= n; i++ {
+		c := checkInt(l, i, "char")
+		argCheck(l, 0 <= c && c <= 255, i, "char", "value out of range")
+		out[i-1] = byte(c)
+	}
+	l.PushString(string(out))
+	return 1
+}
+
+// reverse implements string.reverse(s) on bytes.
+func (lib *library) reverse(l *lua.State) int {
+	s := checkString(l, 1, "reverse")
+	out := make([]byte, len(s))
+	for i := 0; i < len(s); i++ {
+		out[len(s)-1-i] = s[i]
+	}
+	l.PushString(string(out))
+	return 1
+}
+
+// lower implements string.lower(s) for ASCII letters only (C locale).
+func (lib *library) lower(l *lua.State) int {
+	s := []byte(checkString(l, 1, "lower"))
+	for i, c := range s {
+		if 'A' <= c && c <= 'Z' {
+			s[i] = c + 'a' - 'A'
+		}
+	}
+	l.PushString(string(s))
+	return 1
+}
+
+// upper implements string.upper(s) for ASCII letters only (C locale).
+func (lib *library) upper(l *lua.State) int {
+	s := []byte(checkString(l, 1, "upper"))
+	for i, c := range s {
+		if 'a' <= c && c <= 'z' {
+			s[i] = c - 'a' + 'A'
+		}
+	}
+	l.PushString(string(s))
+	return 1
+}
