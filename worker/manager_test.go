@@ -135,14 +135,14 @@ return {got = got.x, keys = {all[1].key, all[2].key, all[3].key}, missing = ctx.
 func TestKVLimits(t *testing.T) {
 	m := newTestManager(t, newMemStore())
 	cases := map[string]string{
-		`ctx.kv.set("", 1)`:                           "key must be 1 to 512 bytes, got 0",
-		`ctx.kv.set(string.rep("k", 513), 1)`:         "got 513",
-		`ctx.kv.set(5, 1)`:                            "key must be a string",
-		`ctx.kv.set("k", string.rep("v", 262144))`:    "larger than 262144 bytes",
-		`ctx.kv.set("k", function() end)`:             "cannot encode a function",
-		`local t = {} t.t = t ctx.kv.set("k", t)`:     "cyclic",
-		`ctx.kv.set("k", 0/0)`:                        "cannot encode NaN",
-		`ctx.kv.set("k")`:                             "missing value",
+		`ctx.kv.set("", 1)`:                        "key must be 1 to 512 bytes, got 0",
+		`ctx.kv.set(string.rep("k", 513), 1)`:      "got 513",
+		`ctx.kv.set(5, 1)`:                         "key must be a string",
+		`ctx.kv.set("k", string.rep("v", 262144))`: "larger than 262144 bytes",
+		`ctx.kv.set("k", function() end)`:          "cannot encode a function",
+		`local t = {} t.t = t ctx.kv.set("k", t)`:  "cyclic",
+		`ctx.kv.set("k", 0/0)`:                     "cannot encode NaN",
+		`ctx.kv.set("k")`:                          "missing value",
 	}
 	for code, want := range cases {
 		_, err := m.RunScript(context.Background(), g1, "s", "local event, ctx = ...\n"+code, ev("x", ""))

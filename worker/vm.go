@@ -61,6 +61,12 @@ func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM
 	if err := vm.openSandbox(); err != nil {
 		return nil, fmt.Errorf("open libraries for %s: %w", tenant, err)
 	}
+	lua.SetLimits(vm.l, lua.Limits{
+		MaxStringLength: limits.MaxString,
+		MaxCallDepth:    limits.MaxCallDepth,
+		MaxMemory:       limits.MaxMemory,
+		OnLimit:         vm.onLimit,
+	})
 	lua.SetDebugHook(vm.l, vm.hook, lua.MaskCount, hookEvery)
 	vm.l.NewTable()
 	vm.l.SetField(lua.RegistryIndex, templatesKey)
@@ -153,9 +159,15 @@ func (vm *VM) invoke(nargs int) error {
 	return nil
 }
 
-// errorText renders a Lua error value.
+// maxErrorText bounds an error message taken from a script.
+const maxErrorText = 4 << 10
+
+// errorText renders a Lua error value, truncated to maxErrorText.
 func errorText(l *lua.State, idx int) string {
 	if s, ok := l.ToString(idx); ok {
+		if len(s) > maxErrorText {
+			return s[:maxErrorText] + fmt.Sprintf("... (truncated, %d bytes)", len(s))
+		}
 		return s
 	}
 	if l.IsNil(idx) {
@@ -197,6 +209,25 @@ func (vm *VM) timeoutText() string {
 		return vm.limits.Timeout.String()
 	}
 	return "caller deadline"
+}
+
+// onLimit is called by the VM just before it raises a limit error: it
+// records the limit so the call ends with the limit's code. It must not
+// touch the State.
+func (vm *VM) onLimit(_ *lua.State, kind string, limit int64) {
+	if vm.call.abort != nil {
+		return
+	}
+	switch kind {
+	case "string":
+		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "string length limit exceeded (%d bytes)", limit)
+	case "memory":
+		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "memory limit exceeded (%d bytes)", limit)
+	case "stack":
+		vm.call.abort = proto.Errorf(proto.CodeStackOverflow, "call depth limit exceeded (%d nested calls)", limit)
+	default:
+		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "%s limit exceeded (%d)", kind, limit)
+	}
 }
 
 // abortCall records why the call ends and raises it as a Lua error; pcall
