@@ -73,7 +73,6 @@ var tableCases = []luaCase{
 	// Inconsistent comparators terminate (the result order is unspecified).
 	{code: `local t = {} for i = 1, 500 do t[i] = i end local n = 0 local ok = pcall(table.sort, t, function(a, b) n = n + 1 return n % 3 == 0 end) return n < 100000`, want: `true`},
 	{code: `local t = {} for i = 1, 100 do t[i] = i % 7 end return pcall(table.sort, t, function(a, b) return a <= b end)`, want: `false, "invalid order function for sorting"`, goOnly: true},
-
 }
 
 func TestTable(t *testing.T) { runCases(t, tableCases) }
