@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
+)
+
+// SQLiteFile is the name of the SQLite database in the data directory.
+const SQLiteFile = "templateworker.db"
+
+// Options tune a store, whichever database holds it.
+type Options struct {
+	// Quota bounds each tenant's key-value data. Zero fields mean
+	// unlimited; callers wanting the default pass DefaultQuota.
+	Quota Quota
+	// Logger receives migration and connection events. The zero Logger
+	// discards them.
+	Logger zerolog.Logger
+}
+
+// Config says which database to open.
+type Config struct {
+	// DataDir holds the SQLite database, SQLiteFile, when DatabaseURL is
+	// empty.
+	DataDir string
+	// DatabaseURL, when set, selects PostgreSQL: a postgres:// URL or a
+	// key=value DSN as understood by pgx.
+	DatabaseURL string
+	// Options apply to either database.
+	Options Options
+}
+
+// Open opens the store cfg selects — PostgreSQL when cfg.DatabaseURL is set,
+// otherwise SQLite in cfg.DataDir — applying pending migrations.
+func Open(ctx context.Context, cfg Config) (Store, error) {
+	if cfg.DatabaseURL != "" {
+		return OpenPostgres(ctx, cfg.DatabaseURL, cfg.Options)
+	}
+	return OpenSQLite(ctx, filepath.Join(cfg.DataDir, SQLiteFile), cfg.Options)
+}
+
+// Migrate applies the pending migrations of the database cfg selects, as
+// Open does, and returns the schema version the database is at afterwards.
+func Migrate(ctx context.Context, cfg Config) (version int, err error) {
+	if cfg.DatabaseURL != "" {
+		p, err := OpenPostgres(ctx, cfg.DatabaseURL, cfg.Options)
+		if err != nil {
+			return 0, err
+		}
+		defer p.Close()
+		return p.version, nil
+	}
+	s, err := OpenSQLite(ctx, filepath.Join(cfg.DataDir, SQLiteFile), cfg.Options)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	return s.version, nil
+}

@@ -1,0 +1,163 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// KvGet returns the value of key and whether it exists.
+func (s *SQLite) KvGet(ctx context.Context, tenant proto.Id, key string) (json.RawMessage, bool, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := checkKey(key); err != nil {
+		return nil, false, err
+	}
+	var v []byte
+	err = s.r.QueryRowContext(ctx, `SELECT value FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key = ?`,
+		kind, idToDB(tenant.ID), key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, s.fail("kv get", err)
+	}
+	return json.RawMessage(v), true, nil
+}
+
+// KvSet creates or replaces key, within the tenant's quota. Last writer wins.
+func (s *SQLite) KvSet(ctx context.Context, tenant proto.Id, key string, value json.RawMessage) error {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return err
+	}
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := checkValue(value); err != nil {
+		return err
+	}
+	id := idToDB(tenant.ID)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return s.fail("begin", err)
+	}
+	defer tx.Rollback()
+	var u usage
+	err = tx.QueryRowContext(ctx, `SELECT keys, bytes FROM kv_usage WHERE tenant_type = ? AND tenant_id = ?`,
+		kind, id).Scan(&u.keys, &u.bytes)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return s.fail("kv usage", err)
+	}
+	old := int64(-1)
+	err = tx.QueryRowContext(ctx, `SELECT size FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key = ?`,
+		kind, id, key).Scan(&old)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return s.fail("kv set", err)
+	}
+	size := kvSize(key, value)
+	after, err := checkQuota(s.quota, tenant, u, old, size)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UnixMicro()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO kv (tenant_type, tenant_id, key, value, size, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (tenant_type, tenant_id, key) DO UPDATE
+		SET value = excluded.value, size = excluded.size, updated_at = excluded.updated_at`,
+		kind, id, key, string(value), size, now, now); err != nil {
+		return s.fail("kv set", err)
+	}
+	if err := s.putUsage(ctx, tx, kind, id, after); err != nil {
+		return err
+	}
+	return s.fail("commit", tx.Commit())
+}
+
+// putUsage records the tenant's usage u.
+func (s *SQLite) putUsage(ctx context.Context, tx *sql.Tx, kind string, id int64, u usage) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO kv_usage (tenant_type, tenant_id, keys, bytes) VALUES (?, ?, ?, ?)
+		ON CONFLICT (tenant_type, tenant_id) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes`,
+		kind, id, u.keys, u.bytes)
+	return s.fail("kv usage", err)
+}
+
+// KvDelete removes key; deleting a missing key is not an error.
+func (s *SQLite) KvDelete(ctx context.Context, tenant proto.Id, key string) error {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return err
+	}
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	id := idToDB(tenant.ID)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return s.fail("begin", err)
+	}
+	defer tx.Rollback()
+	var size int64
+	err = tx.QueryRowContext(ctx, `DELETE FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key = ? RETURNING size`,
+		kind, id, key).Scan(&size)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return s.fail("kv delete", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE kv_usage SET keys = keys - 1, bytes = bytes - ?
+		WHERE tenant_type = ? AND tenant_id = ?`, size, kind, id); err != nil {
+		return s.fail("kv usage", err)
+	}
+	return s.fail("commit", tx.Commit())
+}
+
+// KvFind lists the keys starting with prefix, ordered by key (byte order).
+// No character of prefix is special.
+func (s *SQLite) KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]proto.KVItem, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return nil, err
+	}
+	possible, err := checkPrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	if !possible {
+		return []proto.KVItem{}, nil
+	}
+	q := `SELECT key, value FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key >= ?`
+	args := []any{kind, idToDB(tenant.ID), prefix}
+	if end, ok := prefixEnd(prefix); ok {
+		q += ` AND key < ?`
+		args = append(args, end)
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY key`, args...)
+	if err != nil {
+		return nil, s.fail("kv find", err)
+	}
+	defer rows.Close()
+	items := []proto.KVItem{}
+	for rows.Next() {
+		var (
+			it proto.KVItem
+			v  []byte
+		)
+		if err := rows.Scan(&it.Key, &v); err != nil {
+			return nil, s.fail("kv find", err)
+		}
+		it.Value = json.RawMessage(v)
+		items = append(items, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail("kv find", err)
+	}
+	return items, nil
+}
