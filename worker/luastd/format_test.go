@@ -166,6 +166,34 @@ var formatCases = []luaCase{
 	{code: `return string.format()`, want: "error: case:1: bad argument #1 to 'format' (string expected, got no value)"},
 	{code: `return string.format(12)`, want: `"12"`},
 	{code: `return ("%d-%s"):format(1, "a")`, want: `"1-a"`},
+	{code: `return string.format("%05s|%-05s|", "ab", "ab")`, want: `"   ab|ab   |"`},
+	{code: `return string.format("%+x|% x|%+u", 255, 255, 7)`, want: `"ff|ff|7"`},
+	{code: `return string.format("%#.3o|%.0x|%#.0x|%-#10x|", 8, 0, 0, 255)`, want: `"010|||0xff      |"`},
+	{code: `return string.format("%#.0g|%#.1g|%.0g", 1, 1, 0)`, want: `"1.|1.|0"`},
+	{code: `return string.format("%+.3e|% .3E", 12345, -0.00012345)`, want: `"+1.234e+04|-1.234E-04"`},
+	{code: `return string.format("%.20f", 0.1)`, want: `"0.10000000000000000555"`},
+	{code: `return string.format("%.15g|%.16g|%.17g", 0.3, 0.3, 0.3)`, want: `"0.3|0.3|0.29999999999999999"`},
+	{code: `return string.format("%g|%g|%g", 1e-4, 1e-5, 123456)`, want: `"0.0001|1e-05|123456"`},
+	{code: `return string.format("%g|%g", 1234567, 0.000123456789)`, want: `"1.23457e+06|0.000123457"`},
+	{code: `return string.format("%g", 2^63)`, want: `"9.22337e+18"`},
+	{code: `return string.format("%.99g", 0.5)`, want: `"0.5"`},
+	{code: `return string.format("%5.3s|", "abcdef")`, want: `"  abc|"`},
+	{code: `return string.format("%-5c|%05d|%5%", 65, -42)`, want: "error: case:1: bad argument #4 to 'format' (no value)"},
+	{code: `return string.format("%-5c|%05d|%5%", 65, -42, 0)`, want: "error: case:1: invalid option '%%' to 'format'"},
+
+	{code: `return string.format("%d%%", 50)`, want: `"50%"`},
+	{code: `return string.format("%s %s", 1, 2, 3)`, want: `"1 2"`},
+	{code: `return string.format("%.3a", 1/3)`, want: `"0x1.555p-2"`},
+	{code: `return string.format("%.13a|%.14a", 1/3, 1/3)`, want: `"0x1.5555555555555p-2|0x1.55555555555550p-2"`},
+	{code: `return string.format("%a|%a", 2^-1073, 3 * 2^-1074)`, want: `"0x0.0000000000002p-1022|0x0.0000000000003p-1022"`},
+	{code: `return string.format("%.1a", 2^-1074)`, want: `"0x0.0p-1022"`},
+	{code: `return string.format("%.0a|%.0a", 2.5, 3.5)`, want: `"0x1p+1|0x2p+1"`},
+	{code: `return string.format("%A", 0.1)`, want: `"0X1.999999999999AP-4"`},
+	{code: `return string.format("%i|%5i|%-5i|", -7, 7, 7)`, want: `"-7|    7|7    |"`},
+	// Lua 5.2 hands %s to C's sprintf, which stops at an embedded zero;
+	// this package keeps the whole string.
+	{code: `return string.format("%s|", "a\0b") == "a\0b|"`, want: `true`, goOnly: true},
+
 	{code: `return ("%5.2f"):format(math.pi)`, want: `" 3.14"`},
 }
 

@@ -40,8 +40,8 @@ func Open(l *lua.State, lim Limits) {
 	install(l, "table", []lua.RegistryFunction{
 		{Name: "concat", Function: lib.concat},
 		{Name: "sort", Function: lib.sort},
-		{Name: "insert", Function: tableInsert},
-		{Name: "remove", Function: tableRemove},
+		{Name: "insert", Function: lib.insert},
+		{Name: "remove", Function: lib.remove},
 		{Name: "unpack", Function: tableUnpack},
 	})
 	install(l, "os", []lua.RegistryFunction{

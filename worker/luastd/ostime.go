@@ -73,7 +73,8 @@ func (lib *library) date(l *lua.State) int {
 	} else {
 		t = t.In(time.Local)
 	}
-	if strings.HasPrefix(format, "*t") {
+	if format == "*t" {
+
 		pushDateTable(l, t)
 		return 1
 	}

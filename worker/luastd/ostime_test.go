@@ -46,6 +46,9 @@ var timeCases = []luaCase{
 	{code: `return os.date("!%e|%d", 86400 * 9)`, want: `"10|10"`},
 	{code: `return os.date("!plain text", 0)`, want: `"plain text"`},
 	{code: `return os.date("!", 0)`, want: `""`},
+	{code: `return os.date("!*tx", 0)`, want: `"*tx"`},
+	{code: `return type(os.date("!*t", 0))`, want: `"table"`},
+
 	{code: `return os.date("%Q")`, want: "error: case:1: bad argument #1 to 'date' (invalid conversion specifier '%Q')"},
 	{code: `return os.date("%Qabc")`, want: "error: case:1: bad argument #1 to 'date' (invalid conversion specifier '%Qabc')"},
 	{code: `return os.date("%Ez")`, want: "error: case:1: bad argument #1 to 'date' (invalid conversion specifier '%Ez')"},

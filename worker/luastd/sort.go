@@ -11,6 +11,10 @@ import (
 // never fails, so when it does the order function is invalid and the
 // call raises "invalid order function for sorting" as Lua 5.2 does.
 
+// maxSort bounds the length table.sort accepts (a __len metamethod can
+// claim any length; the position arrays take 16 bytes per element).
+const maxSort = 1 << 24
+
 // sorter compares and moves the elements of the table at stack index 1.
 type sorter struct {
 	l       *lua.State
@@ -68,7 +72,11 @@ func (lib *library) sort(l *lua.State) int {
 	if n < 2 {
 		return 0
 	}
+	if n > maxSort {
+		lua.Errorf(l, "array too big")
+	}
 	s := &sorter{l: l, hasFunc: hasFunc, b: lib.lim.budget(l)}
+	s.b.step(n / 8) // the position arrays
 	// perm[k] is the position (1-based) whose value goes to position k+1.
 	perm := make([]int, n)
 	tmp := make([]int, n)

@@ -14,11 +14,12 @@ func (lib *library) rep(l *lua.State) int {
 	s := checkString(l, 1, "rep")
 	n := checkInt(l, 2, "rep")
 	sep := optString(l, 3, "rep", "")
-	if n <= 0 {
+	unit := len(s) + len(sep)
+	if n <= 0 || unit == 0 {
 		l.PushString("")
 		return 1
 	}
-	unit := len(s) + len(sep)
+
 	if unit > 0 && n > (maxLen+len(sep))/unit {
 		if lib.lim.MaxString > 0 {
 			lib.lim.tooLong(l)

@@ -47,8 +47,8 @@ func (lib *library) concat(l *lua.State) int {
 	return 1
 }
 
-// tableInsert implements table.insert(list, [pos,] value).
-func tableInsert(l *lua.State) int {
+// insert implements table.insert(list, [pos,] value).
+func (lib *library) insert(l *lua.State) int {
 	checkTable(l, 1, "insert")
 	e := lua.LengthEx(l, 1) + 1 // first empty element
 	pos := e
@@ -57,10 +57,13 @@ func tableInsert(l *lua.State) int {
 	case 3:
 		pos = checkInt(l, 2, "insert")
 		argCheck(l, 1 <= pos && pos <= e, 2, "insert", "position out of bounds")
+		b := lib.lim.budget(l)
 		for i := e; i > pos; i-- {
 			l.RawGetInt(1, i-1)
 			l.RawSetInt(1, i)
+			b.step(1)
 		}
+		b.flush()
 	default:
 		lua.Errorf(l, "wrong number of arguments to 'insert'")
 	}
@@ -68,9 +71,9 @@ func tableInsert(l *lua.State) int {
 	return 0
 }
 
-// tableRemove implements table.remove(list [, pos]). Like the reference
+// remove implements table.remove(list [, pos]). Like the reference
 // interpreter, a bad position is reported as argument #1.
-func tableRemove(l *lua.State) int {
+func (lib *library) remove(l *lua.State) int {
 	checkTable(l, 1, "remove")
 	size := lua.LengthEx(l, 1)
 	pos := optInt(l, 2, "remove", size)
@@ -78,10 +81,14 @@ func tableRemove(l *lua.State) int {
 		argCheck(l, 1 <= pos && pos <= size+1, 1, "remove", "position out of bounds")
 	}
 	l.RawGetInt(1, pos)
+	b := lib.lim.budget(l)
 	for ; pos < size; pos++ {
 		l.RawGetInt(1, pos+1)
 		l.RawSetInt(1, pos)
+		b.step(1)
 	}
+	b.flush()
+
 	l.PushNil()
 	l.RawSetInt(1, pos)
 	return 1

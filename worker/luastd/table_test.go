@@ -68,6 +68,12 @@ var tableCases = []luaCase{
 	{code: `local t = {3, 1, 2} table.sort(t, function(a, b) error("cmp") end)`, want: "error: case:1: cmp"},
 	{code: `local t = setmetatable({}, {__lt = function(a, b) return a.v < b.v end}) local a = {} for i = 1, 5 do a[i] = setmetatable({v = 6 - i}, getmetatable(t)) end table.sort(a) return a[1].v, a[5].v`, want: `1, 5`},
 	{code: `local t = {5, 4, 3, 2, 1} table.sort(t, function(a, b) return a < b end) return table.concat(t)`, want: `"12345"`},
+	{code: `local t = {"b", "a\0c", "a\0b", "a", ""} table.sort(t) return #t[1], t[2], t[3] == "a\0b", t[5]`, want: `0, "a", true, "b"`},
+	{code: `local t = {3.5, -1, 1e300, -1/0, 0} table.sort(t) return t[1] == -1/0, t[2], t[3], t[4], t[5]`, want: `true, -1, 0, 3.5, 1e+300`},
+	{code: `local t = setmetatable({3, 1, 2}, {__len = function() return 2 end}) table.sort(t) return table.concat(t, ",", 1, 3)`, want: `"1,3,2"`},
+	{code: `local t = setmetatable({}, {__len = function() return 2^40 end}) table.sort(t)`, want: "error: case:1: array too big", goOnly: true},
+	{code: `local t = setmetatable({}, {__index = function(t, k) return k end}) t[1] = 2 t[2] = 1 table.sort(t) return rawget(t, 1), rawget(t, 2)`, want: `1, 2`},
+
 	{code: `local t = {"b", "a", "c"} table.sort(t, function(a, b) return a > b end) return table.concat(t)`, want: `"cba"`},
 	{code: `local t = {3, 2, 1} table.sort(t, function(a, b) return a <= b end) return table.concat(t)`, want: `"123"`},
 	// Inconsistent comparators terminate (the result order is unspecified).
