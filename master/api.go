@@ -1,0 +1,413 @@
+package master
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/store"
+	"github.com/templateworker/templateworker/worker"
+)
+
+// maxBody is the largest request body the API accepts.
+const maxBody = 1 << 20
+
+// templateName is what a template name may look like.
+var templateName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+
+// API serves the HTTP API of the master.
+type API struct {
+	Store   store.Store
+	Workers *Pool
+	// Quarantine refuses hostile tenants; nil disables it.
+	Quarantine *Quarantine
+	// Metrics records calls; nil disables it.
+	Metrics *Metrics
+	// Token is the bearer token every /v1 route requires.
+	Token string
+	// CallTimeout bounds a waited call (dispatch or script).
+	CallTimeout time.Duration
+	Log         zerolog.Logger
+	// Ready reports readiness beyond the workers (e.g. the store); may be nil.
+	Ready func(ctx context.Context) error
+}
+
+// Handler returns the API's routes.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	v1 := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
+		mux.Handle(pattern, a.auth(h))
+	}
+	v1("PUT /v1/tenants/{kind}/{tid}/templates/{name}", a.putTemplate)
+	v1("GET /v1/tenants/{kind}/{tid}/templates", a.listTemplates)
+	v1("DELETE /v1/tenants/{kind}/{tid}/templates/{name}", a.deleteTemplate)
+	v1("POST /v1/tenants/{kind}/{tid}/events", a.dispatch)
+	v1("POST /v1/tenants/{kind}/{tid}/scripts", a.runScript)
+	v1("DELETE /v1/tenants/{kind}/{tid}/vm", a.dropTenant)
+	v1("GET /v1/tenants/{kind}/{tid}/kv", a.listKV)
+	v1("GET /v1/workers", a.listWorkers)
+	v1("GET /v1/quarantine", a.listQuarantine)
+	v1("DELETE /v1/tenants/{kind}/{tid}/quarantine", a.liftQuarantine)
+	a.HealthRoutes(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, proto.Errorf(proto.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// HealthRoutes adds /healthz, /readyz and /metrics (no token: they are
+// for load balancers, systemd and Prometheus) to mux.
+func (a *API) HealthRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	if a.Metrics != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
+	}
+}
+
+// auth checks the bearer token, then runs h and renders its error.
+func (a *API) auth(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
+			writeError(w, proto.Errorf(proto.CodeUnauthorized, "missing or invalid bearer token"))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if err := h(w, r); err != nil {
+			e := proto.AsError(err)
+			if e.Code == proto.CodeInternal {
+				a.Log.Error().Err(err).Str("path", r.URL.Path).Msg("request failed")
+				e = proto.Errorf(proto.CodeInternal, "internal error")
+			}
+			writeError(w, e)
+		}
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, e *proto.Error) {
+	status := proto.HTTPStatus(e.Code)
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	} else if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, map[string]*proto.Error{"error": e})
+}
+
+// tenant parses {kind}/{tid} from the path.
+func tenant(r *http.Request) (proto.Id, error) {
+	id, err := proto.ParseIdParts(r.PathValue("kind"), r.PathValue("tid"))
+	if err != nil {
+		return proto.Id{}, proto.Errorf(proto.CodeBadRequest, "bad tenant in path: %v", err)
+	}
+	return id, nil
+}
+
+// decode reads a JSON body into v, rejecting unknown fields and trailing data.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return proto.Errorf(proto.CodeTooLarge, "request body is larger than %d bytes", maxBody)
+		case errors.Is(err, io.EOF):
+			return proto.Errorf(proto.CodeBadRequest, "request body is empty: want a JSON object")
+		}
+		return proto.Errorf(proto.CodeBadRequest, "bad JSON body: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return proto.Errorf(proto.CodeBadRequest, "bad JSON body: trailing data after the object")
+	}
+	return nil
+}
+
+func (a *API) callCtx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), a.CallTimeout)
+}
+
+type putTemplateBody struct {
+	Code   *string  `json:"code"`
+	Events []string `json:"events"`
+}
+
+func (a *API) putTemplate(w http.ResponseWriter, r *http.Request) error {
+	id, err := tenant(r)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if !templateName.MatchString(name) {
+		return proto.Errorf(proto.CodeBadRequest, "bad template name %q: use 1-64 letters, digits, '_', '.', '-' (not starting with '.' or '-')", name)
+	}
+	var body putTemplateBody
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	if body.Code == nil {
+		return proto.Errorf(proto.CodeBadRequest, "missing \"code\"")
+	}
+	events, err := cleanEvents(body.Events)
+	if err != nil {
+		return err
+	}
+	if err := worker.Compile(name, *body.Code); err != nil {
+		return err
+	}
+	t := proto.Template{Name: name, Code: *body.Code, Events: events, UpdatedAt: time.Now().UTC()}
+	if err := a.Store.PutTemplate(r.Context(), id, t); err != nil {
+		return err
+	}
+	a.invalidate(r.Context(), id)
+	writeJSON(w, http.StatusOK, map[string]any{"template": templateInfo{Name: t.Name, Events: t.Events, UpdatedAt: t.UpdatedAt}})
+	return nil
+}
+
+type templateInfo struct {
+	Name      string    `json:"name"`
+	Events    []string  `json:"events"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// cleanEvents validates and de-duplicates event names.
+func cleanEvents(in []string) ([]string, error) {
+	out := make([]string, 0, len(in))
+	seen := make(map[string]bool, len(in))
+	for _, e := range in {
+		if err := (proto.Event{Name: e}).Validate(); err != nil {
+			return nil, proto.Errorf(proto.CodeBadRequest, "bad event in \"events\": %v", err)
+		}
+		if !seen[e] {
+			seen[e] = true
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// invalidate makes the next dispatch of id load the new templates.
+func (a *API) invalidate(ctx context.Context, id proto.Id) {
+	ctx, cancel := context.WithTimeout(ctx, a.CallTimeout)
+	defer cancel()
+	if err := a.Workers.DropTenant(ctx, id); err != nil {
+		// A worker that is down starts with no cached state anyway.
+		a.Log.Warn().Err(err).Str("tenant", id.String()).Msg("drop tenant after template change")
+	}
+}
+
+func (a *API) listTemplates(w http.ResponseWriter, r *http.Request) error {
+	id, err := tenant(r)
+	if err != nil {
+		return err
+	}
+	tpls, err := a.Store.Templates(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if tpls == nil {
+		tpls = []proto.Template{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"templates": tpls})
+	return nil
+}
+
+func (a *API) deleteTemplate(w http.ResponseWriter, r *http.Request) error {
+	id, err := tenant(r)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if !templateName.MatchString(name) {
+		return proto.Errorf(proto.CodeBadRequest, "bad template name %q", name)
+	}
+	if err := a.Store.DeleteTemplate(r.Context(), id, name); err != nil {
+		return err
+	}
+	a.invalidate(r.Context(), id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
+	id, err := tenant(r)
+	if err != nil {
+		return err
+	}
+	var ev proto.Event
+	if err := decode(r, &ev); err != nil {
+		return err
+	}
+	if err := ev.Validate(); err != nil {
+		return proto.Errorf(proto.CodeBadRequest, "bad event: %v", err)
+	}
+	switch r.URL.Query().Get("wait") {
+	case "false", "0":
+		err := a.calls().DispatchEventNoWait(id, ev)
+		a.Metrics.observe(time.Now(), false, err)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusAccepted, map[string]bool{"accepted": true})
+		return nil
+	case "", "true", "1":
+	default:
+		return proto.Errorf(proto.CodeBadRequest, "bad wait parameter %q: want true or false", r.URL.Query().Get("wait"))
+	}
+	ctx, cancel := a.callCtx(r)
+	defer cancel()
+	start := time.Now()
+	v, err := a.calls().DispatchEvent(ctx, id, ev)
+	a.Metrics.observe(start, true, err)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]proto.Value{"result": v})
+	return nil
+}
+
+type scriptBody struct {
+	Name  string       `json:"name"`
+	Code  *string      `json:"code"`
+	Event *proto.Event `json:"event"`
+}
+
+func (a *API) runScript(w http.ResponseWriter, r *http.Request) error {
+	id, err := tenant(r)
+	if err != nil {
+		return err
+	}
+	var body scriptBody
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	if body.Code == nil {
+		return proto.Errorf(proto.CodeBadRequest, "missing \"code\"")
+	}
+	if body.Name == "" {
+		body.Name = "script"
+	}
+	if !templateName.MatchString(body.Name) {
+		return proto.Errorf(proto.CodeBadRequest, "bad script name %q", body.Name)
+	}
+	ev := proto.Event{Name: "RunScript"}
+	if body.Event != nil {
+		ev = *body.Event
+		if err := ev.Validate(); err != nil {
+			return proto.Errorf(proto.CodeBadRequest, "bad event: %v", err)
+		}
+	}
+	ctx, cancel := a.callCtx(r)
+	defer cancel()
+	start := time.Now()
+	v, err := a.calls().RunScript(ctx, id, body.Name, *body.Code, ev)
+	a.Metrics.observe(start, true, err)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]proto.Value{"result": v})
+	return nil
+}
+
+func (a *API) dropTenant(w http.ResponseWriter, r *http.Request) error {
+	id, err := tenant(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.callCtx(r)
+	defer cancel()
+	if err := a.Workers.DropTenant(ctx, id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) listKV(w http.ResponseWriter, r *http.Request) error {
+	id, err := tenant(r)
+	if err != nil {
+		return err
+	}
+	items, err := a.Store.KvFind(r.Context(), id, r.URL.Query().Get("prefix"))
+	if err != nil {
+		return err
+	}
+	if items == nil {
+		items = []proto.KVItem{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	return nil
+}
+
+func (a *API) listWorkers(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]any{"workers": a.Workers.Status()})
+	return nil
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	var problems []string
+	for _, s := range a.Workers.Status() {
+		if s.State != "running" && s.State != "ready" {
+			problems = append(problems, fmt.Sprintf("worker %d is %s", s.ID, s.State))
+		}
+	}
+	if a.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.Ready(ctx); err != nil {
+			problems = append(problems, "store: "+proto.AsError(err).Message)
+		}
+	}
+	if len(problems) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+}
+
+// calls is the pool as seen through the quarantine.
+func (a *API) calls() WorkerLike {
+	if a.Quarantine == nil {
+		return a.Workers
+	}
+	return guarded{WorkerLike: a.Workers, q: a.Quarantine}
+}
+
+func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]any{"quarantined": a.Quarantine.List()})
+	return nil
+}
+
+func (a *API) liftQuarantine(w http.ResponseWriter, r *http.Request) error {
+	id, err := tenant(r)
+	if err != nil {
+		return err
+	}
+	if !a.Quarantine.Lift(id) {
+		return proto.Errorf(proto.CodeNotFound, "tenant %s is not quarantined", id)
+	}
+	a.Log.Info().Str("tenant", id.String()).Msg("quarantine lifted by an operator")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,202 @@
+package master
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/store"
+	"github.com/templateworker/templateworker/worker"
+)
+
+// Config is everything the master needs to run; the CLI fills it from flags
+// and TEMPLATEWORKER_* environment variables.
+type Config struct {
+	// ThreadWorkers > 0 selects the thread topology with that many workers.
+	ThreadWorkers int
+	// ProcessWorkers > 0 selects the process topology (the default).
+	ProcessWorkers int
+	// MesophyllListen is where process workers connect (loopback).
+	MesophyllListen string
+	// Process configures spawning and supervision of process workers.
+	Process ProcessConfig
+	// Listen is the HTTP API address (default 127.0.0.1:7878).
+	Listen string
+	// DataDir holds the SQLite database, the generated API token and the
+	// address file.
+	DataDir string
+	// DatabaseURL selects PostgreSQL instead of SQLite.
+	DatabaseURL string
+	// APIToken is the bearer token of the API; generated into
+	// <DataDir>/api-token when empty.
+	APIToken string
+	// WorkerQueue bounds each worker's queue.
+	WorkerQueue int
+	// Limits bound every Lua call.
+	Limits worker.Limits
+	// Quota bounds each tenant's KV data.
+	Quota store.Quota
+	// DispatchTimeout bounds how long a waited call may wait for its worker
+	// beyond the Lua time limit.
+	DispatchTimeout time.Duration
+	// ShutdownTimeout bounds the graceful stop.
+	ShutdownTimeout time.Duration
+	// QuarantineAfter fatal incidents within QuarantineWindow quarantine a
+	// tenant for QuarantineWindow; 0 disables quarantine.
+	QuarantineAfter  int
+	QuarantineWindow time.Duration
+}
+
+// TokenFile and AddrFile are the files the master keeps in its data dir so
+// that the CLI on the same machine finds it with no flags.
+const (
+	TokenFile = "api-token"
+	AddrFile  = "master.addr"
+)
+
+// Run starts the master and serves until ctx is cancelled, then shuts down
+// gracefully. It returns a non-nil error only when the master could not run.
+func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	token, err := apiToken(cfg)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, store.Config{
+		DataDir:     cfg.DataDir,
+		DatabaseURL: cfg.DatabaseURL,
+		Options:     store.Options{Quota: cfg.Quota, Logger: log},
+	})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+
+	fatalCh := make(chan error, 1)
+	fatal := func(err error) {
+		select {
+		case fatalCh <- err:
+		default:
+		}
+	}
+	var (
+		pool     *Pool
+		kill     func(context.Context) error
+		topology string
+	)
+	switch {
+	case cfg.ThreadWorkers > 0:
+		topology = "thread"
+		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
+			Store: st, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		kill = pool.Kill
+	case cfg.ProcessWorkers > 0:
+		topology = "process"
+		pc := cfg.Process
+		pc.QueueSize = cfg.WorkerQueue
+		pp, err := startProcessPool(cfg.ProcessWorkers, cfg.MesophyllListen, pc, st, log, fatal)
+		if err != nil {
+			return err
+		}
+		pool, kill = pp.Pool, pp.Kill
+	default:
+		return errors.New("no topology: give --process-workers N or --thread-workers N")
+	}
+	quarantine := NewQuarantine(cfg.QuarantineAfter, cfg.QuarantineWindow)
+	api := &API{
+		Store: st, Workers: pool, Token: token, Log: log,
+		Quarantine:  quarantine,
+		Metrics:     NewMetrics(topology, pool, quarantine),
+		CallTimeout: cfg.Limits.Timeout + cfg.DispatchTimeout,
+		Ready:       st.Ping,
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = kill(context.Background())
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	addr := "http://" + ln.Addr().String()
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, AddrFile), []byte(addr+"\n"), 0o600); err != nil {
+		log.Warn().Err(err).Msg("write address file")
+	}
+	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info().Str("addr", addr).Str("topology", topology).Int("workers", pool.Len()).
+		Str("store", storeName(cfg)).Msg("master ready")
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		_ = kill(context.Background())
+		return fmt.Errorf("serve HTTP: %w", err)
+	case err := <-fatalCh:
+		log.Error().Err(err).Msg("fatal: stopping every worker and exiting")
+		_ = srv.Close()
+		kctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = kill(kctx)
+		_ = os.Remove(filepath.Join(cfg.DataDir, AddrFile))
+		return err
+	}
+	log.Info().Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("HTTP shutdown")
+	}
+	if err := kill(sctx); err != nil {
+		log.Warn().Err(err).Msg("stop workers")
+	}
+	_ = os.Remove(filepath.Join(cfg.DataDir, AddrFile))
+	log.Info().Msg("stopped")
+	return nil
+}
+
+func storeName(cfg Config) string {
+	if cfg.DatabaseURL != "" {
+		return "postgres " + store.RedactURL(cfg.DatabaseURL)
+	}
+	return "sqlite " + filepath.Join(cfg.DataDir, "templateworker.db")
+}
+
+// apiToken returns the configured token, or the one in the data dir,
+// generating it (mode 0600) at first start.
+func apiToken(cfg Config) (string, error) {
+	if cfg.APIToken != "" {
+		return cfg.APIToken, nil
+	}
+	path := filepath.Join(cfg.DataDir, TokenFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read API token: %w", err)
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("generate API token: %w", err)
+	}
+	t := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write API token: %w", err)
+	}
+	return t, nil
+}

@@ -1,0 +1,148 @@
+// Package master is the supervising process: it owns the store, routes
+// tenants to workers (threads or re-executed processes), supervises them
+// and serves the HTTP API.
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// WorkerLike is one worker or a pool of them: anything that can run a
+// tenant's events. The thread worker, the process worker handle and Pool
+// all implement it.
+type WorkerLike interface {
+	// ID is the worker's index in its pool (0 for a pool).
+	ID() int
+	// Len is the number of workers behind this value.
+	Len() int
+	// DispatchEvent runs ev for tenant id and returns the results.
+	DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, error)
+	// DispatchEventNoWait queues ev for tenant id without waiting.
+	DispatchEventNoWait(id proto.Id, ev proto.Event) error
+	// RunScript runs ad-hoc code in tenant id's VM.
+	RunScript(ctx context.Context, id proto.Id, name, code string, ev proto.Event) (proto.Value, error)
+	// DropTenant discards tenant id's VM; the next call rebuilds it.
+	DropTenant(ctx context.Context, id proto.Id) error
+	// Kill stops the worker(s).
+	Kill(ctx context.Context) error
+}
+
+// WorkerStatus is what /v1/workers shows for one worker.
+type WorkerStatus struct {
+	ID                  int     `json:"id"`
+	PID                 int     `json:"pid,omitempty"`
+	State               string  `json:"state"`
+	Tenants             int     `json:"tenants"`
+	UptimeSeconds       float64 `json:"uptime_seconds"`
+	Restarts            int     `json:"restarts"`
+	ConsecutiveFailures int     `json:"consecutive_failures"`
+	LastExit            string  `json:"last_exit,omitempty"`
+	InFlight            int     `json:"inflight"`
+	Queued              int     `json:"queued"`
+
+	restartReasons map[string]int // for metrics: restarts by reason
+}
+
+// statusReporter is implemented by workers that can describe themselves.
+type statusReporter interface {
+	Status() WorkerStatus
+}
+
+// Pool routes each tenant to worker (id >> 22) % N.
+type Pool struct {
+	workers []WorkerLike
+}
+
+// NewPool builds n workers with newWorker(id, n) — the Poolable-style
+// constructor of a topology. On error the workers already built are
+// killed.
+func NewPool[T WorkerLike](ctx context.Context, n int, newWorker func(id, total int) (T, error)) (*Pool, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("pool needs at least one worker, got %d", n)
+	}
+	p := &Pool{workers: make([]WorkerLike, 0, n)}
+	for i := 0; i < n; i++ {
+		w, err := newWorker(i, n)
+		if err != nil {
+			_ = p.Kill(ctx)
+			return nil, fmt.Errorf("start worker %d: %w", i, err)
+		}
+		p.workers = append(p.workers, w)
+	}
+	return p, nil
+}
+
+// For returns the worker that owns tenant id.
+func (p *Pool) For(id proto.Id) WorkerLike {
+	return p.workers[id.WorkerID(len(p.workers))]
+}
+
+// Workers returns the pool's workers in id order.
+func (p *Pool) Workers() []WorkerLike { return p.workers }
+
+// ID returns 0: a pool is the root of its topology.
+func (p *Pool) ID() int { return 0 }
+
+// Len returns the number of workers.
+func (p *Pool) Len() int { return len(p.workers) }
+
+// DispatchEvent routes to the tenant's worker.
+func (p *Pool) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, error) {
+	return p.For(id).DispatchEvent(ctx, id, ev)
+}
+
+// DispatchEventNoWait routes to the tenant's worker.
+func (p *Pool) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
+	return p.For(id).DispatchEventNoWait(id, ev)
+}
+
+// RunScript routes to the tenant's worker.
+func (p *Pool) RunScript(ctx context.Context, id proto.Id, name, code string, ev proto.Event) (proto.Value, error) {
+	return p.For(id).RunScript(ctx, id, name, code, ev)
+}
+
+// DropTenant routes to the tenant's worker.
+func (p *Pool) DropTenant(ctx context.Context, id proto.Id) error {
+	return p.For(id).DropTenant(ctx, id)
+}
+
+// Kill stops every worker and returns their errors joined.
+func (p *Pool) Kill(ctx context.Context) error {
+	var errs []error
+	for _, w := range p.workers {
+		if err := w.Kill(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("kill worker %d: %w", w.ID(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Status describes every worker.
+func (p *Pool) Status() []WorkerStatus {
+	out := make([]WorkerStatus, len(p.workers))
+	for i, w := range p.workers {
+		if s, ok := w.(statusReporter); ok {
+			out[i] = s.Status()
+		} else {
+			out[i] = WorkerStatus{ID: w.ID(), State: "running"}
+		}
+	}
+	return out
+}
+
+// Ready reports whether every worker is ready to serve.
+func (p *Pool) Ready() bool {
+	for _, s := range p.Status() {
+		if s.State != "running" && s.State != "ready" {
+			return false
+		}
+	}
+	return true
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,292 @@
+package master
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/mesophyll"
+	"github.com/templateworker/templateworker/proto"
+)
+
+// ProcessConfig configures the process topology: how workers are spawned
+// and supervised.
+type ProcessConfig struct {
+	// Exe is the worker binary (default: this executable).
+	Exe string
+	// Args are the non-secret options appended after the worker flags
+	// (Mesophyll URL, log format, limits).
+	Args []string
+	// MinUptime is how long a run must last to count as healthy.
+	MinUptime time.Duration
+	// Backoff and BackoffMax shape the restart delay: after the n-th
+	// consecutive failure the next start waits min(Backoff·n, BackoffMax).
+	Backoff, BackoffMax time.Duration
+	// MaxFailures consecutive failures of one worker abort the master.
+	MaxFailures int
+	// ReadyTimeout bounds how long a spawned worker may take to connect.
+	ReadyTimeout time.Duration
+	// DispatchTimeout bounds how long a call waits for a restarting worker.
+	DispatchTimeout time.Duration
+	// QueueSize bounds the unacknowledged nowait events kept per worker.
+	QueueSize int
+	// HeartbeatInterval is the workers' heartbeat period; 3 missed beats
+	// mean hung.
+	HeartbeatInterval time.Duration
+	// MaxFrame is the largest Mesophyll frame accepted.
+	MaxFrame int64
+}
+
+// TokenEnv is the environment variable that carries a worker's Mesophyll
+// token; it is never put in argv.
+const TokenEnv = "MESOPHYLL_CLIENT_TOKEN"
+
+// Worker states shown by /v1/workers.
+const (
+	StateStarting = "starting"
+	StateReady    = "ready"
+	StateBackoff  = "backoff"
+	StateStopped  = "stopped"
+)
+
+// procWorker is the master's handle on one supervised worker process.
+type procWorker struct {
+	id, total int
+	cfg       *ProcessConfig
+	server    *mesophyll.Server
+	log       zerolog.Logger
+	fatal     func(error)
+
+	mu       sync.Mutex
+	state    string
+	pid      int
+	proc     *os.Process
+	started  time.Time
+	readyAt  time.Time
+	restarts int
+	failures int
+	lastExit string
+	conn     *mesophyll.Conn
+	readyCh  chan struct{} // closed when the current spawn is connected
+	stopping bool
+	stopCh   chan struct{}
+	doneCh   chan struct{}
+	tenants  int
+	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
+	seq      uint64
+}
+
+type nowaitEvent struct {
+	id proto.Id
+	ev proto.Event
+}
+
+func newProcWorker(id, total int, cfg *ProcessConfig, server *mesophyll.Server, log zerolog.Logger, fatal func(error)) *procWorker {
+	w := &procWorker{
+		id: id, total: total, cfg: cfg, server: server, fatal: fatal,
+		log:     log.With().Int("worker_id", id).Logger(),
+		state:   StateStarting,
+		readyCh: make(chan struct{}),
+		stopCh:  make(chan struct{}),
+		doneCh:  make(chan struct{}),
+		nowait:  make(map[uint64]nowaitEvent),
+	}
+	return w
+}
+
+// start begins supervising: the first spawn happens at once.
+func (w *procWorker) start() { go w.supervise() }
+
+// ID returns the worker's index.
+func (w *procWorker) ID() int { return w.id }
+
+// Len returns 1.
+func (w *procWorker) Len() int { return 1 }
+
+// supervise spawns the worker and restarts it until stopped.
+func (w *procWorker) supervise() {
+	defer close(w.doneCh)
+	for {
+		healthy, exit := w.runOnce()
+		w.mu.Lock()
+		w.lastExit = exit
+		w.conn = nil
+		w.pid = 0
+		w.proc = nil
+		if w.stopping {
+			w.state = StateStopped
+			w.mu.Unlock()
+			return
+		}
+		if healthy {
+			w.failures = 0
+		} else {
+			w.failures++
+		}
+		n := w.failures
+		w.restarts++
+		w.readyCh = make(chan struct{})
+		if n >= w.cfg.MaxFailures {
+			w.state = StateStopped
+			w.mu.Unlock()
+			w.fatal(fmt.Errorf("worker %d failed %d times in a row (last exit: %s)", w.id, n, exit))
+			return
+		}
+		delay := time.Duration(0)
+		if n > 0 {
+			delay = min(w.cfg.Backoff*time.Duration(n), w.cfg.BackoffMax)
+			w.state = StateBackoff
+		} else {
+			w.state = StateStarting
+		}
+		w.mu.Unlock()
+		w.log.Warn().Str("exit", exit).Int("consecutive_failures", n).Dur("restart_in", delay).Msg("worker exited; restarting")
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-w.stopCh:
+				w.mu.Lock()
+				w.state = StateStopped
+				w.mu.Unlock()
+				return
+			}
+		}
+	}
+}
+
+// runOnce spawns one worker process and waits for it to end. healthy is
+// true when it got ready and ran at least MinUptime.
+func (w *procWorker) runOnce() (healthy bool, exit string) {
+	token, err := mesophyll.NewToken()
+	if err != nil {
+		return false, "token: " + err.Error()
+	}
+	w.server.SetToken(w.id, token)
+	cmd := exec.Command(w.cfg.Exe, append([]string{
+		"--worker-type", "processpoolworker",
+		"--worker-id", strconv.Itoa(w.id),
+		"--process-workers", strconv.Itoa(w.total),
+	}, w.cfg.Args...)...)
+	cmd.Env = append(workerEnv(), TokenEnv+"="+token)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	w.mu.Lock()
+	if w.stopping {
+		w.mu.Unlock()
+		return true, "stopped before start"
+	}
+	w.state = StateStarting
+	if err := cmd.Start(); err != nil {
+		w.mu.Unlock()
+		return false, "start: " + err.Error()
+	}
+	start := time.Now()
+	w.pid, w.proc, w.started, w.readyAt = cmd.Process.Pid, cmd.Process, start, time.Time{}
+	w.mu.Unlock()
+	log := w.log.With().Int("pid", cmd.Process.Pid).Logger()
+	log.Info().Msg("worker started")
+	var relog sync.WaitGroup
+	relog.Add(2)
+	go relogLines(&relog, stdout, log)
+	go relogLines(&relog, stderr, log)
+
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		relog.Wait()
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	readyTimer := time.NewTimer(w.cfg.ReadyTimeout)
+	defer readyTimer.Stop()
+	ready := w.readyChan()
+	for {
+		select {
+		case <-exited:
+			w.server.SetToken(w.id, "") // the old token stops working at once
+			status := exitText(cmd.ProcessState, waitErr)
+			w.mu.Lock()
+			wasReady := !w.readyAt.IsZero()
+			w.mu.Unlock()
+			return wasReady && time.Since(start) >= w.cfg.MinUptime, status
+		case <-ready:
+			ready = nil
+			readyTimer.Stop()
+		case <-readyTimer.C:
+			w.mu.Lock()
+			notReady := w.readyAt.IsZero()
+			w.mu.Unlock()
+			if notReady {
+				log.Error().Dur("timeout", w.cfg.ReadyTimeout).Msg("worker did not connect in time; killing it")
+				killGroup(cmd.Process.Pid)
+			}
+		}
+	}
+}
+
+func (w *procWorker) readyChan() chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.readyCh
+}
+
+// workerEnv is the master's environment without secrets a worker must not
+// inherit.
+func workerEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case TokenEnv, "TEMPLATEWORKER_API_TOKEN", "TEMPLATEWORKER_DATABASE_URL", "NOTIFY_SOCKET":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// relogLines copies a worker's output into the master's log line by line.
+// Lines that are JSON log records are embedded as they are.
+func relogLines(wg *sync.WaitGroup, r io.Reader, log zerolog.Logger) {
+	defer wg.Done()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) > 1 && line[0] == '{' {
+			log.Log().RawJSON("worker_log", line).Msg("")
+		} else {
+			log.Info().Msg(string(line))
+		}
+	}
+}
+
+func exitText(ps *os.ProcessState, err error) string {
+	if ps == nil {
+		if err != nil {
+			return err.Error()
+		}
+		return "unknown"
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "signal: " + ws.Signal().String()
+	}
+	return "exit status " + strconv.Itoa(ps.ExitCode())
+}
+
+// killGroup SIGKILLs a worker's whole process group.
+func killGroup(pid int) {
+	if pid > 0 {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+}

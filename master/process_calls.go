@@ -1,0 +1,228 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/templateworker/templateworker/mesophyll"
+	"github.com/templateworker/templateworker/proto"
+)
+
+// onConnect is called by the Mesophyll server when this worker's process
+// has authenticated: the worker is ready and held nowait events are
+// redelivered in order.
+func (w *procWorker) onConnect(c *mesophyll.Conn) {
+	w.mu.Lock()
+	if w.proc == nil || w.stopping || !w.readyAt.IsZero() {
+		// Not spawned, stopping, or a second connection of one spawn.
+		w.mu.Unlock()
+		c.Close("worker is not expected to connect now")
+		return
+	}
+	w.conn = c
+	w.state = StateReady
+	w.readyAt = time.Now()
+	close(w.readyCh)
+	seqs := make([]uint64, 0, len(w.nowait))
+	for s := range w.nowait {
+		seqs = append(seqs, s)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	pending := make([]nowaitEvent, len(seqs))
+	for i, s := range seqs {
+		pending[i] = w.nowait[s]
+	}
+	w.mu.Unlock()
+	if len(seqs) > 0 {
+		w.log.Info().Int("events", len(seqs)).Msg("redelivering unacknowledged nowait events")
+	}
+	for i, s := range seqs {
+		if err := c.DispatchEventNoWait(pending[i].id, pending[i].ev, s); err != nil {
+			return // the connection died; the next spawn redelivers
+		}
+	}
+}
+
+// onDisconnect is called when the worker's connection ends. A process
+// that is still alive without its connection is killed, so it restarts
+// clean.
+func (w *procWorker) onDisconnect(err error) {
+	w.mu.Lock()
+	pid := w.pid
+	w.conn = nil
+	stopping := w.stopping
+	if w.state == StateReady {
+		w.state = StateStarting
+	}
+	w.mu.Unlock()
+	if !stopping {
+		w.log.Warn().Err(err).Msg("worker connection lost; killing the process")
+		killGroup(pid)
+	}
+}
+
+// onHung is called when the worker missed its heartbeats.
+func (w *procWorker) onHung() {
+	w.mu.Lock()
+	pid := w.pid
+	w.mu.Unlock()
+	w.log.Error().Int("pid", pid).Msg("worker missed 3 heartbeats: killing it")
+	killGroup(pid)
+}
+
+func (w *procWorker) onAck(seq uint64) {
+	w.mu.Lock()
+	delete(w.nowait, seq)
+	w.mu.Unlock()
+}
+
+func (w *procWorker) onHeartbeat(hb proto.Heartbeat) {
+	w.mu.Lock()
+	w.tenants = hb.Tenants
+	w.mu.Unlock()
+}
+
+// ready waits until the worker is connected, for at most DispatchTimeout
+// (and ctx).
+func (w *procWorker) ready(ctx context.Context) (*mesophyll.Conn, error) {
+	w.mu.Lock()
+	c, ch, stopping := w.conn, w.readyCh, w.stopping
+	w.mu.Unlock()
+	if stopping {
+		return nil, proto.Errorf(proto.CodeShuttingDown, "worker %d is stopping", w.id)
+	}
+	if c != nil {
+		return c, nil
+	}
+	t := time.NewTimer(w.cfg.DispatchTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		w.mu.Lock()
+		c = w.conn
+		w.mu.Unlock()
+		if c != nil {
+			return c, nil
+		}
+	case <-t.C:
+	case <-ctx.Done():
+	case <-w.stopCh:
+	}
+	return nil, &proto.Error{Code: proto.CodeWorkerUnavailable, RetryAfter: 1,
+		Message: "worker " + itoa(w.id) + " is restarting; try again"}
+}
+
+// unavailable makes sure a failure of a dead connection reads as 503.
+func (w *procWorker) unavailable(err error) error {
+	var pe *proto.Error
+	if errors.As(err, &pe) && pe.Code == proto.CodeWorkerUnavailable && pe.RetryAfter == 0 {
+		cp := *pe
+		cp.RetryAfter = 1
+		return &cp
+	}
+	return err
+}
+
+// DispatchEvent runs ev on the worker, waiting for it if it is restarting.
+func (w *procWorker) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, error) {
+	c, err := w.ready(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, err := c.DispatchEvent(ctx, id, ev)
+	return v, w.unavailable(err)
+}
+
+// DispatchEventNoWait keeps ev until the worker acknowledges it, sending it
+// now if the worker is connected and again after a restart if needed.
+func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
+	if err := ev.Validate(); err != nil {
+		return proto.Errorf(proto.CodeBadRequest, "%v", err)
+	}
+	w.mu.Lock()
+	if w.stopping {
+		w.mu.Unlock()
+		return proto.Errorf(proto.CodeShuttingDown, "worker %d is stopping", w.id)
+	}
+	if len(w.nowait) >= w.cfg.QueueSize {
+		w.mu.Unlock()
+		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
+			Message: "worker " + itoa(w.id) + " has " + itoa(w.cfg.QueueSize) + " unacknowledged events queued"}
+	}
+	w.seq++
+	seq := w.seq
+	w.nowait[seq] = nowaitEvent{id: id, ev: ev}
+	c := w.conn
+	w.mu.Unlock()
+	if c != nil {
+		_ = c.DispatchEventNoWait(id, ev, seq) // on failure it is redelivered after the restart
+	}
+	return nil
+}
+
+// RunScript runs code on the worker.
+func (w *procWorker) RunScript(ctx context.Context, id proto.Id, name, code string, ev proto.Event) (proto.Value, error) {
+	c, err := w.ready(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, err := c.RunScript(ctx, id, name, code, ev)
+	return v, w.unavailable(err)
+}
+
+// DropTenant discards the tenant's VM. A worker that is not connected has
+// no VM to drop: its next process starts empty.
+func (w *procWorker) DropTenant(ctx context.Context, id proto.Id) error {
+	w.mu.Lock()
+	c := w.conn
+	w.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return w.unavailable(c.DropTenant(ctx, id))
+}
+
+// Kill stops supervising and ends the worker: Shutdown first, SIGKILL of
+// its process group when ctx expires.
+func (w *procWorker) Kill(ctx context.Context) error {
+	w.mu.Lock()
+	if !w.stopping {
+		w.stopping = true
+		close(w.stopCh)
+	}
+	c, pid := w.conn, w.pid
+	w.mu.Unlock()
+	if c != nil {
+		_ = c.Shutdown(ctx)
+	} else {
+		killGroup(pid)
+	}
+	select {
+	case <-w.doneCh:
+		return nil
+	case <-ctx.Done():
+		killGroup(pid)
+		<-w.doneCh
+		return nil
+	}
+}
+
+// Status describes the worker for /v1/workers.
+func (w *procWorker) Status() WorkerStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := WorkerStatus{
+		ID: w.id, PID: w.pid, State: w.state, Tenants: w.tenants,
+		Restarts: w.restarts, ConsecutiveFailures: w.failures, LastExit: w.lastExit,
+		Queued: len(w.nowait),
+	}
+	if w.pid != 0 {
+		s.UptimeSeconds = time.Since(w.started).Seconds()
+	}
+	if w.conn != nil {
+		s.InFlight = w.conn.InFlight()
+	}
+	return s
+}

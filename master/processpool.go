@@ -1,0 +1,120 @@
+package master
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/mesophyll"
+	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/store"
+)
+
+// processPool is the process topology: a Mesophyll server and one
+// supervised child process per worker.
+type processPool struct {
+	*Pool
+	workers []*procWorker
+	meso    *mesophyll.Server
+	http    *http.Server
+	addr    string
+}
+
+// startProcessPool serves Mesophyll on listen and spawns n workers.
+// fatal is called once if a worker keeps failing.
+func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, log zerolog.Logger, fatal func(error)) (*processPool, error) {
+	pp := &processPool{workers: make([]*procWorker, n)}
+	pp.meso = mesophyll.NewServer(mesophyll.ServerOptions{
+		Workers:           n,
+		Backend:           storeBackend{st: st, total: n},
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		MaxFrame:          cfg.MaxFrame,
+		Logger:            log,
+		OnConnect:         func(id int, c *mesophyll.Conn) { pp.workers[id].onConnect(c) },
+		OnDisconnect:      func(id int, err error) { pp.workers[id].onDisconnect(err) },
+		OnHung:            func(id int) { pp.workers[id].onHung() },
+		OnAck:             func(id int, seq uint64) { pp.workers[id].onAck(seq) },
+		OnHeartbeat:       func(id int, hb proto.Heartbeat) { pp.workers[id].onHeartbeat(hb) },
+	})
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen for Mesophyll on %s: %w", listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ws", pp.meso)
+	pp.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := pp.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fatal(fmt.Errorf("serve Mesophyll: %w", err))
+		}
+	}()
+	pp.addr = ln.Addr().String()
+	cfg.Args = append([]string{"--mesophyll-url", "ws://" + pp.addr + "/ws"}, cfg.Args...)
+	var once sync.Once
+	fatalOnce := func(err error) { once.Do(func() { fatal(err) }) }
+	for i := range pp.workers {
+		pp.workers[i] = newProcWorker(i, n, &cfg, pp.meso, log, fatalOnce)
+	}
+	list := make([]WorkerLike, n)
+	for i, w := range pp.workers {
+		list[i] = w
+		w.start()
+	}
+	pp.Pool = &Pool{workers: list}
+	log.Info().Str("mesophyll", pp.addr).Int("workers", n).Msg("process workers starting")
+	return pp, nil
+}
+
+// Kill stops every worker, then the Mesophyll server.
+func (pp *processPool) Kill(ctx context.Context) error {
+	err := pp.Pool.Kill(ctx)
+	_ = pp.http.Close()
+	return err
+}
+
+// storeBackend answers the workers' store requests from the master's store.
+type storeBackend struct {
+	st    store.Store
+	total int
+}
+
+func (b storeBackend) Templates(ctx context.Context, id proto.Id) ([]proto.Template, error) {
+	return b.st.Templates(ctx, id)
+}
+
+func (b storeBackend) TenantsFor(ctx context.Context, workerID int, event string) ([]proto.Id, error) {
+	ids, err := b.st.TenantsWithEvent(ctx, event)
+	if err != nil {
+		return nil, err
+	}
+	mine := ids[:0]
+	for _, id := range ids {
+		if id.WorkerID(b.total) == workerID {
+			mine = append(mine, id)
+		}
+	}
+	return mine, nil
+}
+
+func (b storeBackend) KvGet(ctx context.Context, id proto.Id, key string) (json.RawMessage, bool, error) {
+	return b.st.KvGet(ctx, id, key)
+}
+
+func (b storeBackend) KvSet(ctx context.Context, id proto.Id, key string, v json.RawMessage) error {
+	return b.st.KvSet(ctx, id, key, v)
+}
+
+func (b storeBackend) KvDelete(ctx context.Context, id proto.Id, key string) error {
+	return b.st.KvDelete(ctx, id, key)
+}
+
+func (b storeBackend) KvFind(ctx context.Context, id proto.Id, prefix string) ([]proto.KVItem, error) {
+	return b.st.KvFind(ctx, id, prefix)
+}
