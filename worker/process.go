@@ -1,0 +1,83 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime/debug"
+
+	"github.com/templateworker/templateworker/mesophyll"
+	"github.com/templateworker/templateworker/proto"
+)
+
+// ProcessConfig configures a worker process (--worker-type
+// processpoolworker): it serves one worker over Mesophyll and reaches the
+// store only through the master.
+type ProcessConfig struct {
+	// ID and Total place the worker in the master's pool.
+	ID, Total int
+	// URL is the master's Mesophyll endpoint, e.g. ws://127.0.0.1:4100/ws.
+	URL string
+	// Token authenticates the worker; it comes from the environment.
+	Token string
+	// Options configure the worker itself (its Store is set here).
+	Options Options
+	// MemoryLimit, when positive, is the soft Go memory limit of the
+	// process (debug.SetMemoryLimit).
+	MemoryLimit int64
+}
+
+// RunProcess connects to the master and serves until the master sends
+// Shutdown (nil) or the connection is lost (an error: the master restarts
+// the process).
+func RunProcess(ctx context.Context, cfg ProcessConfig) error {
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
+	c, err := mesophyll.Dial(ctx, cfg.URL, cfg.ID, cfg.Token, mesophyll.ClientOptions{Logger: cfg.Options.Logger})
+	if err != nil {
+		return fmt.Errorf("connect to master: %w", err)
+	}
+	opts := cfg.Options
+	opts.Store = storeProxy{c}
+	w, err := New(cfg.ID, cfg.Total, opts)
+	if err != nil {
+		return fmt.Errorf("start worker %d: %w", cfg.ID, err)
+	}
+	serveErr := c.Serve(ctx, processHandler{w})
+	_ = w.Kill(context.Background())
+	return serveErr
+}
+
+// processHandler adapts a Thread to the Mesophyll client's Handler.
+type processHandler struct{ *Thread }
+
+// Tenants reports the loaded VMs for heartbeats.
+func (h processHandler) Tenants() int { return h.Loaded() }
+
+// storeProxy adapts the Mesophyll client to the worker's Store.
+type storeProxy struct{ c *mesophyll.Client }
+
+func (s storeProxy) Templates(ctx context.Context, id proto.Id) ([]proto.Template, error) {
+	return s.c.Templates(ctx, id)
+}
+
+func (s storeProxy) TenantsWithEvent(ctx context.Context, event string) ([]proto.Id, error) {
+	return s.c.TenantsFor(ctx, event)
+}
+
+func (s storeProxy) KvGet(ctx context.Context, id proto.Id, key string) (json.RawMessage, bool, error) {
+	return s.c.KvGet(ctx, id, key)
+}
+
+func (s storeProxy) KvSet(ctx context.Context, id proto.Id, key string, v json.RawMessage) error {
+	return s.c.KvSet(ctx, id, key, v)
+}
+
+func (s storeProxy) KvDelete(ctx context.Context, id proto.Id, key string) error {
+	return s.c.KvDelete(ctx, id, key)
+}
+
+func (s storeProxy) KvFind(ctx context.Context, id proto.Id, prefix string) ([]proto.KVItem, error) {
+	return s.c.KvFind(ctx, id, prefix)
+}
