@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/templateworker/templateworker/client"
+	"github.com/templateworker/templateworker/master"
+	"github.com/templateworker/templateworker/proto"
+)
+
+// clientFlags are the flags of every subcommand that talks to a master.
+func clientFlags(extra ...cli.Flag) []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "addr", Usage: "master API address (default: the running master's in --data-dir, else http://127.0.0.1:7878)", EnvVars: envVars("addr")},
+		&cli.StringFlag{Name: "data-dir", Value: "./data", Usage: "data directory of the master, for its token and address", EnvVars: envVars("data-dir")},
+		&cli.StringFlag{Name: "api-token", Usage: "API bearer token (default: read from --data-dir)", EnvVars: envVars("api-token")},
+		&cli.DurationFlag{Name: "timeout", Value: 60 * time.Second, Usage: "how long to wait for the answer"},
+	}, extra...)
+}
+
+func tenantFlag() cli.Flag {
+	return &cli.StringFlag{Name: "tenant", Required: true, Usage: "tenant as guild:<id> or user:<id>"}
+}
+
+// apiClient builds the client from the flags.
+func apiClient(c *cli.Context) (*client.Client, error) {
+	dir := c.String("data-dir")
+	addr := c.String("addr")
+	if addr == "" {
+		if b, err := os.ReadFile(filepath.Join(dir, master.AddrFile)); err == nil {
+			addr = strings.TrimSpace(string(b))
+		} else {
+			addr = "http://127.0.0.1:7878"
+		}
+	}
+	token := c.String("api-token")
+	if token == "" {
+		b, err := os.ReadFile(filepath.Join(dir, master.TokenFile))
+		if err != nil {
+			return nil, fmt.Errorf("no API token: give --api-token or run where --data-dir (%s) holds the master's %s", dir, master.TokenFile)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	return client.New(addr, token), nil
+}
+
+func tenantArg(c *cli.Context) (proto.Id, error) {
+	id, err := proto.ParseId(c.String("tenant"))
+	if err != nil {
+		return proto.Id{}, fmt.Errorf("bad --tenant: %w", err)
+	}
+	return id, nil
+}
+
+// withClient wraps an action that needs a client, a tenant-less context
+// with the --timeout.
+func withClient(f func(ctx context.Context, c *cli.Context, api *client.Client) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		api, err := apiClient(c)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+		defer cancel()
+		return f(ctx, c, api)
+	}
+}
+
+// readSource reads a file argument, or stdin for "-".
+func readSource(c *cli.Context, what string) (string, error) {
+	if c.Args().Len() != 1 {
+		return "", fmt.Errorf("want exactly one %s file argument (or - for stdin), got %d", what, c.Args().Len())
+	}
+	p := c.Args().First()
+	var b []byte
+	var err error
+	if p == "-" {
+		b, err = io.ReadAll(os.Stdin)
+	} else {
+		b, err = os.ReadFile(p)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	return string(b), nil
+}
+
+func printJSON(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(b))
+	return nil
+}
+
+func templateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "template",
+		Usage: "manage a tenant's templates",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "put",
+				Usage:     "create or replace a template from a Lua file (- for stdin)",
+				ArgsUsage: "FILE",
+				Flags: clientFlags(tenantFlag(),
+					&cli.StringFlag{Name: "name", Required: true, Usage: "template name"},
+					&cli.StringSliceFlag{Name: "events", Usage: "events the template runs on (comma-separated or repeated)"}),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					id, err := tenantArg(c)
+					if err != nil {
+						return err
+					}
+					code, err := readSource(c, "template")
+					if err != nil {
+						return err
+					}
+					var events []string
+					for _, e := range c.StringSlice("events") {
+						for _, p := range strings.Split(e, ",") {
+							if p = strings.TrimSpace(p); p != "" {
+								events = append(events, p)
+							}
+						}
+					}
+					if err := api.PutTemplate(ctx, id, c.String("name"), code, events); err != nil {
+						return err
+					}
+					fmt.Printf("template %s of %s saved (events: %s)\n", c.String("name"), id, strings.Join(events, ", "))
+					return nil
+				}),
+			},
+			{
+				Name:  "list",
+				Usage: "list a tenant's templates",
+				Flags: clientFlags(tenantFlag()),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					id, err := tenantArg(c)
+					if err != nil {
+						return err
+					}
+					tpls, err := api.Templates(ctx, id)
+					if err != nil {
+						return err
+					}
+					return printJSON(map[string]any{"templates": tpls})
+				}),
+			},
+			{
+				Name:  "delete",
+				Usage: "delete a template",
+				Flags: clientFlags(tenantFlag(), &cli.StringFlag{Name: "name", Required: true, Usage: "template name"}),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					id, err := tenantArg(c)
+					if err != nil {
+						return err
+					}
+					return api.DeleteTemplate(ctx, id, c.String("name"))
+				}),
+			},
+		},
+	}
+}
+
+// eventFromFlags builds an event from --event, --data and --author.
+func eventFromFlags(c *cli.Context, defaultName string) (proto.Event, error) {
+	ev := proto.Event{Name: c.String("event")}
+	if ev.Name == "" {
+		ev.Name = defaultName
+	}
+	data := c.String("data")
+	if data == "" {
+		data = "null"
+	}
+	if !json.Valid([]byte(data)) {
+		return ev, errors.New("bad --data: not valid JSON")
+	}
+	ev.Data = proto.Value(data)
+	if c.IsSet("author") {
+		a := c.String("author")
+		ev.Author = &a
+	}
+	return ev, ev.Validate()
+}
+
+func eventFlags(required bool) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "event", Required: required, Usage: "event name"},
+		&cli.StringFlag{Name: "data", Usage: "event data as JSON"},
+		&cli.StringFlag{Name: "author", Usage: "event author"},
+	}
+}
+
+func dispatchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dispatch",
+		Usage: "dispatch an event to a tenant and print the results as JSON",
+		Flags: clientFlags(append(eventFlags(true), tenantFlag(),
+			&cli.BoolFlag{Name: "nowait", Usage: "queue the event and return without waiting"})...),
+		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+			id, err := tenantArg(c)
+			if err != nil {
+				return err
+			}
+			ev, err := eventFromFlags(c, "")
+			if err != nil {
+				return err
+			}
+			if c.Bool("nowait") {
+				if err := api.DispatchNoWait(ctx, id, ev); err != nil {
+					return err
+				}
+				return printJSON(map[string]bool{"accepted": true})
+			}
+			v, err := api.Dispatch(ctx, id, ev)
+			if err != nil {
+				return err
+			}
+			fmt.Println(v.String())
+			return nil
+		}),
+	}
+}
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "run ad-hoc Lua in a tenant's VM from a file (- for stdin) and print its result",
+		ArgsUsage: "FILE",
+		Flags:     clientFlags(append(eventFlags(false), tenantFlag(), &cli.StringFlag{Name: "name", Value: "script", Usage: "script name (shown in errors)"})...),
+		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+			id, err := tenantArg(c)
+			if err != nil {
+				return err
+			}
+			code, err := readSource(c, "script")
+			if err != nil {
+				return err
+			}
+			ev, err := eventFromFlags(c, "RunScript")
+			if err != nil {
+				return err
+			}
+			v, err := api.RunScript(ctx, id, c.String("name"), code, &ev)
+			if err != nil {
+				return err
+			}
+			fmt.Println(v.String())
+			return nil
+		}),
+	}
+}
+
+func dropCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "drop",
+		Usage: "discard a tenant's VM (rebuilt on next use)",
+		Flags: clientFlags(tenantFlag()),
+		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+			id, err := tenantArg(c)
+			if err != nil {
+				return err
+			}
+			return api.DropTenant(ctx, id)
+		}),
+	}
+}
+
+func kvCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "kv",
+		Usage: "inspect a tenant's key-value store",
+		Subcommands: []*cli.Command{{
+			Name:  "list",
+			Usage: "list keys and values, optionally with a prefix",
+			Flags: clientFlags(tenantFlag(), &cli.StringFlag{Name: "prefix", Usage: "only keys starting with this"}),
+			Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+				id, err := tenantArg(c)
+				if err != nil {
+					return err
+				}
+				items, err := api.KV(ctx, id, c.String("prefix"))
+				if err != nil {
+					return err
+				}
+				return printJSON(map[string]any{"items": items})
+			}),
+		}},
+	}
+}
+
+func workersCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "workers",
+		Usage: "show the workers and their state",
+		Flags: clientFlags(),
+		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+			raw, err := api.Workers(ctx)
+			if err != nil {
+				return err
+			}
+			var v any
+			_ = json.Unmarshal(raw, &v)
+			return printJSON(v)
+		}),
+	}
+}
+
+func quarantineCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "quarantine",
+		Usage: "list and lift tenant quarantines",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "list",
+				Usage: "list quarantined tenants, until when and why",
+				Flags: clientFlags(),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					raw, err := api.Quarantined(ctx)
+					if err != nil {
+						return err
+					}
+					var v any
+					_ = json.Unmarshal(raw, &v)
+					return printJSON(v)
+				}),
+			},
+			{
+				Name:  "lift",
+				Usage: "end a tenant's quarantine",
+				Flags: clientFlags(tenantFlag()),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					id, err := tenantArg(c)
+					if err != nil {
+						return err
+					}
+					if err := api.LiftQuarantine(ctx, id); err != nil {
+						return err
+					}
+					fmt.Printf("quarantine of %s lifted\n", id)
+					return nil
+				}),
+			},
+		},
+	}
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/templateworker/templateworker/client"
+	"github.com/templateworker/templateworker/master"
+)
+
+// binPath is the templateworker binary under test: $TEMPLATEWORKER_BIN, or
+// one built once for this test run.
+var binPath string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if p := os.Getenv("TEMPLATEWORKER_BIN"); p != "" {
+			binPath = p
+			return m.Run()
+		}
+		dir, err := os.MkdirTemp("", "templateworker-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binPath = filepath.Join(dir, "templateworker")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build templateworker: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// lockedBuffer collects a process's output safely.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// runningMaster is a master process started by a test.
+type runningMaster struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	dataDir string
+	addr    string
+	token   string
+	out     *lockedBuffer
+	exited  chan struct{}
+	api     *client.Client
+}
+
+// startMaster starts `templateworker master` with a temp (or given) data
+// dir on loopback port 0 and waits until it serves. Cleanup stops it.
+func startMaster(t *testing.T, dataDir string, args ...string) *runningMaster {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	os.Remove(filepath.Join(dataDir, master.AddrFile))
+	full := append([]string{"master", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"}, args...)
+	cmd := exec.Command(binPath, full...)
+	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_API_TOKEN=")
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start master: %v", err)
+	}
+	m := &runningMaster{t: t, cmd: cmd, dataDir: dataDir, out: out, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(m.exited) }()
+	t.Cleanup(func() {
+		m.stop(syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("master output:\n%s", tail(out.String(), 6000))
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile(filepath.Join(dataDir, master.AddrFile))
+		if err == nil && len(b) > 0 {
+			m.addr = strings.TrimSpace(string(b))
+			break
+		}
+		select {
+		case <-m.exited:
+			t.Fatalf("master exited before serving:\n%s", out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("master did not start:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tok, err := os.ReadFile(filepath.Join(dataDir, master.TokenFile))
+	if err != nil {
+		t.Fatalf("read token: %v", err)
+	}
+	m.token = strings.TrimSpace(string(tok))
+	m.api = client.New(m.addr, m.token)
+	return m
+}
+
+// stop sends sig to the master and waits for it (SIGKILL after 20s).
+func (m *runningMaster) stop(sig syscall.Signal) {
+	select {
+	case <-m.exited:
+		return
+	default:
+	}
+	_ = m.cmd.Process.Signal(sig)
+	select {
+	case <-m.exited:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+		<-m.exited
+	}
+}
+
+// cli runs a client subcommand against this master and returns stdout,
+// stderr and the exit code.
+func (m *runningMaster) cli(args ...string) (string, string, int) {
+	m.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_DATA_DIR="+m.dataDir, "TEMPLATEWORKER_ADDR=", "TEMPLATEWORKER_API_TOKEN=")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		m.t.Fatalf("run cli %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// cliStdin is cli with stdin.
+func (m *runningMaster) cliStdin(stdin string, args ...string) (string, string, int) {
+	m.t.Helper()
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_DATA_DIR="+m.dataDir, "TEMPLATEWORKER_ADDR=", "TEMPLATEWORKER_API_TOKEN=")
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		m.t.Fatalf("run cli %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}

@@ -1,0 +1,82 @@
+// Command templateworker runs the multi-tenant Lua template runtime: the
+// master (HTTP API, store, worker supervision), its process workers, and
+// the client subcommands operators use against a running master.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	app := newApp()
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "templateworker: "+errorLine(err))
+		os.Exit(1)
+	}
+}
+
+// errorLine renders err as one readable line.
+func errorLine(err error) string {
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return pe.Code + ": " + pe.Message
+	}
+	return err.Error()
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:                 "templateworker",
+		Usage:                "multi-tenant Lua template runtime",
+		Version:              version,
+		EnableBashCompletion: false,
+		HideHelpCommand:      true,
+		Flags:                workerProcessFlags(),
+		Action:               runWorkerProcessOrHelp,
+		Commands: []*cli.Command{
+			masterCommand(),
+			templateCommand(),
+			dispatchCommand(),
+			runCommand(),
+			dropCommand(),
+			kvCommand(),
+			workersCommand(),
+			quarantineCommand(),
+			migrateCommand(),
+			{
+				Name:  "version",
+				Usage: "print the version",
+				Action: func(c *cli.Context) error {
+					fmt.Println("templateworker " + version)
+					return nil
+				},
+			},
+		},
+		ExitErrHandler: func(c *cli.Context, err error) {},
+	}
+}
+
+// envVars names the environment variable of a flag: TEMPLATEWORKER_<FLAG>.
+func envVars(flag string) []string {
+	b := []byte("TEMPLATEWORKER_")
+	for _, c := range flag {
+		switch {
+		case c == '-':
+			b = append(b, '_')
+		case c >= 'a' && c <= 'z':
+			b = append(b, byte(c-'a'+'A'))
+		default:
+			b = append(b, byte(c))
+		}
+	}
+	return []string{string(b)}
+}

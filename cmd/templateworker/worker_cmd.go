@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/templateworker/templateworker/master"
+	"github.com/templateworker/templateworker/store"
+	"github.com/templateworker/templateworker/worker"
+)
+
+// workerProcessFlags are the root flags a master passes when it re-execs
+// this binary as a process worker. They are hidden: operators never type
+// them.
+func workerProcessFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "worker-type", Hidden: true, Usage: "internal: processpoolworker"},
+		&cli.IntFlag{Name: "worker-id", Hidden: true, Value: -1},
+		&cli.IntFlag{Name: "process-workers", Hidden: true},
+		&cli.StringFlag{Name: "mesophyll-url", Hidden: true},
+		&cli.StringFlag{Name: "log-format", Hidden: true, Value: "json"},
+		&cli.StringFlag{Name: "log-level", Hidden: true, Value: "info"},
+		&cli.IntFlag{Name: "worker-queue", Hidden: true, Value: worker.DefaultQueueSize},
+		&cli.Int64Flag{Name: "lua-max-instructions", Hidden: true, Value: worker.DefaultLimits.MaxInstructions},
+		&cli.DurationFlag{Name: "lua-timeout", Hidden: true, Value: worker.DefaultLimits.Timeout},
+		&cli.Int64Flag{Name: "lua-max-memory", Hidden: true, Value: worker.DefaultLimits.MaxMemory},
+		&cli.IntFlag{Name: "lua-max-string", Hidden: true, Value: worker.DefaultLimits.MaxString},
+		&cli.IntFlag{Name: "lua-max-call-depth", Hidden: true, Value: worker.DefaultLimits.MaxCallDepth},
+	}
+}
+
+// runWorkerProcessOrHelp runs a process worker when --worker-type is
+// given, and shows the help otherwise.
+func runWorkerProcessOrHelp(c *cli.Context) error {
+	switch c.String("worker-type") {
+	case "":
+		if c.Args().Len() > 0 {
+			return fmt.Errorf("unknown command %q (see templateworker --help)", c.Args().First())
+		}
+		return cli.ShowAppHelp(c)
+	case "processpoolworker":
+	default:
+		return fmt.Errorf("unknown --worker-type %q (want processpoolworker)", c.String("worker-type"))
+	}
+	id, total := c.Int("worker-id"), c.Int("process-workers")
+	if total <= 0 || id < 0 || id >= total {
+		return fmt.Errorf("bad worker placement: --worker-id %d of --process-workers %d", id, total)
+	}
+	if c.String("mesophyll-url") == "" {
+		return errors.New("missing --mesophyll-url")
+	}
+	token := os.Getenv(master.TokenEnv)
+	if token == "" {
+		return fmt.Errorf("missing %s in the environment", master.TokenEnv)
+	}
+	os.Unsetenv(master.TokenEnv) // nothing the worker runs may read it back
+	log, err := newLogger(c.String("log-format"), c.String("log-level"), os.Stderr)
+	if err != nil {
+		return err
+	}
+	log = log.With().Int("worker_id", id).Int("pid", os.Getpid()).Logger()
+	// The master stops workers with Shutdown over Mesophyll; a SIGTERM sent
+	// to the worker directly ends it too.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	limits := worker.Limits{
+		MaxInstructions: c.Int64("lua-max-instructions"),
+		Timeout:         c.Duration("lua-timeout"),
+		MaxMemory:       c.Int64("lua-max-memory"),
+		MaxString:       c.Int("lua-max-string"),
+		MaxCallDepth:    c.Int("lua-max-call-depth"),
+	}
+	err = worker.RunProcess(ctx, worker.ProcessConfig{
+		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token,
+		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log},
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("worker process ends")
+		return err
+	}
+	log.Info().Msg("worker process stopped")
+	return nil
+}
+
+func migrateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "migrate",
+		Usage: "apply the database schema migrations and print the schema version (a separate deploy step)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Value: "./data", Usage: "data directory (SQLite)", EnvVars: envVars("data-dir")},
+			&cli.StringFlag{Name: "database-url", Usage: "PostgreSQL URL; SQLite in --data-dir when empty", EnvVars: envVars("database-url")},
+		},
+		Action: func(c *cli.Context) error {
+			if c.String("database-url") == "" {
+				if err := os.MkdirAll(c.String("data-dir"), 0o700); err != nil {
+					return fmt.Errorf("create data dir: %w", err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(c.Context, 5*time.Minute)
+			defer cancel()
+			v, err := store.Migrate(ctx, store.Config{DataDir: c.String("data-dir"), DatabaseURL: c.String("database-url")})
+			if err != nil {
+				return err
+			}
+			fmt.Printf("schema version %d\n", v)
+			return nil
+		},
+	}
+}
