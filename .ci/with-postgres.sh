@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs a command with TEMPLATEWORKER_TEST_DATABASE_URL set, so the
+# PostgreSQL tests run too:
+#
+#   bash .ci/with-postgres.sh make test-go
+#
+# When the variable is already set, it is used as it is. Otherwise a
+# throwaway local cluster is started with .ci/postgres.sh (which installs the
+# server with apt-get when it is missing and we are root) and stopped after
+# the command. When no PostgreSQL can be started the command runs without
+# it (its PostgreSQL tests skip, except under CI=true where they fail).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+if [ -n "${TEMPLATEWORKER_TEST_DATABASE_URL:-}" ]; then
+	exec "$@"
+fi
+
+if env_line=$(bash "$here/postgres.sh" start); then
+	eval "$env_line"
+	export TEMPLATEWORKER_TEST_DATABASE_URL
+	"$@"
+	status=$?
+	bash "$here/postgres.sh" stop || true
+	exit $status
+fi
+
+echo "with-postgres.sh: no PostgreSQL available; its tests will skip (and fail under CI=true)" >&2
+exec "$@"

@@ -1,0 +1,42 @@
+# templateworker — build, run and test.
+#
+#   make run    build and start a master with the embedded SQLite store in ./data
+#   make test   the whole test suite (go vet, -race tests, benchmarks compiled);
+#               starts a throwaway PostgreSQL when it can, so the PostgreSQL
+#               tests run too
+#   make bench  the benchmark suite
+#   make build  build bin/templateworker
+
+GO       ?= go
+BIN      := bin/templateworker
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+RUN_ARGS ?= --thread-workers 2
+
+.PHONY: build run test test-go bench vet fmt clean
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/templateworker
+
+run: build
+	./$(BIN) master $(RUN_ARGS) --data-dir ./data
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/'); exit 1; }
+	$(GO) vet ./...
+
+# test runs everything. Without TEMPLATEWORKER_TEST_DATABASE_URL it starts a
+# throwaway local PostgreSQL for the run when the server is installed (see
+# .ci/with-postgres.sh), so the PostgreSQL tests run too.
+test: build vet
+	bash .ci/with-postgres.sh $(MAKE) --no-print-directory test-go
+
+test-go:
+	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./... > /dev/null
+
+bench: build
+	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin
