@@ -1,0 +1,233 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/store"
+	"github.com/templateworker/templateworker/worker"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// workerBinary returns the templateworker binary used as the process
+// worker: $TEMPLATEWORKER_BIN, or one built once for this test run.
+func workerBinary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if p := os.Getenv("TEMPLATEWORKER_BIN"); p != "" {
+			binPath = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "templateworker-master-test")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "templateworker")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/templateworker").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("build templateworker: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// conformanceLimits keep the limit cases fast.
+var conformanceLimits = worker.Limits{MaxInstructions: 1_000_000, Timeout: 20 * time.Second, MaxMemory: 16 << 20, MaxString: 1 << 20, MaxCallDepth: 200}
+
+// topologies builds each WorkerLike topology over a store.
+var topologies = []struct {
+	name  string
+	start func(t testing.TB, st store.Store, n int) *Pool
+}{
+	{"thread", func(t testing.TB, st store.Store, n int) *Pool {
+		p, err := newThreadPool(n, worker.Options{Store: st, Limits: conformanceLimits, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Kill(context.Background()) })
+		return p
+	}},
+	{"process", func(t testing.TB, st store.Store, n int) *Pool {
+		cfg := ProcessConfig{
+			Exe: workerBinary(t), MinUptime: time.Second, Backoff: 50 * time.Millisecond, BackoffMax: time.Second,
+			MaxFailures: 10, ReadyTimeout: 30 * time.Second, DispatchTimeout: 10 * time.Second,
+			QueueSize: 10000, HeartbeatInterval: time.Second, MaxFrame: 4 << 20,
+			Args: []string{"--log-level", "warn", "--lua-max-instructions", "1000000", "--lua-max-memory", "16777216",
+				"--lua-max-string", "1048576", "--lua-max-call-depth", "200"},
+		}
+		fatal := func(err error) { t.Errorf("process pool: %v", err) }
+		pp, err := startProcessPool(n, "127.0.0.1:0", cfg, st, zerolog.Nop(), fatal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = pp.Kill(ctx)
+		})
+		deadline := time.Now().Add(30 * time.Second)
+		for !pp.Ready() {
+			if time.Now().After(deadline) {
+				t.Fatalf("process workers not ready: %+v", pp.Status())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return pp.Pool
+	}},
+}
+
+func openTestStore(t testing.TB) store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir(), Options: store.Options{Quota: store.DefaultQuota}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func put(t testing.TB, st store.Store, id proto.Id, name, code string, events ...string) {
+	t.Helper()
+	if err := st.PutTemplate(context.Background(), id, proto.Template{Name: name, Code: code, Events: events, UpdatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventOf(name, data string) proto.Event { return proto.Event{Name: name, Data: proto.Value(data)} }
+
+// TestWorkerLikeConformance runs one contract against every topology.
+func TestWorkerLikeConformance(t *testing.T) {
+	for _, topo := range topologies {
+		t.Run(topo.name, func(t *testing.T) {
+			st := openTestStore(t)
+			ctx := context.Background()
+			starter := proto.GuildID(77 << 22)
+			put(t, st, starter, "boot", `local event, ctx = ... ctx.kv.set("boot", event.data) return true`, "OnStartup")
+			pool := topo.start(t, st, 2)
+			if pool.Len() != 2 {
+				t.Fatalf("Len %d", pool.Len())
+			}
+			a, b := proto.GuildID(1<<22|5), proto.UserID(2<<22|5)
+			if pool.For(a).ID() != 1 || pool.For(b).ID() != 0 {
+				t.Fatalf("routing: a→%d b→%d", pool.For(a).ID(), pool.For(b).ID())
+			}
+
+			t.Run("OnStartup", func(t *testing.T) {
+				waitStore(t, func() bool {
+					v, ok, _ := st.KvGet(ctx, starter, "boot")
+					return ok && string(v) == `{"reason":"worker_startup"}`
+				})
+			})
+			t.Run("dispatch wait", func(t *testing.T) {
+				put(t, st, a, "echo", `local event = ... return {name = event.name, who = event.data.who}`, "Ping")
+				v, err := pool.DispatchEvent(ctx, a, eventOf("Ping", `{"who":"x"}`))
+				if err != nil || string(v) != `{"echo":{"name":"Ping","who":"x"}}` {
+					t.Fatalf("%s %v", v, err)
+				}
+			})
+			t.Run("unknown tenant and unregistered event", func(t *testing.T) {
+				for _, id := range []proto.Id{proto.GuildID(999), a} {
+					v, err := pool.DispatchEvent(ctx, id, eventOf("Nobody", `{}`))
+					if err != nil || string(v) != "null" {
+						t.Fatalf("%s: %s %v", id, v, err)
+					}
+				}
+			})
+			t.Run("dispatch nowait and KV", func(t *testing.T) {
+				put(t, st, b, "store", `local event, ctx = ... ctx.kv.set("k" .. event.data.n, event.data.n) return ctx.kv.get("k" .. event.data.n)`, "Save")
+				if err := pool.DropTenant(ctx, b); err != nil {
+					t.Fatal(err)
+				}
+				for i := 1; i <= 20; i++ {
+					if err := pool.DispatchEventNoWait(b, eventOf("Save", fmt.Sprintf(`{"n":%d}`, i))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				waitStore(t, func() bool {
+					items, _ := st.KvFind(ctx, b, "k")
+					return len(items) == 20
+				})
+				v, err := pool.DispatchEvent(ctx, b, eventOf("Save", `{"n":99}`))
+				if err != nil || string(v) != `{"store":99}` {
+					t.Fatalf("%s %v", v, err)
+				}
+			})
+			t.Run("run script", func(t *testing.T) {
+				v, err := pool.RunScript(ctx, proto.UserID(12345), "adhoc", `local e, ctx = ... return {e.name, ctx.tenant.type, ctx.tenant.id}`, eventOf("Run", `null`))
+				if err != nil || string(v) != `["Run","User","12345"]` {
+					t.Fatalf("%s %v", v, err)
+				}
+			})
+			t.Run("drop tenant and template change", func(t *testing.T) {
+				put(t, st, a, "count", `n = (n or 0) + 1 return n`, "Count")
+				_ = pool.DropTenant(ctx, a)
+				for i := 1; i <= 2; i++ {
+					v, err := pool.DispatchEvent(ctx, a, eventOf("Count", `{}`))
+					if err != nil || string(v) != fmt.Sprintf(`{"count":%d}`, i) {
+						t.Fatalf("%s %v", v, err)
+					}
+				}
+				put(t, st, a, "count", `return "v2"`, "Count")
+				if err := pool.DropTenant(ctx, a); err != nil {
+					t.Fatal(err)
+				}
+				v, err := pool.DispatchEvent(ctx, a, eventOf("Count", `{}`))
+				if err != nil || string(v) != `{"count":"v2"}` {
+					t.Fatalf("after change: %s %v", v, err)
+				}
+			})
+			t.Run("errors", func(t *testing.T) {
+				put(t, st, a, "fail", "\nerror('nope')", "Err")
+				put(t, st, a, "pass", `return 1`, "Err")
+				_ = pool.DropTenant(ctx, a)
+				_, err := pool.DispatchEvent(ctx, a, eventOf("Err", `{}`))
+				pe := proto.AsError(err)
+				if pe.Code != proto.CodeScriptError || !strings.Contains(pe.Message, `fail:2: nope`) || string(pe.Results) != `{"fail":null,"pass":1}` {
+					t.Fatalf("script error: %+v", pe)
+				}
+				_, err = pool.RunScript(ctx, a, "spin", `while true do end`, eventOf("x", ``))
+				if pe := proto.AsError(err); pe.Code != proto.CodeCPULimit || !strings.Contains(pe.Message, "1000000") {
+					t.Fatalf("cpu limit: %v", err)
+				}
+				_, err = pool.DispatchEvent(ctx, a, proto.Event{Name: ""})
+				if proto.CodeOf(err) != proto.CodeBadRequest {
+					t.Fatalf("empty event name: %v", err)
+				}
+				_, err = pool.RunScript(ctx, a, "syntax", `return (`, eventOf("x", ``))
+				if proto.CodeOf(err) != proto.CodeCompileError {
+					t.Fatalf("compile error: %v", err)
+				}
+			})
+		})
+	}
+}
+
+func waitStore(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
