@@ -40,7 +40,6 @@ func FuzzMatch(f *testing.F) {
 		if len(src) > 4096 || len(pat) > 256 {
 			return
 		}
-		l := newState(Limits{MaxString: 1 << 20})
 		for _, fn := range []string{"find", "match", "gsub", "gmatch"} {
 			used := 0
 			lim := Limits{MaxString: 1 << 20, Charge: func(l *lua.State, steps int) {
@@ -49,7 +48,7 @@ func FuzzMatch(f *testing.F) {
 					lua.Errorf(l, "budget exceeded")
 				}
 			}}
-			l = newState(lim)
+			l := newState(lim)
 			code := `local f, s, p = ... `
 			switch fn {
 			case "gsub":

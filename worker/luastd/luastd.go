@@ -7,6 +7,21 @@
 // Limits: strings it builds are capped by Limits.MaxString and its
 // long-running loops report their steps to Limits.Charge, so an untrusted
 // script cannot make them run or allocate without bound.
+//
+// Known differences from the reference interpreter (Lua 5.2.4):
+//   - the matcher stops at 200 nested calls with "pattern too complex"
+//     (as Lua 5.3 does; 5.2 recurses on the C stack without a bound);
+//   - table.sort is a merge sort followed by an order check: equal
+//     elements may end in a different order, and an order function that is
+//     not a strict order (such as a <= b with repeated values) is always
+//     reported as "invalid order function for sorting";
+//   - string.format("%s") keeps strings with embedded zeros whole (C's
+//     sprintf stops at the first zero);
+//   - argument errors count self in method calls ("x"):rep() reports
+//     argument #2 where Lua reports #1, because go-lua cannot tell method
+//     calls from plain ones in a Go function;
+//   - os.time ignores isdst, resolving ambiguous or skipped local times
+//     the way time.Date does.
 package luastd
 
 import (
