@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -71,5 +72,42 @@ func TestSQLiteOpen(t *testing.T) {
 	defer st.Close()
 	if v, ok, err := st.KvGet(t.Context(), proto.GuildID(1), "k"); err != nil || !ok || string(v) != "1" {
 		t.Fatalf("after reopening: KvGet = %s, %v, %v", v, ok, err)
+	}
+}
+
+// TestSQLiteTwoProcesses writes from two stores on one file at once, as two
+// processes would: the busy timeout and immediate transactions must keep
+// every write from failing with SQLITE_BUSY.
+func TestSQLiteTwoProcesses(t *testing.T) {
+	a := openSQLite(t, store.Quota{})
+	b, err := store.OpenSQLite(t.Context(), a.Path(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	errs := make(chan error, 8)
+	for g := range 8 {
+		s := a
+		if g%2 == 1 {
+			s = b
+		}
+		go func() {
+			for i := range 25 {
+				if err := s.KvSet(t.Context(), proto.GuildID(1), fmt.Sprintf("%d/%d", g, i), json.RawMessage(`1`)); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	items, err := b.KvFind(t.Context(), proto.GuildID(1), "")
+	if err != nil || len(items) != 200 {
+		t.Fatalf("KvFind = %d items, %v; want 200", len(items), err)
 	}
 }

@@ -1,6 +1,48 @@
 // Package store keeps the durable state of every tenant — its templates and
 // its key-value data — in SQLite (embedded, the default) or PostgreSQL,
 // behind one interface with identical semantics.
+//
+// # Choosing a database
+//
+// Open picks PostgreSQL when Config.DatabaseURL is set (a postgres:// URL or
+// key=value DSN) and otherwise SQLite in Config.DataDir/templateworker.db.
+// SQLite runs in WAL mode with a busy timeout and foreign keys; all writes of
+// a process share one connection, reads have a pool of their own. PostgreSQL
+// is reached through a small pool of pgx connections that drops broken ones:
+// a read, or a write transaction that had not reached its commit, is retried
+// once on a fresh connection, so the store rides out a database restart.
+//
+// # Schema and migrations
+//
+// Numbered migrations per dialect are embedded (migrations/<dialect>/) and
+// recorded in the schema_version table. Opening a store applies the pending
+// ones — in PostgreSQL under pg_advisory_lock, so that processes starting
+// together do not race — and refuses a database migrated by a newer binary
+// with a *SchemaTooNewError. Migrate does the same for the
+// `templateworker migrate` command.
+//
+// # Semantics shared by both databases
+//
+//   - Keys are 1 to proto.MaxKeyBytes bytes of valid UTF-8 without NUL bytes;
+//     values are valid JSON of at most proto.MaxValueBytes bytes, kept and
+//     returned byte for byte (PostgreSQL stores text, not jsonb). Anything
+//     else is invalid_kv.
+//   - KvFind and Templates order by byte order (PostgreSQL columns use
+//     COLLATE "C"); a KvFind prefix is matched literally, as a key range, so
+//     '%', '_' and '\' are ordinary characters.
+//   - Quota: a write that would take a tenant past Quota.MaxKeys keys or
+//     Quota.MaxBytes bytes (keys plus values) fails with kv_quota_exceeded
+//     and changes nothing. Each tenant's usage is kept in kv_usage, updated
+//     in the same transaction as the write; the writes of one tenant are
+//     serialised (one writer connection in SQLite, a lock on the tenant's
+//     kv_usage row in PostgreSQL), so concurrent writers cannot overshoot.
+//   - A tenant is its kind and snowflake: Guild 1 and User 1 are unrelated.
+//     Snowflakes are stored as the bits of a signed 64-bit integer.
+//   - An unreachable database is store_unavailable; error messages and logs
+//     never contain the database password (see RedactURL).
+//
+// The conformance suite in store/storetest checks all of this against both
+// implementations.
 package store
 
 import (
