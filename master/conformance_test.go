@@ -75,7 +75,7 @@ var topologies = []struct {
 				"--lua-max-string", "1048576", "--lua-max-call-depth", "200"},
 		}
 		fatal := func(err error) { t.Errorf("process pool: %v", err) }
-		pp, err := startProcessPool(n, "127.0.0.1:0", cfg, st, zerolog.Nop(), fatal)
+		pp, err := startProcessPool(n, "127.0.0.1:0", cfg, st, NewQuarantine(3, time.Minute), zerolog.Nop(), fatal)
 		if err != nil {
 			t.Fatal(err)
 		}

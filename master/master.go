@@ -84,6 +84,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	}
 	defer st.Close()
 
+	quarantine := NewQuarantine(cfg.QuarantineAfter, cfg.QuarantineWindow)
 	fatalCh := make(chan error, 1)
 	fatal := func(err error) {
 		select {
@@ -110,7 +111,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		topology = "process"
 		pc := cfg.Process
 		pc.QueueSize = cfg.WorkerQueue
-		pp, err := startProcessPool(cfg.ProcessWorkers, cfg.MesophyllListen, pc, st, log, fatal)
+		pp, err := startProcessPool(cfg.ProcessWorkers, cfg.MesophyllListen, pc, st, quarantine, log, fatal)
 		if err != nil {
 			return err
 		}
@@ -118,7 +119,6 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	default:
 		return errors.New("no topology: give --process-workers N or --thread-workers N")
 	}
-	quarantine := NewQuarantine(cfg.QuarantineAfter, cfg.QuarantineWindow)
 	api := &API{
 		Store: st, Workers: pool, Token: token, Log: log,
 		Quarantine:  quarantine,

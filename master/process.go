@@ -83,6 +83,13 @@ type procWorker struct {
 	tenants  int
 	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
 	seq      uint64
+	inflight map[proto.Id]int // tenants with waited calls in flight
+	// cutOff are the tenants whose calls failed because this spawn's
+	// connection ended: they were in flight when the process died.
+	cutOff map[proto.Id]bool
+	// crashed is told which tenants were in flight when the process died
+	// unexpectedly, so the quarantine can count it against them.
+	crashed func(suspects []proto.Id, exit string)
 }
 
 type nowaitEvent struct {
@@ -93,12 +100,13 @@ type nowaitEvent struct {
 func newProcWorker(id, total int, cfg *ProcessConfig, server *mesophyll.Server, log zerolog.Logger, fatal func(error)) *procWorker {
 	w := &procWorker{
 		id: id, total: total, cfg: cfg, server: server, fatal: fatal,
-		log:     log.With().Int("worker_id", id).Logger(),
-		state:   StateStarting,
-		readyCh: make(chan struct{}),
-		stopCh:  make(chan struct{}),
-		doneCh:  make(chan struct{}),
-		nowait:  make(map[uint64]nowaitEvent),
+		log:      log.With().Int("worker_id", id).Logger(),
+		state:    StateStarting,
+		readyCh:  make(chan struct{}),
+		stopCh:   make(chan struct{}),
+		doneCh:   make(chan struct{}),
+		nowait:   make(map[uint64]nowaitEvent),
+		inflight: make(map[proto.Id]int),
 	}
 	return w
 }
@@ -118,6 +126,10 @@ func (w *procWorker) supervise() {
 	for {
 		healthy, exit := w.runOnce()
 		w.mu.Lock()
+		var suspects []proto.Id
+		if !w.stopping {
+			suspects = w.suspectsLocked()
+		}
 		w.lastExit = exit
 		w.conn = nil
 		w.pid = 0
@@ -149,6 +161,9 @@ func (w *procWorker) supervise() {
 			w.state = StateStarting
 		}
 		w.mu.Unlock()
+		if len(suspects) > 0 && w.crashed != nil {
+			w.crashed(suspects, exit)
+		}
 		w.log.Warn().Str("exit", exit).Int("consecutive_failures", n).Dur("restart_in", delay).Msg("worker exited; restarting")
 		if delay > 0 {
 			select {
@@ -160,6 +175,76 @@ func (w *procWorker) supervise() {
 				return
 			}
 		}
+	}
+}
+
+// suspectsLocked returns the tenants whose work may have taken the process
+// down: those with waited calls in flight, and the tenant of the oldest
+// unacknowledged nowait event (the worker runs its queue in order, so that
+// is the one it was running).
+func (w *procWorker) suspectsLocked() []proto.Id {
+	out := make([]proto.Id, 0, len(w.inflight)+len(w.cutOff)+1)
+	seen := make(map[proto.Id]bool)
+	for id := range w.inflight {
+		seen[id] = true
+		out = append(out, id)
+	}
+	for id := range w.cutOff {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	w.cutOff = nil
+	var oldest uint64
+	for s := range w.nowait {
+		if oldest == 0 || s < oldest {
+			oldest = s
+		}
+	}
+	if oldest != 0 {
+		id := w.nowait[oldest].id
+		if !seen[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// dropNowait discards the held nowait events of a quarantined tenant, so a
+// poisonous event is not redelivered forever. It returns how many.
+func (w *procWorker) dropNowait(id proto.Id) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for s, e := range w.nowait {
+		if e.id == id {
+			delete(w.nowait, s)
+			n++
+		}
+	}
+	return n
+}
+
+// track counts a waited call of tenant id in flight; the returned func
+// ends it with the call's error. A call cut off by the connection's end is
+// remembered as a suspect of the crash.
+func (w *procWorker) track(id proto.Id) func(err error) {
+	w.mu.Lock()
+	w.inflight[id]++
+	w.mu.Unlock()
+	return func(err error) {
+		w.mu.Lock()
+		if w.inflight[id]--; w.inflight[id] <= 0 {
+			delete(w.inflight, id)
+		}
+		if proto.CodeOf(err) == proto.CodeWorkerUnavailable {
+			if w.cutOff == nil {
+				w.cutOff = make(map[proto.Id]bool)
+			}
+			w.cutOff[id] = true
+		}
+		w.mu.Unlock()
 	}
 }
 

@@ -131,7 +131,9 @@ func (w *procWorker) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Ev
 	if err != nil {
 		return nil, err
 	}
+	done := w.track(id)
 	v, err := c.DispatchEvent(ctx, id, ev)
+	done(err)
 	return v, w.unavailable(err)
 }
 
@@ -168,7 +170,9 @@ func (w *procWorker) RunScript(ctx context.Context, id proto.Id, name, code stri
 	if err != nil {
 		return nil, err
 	}
+	done := w.track(id)
 	v, err := c.RunScript(ctx, id, name, code, ev)
+	done(err)
 	return v, w.unavailable(err)
 }
 

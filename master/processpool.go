@@ -29,7 +29,7 @@ type processPool struct {
 
 // startProcessPool serves Mesophyll on listen and spawns n workers.
 // fatal is called once if a worker keeps failing.
-func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, log zerolog.Logger, fatal func(error)) (*processPool, error) {
+func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q *Quarantine, log zerolog.Logger, fatal func(error)) (*processPool, error) {
 	pp := &processPool{workers: make([]*procWorker, n)}
 	pp.meso = mesophyll.NewServer(mesophyll.ServerOptions{
 		Workers:           n,
@@ -61,6 +61,14 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, l
 	fatalOnce := func(err error) { once.Do(func() { fatal(err) }) }
 	for i := range pp.workers {
 		pp.workers[i] = newProcWorker(i, n, &cfg, pp.meso, log, fatalOnce)
+		pp.workers[i].crashed = func(suspects []proto.Id, exit string) {
+			for _, id := range suspects {
+				if q.Strike(id, "worker process died ("+exit+") with its call in flight") {
+					dropped := pp.workers[id.WorkerID(n)].dropNowait(id)
+					log.Warn().Str("tenant", id.String()).Int("dropped_nowait", dropped).Msg("tenant quarantined: its worker died with its call in flight")
+				}
+			}
+		}
 	}
 	list := make([]WorkerLike, n)
 	for i, w := range pp.workers {

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// TestQuarantineAfterWorkerCrashes kills a worker three times while one
+// tenant's slow call is in flight: exactly that tenant is quarantined, its
+// neighbour on the same worker is not.
+func TestQuarantineAfterWorkerCrashes(t *testing.T) {
+	m := startMaster(t, "", "--process-workers", "2", "--restart-backoff", "50ms", "--quarantine-after", "3")
+	m.waitReady(t)
+	ctx := context.Background()
+	hostile, neighbour := tenantOn(0, 2, 11), tenantOn(0, 2, 13)
+	slow := `local t = os.clock() while os.clock() - t < 20 do end return "done"`
+	if err := m.api.PutTemplate(ctx, hostile, "slow", slow, []string{"Ping"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.api.PutTemplate(ctx, neighbour, "quick", `return "ok"`, []string{"Ping"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		pid := m.waitReady(t)[0].PID
+		done := make(chan error, 1)
+		go func() {
+			_, err := m.api.Dispatch(ctx, hostile, proto.Event{Name: "Ping"})
+			done <- err
+		}()
+		waitFor(t, 10*time.Second, func() bool {
+			return strings.Contains(string(mustRaw(m.api.Workers(ctx))), `"inflight":1`)
+		})
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; proto.CodeOf(err) != proto.CodeWorkerUnavailable {
+			t.Fatalf("kill %d: slow call ended with %v, want worker_unavailable", i+1, err)
+		}
+	}
+	m.waitReady(t)
+	_, err := m.api.Dispatch(ctx, hostile, proto.Event{Name: "Ping"})
+	pe := proto.AsError(err)
+	if pe.Code != proto.CodeTenantQuarantined || !strings.Contains(pe.Message, "until") || !strings.Contains(pe.Message, "died") {
+		t.Fatalf("hostile tenant: %v, want tenant_quarantined saying until when and why", err)
+	}
+	r := m.do(t, "POST", "/v1/tenants/"+hostile.Path()+"/events", `{"name":"Ping"}`)
+	if r.status != 423 || r.header.Get("Retry-After") == "" {
+		t.Fatalf("HTTP status %d (Retry-After %q), want 423", r.status, r.header.Get("Retry-After"))
+	}
+	if v, err := m.api.Dispatch(ctx, neighbour, proto.Event{Name: "Ping"}); err != nil || string(v) != `{"quick":"ok"}` {
+		t.Fatalf("neighbour: %s %v", v, err)
+	}
+	out, _, code := m.cli("quarantine", "list")
+	if code != 0 || !strings.Contains(out, hostile.String()[len("guild:"):]) || strings.Contains(out, neighbour.String()[len("guild:"):]) {
+		t.Fatalf("quarantine list: %d %s", code, out)
+	}
+	if _, errOut, code := m.cli("quarantine", "lift", "--tenant", hostile.String()); code != 0 {
+		t.Fatalf("lift: %s", errOut)
+	}
+	if v, err := m.api.RunScript(ctx, hostile, "s", `return 1`, nil); err != nil || string(v) != "1" {
+		t.Fatalf("after lift: %s %v", v, err)
+	}
+	if _, errOut, code := m.cli("quarantine", "lift", "--tenant", hostile.String()); code != 1 || !strings.Contains(errOut, "not_found") {
+		t.Fatalf("second lift: %d %s", code, errOut)
+	}
+}
+
+// TestQuarantineAfterLimitHits: three cpu_limit hits quarantine a tenant in
+// thread mode too.
+func TestQuarantineAfterLimitHits(t *testing.T) {
+	m := startMaster(t, "", "--thread-workers", "1", "--lua-max-instructions", "100000")
+	ctx := context.Background()
+	id := proto.GuildID(42)
+	for i := 0; i < 3; i++ {
+		_, err := m.api.RunScript(ctx, id, "spin", `while true do end`, nil)
+		if pe := proto.AsError(err); pe.Code != proto.CodeCPULimit || !strings.Contains(pe.Message, "100000") {
+			t.Fatalf("spin %d: %v", i, err)
+		}
+	}
+	if _, err := m.api.RunScript(ctx, id, "s", `return 1`, nil); proto.CodeOf(err) != proto.CodeTenantQuarantined {
+		t.Fatalf("after 3 limit hits: %v", err)
+	}
+	if v, err := m.api.RunScript(ctx, proto.GuildID(43), "s", `return 1`, nil); err != nil || string(v) != "1" {
+		t.Fatalf("other tenant: %s %v", v, err)
+	}
+}
+
+func mustRaw(b []byte, err error) []byte {
+	if err != nil {
+		return nil
+	}
+	return b
+}
