@@ -161,3 +161,9 @@ func (c *Client) Quarantined(ctx context.Context) (json.RawMessage, error) {
 func (c *Client) LiftQuarantine(ctx context.Context, id proto.Id) error {
 	return c.do(ctx, http.MethodDelete, tenantPath(id)+"/quarantine", nil, nil)
 }
+
+// RestartWorkers replaces the worker processes one at a time and returns
+// when all are ready again.
+func (c *Client) RestartWorkers(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/workers/restart", nil, nil)
+}

@@ -35,6 +35,9 @@ type API struct {
 	Quarantine *Quarantine
 	// Metrics records calls; nil disables it.
 	Metrics *Metrics
+	// RollingRestart replaces the workers one at a time; nil when the
+	// topology has no worker processes.
+	RollingRestart func(ctx context.Context) error
 	// Token is the bearer token every /v1 route requires.
 	Token string
 	// CallTimeout bounds a waited call (dispatch or script).
@@ -58,6 +61,7 @@ func (a *API) Handler() http.Handler {
 	v1("DELETE /v1/tenants/{kind}/{tid}/vm", a.dropTenant)
 	v1("GET /v1/tenants/{kind}/{tid}/kv", a.listKV)
 	v1("GET /v1/workers", a.listWorkers)
+	v1("POST /v1/workers/restart", a.restartWorkers)
 	v1("GET /v1/quarantine", a.listQuarantine)
 	v1("DELETE /v1/tenants/{kind}/{tid}/quarantine", a.liftQuarantine)
 	a.HealthRoutes(mux)
@@ -409,5 +413,17 @@ func (a *API) liftQuarantine(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.Log.Info().Str("tenant", id.String()).Msg("quarantine lifted by an operator")
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) restartWorkers(w http.ResponseWriter, r *http.Request) error {
+	if a.RollingRestart == nil {
+		return proto.Errorf(proto.CodeConflict, "rolling restart needs process workers (--process-workers)")
+	}
+	start := time.Now()
+	if err := a.RollingRestart(r.Context()); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"restarted": true, "seconds": time.Since(start).Seconds()})
 	return nil
 }

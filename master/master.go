@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -49,6 +51,9 @@ type Config struct {
 	// DispatchTimeout bounds how long a waited call may wait for its worker
 	// beyond the Lua time limit.
 	DispatchTimeout time.Duration
+	// MetricsListen, when set, serves /metrics, /healthz and /readyz on a
+	// separate address too.
+	MetricsListen string
 	// ShutdownTimeout bounds the graceful stop.
 	ShutdownTimeout time.Duration
 	// QuarantineAfter fatal incidents within QuarantineWindow quarantine a
@@ -95,6 +100,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	var (
 		pool     *Pool
 		kill     func(context.Context) error
+		rolling  func(context.Context) error
 		topology string
 	)
 	switch {
@@ -116,15 +122,19 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 			return err
 		}
 		pool, kill = pp.Pool, pp.Kill
+		rolling = func(ctx context.Context) error {
+			return pp.RollingRestart(ctx, cfg.ShutdownTimeout+30*time.Second)
+		}
 	default:
 		return errors.New("no topology: give --process-workers N or --thread-workers N")
 	}
 	api := &API{
 		Store: st, Workers: pool, Token: token, Log: log,
-		Quarantine:  quarantine,
-		Metrics:     NewMetrics(topology, pool, quarantine),
-		CallTimeout: cfg.Limits.Timeout + cfg.DispatchTimeout,
-		Ready:       st.Ping,
+		Quarantine:     quarantine,
+		Metrics:        NewMetrics(topology, pool, quarantine),
+		CallTimeout:    cfg.Limits.Timeout + cfg.DispatchTimeout,
+		Ready:          st.Ping,
+		RollingRestart: rolling,
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -132,34 +142,79 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	addr := "http://" + ln.Addr().String()
+	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- srv.Serve(ln) }()
+	servers := []*http.Server{srv}
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			_ = srv.Close()
+			_ = kill(context.Background())
+			return fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		api.HealthRoutes(mux)
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { serveErr <- msrv.Serve(mln) }()
+		servers = append(servers, msrv)
+		log.Info().Str("addr", mln.Addr().String()).Msg("serving /metrics, /healthz and /readyz")
+	}
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, AddrFile), []byte(addr+"\n"), 0o600); err != nil {
 		log.Warn().Err(err).Msg("write address file")
 	}
-	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info().Str("addr", addr).Str("topology", topology).Int("workers", pool.Len()).
-		Str("store", storeName(cfg)).Msg("master ready")
+		Str("store", storeName(cfg)).Msg("master serving")
 
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		_ = kill(context.Background())
-		return fmt.Errorf("serve HTTP: %w", err)
-	case err := <-fatalCh:
-		log.Error().Err(err).Msg("fatal: stopping every worker and exiting")
-		_ = srv.Close()
-		kctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = kill(kctx)
-		_ = os.Remove(filepath.Join(cfg.DataDir, AddrFile))
-		return err
+	notify := newNotifier(log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	notify.tick(pool)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-serveErr:
+			_ = kill(context.Background())
+			return fmt.Errorf("serve HTTP: %w", err)
+		case err := <-fatalCh:
+			log.Error().Err(err).Msg("fatal: stopping every worker and exiting")
+			notify.stopping()
+			for _, s := range servers {
+				_ = s.Close()
+			}
+			kctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = kill(kctx)
+			_ = os.Remove(filepath.Join(cfg.DataDir, AddrFile))
+			return err
+		case <-hup:
+			if api.RollingRestart == nil {
+				log.Warn().Msg("SIGHUP: rolling restart needs process workers; ignored")
+				continue
+			}
+			log.Info().Msg("SIGHUP: rolling restart of the workers")
+			go func() {
+				if err := api.RollingRestart(ctx); err != nil {
+					log.Error().Err(err).Msg("rolling restart")
+				}
+			}()
+		case <-tick.C:
+			notify.tick(pool)
+		}
 	}
 	log.Info().Msg("shutting down")
+	notify.stopping()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn().Err(err).Msg("HTTP shutdown")
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			log.Warn().Err(err).Msg("HTTP shutdown")
+		}
 	}
 	if err := kill(sctx); err != nil {
 		log.Warn().Err(err).Msg("stop workers")

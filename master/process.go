@@ -55,6 +55,7 @@ const (
 	StateStarting = "starting"
 	StateReady    = "ready"
 	StateBackoff  = "backoff"
+	StateDraining = "draining"
 	StateStopped  = "stopped"
 )
 
@@ -76,7 +77,10 @@ type procWorker struct {
 	failures int
 	lastExit string
 	conn     *mesophyll.Conn
-	readyCh  chan struct{} // closed when the current spawn is connected
+	readyCh  chan struct{}  // closed when the current spawn is connected
+	planned  bool           // the current spawn is being replaced on purpose (rolling restart)
+	hung     bool           // the current spawn was killed for missing heartbeats
+	reasons  map[string]int // restarts by reason, for metrics
 	stopping bool
 	stopCh   chan struct{}
 	doneCh   chan struct{}
@@ -107,6 +111,7 @@ func newProcWorker(id, total int, cfg *ProcessConfig, server *mesophyll.Server, 
 		doneCh:   make(chan struct{}),
 		nowait:   make(map[uint64]nowaitEvent),
 		inflight: make(map[proto.Id]int),
+		reasons:  make(map[string]int),
 	}
 	return w
 }
@@ -127,9 +132,19 @@ func (w *procWorker) supervise() {
 		healthy, exit := w.runOnce()
 		w.mu.Lock()
 		var suspects []proto.Id
-		if !w.stopping {
+		reason := "crash"
+		switch {
+		case w.planned:
+			reason, healthy = "rolling", true
+		case w.hung:
+			reason = "hung"
+		case exit == "exit status 0":
+			reason = "exit"
+		}
+		if !w.stopping && !w.planned {
 			suspects = w.suspectsLocked()
 		}
+		w.planned, w.hung = false, false
 		w.lastExit = exit
 		w.conn = nil
 		w.pid = 0
@@ -146,7 +161,8 @@ func (w *procWorker) supervise() {
 		}
 		n := w.failures
 		w.restarts++
-		w.readyCh = make(chan struct{})
+		w.reasons[reason]++
+		w.resetReadyLocked()
 		if n >= w.cfg.MaxFailures {
 			w.state = StateStopped
 			w.mu.Unlock()
@@ -316,6 +332,16 @@ func (w *procWorker) runOnce() (healthy bool, exit string) {
 				killGroup(cmd.Process.Pid)
 			}
 		}
+	}
+}
+
+// resetReadyLocked gives the next spawn an open ready channel, keeping the
+// current one if nobody closed it yet (callers may be waiting on it).
+func (w *procWorker) resetReadyLocked() {
+	select {
+	case <-w.readyCh:
+		w.readyCh = make(chan struct{})
+	default:
 	}
 }
 

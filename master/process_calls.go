@@ -24,7 +24,11 @@ func (w *procWorker) onConnect(c *mesophyll.Conn) {
 	w.conn = c
 	w.state = StateReady
 	w.readyAt = time.Now()
-	close(w.readyCh)
+	select {
+	case <-w.readyCh:
+	default:
+		close(w.readyCh)
+	}
 	seqs := make([]uint64, 0, len(w.nowait))
 	for s := range w.nowait {
 		seqs = append(seqs, s)
@@ -52,7 +56,7 @@ func (w *procWorker) onDisconnect(err error) {
 	w.mu.Lock()
 	pid := w.pid
 	w.conn = nil
-	stopping := w.stopping
+	stopping := w.stopping || w.planned
 	if w.state == StateReady {
 		w.state = StateStarting
 	}
@@ -66,6 +70,7 @@ func (w *procWorker) onDisconnect(err error) {
 // onHung is called when the worker missed its heartbeats.
 func (w *procWorker) onHung() {
 	w.mu.Lock()
+	w.hung = true
 	pid := w.pid
 	w.mu.Unlock()
 	w.log.Error().Int("pid", pid).Msg("worker missed 3 heartbeats: killing it")
@@ -225,8 +230,75 @@ func (w *procWorker) Status() WorkerStatus {
 	if w.pid != 0 {
 		s.UptimeSeconds = time.Since(w.started).Seconds()
 	}
-	if w.conn != nil {
-		s.InFlight = w.conn.InFlight()
+	for _, n := range w.inflight {
+		s.InFlight += n
+	}
+	s.restartReasons = make(map[string]int, len(w.reasons))
+	for r, n := range w.reasons {
+		s.restartReasons[r] = n
 	}
 	return s
+}
+
+// Restart replaces the worker process without failing a call: new calls
+// wait while it drains (in-flight calls finish, sent nowait events are
+// acknowledged), then it is shut down and replaced, and Restart returns
+// once the new process is ready.
+func (w *procWorker) Restart(ctx context.Context) error {
+	w.mu.Lock()
+	c := w.conn
+	if c == nil || w.stopping {
+		w.mu.Unlock()
+		return proto.Errorf(proto.CodeWorkerUnavailable, "worker %d is not ready", w.id)
+	}
+	// Hide the connection: new calls wait for the next spawn, new nowait
+	// events are held for it.
+	w.conn = nil
+	w.state = StateDraining
+	w.resetReadyLocked()
+	ready := w.readyCh
+	lastSent := w.seq // events after this are held for the next process
+	w.mu.Unlock()
+	w.log.Info().Msg("rolling restart: draining")
+
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for drained := false; !drained; {
+		w.mu.Lock()
+		drained = len(w.inflight) == 0 && !w.unackedUpToLocked(lastSent)
+		w.mu.Unlock()
+		if drained {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			w.log.Warn().Msg("rolling restart: drain timed out; unacknowledged nowait events will be redelivered")
+			drained = true
+		}
+	}
+	w.mu.Lock()
+	w.planned = true
+	w.mu.Unlock()
+	_ = c.Shutdown(ctx)
+	select {
+	case <-ready:
+		w.log.Info().Msg("rolling restart: replaced")
+		return nil
+	case <-ctx.Done():
+		return proto.Errorf(proto.CodeTimeout, "worker %d was not ready again in time", w.id)
+	case <-w.stopCh:
+		return proto.Errorf(proto.CodeShuttingDown, "worker %d is stopping", w.id)
+	}
+}
+
+// unackedUpToLocked reports whether a nowait event with seq ≤ last is still
+// unacknowledged.
+func (w *procWorker) unackedUpToLocked(last uint64) bool {
+	for s := range w.nowait {
+		if s <= last {
+			return true
+		}
+	}
+	return false
 }

@@ -25,6 +25,8 @@ type processPool struct {
 	meso    *mesophyll.Server
 	http    *http.Server
 	addr    string
+
+	restarting sync.Mutex
 }
 
 // startProcessPool serves Mesophyll on listen and spawns n workers.
@@ -125,4 +127,23 @@ func (b storeBackend) KvDelete(ctx context.Context, id proto.Id, key string) err
 
 func (b storeBackend) KvFind(ctx context.Context, id proto.Id, prefix string) ([]proto.KVItem, error) {
 	return b.st.KvFind(ctx, id, prefix)
+}
+
+// RollingRestart replaces the workers one at a time, each drained and
+// ready again before the next, so that no call fails (used on SIGHUP to
+// pick up a new binary). Only one rolling restart runs at a time.
+func (pp *processPool) RollingRestart(ctx context.Context, perWorker time.Duration) error {
+	if !pp.restarting.TryLock() {
+		return proto.Errorf(proto.CodeConflict, "a rolling restart is already running")
+	}
+	defer pp.restarting.Unlock()
+	for _, w := range pp.workers {
+		wctx, cancel := context.WithTimeout(ctx, perWorker)
+		err := w.Restart(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("rolling restart of worker %d: %w", w.id, err)
+		}
+	}
+	return nil
 }

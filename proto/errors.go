@@ -28,6 +28,7 @@ const (
 	CodeKVQuotaExceeded   = "kv_quota_exceeded"
 	CodeInvalidKV         = "invalid_kv"
 	CodeShuttingDown      = "shutting_down"
+	CodeConflict          = "conflict"
 	CodeInternal          = "internal"
 )
 
@@ -88,6 +89,8 @@ func HTTPStatus(code string) int {
 		return http.StatusUnprocessableEntity
 	case CodeTenantQuarantined:
 		return http.StatusLocked
+	case CodeConflict:
+		return http.StatusConflict
 	case CodeTenantBroken, CodeWorkerOverloaded, CodeWorkerUnavailable, CodeStoreUnavailable, CodeShuttingDown:
 		return http.StatusServiceUnavailable
 	case CodeTimeout:

@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -302,16 +306,83 @@ func kvCommand() *cli.Command {
 func workersCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "workers",
-		Usage: "show the workers and their state",
-		Flags: clientFlags(),
-		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
-			raw, err := api.Workers(ctx)
+		Usage: "show the workers: state, pid, uptime, restarts, failures, in-flight and queued calls",
+		Flags: clientFlags(
+			&cli.BoolFlag{Name: "json", Usage: "print the raw JSON"},
+			&cli.BoolFlag{Name: "watch", Usage: "redraw the table every second until interrupted"}),
+		Action: func(c *cli.Context) error {
+			api, err := apiClient(c)
 			if err != nil {
 				return err
 			}
-			var v any
-			_ = json.Unmarshal(raw, &v)
-			return printJSON(v)
+			show := func() error {
+				ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+				defer cancel()
+				raw, err := api.Workers(ctx)
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					var v any
+					_ = json.Unmarshal(raw, &v)
+					return printJSON(v)
+				}
+				return printWorkers(os.Stdout, raw)
+			}
+			if !c.Bool("watch") {
+				return show()
+			}
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			for {
+				fmt.Print("\033[H\033[2J") // home and clear the terminal
+				fmt.Println(time.Now().Format("15:04:05"), "templateworker workers (Ctrl-C to stop)")
+				if err := show(); err != nil {
+					fmt.Println("error:", errorLine(err))
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+			}
+		},
+	}
+}
+
+// printWorkers renders /v1/workers as a table.
+func printWorkers(w io.Writer, raw []byte) error {
+	var out struct {
+		Workers []master.WorkerStatus `json:"workers"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return fmt.Errorf("decode workers: %w", err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tPID\tUPTIME\tRESTARTS\tFAILURES\tINFLIGHT\tQUEUED\tTENANTS\tLAST EXIT")
+	for _, s := range out.Workers {
+		pid := "-"
+		if s.PID != 0 {
+			pid = strconv.Itoa(s.PID)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", s.ID, s.State, pid,
+			(time.Duration(s.UptimeSeconds) * time.Second).String(), s.Restarts, s.ConsecutiveFailures,
+			s.InFlight, s.Queued, s.Tenants, s.LastExit)
+	}
+	return tw.Flush()
+}
+
+func restartWorkersCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "restart-workers",
+		Usage: "rolling restart: replace the worker processes one at a time without failing calls (as SIGHUP does)",
+		Flags: clientFlags(),
+		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+			if err := api.RestartWorkers(ctx); err != nil {
+				return err
+			}
+			fmt.Println("workers restarted")
+			return nil
 		}),
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,4 +185,8 @@ func (m *runningMaster) cliStdin(stdin string, args ...string) (string, string, 
 		m.t.Fatalf("run cli %v: %v", args, err)
 	}
 	return stdout.String(), stderr.String(), code
+}
+
+func httpGet(url string) (*http.Response, error) {
+	return (&http.Client{Timeout: 10 * time.Second}).Get(url)
 }

@@ -50,6 +50,7 @@ func newApp() *cli.App {
 			dropCommand(),
 			kvCommand(),
 			workersCommand(),
+			restartWorkersCommand(),
 			quarantineCommand(),
 			migrateCommand(),
 			{

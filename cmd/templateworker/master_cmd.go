@@ -35,6 +35,7 @@ func masterCommand() *cli.Command {
 			&cli.DurationFlag{Name: "heartbeat-interval", Value: time.Second, Usage: "worker heartbeat interval; 3 missed beats mean hung", EnvVars: envVars("heartbeat-interval")},
 			&cli.StringFlag{Name: "mesophyll-max-frame", Value: "4MiB", Usage: "largest Mesophyll frame", EnvVars: envVars("mesophyll-max-frame")},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7878", Usage: "HTTP API address", EnvVars: envVars("listen")},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "also serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9100)", EnvVars: envVars("metrics-listen")},
 			&cli.StringFlag{Name: "database-url", Usage: "PostgreSQL URL (postgres://user:pass@host/db); SQLite in --data-dir when empty", EnvVars: envVars("database-url")},
 			&cli.IntFlag{Name: "worker-queue", Value: worker.DefaultQueueSize, Usage: "messages that may wait for one worker before calls fail with worker_overloaded", EnvVars: envVars("worker-queue")},
 			&cli.Int64Flag{Name: "lua-max-instructions", Value: worker.DefaultLimits.MaxInstructions, Usage: "Lua instructions one call may run", EnvVars: envVars("lua-max-instructions")},
@@ -73,6 +74,7 @@ func runMaster(c *cli.Context) error {
 	cfg := master.Config{
 		ThreadWorkers:    c.Int("thread-workers"),
 		Listen:           c.String("listen"),
+		MetricsListen:    c.String("metrics-listen"),
 		DataDir:          c.String("data-dir"),
 		DatabaseURL:      c.String("database-url"),
 		APIToken:         c.String("api-token"),

@@ -60,7 +60,7 @@ func TestThreadMasterEndToEnd(t *testing.T) {
 	if _, errOut, code := m.cli("drop", "--tenant", tenant); code != 0 {
 		t.Fatalf("drop: %s", errOut)
 	}
-	out, _, code = m.cli("workers")
+	out, _, code = m.cli("workers", "--json")
 	if code != 0 || !strings.Contains(out, `"state": "running"`) {
 		t.Fatalf("workers: %s", out)
 	}
