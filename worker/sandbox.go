@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	lua "github.com/Shopify/go-lua"
+
+	"github.com/templateworker/templateworker/worker/luastd"
 )
 
 // The sandbox: which libraries a tenant VM gets. Only base (without
@@ -43,6 +45,15 @@ func (vm *VM) openSandbox() error {
 	}
 	l.SetGlobal("os")
 	l.Pop(1)
+	// The rest of Lua 5.2's string, table and os functions (patterns,
+	// format, sort, time/date), bounded by the call's budget.
+	luastd.Open(l, luastd.Limits{
+		MaxString: vm.limits.MaxString,
+		Charge:    vm.charge,
+		OnLimit: func(l *lua.State, kind string, limit int) {
+			vm.onLimit(l, kind, int64(limit))
+		},
+	})
 	// The loaded-libraries registry table would let a script reach the
 	// unfiltered os library through package.loaded; drop it.
 	l.PushNil()

@@ -36,6 +36,10 @@ var hostileCases = []struct {
 	{"table of tables", `local t = {} while true do t[#t + 1] = {1, 2, 3} end`, proto.CodeMemoryLimit, "8388608 bytes"},
 	{"deep recursion", `local function f() return 1 + f() end return f()`, proto.CodeStackOverflow, "200"},
 	{"recursion through metamethods", `local t = setmetatable({}, {}) getmetatable(t).__index = function(t, k) return t[k] end return t.x`, proto.CodeStackOverflow, ""},
+	{"loop in gsub callback", `return string.gsub(string.rep("a", 100), ".", function() while true do end end)`, proto.CodeCPULimit, "instruction limit"},
+	{"pathological pattern", `return string.find(string.rep("a", 30000), string.rep("a*", 20) .. "b")`, proto.CodeCPULimit, "instruction limit"},
+	{"gsub result too long", `local s = string.rep("x", 1000) return #string.gsub(s, "x", string.rep("y", 2000))`, proto.CodeMemoryLimit, "1048576 bytes"},
+	{"sort with an inconsistent comparator", `local t = {} for i = 1, 100 do t[i] = i % 7 end table.sort(t, function(a, b) return true end)`, proto.CodeScriptError, "invalid order function"},
 	{"error with a table", `error({})`, proto.CodeScriptError, "hostile"},
 	{"error with a huge message", `error(string.rep("x", 500000))`, proto.CodeScriptError, "truncated"},
 	{"io", `return io.open("/etc/passwd")`, proto.CodeScriptError, "nil value"},
@@ -142,5 +146,28 @@ func TestTimeoutLimit(t *testing.T) {
 	_, err = m.RunScript(ctx, g1, "s", `while true do end`, ev("x", ""))
 	if proto.CodeOf(err) != proto.CodeTimeout {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestStandardLibraryInTemplates: ordinary Lua 5.2 that parses a command
+// runs unchanged in a tenant VM.
+func TestStandardLibraryInTemplates(t *testing.T) {
+	m := NewManager(0, 1, newMemStore(), hostileLimits, zerolog.Nop())
+	code := `local event = ...
+local cmd, user, dur, reason = event.data.text:match("^!(%a+)%s+<@(%d+)>%s+(%d+[dhm])%s*(.*)$")
+local words = {}
+for w in reason:gmatch("%S+") do words[#words + 1] = w:upper() end
+local n = select("#", 1, nil, 3)
+local t = {3, 1, 2} table.sort(t, function(a, b) return a > b end)
+return {cmd = cmd, user = user, dur = dur, words = words, n = n, sorted = table.concat(t, ","),
+  fmt = string.format("%5.2f|%-3d|%q", 3.14159, 7, "a\nb"), sub = (("hello world"):gsub("o", "0")),
+  u = unpack({9}), year = os.date("!%Y", 0), t = os.time({year = 2000, month = 1, day = 1, hour = 0}) ~= nil}`
+	v, err := m.RunScript(context.Background(), g1, "s", code, ev("x", `{"text":"!ban <@123> 7d spam and eggs"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"cmd":"ban","dur":"7d","fmt":" 3.14|7  |\"a\\\nb\"","n":3,"sorted":"3,2,1","sub":"hell0 w0rld","t":true,"u":9,"user":"123","words":["SPAM","AND","EGGS"],"year":"1970"}`
+	if string(v) != want {
+		t.Fatalf("got  %s\nwant %s", v, want)
 	}
 }
