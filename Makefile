@@ -11,7 +11,7 @@ GO       ?= go
 BIN      := bin/templateworker
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
-RUN_ARGS ?= --thread-workers 2
+RUN_ARGS ?= --process-workers 2
 
 .PHONY: build run test test-go bench vet fmt clean
 
