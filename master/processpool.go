@@ -65,12 +65,13 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 		pp.workers[i] = newProcWorker(i, n, &cfg, pp.meso, log, fatalOnce)
 		pp.workers[i].crashed = func(suspects []proto.Id, exit string) {
 			for _, id := range suspects {
-				if q.Strike(id, "worker process died ("+exit+") with its call in flight") {
-					dropped := pp.workers[id.WorkerID(n)].dropNowait(id)
-					log.Warn().Str("tenant", id.String()).Int("dropped_nowait", dropped).Msg("tenant quarantined: its worker died with its call in flight")
-				}
+				q.Strike(id, "worker process died ("+exit+") with its call in flight")
 			}
 		}
+	}
+	q.OnQuarantine = func(id proto.Id) {
+		dropped := pp.workers[id.WorkerID(n)].dropNowait(id)
+		log.Warn().Str("tenant", id.String()).Int("dropped_nowait", dropped).Msg("tenant quarantined")
 	}
 	list := make([]WorkerLike, n)
 	for i, w := range pp.workers {

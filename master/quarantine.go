@@ -17,7 +17,10 @@ import (
 type Quarantine struct {
 	After  int
 	Window time.Duration
-	now    func() time.Time
+	// OnQuarantine, if set, is called (outside the lock) when a tenant
+	// becomes quarantined; the process pool drops its held nowait events.
+	OnQuarantine func(id proto.Id)
+	now          func() time.Time
 
 	mu      sync.Mutex
 	strikes map[proto.Id][]strike
@@ -74,7 +77,6 @@ func (q *Quarantine) Strike(id proto.Id, reason string) bool {
 		return false
 	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	now := q.now()
 	list := q.strikes[id][:0:0]
 	for _, s := range q.strikes[id] {
@@ -85,11 +87,16 @@ func (q *Quarantine) Strike(id proto.Id, reason string) bool {
 	list = append(list, strike{at: now, reason: reason})
 	if len(list) < q.After {
 		q.strikes[id] = list
+		q.mu.Unlock()
 		return false
 	}
 	delete(q.strikes, id)
 	q.active[id] = QuarantineEntry{Tenant: id, Since: now, Until: now.Add(q.Window),
 		Reason: itoa(len(list)) + " fatal incidents within " + q.Window.String() + ", last: " + reason}
+	q.mu.Unlock()
+	if q.OnQuarantine != nil {
+		q.OnQuarantine(id)
+	}
 	return true
 }
 
