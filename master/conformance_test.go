@@ -221,6 +221,42 @@ func TestWorkerLikeConformance(t *testing.T) {
 	}
 }
 
+// hostileInBothTopologies is the sandbox corpus's core, run through each
+// topology: the exact code, a clear message, and a neighbour on the same
+// worker served right after.
+var hostileInBothTopologies = []struct{ name, code, wantCode, wantMsg string }{
+	{"infinite loop", `while true do end`, proto.CodeCPULimit, "1000000 instructions"},
+	{"pcall swallows the limit", `while true do pcall(function() while true do end end) end`, proto.CodeCPULimit, "instruction limit"},
+	{"string doubling", `local s = "x" while true do s = s .. s end`, proto.CodeMemoryLimit, "1048576 bytes"},
+	{"table growth", `local t = {} while true do t[#t + 1] = {1, 2, 3} end`, proto.CodeMemoryLimit, "16777216 bytes"},
+	{"deep recursion", `local function f() return 1 + f() end return f()`, proto.CodeStackOverflow, "200"},
+	{"pattern bomb", `return string.find(string.rep("a", 30000), string.rep("a*", 20) .. "b")`, proto.CodeCPULimit, "instruction limit"},
+	{"io", `return io.open("/etc/passwd")`, proto.CodeScriptError, "nil value"},
+	{"bytecode", `return assert(load("\27LuaR\0\1\4\8\4\8\0"))()`, proto.CodeScriptError, "binary chunk"},
+}
+
+func TestHostileScriptsInBothTopologies(t *testing.T) {
+	for _, topo := range topologies {
+		t.Run(topo.name, func(t *testing.T) {
+			st := openTestStore(t)
+			pool := topo.start(t, st, 2)
+			ctx := context.Background()
+			hostile, neighbour := proto.GuildID(1<<22|1), proto.GuildID(3<<22|1) // both on worker 1
+			put(t, st, neighbour, "ok", `return "fine"`, "Ping")
+			for _, c := range hostileInBothTopologies {
+				_, err := pool.RunScript(ctx, hostile, "hostile", c.code, eventOf("x", ``))
+				pe := proto.AsError(err)
+				if err == nil || pe.Code != c.wantCode || !strings.Contains(pe.Message, c.wantMsg) {
+					t.Errorf("%s: got %.300v; want %s containing %q", c.name, err, c.wantCode, c.wantMsg)
+				}
+				if v, err := pool.DispatchEvent(ctx, neighbour, eventOf("Ping", `{}`)); err != nil || string(v) != `{"ok":"fine"}` {
+					t.Fatalf("%s: neighbour: %s %v", c.name, v, err)
+				}
+			}
+		})
+	}
+}
+
 func waitStore(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
