@@ -215,6 +215,7 @@ func (c *Conn) store(req uint64, do func(ctx context.Context) (any, error)) {
 		select {
 		case c.storeSem <- struct{}{}:
 		case <-c.link.done:
+			return
 		}
 		c.stalled.Store(false)
 		c.lastSeen.Store(time.Now().UnixNano())

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,8 @@ type fakeBackend struct {
 	templates map[proto.Id][]proto.Template
 	tenantsOf map[int][]proto.Id
 	release   chan struct{}
+
+	slow, maxSlow atomic.Int64 // "slow" calls running, and their maximum
 }
 
 func newFakeBackend() *fakeBackend {
@@ -56,6 +59,10 @@ func (b *fakeBackend) TenantsFor(ctx context.Context, workerID int, event string
 func (b *fakeBackend) fail(ctx context.Context, key string) error {
 	switch key {
 	case "slow":
+		n := b.slow.Add(1)
+		defer b.slow.Add(-1)
+		for m := b.maxSlow.Load(); n > m && !b.maxSlow.CompareAndSwap(m, n); m = b.maxSlow.Load() {
+		}
 		select {
 		case <-b.release:
 		case <-ctx.Done():
@@ -165,7 +172,7 @@ func (h *fakeHandler) Tenants() int { return 7 }
 // harness is a Server behind an httptest server, with its callbacks
 // recorded.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *Server
 	http    *httptest.Server
 	url     string
@@ -202,7 +209,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newHarness(t *testing.T, opts ServerOptions) *harness {
+func newHarness(t testing.TB, opts ServerOptions) *harness {
 	t.Helper()
 	h := &harness{
 		t:            t,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -191,7 +192,7 @@ func (l *link) shut(code websocket.StatusCode, reason string, cause error) bool 
 	}
 	close(l.done)
 	if len(reason) > maxReason {
-		reason = reason[:maxReason]
+		reason = strings.ToValidUTF8(reason[:maxReason], "")
 	}
 	// The handshake waits for the peer for up to 10 s: never make the
 	// caller wait for it.

@@ -351,3 +351,41 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestStoreConcurrencyBound(t *testing.T) {
+	h := newHarness(t, ServerOptions{HeartbeatInterval: 50 * time.Millisecond})
+	cl, c, _ := h.worker(0, newFakeHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g := proto.GuildID(1)
+
+	const n = storeConcurrency + 6
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, _, err := cl.KvGet(ctx, g, "slow")
+			errs <- err
+		}()
+	}
+	waitFor(t, func() bool { return h.backend.slow.Load() == storeConcurrency && cl.link.inFlight() == n })
+	// Reading waits for a free slot longer than 3 heartbeat intervals: the
+	// worker is not hung for that.
+	time.Sleep(250 * time.Millisecond)
+	select {
+	case id := <-h.hung:
+		t.Fatalf("worker %d reported hung while the master's store was slow", id)
+	default:
+	}
+	close(h.backend.release)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := h.backend.maxSlow.Load(); m > storeConcurrency {
+		t.Fatalf("%d store requests ran at once, bound is %d", m, storeConcurrency)
+	}
+	if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,114 @@
+package mesophyll
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// constHandler answers every dispatch with the same small result.
+type constHandler struct{ *fakeHandler }
+
+func (constHandler) DispatchEvent(context.Context, proto.Id, proto.Event) (proto.Value, error) {
+	return proto.Value(`{"greet":"hi"}`), nil
+}
+
+// benchEvent is a ~200-byte DispatchEvent frame once encoded.
+var benchEvent = proto.Event{Name: "Ping", Data: proto.Value(`{"channel":"1234567890","content":"hello there, templateworker","n":42,"tags":["a","b","c"]}`)}
+
+// BenchmarkWSEcho is the floor: a raw coder/websocket loopback round trip
+// of a ~200-byte text frame, echoed by the server.
+func BenchmarkWSEcho(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for {
+			typ, msg, err := ws.Read(context.Background())
+			if err != nil {
+				return
+			}
+			if err := ws.Write(context.Background(), typ, msg); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ws.CloseNow()
+	frame := []byte(`{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"Ping","author":null,"data":{"channel":"1234567890","content":"hello there, templateworker","n":42,"tags":["a","b","c"]}},"req_id":1}}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := ws.Write(ctx, websocket.MessageText, frame); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := ws.Read(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMesophyllDispatch is a Conn.DispatchEvent round trip to a
+// worker whose Handler returns a constant small result.
+func BenchmarkMesophyllDispatch(b *testing.B) {
+	h := newHarness(b, ServerOptions{Workers: 1})
+	ctx := context.Background()
+	cl, err := Dial(ctx, h.url, 0, h.token(0), ClientOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- cl.Serve(ctx, constHandler{newFakeHandler()}) }()
+	defer func() { cl.Close(); <-served }()
+	<-h.connected
+	c := h.srv.Conn(0)
+	g := proto.GuildID(1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.DispatchEvent(ctx, g, benchEvent); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMesophyllDispatchParallel is DispatchEvent from many goroutines
+// on one connection.
+func BenchmarkMesophyllDispatchParallel(b *testing.B) {
+	h := newHarness(b, ServerOptions{Workers: 1})
+	ctx := context.Background()
+	cl, err := Dial(ctx, h.url, 0, h.token(0), ClientOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- cl.Serve(ctx, constHandler{newFakeHandler()}) }()
+	defer func() { cl.Close(); <-served }()
+	<-h.connected
+	c := h.srv.Conn(0)
+	g := proto.GuildID(1)
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.DispatchEvent(ctx, g, benchEvent); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
