@@ -19,8 +19,12 @@ import (
 )
 
 // Handler serves the master's requests in a worker. Its methods are called
-// concurrently, one goroutine per request; the worker serialises execution
-// itself. Errors that are *proto.Error reach the master with their code.
+// concurrently, one goroutine per request, and must return once their ctx
+// is done; the worker serialises execution itself. Errors that are
+// *proto.Error reach the master with their code, others as internal.
+//
+// Nowait events need no method of their own: Serve runs them with
+// DispatchEvent, logs a failure, and then acknowledges them.
 type Handler interface {
 	// DispatchEvent runs ev for tenant id and returns the result. Nowait
 	// events are run with it too, their result discarded.

@@ -60,8 +60,9 @@ type ServerOptions struct {
 
 	// OnConnect is called when a worker has connected and received Hello.
 	OnConnect func(workerID int, c *Conn)
-	// OnDisconnect is called when a worker's connection has ended, with
-	// nil after a normal closure and the cause otherwise.
+	// OnDisconnect is called when a worker's connection has ended: with
+	// nil when the worker closed it normally (after Shutdown), with the
+	// cause otherwise (including Conn.Close and SetToken).
 	OnDisconnect func(workerID int, err error)
 	// OnHung is called when a worker missed 3 heartbeats; its connection
 	// is closed, and OnDisconnect follows.
