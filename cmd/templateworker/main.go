@@ -53,6 +53,7 @@ func newApp() *cli.App {
 			restartWorkersCommand(),
 			quarantineCommand(),
 			migrateCommand(),
+			drillCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",
