@@ -25,3 +25,9 @@ func (p *Postgres) ForceSchemaVersion(ctx context.Context, version int) error {
 		return err
 	})
 }
+
+// PoolMaxConns returns the most connections the store's pool may hold.
+func (p *Postgres) PoolMaxConns() int32 { return p.pool.Config().MaxConns }
+
+// MigrationLockKey is the advisory lock key held while migrating.
+const MigrationLockKey = migrationLockKey

@@ -6,28 +6,31 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
 )
 
-// Postgres is a Store in a PostgreSQL database, reached through a pool of
-// pgx connections that replaces broken connections by itself. A read that
-// fails because its connection broke is retried once on a fresh one, as is
-// a write transaction that failed before it was committed.
+// Postgres is a Store in a PostgreSQL database, reached through a pgxpool
+// connection pool. The pool replaces broken connections by itself; in
+// addition, when a call finds the database gone, every pooled connection is
+// dropped (they most likely broke together), and a read that failed because
+// its connection broke is retried once on a fresh one, as is a write
+// transaction that failed before it was committed.
 type Postgres struct {
-	pool     *pgPool
+	pool     *pgxpool.Pool
 	password string // removed from every error message
 	quota    Quota
 	log      zerolog.Logger
 	version  int
 	closed   atomic.Bool
+	down     atomic.Bool // the last call found the database unreachable
 }
 
 var _ Store = (*Postgres)(nil)
@@ -41,32 +44,37 @@ const postgresConnectTimeout = 10 * time.Second
 const migrationLockKey int64 = 0x74776d6967726174 // "twmigrat"
 
 // OpenPostgres connects to the PostgreSQL database at url (a postgres:// URL
-// or key=value DSN) and applies pending migrations. Errors never contain the
+// or key=value DSN) and applies pending migrations. The URL may carry the
+// pool settings pgxpool understands (pool_max_conns, pool_min_conns,
+// pool_max_conn_lifetime, pool_max_conn_idle_time,
+// pool_health_check_period, ...); without pool_max_conns the pool holds at
+// most max(4, number of CPUs) connections. Errors never contain the
 // password; an unreachable database is a store_unavailable *proto.Error.
 func OpenPostgres(ctx context.Context, url string, opts Options) (*Postgres, error) {
-	cfg, err := pgx.ParseConfig(url)
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx's message quotes the URL; a malformed one may hide the
 		// password where no redaction can find it, so say only which.
-		return nil, fmt.Errorf("invalid database URL %s: check its syntax", RedactURL(url))
+		return nil, fmt.Errorf("invalid database URL %s: check its syntax and pool_* settings", RedactURL(url))
 	}
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = postgresConnectTimeout
+	cc := cfg.ConnConfig
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = postgresConnectTimeout
 	}
-	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
-		cfg.RuntimeParams["application_name"] = "templateworker"
+	if _, ok := cc.RuntimeParams["application_name"]; !ok {
+		cc.RuntimeParams["application_name"] = "templateworker"
 	}
-	p := &Postgres{
-		pool:     newPgPool(cfg, max(4, runtime.GOMAXPROCS(0))),
-		password: cfg.Password,
-		quota:    opts.Quota,
-		log:      opts.Logger,
+	p := &Postgres{password: cc.Password, quota: opts.Quota, log: opts.Logger}
+	// NewWithConfig dials nothing: the first connection is made by migrate.
+	if p.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return nil, p.fail("create pool", err)
 	}
 	if p.version, err = p.migrate(ctx); err != nil {
-		p.pool.close()
+		p.pool.Close()
 		return nil, err
 	}
-	p.log.Debug().Str("database", RedactURL(url)).Int("schema_version", p.version).Msg("postgres store open")
+	p.log.Debug().Str("database", RedactURL(url)).Int("schema_version", p.version).
+		Int32("pool_max_conns", cfg.MaxConns).Msg("postgres store open")
 	return p, nil
 }
 
@@ -77,17 +85,24 @@ func (p *Postgres) migrate(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	conn, err := p.pool.acquire(ctx)
+	pc, err := p.pool.Acquire(ctx)
 	if err != nil {
 		return 0, p.fail("connect", err)
 	}
-	defer p.pool.release(conn)
+	defer pc.Release()
+	conn := pc.Conn()
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
 		return 0, p.fail("lock for migration", err)
 	}
 	defer func() {
-		// A broken connection releases the lock by ending the session.
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockKey)
+		// The lock belongs to the session: a connection that cannot
+		// release it must not go back to the pool holding it. Closing it
+		// ends the session, which releases the lock.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, migrationLockKey); err != nil {
+			_ = conn.Close(uctx)
+		}
 	}()
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
 		version    integer PRIMARY KEY,
@@ -121,10 +136,11 @@ func (p *Postgres) migrate(ctx context.Context) (int, error) {
 	return current, nil
 }
 
-// Close closes every connection of the pool.
+// Close closes the pool: idle connections at once, the ones in use when
+// their calls end.
 func (p *Postgres) Close() error {
 	if !p.closed.Swap(true) {
-		p.pool.close()
+		p.pool.Close()
 	}
 	return nil
 }
@@ -140,23 +156,36 @@ func (p *Postgres) Ping(ctx context.Context) error {
 // open fails once the store is closed.
 func (p *Postgres) open() error {
 	if p.closed.Load() {
-		return proto.Errorf(proto.CodeStoreUnavailable, "postgres store is closed")
+		return errStoreClosed
 	}
 	return nil
 }
 
-// withConn runs f on a pooled connection. When the connection turns out to
-// be broken, the idle ones are discarded too: they most likely broke in the
-// same database restart.
+var errStoreClosed = proto.Errorf(proto.CodeStoreUnavailable, "postgres store is closed")
+
+// withConn runs f on a pooled connection. When f or the connection fails
+// because the database cannot be reached (and not because ctx ended), the
+// whole pool is reset: its other connections most likely broke in the same
+// outage or restart, and the next calls should dial afresh rather than
+// find them one by one.
 func (p *Postgres) withConn(ctx context.Context, f func(c *pgx.Conn) error) error {
-	c, err := p.pool.acquire(ctx)
-	if err != nil {
-		return err
+	c, err := p.pool.Acquire(ctx)
+	if err == nil {
+		err = f(c.Conn())
+		c.Release()
 	}
-	defer p.pool.release(c)
-	err = f(c)
-	if err != nil && unavailable(err) {
-		p.pool.discardIdle()
+	switch {
+	case err == nil:
+		if p.down.Swap(false) {
+			p.log.Info().Msg("postgres reachable again")
+		}
+	case p.closed.Load():
+		return errStoreClosed
+	case unavailable(err) && ctx.Err() == nil:
+		p.pool.Reset()
+		if !p.down.Swap(true) {
+			p.log.Warn().Str("error", p.message(err)).Msg("postgres unreachable; connection pool reset")
+		}
 	}
 	return err
 }
@@ -169,7 +198,7 @@ func (p *Postgres) read(ctx context.Context, op string, f func(c *pgx.Conn) erro
 	}
 	err := p.withConn(ctx, f)
 	if err != nil && unavailable(err) && ctx.Err() == nil {
-		p.log.Warn().Str("op", op).Str("error", p.message(err)).Msg("postgres read failed, retrying")
+		p.log.Debug().Str("op", op).Str("error", p.message(err)).Msg("postgres read failed, retrying")
 		err = p.withConn(ctx, f)
 	}
 	return p.fail(op, err)
@@ -197,7 +226,7 @@ func (p *Postgres) write(ctx context.Context, op string, f func(tx pgx.Tx) error
 			return tx.Commit(ctx)
 		})
 		if err != nil && attempt == 0 && !committing && unavailable(err) && ctx.Err() == nil {
-			p.log.Warn().Str("op", op).Str("error", p.message(err)).Msg("postgres write failed, retrying")
+			p.log.Debug().Str("op", op).Str("error", p.message(err)).Msg("postgres write failed, retrying")
 			continue
 		}
 		return p.fail(op, err)

@@ -8,9 +8,12 @@
 // key=value DSN) and otherwise SQLite in Config.DataDir/templateworker.db.
 // SQLite runs in WAL mode with a busy timeout and foreign keys; all writes of
 // a process share one connection, reads have a pool of their own. PostgreSQL
-// is reached through a small pool of pgx connections that drops broken ones:
-// a read, or a write transaction that had not reached its commit, is retried
-// once on a fresh connection, so the store rides out a database restart.
+// is reached through a pgxpool pool (sized by pool_max_conns and the other
+// pool_* URL parameters, by default max(4, CPUs) connections). A call that
+// finds the database gone resets the pool, so the next calls dial afresh,
+// and a read, or a write transaction that had not reached its commit, is
+// retried once on a fresh connection: the store rides out a database
+// restart, and reconnects by itself after an outage.
 //
 // # Schema and migrations
 //
