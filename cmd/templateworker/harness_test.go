@@ -146,20 +146,7 @@ func (m *runningMaster) stop(sig syscall.Signal) {
 // stderr and the exit code.
 func (m *runningMaster) cli(args ...string) (string, string, int) {
 	m.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binPath, args...)
-	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_DATA_DIR="+m.dataDir, "TEMPLATEWORKER_ADDR=", "TEMPLATEWORKER_API_TOKEN=")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		m.t.Fatalf("run cli %v: %v", args, err)
-	}
-	return stdout.String(), stderr.String(), code
+	return m.cliStdin("", args...)
 }
 
 func tail(s string, n int) string {
@@ -172,7 +159,9 @@ func tail(s string, n int) string {
 // cliStdin is cli with stdin.
 func (m *runningMaster) cliStdin(stdin string, args ...string) (string, string, int) {
 	m.t.Helper()
-	cmd := exec.Command(binPath, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, args...)
 	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_DATA_DIR="+m.dataDir, "TEMPLATEWORKER_ADDR=", "TEMPLATEWORKER_API_TOKEN=")
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
