@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,74 +35,6 @@ var jsonNull = &jsonNullType{}
 
 // arrayMarkerKey is the registry key of the metatable json.array sets.
 const arrayMarkerKey = "templateworker.json.array"
-
-// pushJSON decodes b and pushes it on the Lua stack (nil for empty input).
-func pushJSON(l *lua.State, b []byte) error {
-	if len(bytes.TrimSpace(b)) == 0 {
-		l.PushNil()
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return fmt.Errorf("invalid JSON: %w", err)
-	}
-	if dec.More() {
-		return errors.New("invalid JSON: trailing data after the value")
-	}
-	if v == nil {
-		l.PushNil()
-		return nil
-	}
-	return pushValue(l, v, 0)
-}
-
-func pushValue(l *lua.State, v any, depth int) error {
-	if depth > maxJSONDepth {
-		return fmt.Errorf("JSON nested deeper than %d levels", maxJSONDepth)
-	}
-	if !l.CheckStack(3) {
-		return errors.New("JSON too deep for the Lua stack")
-	}
-	switch x := v.(type) {
-	case nil:
-		l.PushLightUserData(jsonNull)
-	case bool:
-		l.PushBoolean(x)
-	case json.Number:
-		f, err := strconv.ParseFloat(string(x), 64)
-		if err != nil && !errors.Is(err, strconv.ErrRange) {
-			return fmt.Errorf("invalid JSON number %s", x)
-		}
-		l.PushNumber(f)
-	case string:
-		l.PushString(x)
-	case []any:
-		l.CreateTable(len(x), 0)
-		for i, e := range x {
-			if err := pushValue(l, e, depth+1); err != nil {
-				return err
-			}
-			l.RawSetInt(-2, i+1)
-		}
-		if len(x) == 0 {
-			lua.SetMetaTableNamed(l, arrayMarkerKey)
-		}
-	case map[string]any:
-		l.CreateTable(0, len(x))
-		for k, e := range x {
-			l.PushString(k)
-			if err := pushValue(l, e, depth+1); err != nil {
-				return err
-			}
-			l.RawSet(-3)
-		}
-	default:
-		return fmt.Errorf("unsupported JSON value %T", v)
-	}
-	return nil
-}
 
 // encoder turns Lua values into JSON.
 type encoder struct {

@@ -40,7 +40,7 @@ func (vm *VM) callPushed(ctx context.Context, ev proto.Event) (proto.Value, erro
 	if err := vm.pushEvent(ev); err != nil {
 		return nil, proto.Errorf(proto.CodeBadRequest, "event: %v", err)
 	}
-	l.Field(lua.RegistryIndex, ctxKey)
+	l.RawGetValue(lua.RegistryIndex, ctxKeyValue)
 	vm.begin(ctx)
 	err := vm.invoke(2)
 	if err == nil {
@@ -61,16 +61,19 @@ func (vm *VM) callPushed(ctx context.Context, ev proto.Event) (proto.Value, erro
 func (vm *VM) pushEvent(ev proto.Event) error {
 	l := vm.l
 	l.CreateTable(0, 3)
+	l.PushString("name")
 	l.PushString(ev.Name)
-	l.SetField(-2, "name")
+	l.RawSet(-3)
 	if ev.Author != nil {
+		l.PushString("author")
 		l.PushString(*ev.Author)
-		l.SetField(-2, "author")
+		l.RawSet(-3)
 	}
+	l.PushString("data")
 	if err := pushJSON(l, ev.Data); err != nil {
 		l.Pop(2)
 		return err
 	}
-	l.SetField(-2, "data")
+	l.RawSet(-3)
 	return nil
 }

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -32,9 +31,10 @@ type Options struct {
 // DefaultQueueSize is the default bound of a worker's queue.
 const DefaultQueueSize = 10000
 
-// Thread is a worker of the thread topology: one goroutine, locked to its
-// OS thread, that owns the VMs of its tenants and serves a bounded queue of
-// messages. A panic in it aborts the process: a corrupted VM must not keep
+// Thread is a worker of the thread topology: one goroutine that owns the
+// VMs of its tenants and serves a bounded queue of messages. The goroutine
+// is not locked to an OS thread: go-lua is pure Go, and a locked thread
+// would turn every queue hand-off into a futex wake-up (see BENCHMARKS.md). A panic in it aborts the process: a corrupted VM must not keep
 // serving.
 type Thread struct {
 	id, total int
@@ -117,7 +117,6 @@ func (w *Thread) InFlight() int { return int(w.inflight.Load()) }
 func (w *Thread) Done() <-chan struct{} { return w.done }
 
 func (w *Thread) loop() {
-	runtime.LockOSThread()
 	defer close(w.done)
 	defer func() {
 		if r := recover(); r != nil {

@@ -22,7 +22,7 @@ type VM struct {
 	store    Store
 	log      zerolog.Logger
 	limits   Limits
-	compiled map[string]bool // template names compiled into the registry
+	compiled map[string]int // template name → its index in the registry's templates table
 	broken   bool
 	created  time.Time
 
@@ -44,8 +44,16 @@ type callState struct {
 	hostErr *proto.Error
 }
 
-// templatesKey is the registry field holding compiled template functions.
+// templatesKey is the registry field holding compiled template functions,
+// a sequence indexed by VM.compiled.
 const templatesKey = "templateworker.templates"
+
+// Registry keys boxed once: looking them up with RawGetValue costs no
+// allocation on the dispatch path (Field converts its key on every call).
+var (
+	templatesKeyValue any = templatesKey
+	ctxKeyValue       any = ctxKey
+)
 
 // newVM builds a sandboxed VM for tenant.
 func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM, error) {
@@ -55,7 +63,7 @@ func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM
 		store:    store,
 		limits:   limits,
 		log:      log,
-		compiled: make(map[string]bool),
+		compiled: make(map[string]int),
 		created:  time.Now(),
 	}
 	if err := vm.openSandbox(); err != nil {
@@ -97,9 +105,9 @@ func (vm *VM) load(name, code string) error {
 // pushTemplate pushes the compiled function of t, compiling it once per VM.
 func (vm *VM) pushTemplate(t *proto.Template) error {
 	l := vm.l
-	l.Field(lua.RegistryIndex, templatesKey)
-	if vm.compiled[t.Name] {
-		l.Field(-1, t.Name)
+	l.RawGetValue(lua.RegistryIndex, templatesKeyValue)
+	if n, ok := vm.compiled[t.Name]; ok {
+		l.RawGetInt(-1, n)
 		l.Remove(-2)
 		return nil
 	}
@@ -107,10 +115,11 @@ func (vm *VM) pushTemplate(t *proto.Template) error {
 		l.Pop(1)
 		return err
 	}
+	n := len(vm.compiled) + 1
 	l.PushValue(-1)
-	l.SetField(-3, t.Name)
+	l.RawSetInt(-3, n)
 	l.Remove(-2)
-	vm.compiled[t.Name] = true
+	vm.compiled[t.Name] = n
 	return nil
 }
 
