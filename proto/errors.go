@@ -29,6 +29,7 @@ const (
 	CodeInvalidKV         = "invalid_kv"
 	CodeShuttingDown      = "shutting_down"
 	CodeConflict          = "conflict"
+	CodeShardUnavailable  = "shard_unavailable"
 	CodeInternal          = "internal"
 )
 
@@ -91,7 +92,7 @@ func HTTPStatus(code string) int {
 		return http.StatusLocked
 	case CodeConflict:
 		return http.StatusConflict
-	case CodeTenantBroken, CodeWorkerOverloaded, CodeWorkerUnavailable, CodeStoreUnavailable, CodeShuttingDown:
+	case CodeTenantBroken, CodeWorkerOverloaded, CodeWorkerUnavailable, CodeStoreUnavailable, CodeShuttingDown, CodeShardUnavailable:
 		return http.StatusServiceUnavailable
 	case CodeTimeout:
 		return http.StatusGatewayTimeout
