@@ -435,7 +435,7 @@ func runBinary(t *testing.T, env []string, args ...string) (stdout, stderr strin
 // it and the master refuse naming both versions.
 func TestPostgresMigrateCommand(t *testing.T) {
 	base, password := pgTestDatabase(t)
-	dsn, _, admin := pgFreshSchema(t, base)
+	dsn, schema, admin := pgFreshSchema(t, base)
 	env := []string{databaseURLEnv + "=" + dsn}
 	want := fmt.Sprintf("schema version %d\n", store.SchemaVersion)
 	for range 2 {
@@ -447,7 +447,7 @@ func TestPostgresMigrateCommand(t *testing.T) {
 	}
 
 	newer := store.SchemaVersion + 1
-	if _, err := admin.Exec(context.Background(), `INSERT INTO `+pgx.Identifier{pgSchemaOf(t, dsn), "schema_version"}.Sanitize()+
+	if _, err := admin.Exec(context.Background(), `INSERT INTO `+pgx.Identifier{schema, "schema_version"}.Sanitize()+
 		` (version) VALUES ($1)`, newer); err != nil {
 		t.Fatal(err)
 	}
@@ -485,22 +485,12 @@ func TestPostgresMigrateCommand(t *testing.T) {
 	}
 }
 
-// pgSchemaOf returns the search_path of a connection string.
-func pgSchemaOf(t *testing.T, dsn string) string {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.RuntimeParams["search_path"]
-}
-
 // TestPostgresMastersStartTogether starts two masters at the same moment on
 // one empty database: the advisory lock makes them migrate one after the
 // other, both come up, and they share the state.
 func TestPostgresMastersStartTogether(t *testing.T) {
 	base, _ := pgTestDatabase(t)
-	dsn, _, admin := pgFreshSchema(t, base)
+	dsn, schema, admin := pgFreshSchema(t, base)
 	t.Setenv(databaseURLEnv, dsn)
 	ms := []*runningMaster{
 		startMasterNoWait(t, "--thread-workers", "1"),
@@ -519,7 +509,7 @@ func TestPostgresMastersStartTogether(t *testing.T) {
 	}
 	var versions []int
 	rows, err := admin.Query(context.Background(), `SELECT version FROM `+
-		pgx.Identifier{pgSchemaOf(t, dsn), "schema_version"}.Sanitize()+` ORDER BY version`)
+		pgx.Identifier{schema, "schema_version"}.Sanitize()+` ORDER BY version`)
 	if err != nil {
 		t.Fatal(err)
 	}
