@@ -16,6 +16,9 @@ if [ -n "${TEMPLATEWORKER_TEST_DATABASE_URL:-}" ]; then
 	exec "$@"
 fi
 
+# A cluster of this run's own, so that stopping it never disturbs another
+# run (or a developer's cluster in the default directory).
+export TEMPLATEWORKER_PG_DIR=${TMPDIR:-/tmp}/templateworker-pg-run-$$
 if env_line=$(bash "$here/postgres.sh" start); then
 	eval "$env_line"
 	export TEMPLATEWORKER_TEST_DATABASE_URL
