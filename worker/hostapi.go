@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	lua "github.com/Shopify/go-lua"
 
@@ -138,6 +140,9 @@ func (vm *VM) checkKey(l *lua.State, fn string) string {
 	if len(key) == 0 || len(key) > proto.MaxKeyBytes {
 		vm.raise(l, "ctx.kv."+fn+": key must be 1 to "+strconv.Itoa(proto.MaxKeyBytes)+" bytes, got "+strconv.Itoa(len(key)))
 	}
+	if !utf8.ValidString(key) || strings.IndexByte(key, 0) >= 0 {
+		vm.raise(l, "ctx.kv."+fn+": key must be valid UTF-8 without NUL bytes")
+	}
 	return key
 }
 
@@ -151,7 +156,11 @@ func (vm *VM) storeFailed(l *lua.State, fn string, err error) {
 	if e.Code == proto.CodeInternal {
 		e = proto.Errorf(proto.CodeStoreUnavailable, "%v", err)
 	}
-	vm.call.hostErr = e
+	if e.Code != proto.CodeInvalidKV {
+		// Infrastructure and quota failures keep their own code if the
+		// script does not handle them; a bad argument is a script error.
+		vm.call.hostErr = e
+	}
 	vm.raise(l, "ctx.kv."+fn+": "+e.Code+": "+e.Message)
 }
 
