@@ -45,13 +45,16 @@ type API struct {
 	Log         zerolog.Logger
 	// Ready reports readiness beyond the workers (e.g. the store); may be nil.
 	Ready func(ctx context.Context) error
+	// Cluster forwards calls for tenants owned by other masters; nil when
+	// clustering is off.
+	Cluster Cluster
 }
 
 // Handler returns the API's routes.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	v1 := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
-		mux.Handle(pattern, a.auth(h))
+		mux.Handle(pattern, a.auth(a.routed(h)))
 	}
 	v1("PUT /v1/tenants/{kind}/{tid}/templates/{name}", a.putTemplate)
 	v1("GET /v1/tenants/{kind}/{tid}/templates", a.listTemplates)
@@ -219,6 +222,9 @@ func (a *API) invalidate(ctx context.Context, id proto.Id) {
 		// A worker that is down starts with no cached state anyway.
 		a.Log.Warn().Err(err).Str("tenant", id.String()).Msg("drop tenant after template change")
 	}
+	if a.Cluster != nil {
+		a.Cluster.TemplatesChanged(ctx, id)
+	}
 }
 
 func (a *API) listTemplates(w http.ResponseWriter, r *http.Request) error {
@@ -381,6 +387,11 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		if err := a.Ready(ctx); err != nil {
 			problems = append(problems, "store: "+proto.AsError(err).Message)
+		}
+	}
+	if a.Cluster != nil {
+		if err := a.Cluster.Check(); err != nil {
+			problems = append(problems, "cluster: "+err.Error())
 		}
 	}
 	if len(problems) > 0 {

@@ -60,6 +60,8 @@ type Config struct {
 	// tenant for QuarantineWindow; 0 disables quarantine.
 	QuarantineAfter  int
 	QuarantineWindow time.Duration
+	// Cluster splits the tenants with other masters; off when zero.
+	Cluster ClusterConfig
 }
 
 // TokenFile and AddrFile are the files the master keeps in its data dir so
@@ -140,6 +142,16 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	if err != nil {
 		_ = kill(context.Background())
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	node, err := startCluster(ctx, cfg, ln.Addr(), pool, api.CallTimeout, log)
+	if err != nil {
+		_ = ln.Close()
+		_ = kill(context.Background())
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+		api.Cluster = node
 	}
 	addr := "http://" + ln.Addr().String()
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}

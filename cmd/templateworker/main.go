@@ -53,6 +53,7 @@ func newApp() *cli.App {
 			restartWorkersCommand(),
 			quarantineCommand(),
 			migrateCommand(),
+			clusterCommand(),
 			drillCommand(),
 			{
 				Name:  "version",

@@ -48,7 +48,7 @@ func masterCommand() *cli.Command {
 			&cli.IntFlag{Name: "quarantine-after", Value: 3, Usage: "fatal incidents (limit hits, worker crashes) within --quarantine-window that quarantine a tenant; 0 disables", EnvVars: envVars("quarantine-after")},
 			&cli.DurationFlag{Name: "quarantine-window", Value: 10 * time.Minute, Usage: "window for counting incidents, and how long a quarantine lasts", EnvVars: envVars("quarantine-window")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long in-flight calls may finish on SIGTERM", EnvVars: envVars("shutdown-timeout")},
-		}, commonFlags()...),
+		}, append(clusterFlags(), commonFlags()...)...),
 		Action: runMaster,
 	}
 }
@@ -99,6 +99,9 @@ func runMaster(c *cli.Context) error {
 	}
 	cfg.Limits.MaxString = int(maxString)
 	if cfg.Quota.MaxBytes, err = parseSize("kv-max-bytes", c.String("kv-max-bytes")); err != nil {
+		return err
+	}
+	if cfg.Cluster, err = clusterConfig(c); err != nil {
 		return err
 	}
 	if err := topology(c, &cfg); err != nil {
