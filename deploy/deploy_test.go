@@ -3,47 +3,17 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
-	"fmt"
+	"github.com/templateworker/templateworker/internal/testbin"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// binary returns the templateworker binary: $TEMPLATEWORKER_BIN, or one
-// built once for this test run.
-func binary(t testing.TB) string {
-	t.Helper()
-	binOnce.Do(func() {
-		if p := os.Getenv("TEMPLATEWORKER_BIN"); p != "" {
-			binPath = p
-			return
-		}
-		dir, err := os.MkdirTemp("", "templateworker-deploy-test")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "templateworker")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/templateworker").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("build templateworker: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+// binary returns the templateworker binary under test.
+func binary(t testing.TB) string { return testbin.Path(t) }
 
 func readFile(t *testing.T, name string) string {
 	t.Helper()

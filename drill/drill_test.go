@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
+	"github.com/templateworker/templateworker/internal/testbin"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,37 +17,8 @@ import (
 	"github.com/templateworker/templateworker/drill"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// binary returns the templateworker binary: $TEMPLATEWORKER_BIN, or one
-// built once for this test run.
-func binary(t testing.TB) string {
-	t.Helper()
-	binOnce.Do(func() {
-		if p := os.Getenv("TEMPLATEWORKER_BIN"); p != "" {
-			binPath = p
-			return
-		}
-		dir, err := os.MkdirTemp("", "templateworker-drill-test")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "templateworker")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/templateworker").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("build templateworker: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+// binary returns the templateworker binary under test.
+func binary(t testing.TB) string { return testbin.Path(t) }
 
 // startMaster starts a real master with 2 process workers in its own
 // process group and waits until it is ready. It returns its data dir; the

@@ -3,11 +3,8 @@ package master
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"github.com/templateworker/templateworker/internal/testbin"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,37 +15,8 @@ import (
 	"github.com/templateworker/templateworker/worker"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// workerBinary returns the templateworker binary used as the process
-// worker: $TEMPLATEWORKER_BIN, or one built once for this test run.
-func workerBinary(t testing.TB) string {
-	t.Helper()
-	binOnce.Do(func() {
-		if p := os.Getenv("TEMPLATEWORKER_BIN"); p != "" {
-			binPath = p
-			return
-		}
-		dir, err := os.MkdirTemp("", "templateworker-master-test")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "templateworker")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/templateworker").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("build templateworker: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+// workerBinary returns the templateworker binary used as the process worker.
+func workerBinary(t testing.TB) string { return testbin.Path(t) }
 
 // conformanceLimits keep the limit cases fast.
 var conformanceLimits = worker.Limits{MaxInstructions: 1_000_000, Timeout: 20 * time.Second, MaxMemory: 16 << 20, MaxString: 1 << 20, MaxCallDepth: 200}

@@ -1,0 +1,47 @@
+// Package testbin gives tests that start real processes the templateworker
+// binary: $TEMPLATEWORKER_BIN when it is set (make test builds the binary
+// once and sets it), otherwise one built once per test process.
+package testbin
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// Env is the environment variable naming a prebuilt binary.
+const Env = "TEMPLATEWORKER_BIN"
+
+var (
+	once sync.Once
+	path string
+	err  error
+)
+
+// Path returns the binary's path, failing tb if it cannot be built.
+func Path(tb testing.TB) string {
+	tb.Helper()
+	once.Do(func() {
+		if p := os.Getenv(Env); p != "" {
+			path = p
+			return
+		}
+		dir, e := os.MkdirTemp("", "templateworker-testbin")
+		if e != nil {
+			err = e
+			return
+		}
+		path = filepath.Join(dir, "templateworker")
+		out, e := exec.Command("go", "build", "-o", path, "github.com/templateworker/templateworker/cmd/templateworker").CombinedOutput()
+		if e != nil {
+			err = fmt.Errorf("build templateworker: %v\n%s", e, out)
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
