@@ -35,8 +35,11 @@ test-go:
 	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./... > /dev/null
 
+# bench runs the benchmark suite against its floors (cmd/benchreport) and
+# writes BENCHMARKS.md; BENCH_ROUNDS runs of each, medians reported.
+BENCH_ROUNDS ?= 3
 bench: build
-	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchmem ./...
+	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) GO=$(GO) $(GO) run ./cmd/benchreport -rounds $(BENCH_ROUNDS) -o BENCHMARKS.md
 
 clean:
 	rm -rf bin

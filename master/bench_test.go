@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	lua "github.com/Shopify/go-lua"
 	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/store"
 	"github.com/templateworker/templateworker/worker"
 )
 
@@ -89,4 +91,139 @@ func BenchmarkDispatchThread(b *testing.B) {
 			}
 		})
 	})
+}
+
+// emptyChunk is the template of the transport comparisons: no Lua work.
+const emptyChunk = `return nil`
+
+// benchIDs are one tenant per worker of a 2-worker pool.
+var benchIDs = []proto.Id{proto.GuildID(1 << 22), proto.GuildID(2 << 22)}
+
+// benchDispatch measures DispatchEvent on pool: one caller, then 64
+// concurrent callers (2 cores × 32) spread over both workers.
+func benchDispatch(b *testing.B, pool WorkerLike) {
+	ctx := context.Background()
+	ev := proto.Event{Name: "Ping", Data: proto.Value(`{}`)}
+	for _, id := range benchIDs {
+		if _, err := pool.DispatchEvent(ctx, id, ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("sequential", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := pool.DispatchEvent(ctx, benchIDs[0], ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel64", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetParallelism(32)
+		b.RunParallel(func(pb *testing.PB) {
+			n := 0
+			for pb.Next() {
+				n++
+				if _, err := pool.DispatchEvent(ctx, benchIDs[n%2], ev); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkDispatchThreadEmpty is BenchmarkDispatchThread with a template
+// that does nothing: the thread topology's own cost.
+func BenchmarkDispatchThreadEmpty(b *testing.B) {
+	pool, err := newThreadPool(2, worker.Options{Store: benchStore{code: emptyChunk}, Logger: zerolog.Nop(), NoStartup: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Kill(context.Background())
+	benchDispatch(b, pool)
+}
+
+// benchProcessPool starts a 2-worker process pool serving code as the
+// template "loop" (event Ping) of the bench tenants, and waits until it is
+// ready.
+func benchProcessPool(b *testing.B, code string, cfg ProcessConfig) *processPool {
+	st := openTestStore(b)
+	for _, id := range benchIDs {
+		put(b, st, id, "loop", code, "Ping")
+	}
+	return startBenchPool(b, st, cfg)
+}
+
+// benchProcessConfig is the process topology of the benchmarks: default
+// limits, warnings only.
+func benchProcessConfig(b *testing.B) ProcessConfig {
+	return ProcessConfig{
+		Exe: workerBinary(b), MinUptime: time.Second, Backoff: 50 * time.Millisecond, BackoffMax: time.Second,
+		MaxFailures: 10, ReadyTimeout: 30 * time.Second, DispatchTimeout: 10 * time.Second,
+		QueueSize: 10000, HeartbeatInterval: time.Second, MaxFrame: 4 << 20,
+		Args: []string{"--log-level", "warn"},
+	}
+}
+
+// startBenchPool starts a 2-worker process pool over st and waits until
+// both workers are ready; it is killed when b ends.
+func startBenchPool(b *testing.B, st store.Store, cfg ProcessConfig) *processPool {
+	b.Helper()
+	fatal := func(err error) { b.Errorf("process pool: %v", err) }
+	pp, err := startProcessPool(2, "127.0.0.1:0", cfg, st, NewQuarantine(3, time.Minute), zerolog.Nop(), fatal)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = pp.Kill(ctx)
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !pp.Ready() {
+		if time.Now().After(deadline) {
+			b.Fatalf("process workers not ready: %+v", pp.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return pp
+}
+
+// BenchmarkDispatchProcess dispatches the loop chunk as a template through
+// a real process pool of 2 workers: Mesophyll, the worker process and the
+// JSON both ways included.
+func BenchmarkDispatchProcess(b *testing.B) {
+	benchDispatch(b, benchProcessPool(b, loopChunk, benchProcessConfig(b)).Pool)
+}
+
+// BenchmarkDispatchProcessEmpty is BenchmarkDispatchProcess with a
+// template that does nothing: the transport's cost, compared with
+// BenchmarkWSEcho and BenchmarkChanRoundTrip.
+func BenchmarkDispatchProcessEmpty(b *testing.B) {
+	benchDispatch(b, benchProcessPool(b, emptyChunk, benchProcessConfig(b)).Pool)
+}
+
+// BenchmarkChanRoundTrip is the thread topology's transport floor: a
+// request carrying its own reply channel, served by another goroutine.
+func BenchmarkChanRoundTrip(b *testing.B) {
+	type request struct {
+		n     int
+		reply chan int
+	}
+	queue := make(chan request, 64)
+	defer close(queue)
+	go func() {
+		for r := range queue {
+			r.reply <- r.n + 1
+		}
+	}()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		r := request{n: i, reply: make(chan int, 1)}
+		queue <- r
+		if <-r.reply != i+1 {
+			b.Fatal("wrong reply")
+		}
+	}
 }

@@ -1,0 +1,160 @@
+// Command benchreport runs templateworker's benchmark suite against its
+// floors and writes the results, with the ratios and targets, to
+// BENCHMARKS.md (make bench).
+//
+// Every package's test binary is compiled once and run -rounds times; each
+// figure is the median over the rounds, so a figure and its floor come from
+// the same machine and the same run. For each missed target the benchmark
+// is run again under the CPU profiler and the top of the profile goes into
+// the report.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+func main() {
+	out := flag.String("o", "BENCHMARKS.md", "report to write")
+	rounds := flag.Int("rounds", 3, "runs of every benchmark; figures are medians")
+	flag.Parse()
+	ctx := context.Background()
+	if err := run(ctx, *out, *rounds); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+}
+
+// suites are the benchmarks of the report, by package.
+func suites() []*suite {
+	return []*suite{
+		{pkg: "./master", bench: "^Benchmark(RawLuaCall|ChanRoundTrip|DispatchThread|DispatchThreadEmpty|DispatchProcess|DispatchProcessEmpty|HTTPConst|HTTPDispatch)$"},
+		{pkg: "./master", bench: "^BenchmarkRecovery$", benchtime: "20x"},
+		{pkg: "./mesophyll", bench: "^Benchmark(WSEcho|MesophyllDispatch|MesophyllDispatchParallel)$"},
+		{pkg: "./worker", bench: "^Benchmark(NewVM|VMCall)$"},
+		{pkg: "./worker", bench: "^BenchmarkIdleTenantHeap$", benchtime: "1x"},
+		{pkg: "./store", bench: "^BenchmarkKV(Get|Set)(SQLite|Postgres)$"},
+	}
+}
+
+func run(ctx context.Context, out string, rounds int) error {
+	start := time.Now()
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "benchreport")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	r := &runner{root: root, tmp: tmp, goBin: goBinary(), results: map[string]result{},
+		logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }}
+	if os.Getenv("TEMPLATEWORKER_BIN") == "" {
+		bin := filepath.Join(tmp, "templateworker")
+		cmd := exec.CommandContext(ctx, r.goBin, "build", "-o", bin, "./cmd/templateworker")
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build templateworker: %w\n%s", err, b)
+		}
+		os.Setenv("TEMPLATEWORKER_BIN", bin)
+	}
+	ss := suites()
+	bins := map[string]*suite{}
+	for _, s := range ss {
+		if b, ok := bins[s.pkg]; ok {
+			s.bin = b.bin
+			continue
+		}
+		r.logf("compiling %s", s.pkg)
+		if err := r.compile(ctx, s); err != nil {
+			return err
+		}
+		bins[s.pkg] = s
+	}
+	for i := 1; i <= rounds; i++ {
+		r.logf("round %d/%d", i, rounds)
+		for _, s := range ss {
+			if err := r.run(ctx, s); err != nil {
+				return err
+			}
+		}
+	}
+	rep := newReport(r.results)
+	for _, m := range rep.missed() {
+		r.logf("profiling %s (target missed)", m.profile)
+		text, err := r.profile(ctx, bins[m.pkg], m.profile, "2s")
+		if err != nil {
+			text = "profile failed: " + err.Error()
+		}
+		m.top = text
+	}
+	info, err := machine(ctx, r.goBin, root)
+	if err != nil {
+		return err
+	}
+	info.rounds = rounds
+	info.took = time.Since(start).Round(time.Second)
+	if err := os.WriteFile(filepath.Join(root, out), []byte(rep.markdown(info)), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	r.logf("wrote %s in %s", out, info.took)
+	return nil
+}
+
+// moduleRoot is the directory of go.mod.
+func moduleRoot() (string, error) {
+	out, err := exec.Command(goBinary(), "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("not inside the templateworker module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+func goBinary() string {
+	if g := os.Getenv("GO"); g != "" {
+		return g
+	}
+	return "go"
+}
+
+// machineInfo describes where the figures were measured.
+type machineInfo struct {
+	cpu, goVersion, commit string
+	cores, rounds          int
+	took                   time.Duration
+	postgres               bool
+}
+
+func machine(ctx context.Context, goBin, root string) (machineInfo, error) {
+	m := machineInfo{cpu: "unknown", cores: numCPU(), postgres: os.Getenv("TEMPLATEWORKER_TEST_DATABASE_URL") != ""}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	out, err := exec.CommandContext(ctx, goBin, "env", "GOVERSION").Output()
+	if err != nil {
+		return m, fmt.Errorf("go env GOVERSION: %w", err)
+	}
+	m.goVersion = strings.TrimSpace(string(out))
+	cmd := exec.CommandContext(ctx, "git", "describe", "--always", "--dirty")
+	cmd.Dir = root
+	if b, err := cmd.Output(); err == nil {
+		m.commit = strings.TrimSpace(string(b))
+	}
+	return m, nil
+}
