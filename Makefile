@@ -33,7 +33,8 @@ test: build vet
 
 test-go:
 	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 15m ./...
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./... > /dev/null
+	@echo "compiling and running every benchmark once (-benchtime 1x)"
+	@out=$$(TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./... 2>&1) || { echo "$$out" | grep -v '^Benchmark' | tail -60; exit 1; }
 
 # bench runs the benchmark suite against its floors (cmd/benchreport) and
 # writes BENCHMARKS.md; BENCH_ROUNDS runs of each, medians reported.
