@@ -33,7 +33,7 @@ func clientFlags(extra ...cli.Flag) []cli.Flag {
 }
 
 func tenantFlag() cli.Flag {
-	return &cli.StringFlag{Name: "tenant", Required: true, Usage: "tenant as guild:<id> or user:<id>"}
+	return &cli.StringFlag{Name: "tenant", Usage: "tenant as guild:<id> or user:<id> (required)"}
 }
 
 // apiClient builds the client from the flags.
@@ -59,11 +59,32 @@ func apiClient(c *cli.Context) (*client.Client, error) {
 }
 
 func tenantArg(c *cli.Context) (proto.Id, error) {
+	if c.String("tenant") == "" {
+		return proto.Id{}, errors.New("missing --tenant (guild:<id> or user:<id>)")
+	}
 	id, err := proto.ParseId(c.String("tenant"))
 	if err != nil {
 		return proto.Id{}, fmt.Errorf("bad --tenant: %w", err)
 	}
 	return id, nil
+}
+
+// required checks flags that must be given, with one readable line (the
+// CLI library's own check prints the whole help instead).
+func required(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		if c.String(n) == "" {
+			return fmt.Errorf("missing --%s", n)
+		}
+	}
+	return nil
+}
+
+func eventUsage(required bool) string {
+	if required {
+		return "event name (required)"
+	}
+	return "event name"
 }
 
 // withClient wraps an action that needs a client, a tenant-less context
@@ -118,11 +139,14 @@ func templateCommand() *cli.Command {
 				Usage:     "create or replace a template from a Lua file (- for stdin)",
 				ArgsUsage: "FILE",
 				Flags: clientFlags(tenantFlag(),
-					&cli.StringFlag{Name: "name", Required: true, Usage: "template name"},
+					&cli.StringFlag{Name: "name", Usage: "template name (required)"},
 					&cli.StringSliceFlag{Name: "events", Usage: "events the template runs on (comma-separated or repeated)"}),
 				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
 					id, err := tenantArg(c)
 					if err != nil {
+						return err
+					}
+					if err := required(c, "name"); err != nil {
 						return err
 					}
 					code, err := readSource(c, "template")
@@ -163,10 +187,13 @@ func templateCommand() *cli.Command {
 			{
 				Name:  "delete",
 				Usage: "delete a template",
-				Flags: clientFlags(tenantFlag(), &cli.StringFlag{Name: "name", Required: true, Usage: "template name"}),
+				Flags: clientFlags(tenantFlag(), &cli.StringFlag{Name: "name", Usage: "template name (required)"}),
 				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
 					id, err := tenantArg(c)
 					if err != nil {
+						return err
+					}
+					if err := required(c, "name"); err != nil {
 						return err
 					}
 					return api.DeleteTemplate(ctx, id, c.String("name"))
@@ -199,7 +226,7 @@ func eventFromFlags(c *cli.Context, defaultName string) (proto.Event, error) {
 
 func eventFlags(required bool) []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "event", Required: required, Usage: "event name"},
+		&cli.StringFlag{Name: "event", Usage: eventUsage(required)},
 		&cli.StringFlag{Name: "data", Usage: "event data as JSON"},
 		&cli.StringFlag{Name: "author", Usage: "event author"},
 	}
@@ -214,6 +241,9 @@ func dispatchCommand() *cli.Command {
 		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
 			id, err := tenantArg(c)
 			if err != nil {
+				return err
+			}
+			if err := required(c, "event"); err != nil {
 				return err
 			}
 			ev, err := eventFromFlags(c, "")

@@ -97,9 +97,12 @@ func clusterCommand() *cli.Command {
 		Name:  "cluster",
 		Usage: "print the masters sharing --database-url: their shard ranges, heartbeats, gaps and overlaps",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "database-url", Usage: "the masters' shared PostgreSQL URL", EnvVars: envVars("database-url"), Required: true},
+			&cli.StringFlag{Name: "database-url", Usage: "the masters' shared PostgreSQL URL", EnvVars: envVars("database-url")},
 		},
 		Action: func(c *cli.Context) error {
+			if err := required(c, "database-url"); err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			members, err := cluster.List(ctx, c.String("database-url"))

@@ -34,7 +34,7 @@ func errorLine(err error) string {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "templateworker",
 		Usage:                "multi-tenant Lua template runtime",
 		Version:              version,
@@ -65,6 +65,26 @@ func newApp() *cli.App {
 			},
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {},
+		OnUsageError:   usageError,
+	}
+	setUsageError(app.Commands)
+	return app
+}
+
+// usageError turns a flag error into one readable line instead of the
+// library's help page.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := c.App.Name
+	if c.Command != nil && c.Command.HelpName != "" {
+		name = c.Command.HelpName
+	}
+	return fmt.Errorf("%w (see %s --help)", err, name)
+}
+
+func setUsageError(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = usageError
+		setUsageError(c.Subcommands)
 	}
 }
 
