@@ -76,11 +76,12 @@ type procWorker struct {
 	restarts int
 	failures int
 	lastExit string
-	conn     *mesophyll.Conn
-	readyCh  chan struct{}  // closed when the current spawn is connected
-	planned  bool           // the current spawn is being replaced on purpose (rolling restart)
-	hung     bool           // the current spawn was killed for missing heartbeats
-	reasons  map[string]int // restarts by reason, for metrics
+	conn     *mesophyll.Conn // the connection calls use; nil while draining or down
+	live     *mesophyll.Conn // the current spawn's connection, even while draining
+	readyCh  chan struct{}   // closed when the current spawn is connected
+	planned  bool            // the current spawn is being replaced on purpose (rolling restart)
+	hung     bool            // the current spawn was killed for missing heartbeats
+	reasons  map[string]int  // restarts by reason, for metrics
 	stopping bool
 	stopCh   chan struct{}
 	doneCh   chan struct{}
@@ -146,7 +147,7 @@ func (w *procWorker) supervise() {
 		}
 		w.planned, w.hung = false, false
 		w.lastExit = exit
-		w.conn = nil
+		w.conn, w.live = nil, nil
 		w.pid = 0
 		w.proc = nil
 		if w.stopping {

@@ -21,7 +21,7 @@ func (w *procWorker) onConnect(c *mesophyll.Conn) {
 		c.Close("worker is not expected to connect now")
 		return
 	}
-	w.conn = c
+	w.conn, w.live = c, c
 	w.state = StateReady
 	w.readyAt = time.Now()
 	select {
@@ -52,10 +52,16 @@ func (w *procWorker) onConnect(c *mesophyll.Conn) {
 // onDisconnect is called when the worker's connection ends. A process
 // that is still alive without its connection is killed, so it restarts
 // clean.
-func (w *procWorker) onDisconnect(err error) {
+func (w *procWorker) onDisconnect(c *mesophyll.Conn, err error) {
 	w.mu.Lock()
+	if c != w.live {
+		// The end of an earlier spawn's connection, reported after its
+		// replacement started: nothing to do with the current process.
+		w.mu.Unlock()
+		return
+	}
 	pid := w.pid
-	w.conn = nil
+	w.conn, w.live = nil, nil
 	stopping := w.stopping || w.planned
 	if w.state == StateReady {
 		w.state = StateStarting

@@ -40,7 +40,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 		MaxFrame:          cfg.MaxFrame,
 		Logger:            log,
 		OnConnect:         func(id int, c *mesophyll.Conn) { pp.workers[id].onConnect(c) },
-		OnDisconnect:      func(id int, err error) { pp.workers[id].onDisconnect(err) },
+		OnDisconnect:      func(id int, c *mesophyll.Conn, err error) { pp.workers[id].onDisconnect(c, err) },
 		OnHung:            func(id int) { pp.workers[id].onHung() },
 		OnAck:             func(id int, seq uint64) { pp.workers[id].onAck(seq) },
 		OnHeartbeat:       func(id int, hb proto.Heartbeat) { pp.workers[id].onHeartbeat(hb) },

@@ -229,7 +229,7 @@ func newHarness(t testing.TB, opts ServerOptions) *harness {
 	}
 	opts.Logger = zerolog.New(h.logs)
 	opts.OnConnect = func(id int, c *Conn) { h.connected <- id }
-	opts.OnDisconnect = func(id int, err error) { h.disconnected <- disconnect{id, err} }
+	opts.OnDisconnect = func(id int, _ *Conn, err error) { h.disconnected <- disconnect{id, err} }
 	opts.OnHung = func(id int) { h.hung <- id }
 	opts.OnAck = func(id int, seq uint64) { h.acks <- seq }
 	opts.OnHeartbeat = func(id int, hb proto.Heartbeat) {

@@ -63,7 +63,7 @@ type ServerOptions struct {
 	// OnDisconnect is called when a worker's connection has ended: with
 	// nil when the worker closed it normally (after Shutdown), with the
 	// cause otherwise (including Conn.Close and SetToken).
-	OnDisconnect func(workerID int, err error)
+	OnDisconnect func(workerID int, c *Conn, err error)
 	// OnHung is called when a worker missed 3 heartbeats; its connection
 	// is closed, and OnDisconnect follows.
 	OnHung func(workerID int)
@@ -223,7 +223,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev.Int("worker", id).Msg("worker disconnected")
 	if s.opts.OnDisconnect != nil {
-		s.opts.OnDisconnect(id, err)
+		s.opts.OnDisconnect(id, c, err)
 	}
 }
 
