@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -31,11 +32,12 @@ type Options struct {
 // DefaultQueueSize is the default bound of a worker's queue.
 const DefaultQueueSize = 10000
 
-// Thread is a worker of the thread topology: one goroutine that owns the
-// VMs of its tenants and serves a bounded queue of messages. The goroutine
-// is not locked to an OS thread: go-lua is pure Go, and a locked thread
-// would turn every queue hand-off into a futex wake-up (see BENCHMARKS.md). A panic in it aborts the process: a corrupted VM must not keep
-// serving.
+// Thread is a worker of the thread topology: one goroutine, locked to its
+// OS thread as the design requires, that owns the VMs of its tenants and
+// serves a bounded queue of messages. A panic in it aborts the process: a
+// corrupted VM must not keep serving. The lock has a price: an idle worker
+// parks its thread, so each message to it pays a wake-up of that thread
+// (BENCHMARKS.md measures it).
 type Thread struct {
 	id, total int
 	queue     chan message
@@ -117,6 +119,7 @@ func (w *Thread) InFlight() int { return int(w.inflight.Load()) }
 func (w *Thread) Done() <-chan struct{} { return w.done }
 
 func (w *Thread) loop() {
+	runtime.LockOSThread()
 	defer close(w.done)
 	defer func() {
 		if r := recover(); r != nil {
