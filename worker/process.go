@@ -40,6 +40,9 @@ func RunProcess(ctx context.Context, cfg ProcessConfig) error {
 	}
 	opts := cfg.Options
 	opts.Store = storeProxy{c}
+	// The only worker in this process: locking its goroutine to an OS
+	// thread would only add a thread wake-up to every call.
+	opts.NoThreadLock = true
 	w, err := New(cfg.ID, cfg.Total, opts)
 	if err != nil {
 		return fmt.Errorf("start worker %d: %w", cfg.ID, err)

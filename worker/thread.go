@@ -27,6 +27,10 @@ type Options struct {
 	Logger zerolog.Logger
 	// NoStartup disables the OnStartup dispatch when the worker starts.
 	NoStartup bool
+	// NoThreadLock leaves the worker's goroutine free to move between OS
+	// threads. The thread topology locks it (its contract); a process
+	// worker, alone in its process, need not pay for the lock.
+	NoThreadLock bool
 }
 
 // DefaultQueueSize is the default bound of a worker's queue.
@@ -44,6 +48,7 @@ type Thread struct {
 	mgr       *Manager
 	log       zerolog.Logger
 	timeout   time.Duration
+	lock      bool
 
 	loaded   atomic.Int64
 	inflight atomic.Int64
@@ -91,6 +96,7 @@ func New(id, total int, opts Options) (*Thread, error) {
 		mgr:     NewManager(id, total, opts.Store, opts.Limits, log),
 		log:     log,
 		timeout: opts.Limits.Timeout,
+		lock:    !opts.NoThreadLock,
 		done:    make(chan struct{}),
 	}
 	go w.loop()
@@ -119,7 +125,9 @@ func (w *Thread) InFlight() int { return int(w.inflight.Load()) }
 func (w *Thread) Done() <-chan struct{} { return w.done }
 
 func (w *Thread) loop() {
-	runtime.LockOSThread()
+	if w.lock {
+		runtime.LockOSThread()
+	}
 	defer close(w.done)
 	defer func() {
 		if r := recover(); r != nil {
