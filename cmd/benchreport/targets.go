@@ -11,11 +11,14 @@ var (
 			"`{name=, data=}` is a map allocation), the decoded event data, a protected call (go-lua's `protect` allocates a " +
 			"closure and defers a recover), the count hook, and the JSON encoding of the result. `BenchmarkVMCall/template` " +
 			"against `BenchmarkVMCall/bare` isolates the in-VM part; `BenchmarkDispatchThreadEmpty` against " +
-			"`BenchmarkChanRoundTrip` the hand-off. On this 2-vCPU microVM waking the worker's goroutine on the other P costs " +
-			"a futex call (runtime.futex in the profile). What remains after the optimisations (no OS-thread lock, a " +
-			"single-pass JSON decoder, boxed registry keys) is go-lua's: `runtime.mallocgc`/`convT64` from go-lua boxing " +
-			"every number it computes (303 allocations for the 100-iteration loop alone), and its table and pcall " +
-			"machinery.",
+			"`BenchmarkChanRoundTrip` the hand-off. The hand-off dominates: the topology's contract locks each worker " +
+			"goroutine to its OS thread (runtime.LockOSThread, as in the original design), so an idle worker parks its " +
+			"thread and every message pays a futex wake-up of that thread and a hand-off of the P (runtime.futex leads the " +
+			"profile). Without the lock the same benchmark measured about 6.5 µs (2.15×); the lock is kept because the " +
+			"thread topology is specified with it, and it is the development topology — process workers, which production " +
+			"runs, do not lock. The rest is go-lua's: `runtime.mallocgc`/`convT64` from go-lua boxing every number it " +
+			"computes (303 allocations for the 100-iteration loop alone), and its table and pcall machinery " +
+			"(`BenchmarkVMCall/template` is about 1.3× `bare`).",
 	}
 	tProcess = &target{
 		name: "process dispatch ≤ 1.5× (WS echo + raw Lua call)", pkg: "./master", profile: "BenchmarkDispatchProcess/sequential",
@@ -83,9 +86,9 @@ How each figure is measured:
 
 Optimisations made for these targets (worker/, commit "worker: faster dispatch hot path"):
 
-- the thread worker's goroutine is no longer locked to an OS thread: with the lock every queue hand-off was a
-  futex wake-up of the locked thread (thread dispatch, sequential: 22.7 µs → about 7 µs; ` + "`return nil`" + `:
-  about 5 µs → 2 µs);
+- process workers (the only worker in their process) do not lock their goroutine to an OS thread: with the lock
+  every message was a futex wake-up of the locked thread (process dispatch, sequential: 124 µs → 88 µs). The
+  thread topology keeps the lock its contract requires (measured without it: 22.7 µs → about 6.5 µs);
 - event data, KV values and json.decode go through a single-pass JSON → Lua decoder instead of
   encoding/json into Go maps first (about 8 fewer allocations per dispatch for ` + "`{}`" + `);
 - the registry's templates and ctx tables are looked up with boxed keys and compiled templates by integer
@@ -94,10 +97,6 @@ Optimisations made for these targets (worker/, commit "worker: faster dispatch h
 Tried and not kept: GOMAXPROCS=1 in worker processes (fewer cross-P wake-ups) moved the process figures by
 −25% to +20% from run to run on this machine: not a clear win.
 
-Known issue (the "restarts beyond one per kill" row): when a worker process is killed, the Mesophyll
-server can report the old connection's end after the replacement process has started; the master's
-onDisconnect (master/process_calls.go) then kills the current process (w.pid) and clears the current
-connection, so the replacement is restarted once more. The first dispatch after the kill still succeeds
-(it is what the recovery figure measures), but the next calls may hit worker_unavailable. It needs the
-ending connection passed to OnDisconnect (or compared with the current one) in master/ and mesophyll/.
+The "restarts beyond one per kill" row guards a fixed bug: the master used to take the late end of a killed
+process's connection for the end of its replacement's and kill the replacement too.
 `
