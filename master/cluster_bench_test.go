@@ -92,6 +92,22 @@ func BenchmarkClusterDispatch(b *testing.B) {
 	a := runBenchMaster(b, db, "bench-a", cluster.Range{Lo: 0, Hi: 15})
 	runBenchMaster(b, db, "bench-b", cluster.Range{Lo: 16, Hi: 31})
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	// A learns of B on its next heartbeat: wait until it sees no gap.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := hc.Get(a + "/readyz")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("master a never saw the whole cluster")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	call := func(b *testing.B, method, path, body string) {
 		req, _ := http.NewRequest(method, a+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer bench")
