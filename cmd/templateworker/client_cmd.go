@@ -101,6 +101,14 @@ func withClient(f func(ctx context.Context, c *cli.Context, api *client.Client) 
 	}
 }
 
+// withTenant is withClient for subcommands about one tenant: it parses
+// --tenant first.
+func withTenant(f func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error) cli.ActionFunc {
+	return withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
+		return f(ctx, c, api, id)
+	})
+}
+
 // readSource reads a file argument, or stdin for "-".
 func readSource(c *cli.Context, what string) (string, error) {
 	if c.Args().Len() != 1 {
@@ -141,11 +149,7 @@ func templateCommand() *cli.Command {
 				Flags: clientFlags(tenantFlag(),
 					&cli.StringFlag{Name: "name", Usage: "template name (required)"},
 					&cli.StringSliceFlag{Name: "events", Usage: "events the template runs on (comma-separated or repeated)"}),
-				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
-					id, err := tenantArg(c)
-					if err != nil {
-						return err
-					}
+				Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 					if err := required(c, "name"); err != nil {
 						return err
 					}
@@ -172,11 +176,7 @@ func templateCommand() *cli.Command {
 				Name:  "list",
 				Usage: "list a tenant's templates",
 				Flags: clientFlags(tenantFlag()),
-				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
-					id, err := tenantArg(c)
-					if err != nil {
-						return err
-					}
+				Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 					tpls, err := api.Templates(ctx, id)
 					if err != nil {
 						return err
@@ -188,11 +188,7 @@ func templateCommand() *cli.Command {
 				Name:  "delete",
 				Usage: "delete a template",
 				Flags: clientFlags(tenantFlag(), &cli.StringFlag{Name: "name", Usage: "template name (required)"}),
-				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
-					id, err := tenantArg(c)
-					if err != nil {
-						return err
-					}
+				Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 					if err := required(c, "name"); err != nil {
 						return err
 					}
@@ -238,11 +234,7 @@ func dispatchCommand() *cli.Command {
 		Usage: "dispatch an event to a tenant and print the results as JSON",
 		Flags: clientFlags(append(eventFlags(true), tenantFlag(),
 			&cli.BoolFlag{Name: "nowait", Usage: "queue the event and return without waiting"})...),
-		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
-			id, err := tenantArg(c)
-			if err != nil {
-				return err
-			}
+		Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 			if err := required(c, "event"); err != nil {
 				return err
 			}
@@ -272,11 +264,7 @@ func runCommand() *cli.Command {
 		Usage:     "run ad-hoc Lua in a tenant's VM from a file (- for stdin) and print its result",
 		ArgsUsage: "FILE",
 		Flags:     clientFlags(append(eventFlags(false), tenantFlag(), &cli.StringFlag{Name: "name", Value: "script", Usage: "script name (shown in errors)"})...),
-		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
-			id, err := tenantArg(c)
-			if err != nil {
-				return err
-			}
+		Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 			code, err := readSource(c, "script")
 			if err != nil {
 				return err
@@ -300,11 +288,7 @@ func dropCommand() *cli.Command {
 		Name:  "drop",
 		Usage: "discard a tenant's VM (rebuilt on next use)",
 		Flags: clientFlags(tenantFlag()),
-		Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
-			id, err := tenantArg(c)
-			if err != nil {
-				return err
-			}
+		Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 			return api.DropTenant(ctx, id)
 		}),
 	}
@@ -318,11 +302,7 @@ func kvCommand() *cli.Command {
 			Name:  "list",
 			Usage: "list keys and values, optionally with a prefix",
 			Flags: clientFlags(tenantFlag(), &cli.StringFlag{Name: "prefix", Usage: "only keys starting with this"}),
-			Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
-				id, err := tenantArg(c)
-				if err != nil {
-					return err
-				}
+			Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 				items, err := api.KV(ctx, id, c.String("prefix"))
 				if err != nil {
 					return err
@@ -440,11 +420,7 @@ func quarantineCommand() *cli.Command {
 				Name:  "lift",
 				Usage: "end a tenant's quarantine",
 				Flags: clientFlags(tenantFlag()),
-				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
-					id, err := tenantArg(c)
-					if err != nil {
-						return err
-					}
+				Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 					if err := api.LiftQuarantine(ctx, id); err != nil {
 						return err
 					}
