@@ -104,7 +104,11 @@ func withClient(f func(ctx context.Context, c *cli.Context, api *client.Client) 
 // withTenant is withClient for subcommands about one tenant: it parses
 // --tenant first.
 func withTenant(f func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error) cli.ActionFunc {
-	return withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
+	return withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+		id, err := tenantArg(c)
+		if err != nil {
+			return err
+		}
 		return f(ctx, c, api, id)
 	})
 }
