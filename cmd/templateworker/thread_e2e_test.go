@@ -106,6 +106,8 @@ func TestHTTPErrors(t *testing.T) {
 		{"PUT", "/v1/tenants/guild/1/templates/ok", `{"code":"return (","events":["A"]}`, false, 400, "compile_error"},
 		{"DELETE", "/v1/tenants/guild/1/templates/missing", ``, false, 404, "not_found"},
 		{"GET", "/v1/nothing", ``, false, 404, "not_found"},
+		{"GET", "/v1/tenants/guild/1/events", ``, false, 405, "method_not_allowed"},
+		{"PATCH", "/v1/tenants/guild/1/templates/x", `{}`, false, 405, "method_not_allowed"},
 		{"POST", "/v1/tenants/guild/1/events", `{"name":"Ping","data":"` + strings.Repeat("x", 1<<20) + `"}`, false, 400, "request_too_large"},
 		{"POST", "/v1/tenants/guild/1/scripts", `{"code":"error('boom')"}`, false, 422, "script_error"},
 	}
