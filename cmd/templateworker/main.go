@@ -68,7 +68,45 @@ func newApp() *cli.App {
 		OnUsageError:   usageError,
 	}
 	setUsageError(app.Commands)
+	setEnvVars(app.Commands)
 	return app
+}
+
+// setEnvVars gives every subcommand flag that has none the environment
+// variable TEMPLATEWORKER_<FLAG>, so that each can be set either way.
+func setEnvVars(cmds []*cli.Command) {
+	for _, c := range cmds {
+		for _, f := range c.Flags {
+			name := f.Names()[0]
+			switch f := f.(type) {
+			case *cli.StringFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = envVars(name)
+				}
+			case *cli.IntFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = envVars(name)
+				}
+			case *cli.Int64Flag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = envVars(name)
+				}
+			case *cli.BoolFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = envVars(name)
+				}
+			case *cli.DurationFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = envVars(name)
+				}
+			case *cli.StringSliceFlag:
+				if len(f.EnvVars) == 0 {
+					f.EnvVars = envVars(name)
+				}
+			}
+		}
+		setEnvVars(c.Subcommands)
+	}
 }
 
 // usageError turns a flag error into one readable line instead of the
