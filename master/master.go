@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 	"github.com/templateworker/templateworker/worker"
 )
@@ -110,6 +111,11 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
 			Store: st, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue, Logger: log,
+			OnNowaitError: func(id proto.Id, err error) {
+				if c := proto.CodeOf(err); fatalCode(c) {
+					quarantine.Strike(id, c+" (nowait event)")
+				}
+			},
 		})
 		if err != nil {
 			return err

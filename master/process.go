@@ -95,6 +95,9 @@ type procWorker struct {
 	// crashed is told which tenants were in flight when the process died
 	// unexpectedly, so the quarantine can count it against them.
 	crashed func(suspects []proto.Id, exit string)
+	// failed is told when a nowait event of a tenant ended with a fatal
+	// limit, which counts against its quarantine like a waited call's.
+	failed func(id proto.Id, code string)
 }
 
 type nowaitEvent struct {

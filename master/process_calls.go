@@ -83,10 +83,14 @@ func (w *procWorker) onHung() {
 	killGroup(pid)
 }
 
-func (w *procWorker) onAck(seq uint64) {
+func (w *procWorker) onAck(ack proto.Ack) {
 	w.mu.Lock()
-	delete(w.nowait, seq)
+	e, ok := w.nowait[ack.Seq]
+	delete(w.nowait, ack.Seq)
 	w.mu.Unlock()
+	if ok && fatalCode(ack.Code) && w.failed != nil {
+		w.failed(e.id, ack.Code)
+	}
 }
 
 func (w *procWorker) onHeartbeat(hb proto.Heartbeat) {

@@ -42,7 +42,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 		OnConnect:         func(id int, c *mesophyll.Conn) { pp.workers[id].onConnect(c) },
 		OnDisconnect:      func(id int, c *mesophyll.Conn, err error) { pp.workers[id].onDisconnect(c, err) },
 		OnHung:            func(id int) { pp.workers[id].onHung() },
-		OnAck:             func(id int, seq uint64) { pp.workers[id].onAck(seq) },
+		OnAck:             func(id int, ack proto.Ack) { pp.workers[id].onAck(ack) },
 		OnHeartbeat:       func(id int, hb proto.Heartbeat) { pp.workers[id].onHeartbeat(hb) },
 	})
 	ln, err := net.Listen("tcp", listen)
@@ -68,6 +68,9 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 				q.Strike(id, "worker process died ("+exit+") with its call in flight")
 			}
 		}
+	}
+	for _, w := range pp.workers {
+		w.failed = func(id proto.Id, code string) { q.Strike(id, code+" (nowait event)") }
 	}
 	q.OnQuarantine = func(id proto.Id) {
 		dropped := pp.workers[id.WorkerID(n)].dropNowait(id)

@@ -180,11 +180,13 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error 
 		q := m.DispatchEvent
 		if q.ReqID == 0 {
 			c.run(func() {
+				ack := &proto.Ack{Seq: q.Seq}
 				if _, err := h.DispatchEvent(ctx, q.ID, q.Event); err != nil {
 					c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).
 						Err(err).Msg("nowait event failed")
+					ack.Code = proto.CodeOf(err)
 				}
-				if err := c.link.sendMsg(context.Background(), &proto.Message{Ack: &proto.Ack{Seq: q.Seq}}); err != nil {
+				if err := c.link.sendMsg(context.Background(), &proto.Message{Ack: ack}); err != nil {
 					c.log.Debug().Err(err).Uint64("seq", q.Seq).Msg("send Ack")
 				}
 			}, func() {

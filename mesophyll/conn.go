@@ -166,7 +166,7 @@ func (c *Conn) handle(m *proto.Message) error {
 			c.unacked.Store(0)
 		}
 		if c.srv.opts.OnAck != nil {
-			c.srv.opts.OnAck(c.workerID, m.Ack.Seq)
+			c.srv.opts.OnAck(c.workerID, *m.Ack)
 		}
 	case m.Heartbeat != nil:
 		if c.srv.opts.OnHeartbeat != nil {

@@ -231,7 +231,7 @@ func newHarness(t testing.TB, opts ServerOptions) *harness {
 	opts.OnConnect = func(id int, c *Conn) { h.connected <- id }
 	opts.OnDisconnect = func(id int, _ *Conn, err error) { h.disconnected <- disconnect{id, err} }
 	opts.OnHung = func(id int) { h.hung <- id }
-	opts.OnAck = func(id int, seq uint64) { h.acks <- seq }
+	opts.OnAck = func(id int, ack proto.Ack) { h.acks <- ack.Seq }
 	opts.OnHeartbeat = func(id int, hb proto.Heartbeat) {
 		select {
 		case h.heartbeats <- hb:

@@ -67,8 +67,9 @@ type ServerOptions struct {
 	// OnHung is called when a worker missed 3 heartbeats; its connection
 	// is closed, and OnDisconnect follows.
 	OnHung func(workerID int)
-	// OnAck is called when a worker acknowledges nowait event seq.
-	OnAck func(workerID int, seq uint64)
+	// OnAck is called when a worker acknowledges a nowait event (with the
+	// error code if it failed).
+	OnAck func(workerID int, ack proto.Ack)
 	// OnHeartbeat is called for every heartbeat of a worker.
 	OnHeartbeat func(workerID int, hb proto.Heartbeat)
 }

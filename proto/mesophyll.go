@@ -84,12 +84,15 @@ type DispatchResponse struct {
 	Error  *Error `json:"error,omitempty"`
 }
 
-// Ack tells the master that the nowait event with this Seq has run (or
-// failed: nowait errors are logged by the worker, not redelivered).
+// Ack tells the master that the nowait event with this Seq has run. If it
+// failed, Code is the error's code (nowait errors are logged by the worker,
+// not redelivered; a limit code counts against the tenant's quarantine).
 //
 //	{"Ack":{"seq":3}}
+//	{"Ack":{"seq":4,"code":"cpu_limit"}}
 type Ack struct {
-	Seq uint64 `json:"seq"`
+	Seq  uint64 `json:"seq"`
+	Code string `json:"code,omitempty"`
 }
 
 // Heartbeat is sent by the worker every heartbeat interval, with its figures.

@@ -27,6 +27,9 @@ type Options struct {
 	Logger zerolog.Logger
 	// NoStartup disables the OnStartup dispatch when the worker starts.
 	NoStartup bool
+	// OnNowaitError, if set, is told when a nowait event fails (the
+	// master counts limit errors against the tenant's quarantine).
+	OnNowaitError func(id proto.Id, err error)
 	// NoThreadLock leaves the worker's goroutine free to move between OS
 	// threads. The thread topology locks it (its contract); a process
 	// worker, alone in its process, need not pay for the lock.
@@ -49,6 +52,7 @@ type Thread struct {
 	log       zerolog.Logger
 	timeout   time.Duration
 	lock      bool
+	onNowait  func(id proto.Id, err error)
 
 	loaded   atomic.Int64
 	inflight atomic.Int64
@@ -92,12 +96,13 @@ func New(id, total int, opts Options) (*Thread, error) {
 	log := opts.Logger.With().Int("worker_id", id).Logger()
 	w := &Thread{
 		id: id, total: total,
-		queue:   make(chan message, opts.QueueSize),
-		mgr:     NewManager(id, total, opts.Store, opts.Limits, log),
-		log:     log,
-		timeout: opts.Limits.Timeout,
-		lock:    !opts.NoThreadLock,
-		done:    make(chan struct{}),
+		queue:    make(chan message, opts.QueueSize),
+		mgr:      NewManager(id, total, opts.Store, opts.Limits, log),
+		log:      log,
+		timeout:  opts.Limits.Timeout,
+		lock:     !opts.NoThreadLock,
+		onNowait: opts.OnNowaitError,
+		done:     make(chan struct{}),
 	}
 	go w.loop()
 	if !opts.NoStartup {
@@ -162,6 +167,9 @@ func (w *Thread) handle(msg message) {
 		r.value, r.err = w.mgr.Dispatch(ctx, msg.id, msg.event)
 		if msg.reply == nil && r.err != nil {
 			w.log.Warn().Str("tenant", msg.id.String()).Str("event", msg.event.Name).Err(r.err).Msg("nowait dispatch failed")
+			if w.onNowait != nil {
+				w.onNowait(msg.id, r.err)
+			}
 		}
 	case msgRunScript:
 		r.value, r.err = w.mgr.RunScript(ctx, msg.id, msg.name, msg.code, msg.event)

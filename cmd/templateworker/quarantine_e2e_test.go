@@ -96,3 +96,36 @@ func mustRaw(b []byte, err error) []byte {
 	}
 	return b
 }
+
+// TestQuarantineAfterNowaitLimitHits: limit hits of nowait events count
+// too, in both topologies.
+func TestQuarantineAfterNowaitLimitHits(t *testing.T) {
+	for _, topo := range [][]string{{"--thread-workers", "1"}, {"--process-workers", "1"}} {
+		t.Run(topo[0], func(t *testing.T) {
+			m := startMaster(t, "", append(topo, "--lua-max-instructions", "100000")...)
+			if topo[0] == "--process-workers" {
+				m.waitReady(t)
+			}
+			ctx := context.Background()
+			id, other := proto.GuildID(7), proto.GuildID(8)
+			if err := m.api.PutTemplate(ctx, id, "spin", `while true do end`, []string{"Ping"}); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 3; i++ {
+				if err := m.api.DispatchNoWait(ctx, id, proto.Event{Name: "Ping"}); err != nil {
+					t.Fatalf("nowait %d: %v", i, err)
+				}
+			}
+			waitFor(t, 20*time.Second, func() bool {
+				_, err := m.api.RunScript(ctx, id, "s", `return 1`, nil)
+				return proto.CodeOf(err) == proto.CodeTenantQuarantined
+			})
+			if err := m.api.DispatchNoWait(ctx, id, proto.Event{Name: "Ping"}); proto.CodeOf(err) != proto.CodeTenantQuarantined {
+				t.Fatalf("nowait while quarantined: %v", err)
+			}
+			if v, err := m.api.RunScript(ctx, other, "s", `return 2`, nil); err != nil || string(v) != "2" {
+				t.Fatalf("other tenant: %s %v", v, err)
+			}
+		})
+	}
+}
