@@ -2,10 +2,10 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -120,13 +120,15 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 		if err != nil {
 			var pe *proto.Error
 			if errors.As(err, &pe) && pe.Code != proto.CodeScriptError && pe.Code != proto.CodeCompileError {
-				// A limit or an infrastructure failure ends the whole call.
-				m.afterCall(id, t)
-				if hostErr == nil || isLimit(pe.Code) {
-					hostErr = pe
-				}
+				// A limit ends the whole call (the VM is discarded); an
+				// infrastructure failure (the store) is reported with its
+				// own code once the other templates have run.
 				if isLimit(pe.Code) {
+					hostErr = pe
 					break
+				}
+				if hostErr == nil {
+					hostErr = pe
 				}
 			}
 			failures = append(failures, fmt.Sprintf("template %q: %v", tp.Name, messageOf(err)))
@@ -135,7 +137,8 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 		if n > 0 {
 			out = append(out, ',')
 		}
-		out = strconv.AppendQuote(out, tp.Name)
+		name, _ := json.Marshal(tp.Name)
+		out = append(out, name...)
 		out = append(out, ':')
 		out = append(out, res...)
 	}
