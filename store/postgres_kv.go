@@ -41,14 +41,8 @@ func (p *Postgres) KvGet(ctx context.Context, tenant proto.Id, key string) (json
 // pair it replaces in a statement of its own, so that it sees what the
 // previous writer committed.
 func (p *Postgres) KvSet(ctx context.Context, tenant proto.Id, key string, value json.RawMessage) error {
-	kind, err := kindName(tenant.Kind)
+	kind, err := checkSet(tenant, key, value)
 	if err != nil {
-		return err
-	}
-	if err := checkKey(key); err != nil {
-		return err
-	}
-	if err := checkValue(value); err != nil {
 		return err
 	}
 	id := idToDB(tenant.ID)

@@ -33,14 +33,8 @@ func (s *SQLite) KvGet(ctx context.Context, tenant proto.Id, key string) (json.R
 
 // KvSet creates or replaces key, within the tenant's quota. Last writer wins.
 func (s *SQLite) KvSet(ctx context.Context, tenant proto.Id, key string, value json.RawMessage) error {
-	kind, err := kindName(tenant.Kind)
+	kind, err := checkSet(tenant, key, value)
 	if err != nil {
-		return err
-	}
-	if err := checkKey(key); err != nil {
-		return err
-	}
-	if err := checkValue(value); err != nil {
 		return err
 	}
 	id := idToDB(tenant.ID)

@@ -192,3 +192,19 @@ func compareTenants(a, b proto.Id) int {
 	}
 	return 0
 }
+
+// checkSet validates the arguments of a KvSet and returns the tenant's
+// kind as stored.
+func checkSet(tenant proto.Id, key string, value json.RawMessage) (string, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return "", err
+	}
+	if err := checkKey(key); err != nil {
+		return "", err
+	}
+	if err := checkValue(value); err != nil {
+		return "", err
+	}
+	return kind, nil
+}
