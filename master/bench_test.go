@@ -170,24 +170,7 @@ func benchProcessConfig(b *testing.B) ProcessConfig {
 // both workers are ready; it is killed when b ends.
 func startBenchPool(b *testing.B, st store.Store, cfg ProcessConfig) *processPool {
 	b.Helper()
-	fatal := func(err error) { b.Errorf("process pool: %v", err) }
-	pp, err := startProcessPool(2, "127.0.0.1:0", cfg, st, NewQuarantine(3, time.Minute), zerolog.Nop(), fatal)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = pp.Kill(ctx)
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !pp.Ready() {
-		if time.Now().After(deadline) {
-			b.Fatalf("process workers not ready: %+v", pp.Status())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return pp
+	return startTestProcessPool(b, 2, st, cfg)
 }
 
 // BenchmarkDispatchProcess dispatches the loop chunk as a template through

@@ -42,25 +42,32 @@ var topologies = []struct {
 			Args: []string{"--log-level", "warn", "--lua-max-instructions", "1000000", "--lua-max-memory", "16777216",
 				"--lua-max-string", "1048576", "--lua-max-call-depth", "200"},
 		}
-		fatal := func(err error) { t.Errorf("process pool: %v", err) }
-		pp, err := startProcessPool(n, "127.0.0.1:0", cfg, st, NewQuarantine(3, time.Minute), zerolog.Nop(), fatal)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = pp.Kill(ctx)
-		})
-		deadline := time.Now().Add(30 * time.Second)
-		for !pp.Ready() {
-			if time.Now().After(deadline) {
-				t.Fatalf("process workers not ready: %+v", pp.Status())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		return pp.Pool
+		return startTestProcessPool(t, n, st, cfg).Pool
 	}},
+}
+
+// startTestProcessPool starts n process workers over st and waits until
+// they are ready; the pool is killed when tb ends.
+func startTestProcessPool(tb testing.TB, n int, st store.Store, cfg ProcessConfig) *processPool {
+	tb.Helper()
+	fatal := func(err error) { tb.Errorf("process pool: %v", err) }
+	pp, err := startProcessPool(n, "127.0.0.1:0", cfg, st, NewQuarantine(3, time.Minute), zerolog.Nop(), fatal)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = pp.Kill(ctx)
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !pp.Ready() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("process workers not ready: %+v", pp.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return pp
 }
 
 func openTestStore(t testing.TB) store.Store {
