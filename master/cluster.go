@@ -101,7 +101,14 @@ func startCluster(ctx context.Context, cfg Config, addr net.Addr, pool *Pool, ca
 			}
 		},
 		OnReconnect: func() {
-			log.Warn().Msg("cluster: template changes made on other masters while the listener was disconnected were missed; their tenants keep their VMs until the next change or restart")
+			// Changes notified while the listener was away are lost: drop
+			// every VM so that the next calls load current templates.
+			log.Warn().Msg("cluster: template notifications may have been missed while the listener was disconnected; dropping every tenant VM")
+			dctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+			defer cancel()
+			if err := pool.DropAll(dctx); err != nil {
+				log.Warn().Err(err).Msg("drop every tenant VM after the listener reconnected")
+			}
 		},
 		Log: log,
 	})

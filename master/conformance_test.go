@@ -242,3 +242,32 @@ func waitStore(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestDropAllInBothTopologies: Pool.DropAll discards every tenant VM of
+// every worker, so the next calls start fresh.
+func TestDropAllInBothTopologies(t *testing.T) {
+	for _, topo := range topologies {
+		t.Run(topo.name, func(t *testing.T) {
+			st := openTestStore(t)
+			pool := topo.start(t, st, 2)
+			ctx := context.Background()
+			ids := []proto.Id{proto.GuildID(1 << 22), proto.GuildID(2 << 22)}
+			for _, id := range ids {
+				put(t, st, id, "count", `n = (n or 0) + 1 return n`, "Count")
+				for i := 1; i <= 2; i++ {
+					if v, err := pool.DispatchEvent(ctx, id, eventOf("Count", `{}`)); err != nil || string(v) != fmt.Sprintf(`{"count":%d}`, i) {
+						t.Fatalf("%s: %s %v", id, v, err)
+					}
+				}
+			}
+			if err := pool.DropAll(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range ids {
+				if v, err := pool.DispatchEvent(ctx, id, eventOf("Count", `{}`)); err != nil || string(v) != `{"count":1}` {
+					t.Fatalf("%s after DropAll: %s %v", id, v, err)
+				}
+			}
+		})
+	}
+}

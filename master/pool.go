@@ -111,6 +111,20 @@ func (p *Pool) DropTenant(ctx context.Context, id proto.Id) error {
 	return p.For(id).DropTenant(ctx, id)
 }
 
+// DropAll discards every tenant VM of every worker (workers that cannot,
+// have none).
+func (p *Pool) DropAll(ctx context.Context) error {
+	var errs []error
+	for _, w := range p.workers {
+		if d, ok := w.(interface{ DropAll(context.Context) error }); ok {
+			if err := d.DropAll(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("drop all on worker %d: %w", w.ID(), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Kill stops every worker and returns their errors joined.
 func (p *Pool) Kill(ctx context.Context) error {
 	var errs []error

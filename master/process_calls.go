@@ -203,6 +203,18 @@ func (w *procWorker) DropTenant(ctx context.Context, id proto.Id) error {
 	return w.unavailable(c.DropTenant(ctx, id))
 }
 
+// DropAll discards every tenant's VM in the worker. A worker that is not
+// connected has none.
+func (w *procWorker) DropAll(ctx context.Context) error {
+	w.mu.Lock()
+	c := w.conn
+	w.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return w.unavailable(c.DropAll(ctx))
+}
+
 // Kill stops supervising and ends the worker: Shutdown first, SIGKILL of
 // its process group when ctx expires.
 func (w *procWorker) Kill(ctx context.Context) error {

@@ -33,6 +33,8 @@ type Handler interface {
 	RunScript(ctx context.Context, id proto.Id, name, code string, ev proto.Event) (proto.Value, error)
 	// DropTenant discards tenant id's VM and cached templates.
 	DropTenant(ctx context.Context, id proto.Id) error
+	// DropAll discards every tenant's VM and cached templates.
+	DropAll(ctx context.Context) error
 	// Tenants returns the number of tenant VMs loaded, for heartbeats.
 	Tenants() int
 }
@@ -201,6 +203,8 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error 
 	case m.DropTenant != nil:
 		q := m.DropTenant
 		c.respond(q.ReqID, func() (proto.Value, error) { return nil, h.DropTenant(ctx, q.ID) })
+	case m.DropAll != nil:
+		c.respond(m.DropAll.ReqID, func() (proto.Value, error) { return nil, h.DropAll(ctx) })
 	case m.Shutdown != nil:
 		if !c.shuttingDown.Swap(true) {
 			c.log.Info().Msg("shutdown requested: finishing requests in flight")

@@ -116,6 +116,14 @@ func (c *Conn) DropTenant(ctx context.Context, id proto.Id) error {
 	return err
 }
 
+// DropAll asks the worker to discard every tenant's VM and templates and
+// waits until it has.
+func (c *Conn) DropAll(ctx context.Context) error {
+	req := c.link.reqID()
+	_, err := c.call(ctx, req, &proto.Message{DropAll: &proto.DropAll{ReqID: req}})
+	return err
+}
+
 // Shutdown asks the worker to finish its in-flight work and exit. It
 // returns once the request is sent; Done tells when the worker has closed
 // the connection.

@@ -130,8 +130,9 @@ type fakeHandler struct {
 	release chan struct{}
 	nowait  chan proto.Event // nowait-style events seen, if not nil
 
-	mu      sync.Mutex
-	dropped []proto.Id
+	mu         sync.Mutex
+	dropped    []proto.Id
+	droppedAll int
 }
 
 func newFakeHandler() *fakeHandler { return &fakeHandler{release: make(chan struct{})} }
@@ -164,6 +165,13 @@ func (h *fakeHandler) DropTenant(ctx context.Context, id proto.Id) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.dropped = append(h.dropped, id)
+	return nil
+}
+
+func (h *fakeHandler) DropAll(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.droppedAll++
 	return nil
 }
 

@@ -266,6 +266,7 @@ func messageName(m *proto.Message) (string, int) {
 	see(m.DispatchEvent != nil, "DispatchEvent")
 	see(m.RunScript != nil, "RunScript")
 	see(m.DropTenant != nil, "DropTenant")
+	see(m.DropAll != nil, "DropAll")
 	see(m.Shutdown != nil, "Shutdown")
 	see(m.StoreResponse != nil, "StoreResponse")
 	see(m.DispatchResponse != nil, "DispatchResponse")

@@ -52,6 +52,15 @@ func TestDispatchRoundTrips(t *testing.T) {
 	if len(dropped) != 1 || dropped[0] != g {
 		t.Fatalf("dropped %v, want [%v]", dropped, g)
 	}
+	if err := c.DropAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hd.mu.Lock()
+	droppedAll := hd.droppedAll
+	hd.mu.Unlock()
+	if droppedAll != 1 {
+		t.Fatalf("DropAll reached the handler %d times, want 1", droppedAll)
+	}
 
 	if err := c.DispatchEventNoWait(g, proto.Event{Name: "nowait", Data: proto.Value(`5`)}, 0); err == nil {
 		t.Fatal("nowait event with seq 0 accepted")

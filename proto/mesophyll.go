@@ -8,7 +8,7 @@ import "encoding/json"
 //	{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{...},"req_id":7}}
 //
 // Server (master) to worker: Hello, DispatchEvent, RunScript, DropTenant,
-// Shutdown and StoreResponse. Worker to server: DispatchResponse, Ack,
+// DropAll, Shutdown and StoreResponse. Worker to server: DispatchResponse, Ack,
 // Heartbeat and the store requests TemplatesFor, TenantsFor, KvGet, KvSet,
 // KvDelete and KvFind. The README's protocol section shows each one.
 type Message struct {
@@ -16,6 +16,7 @@ type Message struct {
 	DispatchEvent    *DispatchEvent    `json:"DispatchEvent,omitempty"`
 	RunScript        *RunScript        `json:"RunScript,omitempty"`
 	DropTenant       *DropTenant       `json:"DropTenant,omitempty"`
+	DropAll          *DropAll          `json:"DropAll,omitempty"`
 	Shutdown         *Shutdown         `json:"Shutdown,omitempty"`
 	StoreResponse    *StoreResponse    `json:"StoreResponse,omitempty"`
 	DispatchResponse *DispatchResponse `json:"DispatchResponse,omitempty"`
@@ -68,12 +69,21 @@ type DropTenant struct {
 	ReqID uint64 `json:"req_id"`
 }
 
+// DropAll asks the worker to discard every tenant's VM and cached
+// templates (after a gap in the cluster's template notifications, when the
+// master cannot know which tenants changed).
+//
+//	{"DropAll":{"req_id":10}}
+type DropAll struct {
+	ReqID uint64 `json:"req_id"`
+}
+
 // Shutdown asks the worker to finish what it is running and exit 0.
 //
 //	{"Shutdown":{}}
 type Shutdown struct{}
 
-// DispatchResponse answers DispatchEvent, RunScript and DropTenant: either a
+// DispatchResponse answers DispatchEvent, RunScript, DropTenant and DropAll: either a
 // result or an error.
 //
 //	{"DispatchResponse":{"req_id":7,"result":{"greet":"hi"}}}

@@ -215,6 +215,13 @@ func (m *Manager) Drop(id proto.Id) {
 	}
 }
 
+// DropAll discards every tenant's VM and cached templates.
+func (m *Manager) DropAll() {
+	for id := range m.tenants {
+		m.Drop(id)
+	}
+}
+
 // StartupTenants lists the tenants this worker owns that subscribe to
 // OnStartup.
 func (m *Manager) StartupTenants(ctx context.Context) ([]proto.Id, error) {

@@ -66,6 +66,7 @@ const (
 	msgDispatch msgKind = iota
 	msgRunScript
 	msgDrop
+	msgDropAll
 	msgKill
 )
 
@@ -175,6 +176,8 @@ func (w *Thread) handle(msg message) {
 		r.value, r.err = w.mgr.RunScript(ctx, msg.id, msg.name, msg.code, msg.event)
 	case msgDrop:
 		w.mgr.Drop(msg.id)
+	case msgDropAll:
+		w.mgr.DropAll()
 	}
 	if msg.reply != nil {
 		msg.reply <- r
@@ -237,6 +240,12 @@ func (w *Thread) RunScript(ctx context.Context, id proto.Id, name, code string, 
 // DropTenant discards tenant id's VM and cached templates.
 func (w *Thread) DropTenant(ctx context.Context, id proto.Id) error {
 	_, err := w.call(ctx, message{kind: msgDrop, id: id})
+	return err
+}
+
+// DropAll discards every tenant's VM and cached templates.
+func (w *Thread) DropAll(ctx context.Context) error {
+	_, err := w.call(ctx, message{kind: msgDropAll})
 	return err
 }
 
