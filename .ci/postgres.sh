@@ -40,6 +40,7 @@ as_owner() {
 }
 
 install_server() {
+	[ -z "${TEMPLATEWORKER_PG_NO_INSTALL:-}" ] || die "PostgreSQL server not installed (and TEMPLATEWORKER_PG_NO_INSTALL is set)"
 	[ "$(id -u)" -eq 0 ] || die "PostgreSQL server not installed and not root: install the postgresql package"
 	log "installing postgresql"
 	export DEBIAN_FRONTEND=noninteractive

@@ -4,10 +4,10 @@
 #
 #   bash .ci/with-postgres.sh make test-go
 #
-# When the variable is already set, it is used as it is. Otherwise a
-# throwaway local cluster is started with .ci/postgres.sh (which installs the
-# server with apt-get when it is missing and we are root) and stopped after
-# the command. When no PostgreSQL can be started the command runs without
+# When the variable is already set, it is used as it is. Otherwise, when a
+# PostgreSQL server is installed, a throwaway local cluster of this run's own
+# is started with .ci/postgres.sh and stopped after the command (nothing is
+# installed here: .ci/run installs the server on a clean machine). When no PostgreSQL can be started the command runs without
 # it (its PostgreSQL tests skip, except under CI=true where they fail).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +19,8 @@ fi
 # A cluster of this run's own, so that stopping it never disturbs another
 # run (or a developer's cluster in the default directory).
 export TEMPLATEWORKER_PG_DIR=${TMPDIR:-/tmp}/templateworker-pg-run-$$
+# make test never installs packages; .ci/run does that.
+export TEMPLATEWORKER_PG_NO_INSTALL=1
 if env_line=$(bash "$here/postgres.sh" start); then
 	eval "$env_line"
 	export TEMPLATEWORKER_TEST_DATABASE_URL
