@@ -2,6 +2,7 @@ package master
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -370,19 +371,30 @@ func workerEnv() []string {
 	return env
 }
 
-// relogLines copies a worker's output into the master's log line by line.
-// Lines that are JSON log records are embedded as they are.
+// relogLines copies a worker's output into the master's log line by line,
+// with the master's worker_id and pid fields. A JSON log record keeps its
+// level, message and fields; any other line is logged as its text.
 func relogLines(wg *sync.WaitGroup, r io.Reader, log zerolog.Logger) {
 	defer wg.Done()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if len(line) > 1 && line[0] == '{' {
-			log.Log().RawJSON("worker_log", line).Msg("")
-		} else {
-			log.Info().Msg(string(line))
+		var rec map[string]any
+		if len(line) > 1 && line[0] == '{' && json.Unmarshal(line, &rec) == nil {
+			level, _ := rec["level"].(string)
+			lvl, err := zerolog.ParseLevel(level)
+			if err != nil {
+				lvl = zerolog.InfoLevel
+			}
+			msg, _ := rec["message"].(string)
+			for _, k := range []string{"level", "message", "time", "worker_id", "pid"} {
+				delete(rec, k)
+			}
+			log.WithLevel(lvl).Fields(rec).Msg(msg)
+			continue
 		}
+		log.Info().Msg(string(line))
 	}
 }
 

@@ -172,7 +172,7 @@ func messageOf(err error) string {
 // afterCall discards a VM that an aborted call left untrusted.
 func (m *Manager) afterCall(id proto.Id, t *tenant) {
 	if t.vm != nil && t.vm.broken {
-		m.log.Warn().Str("tenant", id.String()).Int("worker_id", m.id).Msg("discarding tenant VM after an aborted call")
+		m.log.Warn().Str("tenant", id.String()).Msg("discarding tenant VM after an aborted call")
 		t.vm = nil
 	}
 }

@@ -65,7 +65,8 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	log = log.With().Int("worker_id", id).Int("pid", os.Getpid()).Logger()
+	// No worker_id/pid fields here: the master re-logs every line of this
+	// process with its own.
 	// The master stops workers with Shutdown over Mesophyll; a SIGTERM sent
 	// to the worker directly ends it too.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
