@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -271,4 +272,30 @@ func keysOf(m map[string]*dto) []string {
 		}
 	}
 	return out
+}
+
+// TestWorkerLogsRelogged: a worker's log lines reach the master's log, one
+// stream, with the worker's worker_id and pid.
+func TestWorkerLogsRelogged(t *testing.T) {
+	m := startMaster(t, "", "--process-workers", "2")
+	rows := m.waitReady(t)
+	id := tenantOn(1, 2, 9)
+	if _, err := m.api.RunScript(context.Background(), id, "s", `local e, ctx = ... ctx.log.warn("marker-7f3a") return 1`, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(m.out.String(), "marker-7f3a") })
+	for _, line := range strings.Split(m.out.String(), "\n") {
+		if !strings.Contains(line, "marker-7f3a") {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("re-logged line is not JSON: %s", line)
+		}
+		if rec["message"] != "marker-7f3a" || rec["level"] != "warn" || rec["worker_id"] != float64(1) ||
+			rec["pid"] != float64(rows[1].PID) || rec["tenant"] != id.String() {
+			t.Fatalf("re-logged line lacks its fields: %s", line)
+		}
+		return
+	}
 }
