@@ -3,9 +3,8 @@ package cluster_test
 import (
 	"context"
 	"errors"
-	"fmt"
+	"github.com/templateworker/templateworker/internal/pgtest"
 	"net/url"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,43 +17,13 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-const databaseURLEnv = "TEMPLATEWORKER_TEST_DATABASE_URL"
-
 // testDatabase returns a URL whose search_path is a schema of the test's
 // own (dropped at its end), so that leftovers of other tests never count
 // as masters; it skips without a database (fails under CI=true).
 func testDatabase(t testing.TB) string {
 	t.Helper()
-	base := os.Getenv(databaseURLEnv)
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %s is not set: the PostgreSQL tests must run in CI (see .ci/postgres.sh)", databaseURLEnv)
-		}
-		t.Skipf(`%s not set; run eval "$(bash .ci/postgres.sh start)" first`, databaseURLEnv)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("parse %s: %v", databaseURLEnv, err)
-	}
-	schema := fmt.Sprintf("tw_cluster_%d_%d", os.Getpid(), time.Now().UnixNano()%1e12)
-	conn, err := pgx.Connect(context.Background(), base)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	if _, err := conn.Exec(context.Background(), "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		defer conn.Close(context.Background())
-		if _, err := conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	q := u.Query()
-	q.Set("search_path", schema)
-	q.Set("application_name", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	dsn, _, _ := pgtest.Schema(t, pgtest.URL(t))
+	return dsn
 }
 
 func register(t *testing.T, db, name string, lo, hi int, peers map[string]string) (*cluster.Registry, error) {

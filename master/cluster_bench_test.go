@@ -2,17 +2,15 @@ package master
 
 import (
 	"context"
-	"fmt"
+	"github.com/templateworker/templateworker/internal/pgtest"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/cluster"
@@ -24,30 +22,11 @@ import (
 // benchSchemaURL returns the test PostgreSQL with a schema of the
 // benchmark's own, skipping without one.
 func benchSchemaURL(b *testing.B) string {
-	base := os.Getenv("TEMPLATEWORKER_TEST_DATABASE_URL")
-	if base == "" {
-		b.Skip("TEMPLATEWORKER_TEST_DATABASE_URL not set")
+	if !pgtest.Set() {
+		b.Skipf("%s not set", pgtest.Env)
 	}
-	u, err := url.Parse(base)
-	if err != nil {
-		b.Fatal(err)
-	}
-	schema := fmt.Sprintf("tw_bench_cluster_%d_%d", os.Getpid(), time.Now().UnixNano()%1e12)
-	conn, err := pgx.Connect(context.Background(), base)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := conn.Exec(context.Background(), "CREATE SCHEMA "+schema); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		defer conn.Close(context.Background())
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-	})
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	dsn, _, _ := pgtest.Schema(b, pgtest.URL(b))
+	return dsn
 }
 
 // runBenchMaster runs a thread-worker master owning rng of 32 shards in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/templateworker/templateworker/internal/pgtest"
 	"testing"
 
 	"github.com/templateworker/templateworker/proto"
@@ -65,9 +66,9 @@ func BenchmarkKVSetPostgres(b *testing.B) {
 // testDatabaseURLOrSkip skips a benchmark without a test database, even in
 // CI: benchmarks measure, the tests check.
 func testDatabaseURLOrSkip(b *testing.B) bool {
-	if testDatabaseURLSet() {
+	if pgtest.Set() {
 		return true
 	}
-	b.Skipf("%s not set", databaseURLEnv)
+	b.Skipf("%s not set", pgtest.Env)
 	return false
 }

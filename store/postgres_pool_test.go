@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"github.com/templateworker/templateworker/internal/pgtest"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 // TestPostgresPoolSettings checks that the URL's pool_* parameters reach
 // the pool, and that the default size is max(4, CPUs).
 func TestPostgresPoolSettings(t *testing.T) {
-	dsn, _ := pgSchema(t, testDatabaseURL(t))
+	dsn, _ := pgSchema(t, pgtest.URL(t))
 	p, err := store.OpenPostgres(t.Context(), dsn, store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +25,7 @@ func TestPostgresPoolSettings(t *testing.T) {
 	}
 	p.Close()
 
-	sized := withParams(t, dsn, map[string]string{"pool_max_conns": "2", "pool_max_conn_idle_time": "1m"})
+	sized := pgtest.WithParams(t, dsn, map[string]string{"pool_max_conns": "2", "pool_max_conn_idle_time": "1m"})
 	p, err = store.OpenPostgres(t.Context(), sized, store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +35,7 @@ func TestPostgresPoolSettings(t *testing.T) {
 		t.Errorf("pool_max_conns=2: pool size %d", got)
 	}
 
-	bad := withParams(t, dsn, map[string]string{"pool_max_conns": "lots"})
+	bad := pgtest.WithParams(t, dsn, map[string]string{"pool_max_conns": "lots"})
 	_, err = store.OpenPostgres(t.Context(), bad, store.Options{})
 	if err == nil {
 		t.Fatal("pool_max_conns=lots accepted")

@@ -3,14 +3,8 @@ package store_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
-	"net/url"
-	"os"
-	"strings"
-	"sync/atomic"
+	"github.com/templateworker/templateworker/internal/pgtest"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -19,77 +13,11 @@ import (
 	"github.com/templateworker/templateworker/store/storetest"
 )
 
-const databaseURLEnv = "TEMPLATEWORKER_TEST_DATABASE_URL"
-
-// testDatabaseURL returns the test database, skipping the test without one
-// (failing it in CI, where the PostgreSQL tests must run).
-func testDatabaseURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv(databaseURLEnv)
-	if u == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %s is not set: the PostgreSQL tests must run in CI (see .ci/postgres.sh)", databaseURLEnv)
-		}
-		t.Skipf(`%s not set; run eval "$(bash .ci/postgres.sh start)" first`, databaseURLEnv)
-	}
-	return u
-}
-
-func testDatabaseURLSet() bool { return os.Getenv(databaseURLEnv) != "" }
-
-var schemaSeq atomic.Int64
-
-// pgSchema creates a schema of its own for the test, dropped at its end, and
-// returns base changed to use it (and to name its connections after it).
+// pgSchema gives the test an empty schema of its own (see pgtest.Schema).
 func pgSchema(t testing.TB, base string) (dsn, schema string) {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to the test database: %v", err)
-	}
-	schema = fmt.Sprintf("tw_test_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9, schemaSeq.Add(1))
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		conn.Close(ctx)
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return withParams(t, base, map[string]string{"search_path": schema, "application_name": schema}), schema
-}
-
-// withParams sets connection parameters in a URL or key=value DSN.
-func withParams(t testing.TB, dsn string, params map[string]string) string {
-	t.Helper()
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatalf("parse %s: %v", databaseURLEnv, err)
-		}
-		q := u.Query()
-		for k, v := range params {
-			if k == "host" {
-				u.Host = v
-				continue
-			}
-			q.Set(k, v)
-		}
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	for k, v := range params { // later settings win in a DSN
-		if k == "host" {
-			h, p, _ := net.SplitHostPort(v)
-			dsn += " host=" + h + " port=" + p
-			continue
-		}
-		dsn += " " + k + "=" + v
-	}
-	return dsn
+	dsn, schema, _ = pgtest.Schema(t, base)
+	return dsn, schema
 }
 
 // pgHarness adds what the conformance suite needs to test migrations.
@@ -105,7 +33,7 @@ func (h pgHarness) Reopen(ctx context.Context, q store.Quota) (store.Store, erro
 // openPostgres opens a store in a schema of its own.
 func openPostgres(t testing.TB, q store.Quota) (p *store.Postgres, dsn, schema string) {
 	t.Helper()
-	dsn, schema = pgSchema(t, testDatabaseURL(t))
+	dsn, schema = pgSchema(t, pgtest.URL(t))
 	p, err := store.OpenPostgres(context.Background(), dsn, store.Options{Quota: q})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +43,7 @@ func openPostgres(t testing.TB, q store.Quota) (p *store.Postgres, dsn, schema s
 }
 
 func TestPostgres(t *testing.T) {
-	testDatabaseURL(t)
+	pgtest.URL(t)
 	storetest.Run(t, func(t *testing.T, q store.Quota) store.Store {
 		p, dsn, _ := openPostgres(t, q)
 		return pgHarness{p, dsn}
@@ -123,7 +51,7 @@ func TestPostgres(t *testing.T) {
 }
 
 func TestPostgresOpen(t *testing.T) {
-	u, _ := pgSchema(t, testDatabaseURL(t))
+	u, _ := pgSchema(t, pgtest.URL(t))
 	st, err := store.Open(t.Context(), store.Config{DatabaseURL: u, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +70,7 @@ func TestPostgresOpen(t *testing.T) {
 // once, as masters starting together would: the advisory lock must make
 // them migrate one after the other.
 func TestPostgresConcurrentOpen(t *testing.T) {
-	u, _ := pgSchema(t, testDatabaseURL(t))
+	u, _ := pgSchema(t, pgtest.URL(t))
 	errs := make(chan error, 4)
 	for range 4 {
 		go func() {
@@ -169,7 +97,7 @@ func TestPostgresBackendsTerminated(t *testing.T) {
 	if err := p.KvSet(ctx, tenant, "k", json.RawMessage(`1`)); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := pgx.Connect(ctx, testDatabaseURL(t))
+	admin, err := pgx.Connect(ctx, pgtest.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/templateworker/templateworker/internal/pgtest"
 	"io"
 	"net"
 	"strconv"
@@ -126,7 +127,7 @@ func (p *proxy) stop() {
 // with store_unavailable, without the password, and succeed again once the
 // database is back.
 func TestPostgresDatabaseGone(t *testing.T) {
-	base := testDatabaseURL(t)
+	base := pgtest.URL(t)
 	dsn, _ := pgSchema(t, base)
 	cfg, err := pgconn.ParseConfig(base)
 	if err != nil {
@@ -141,7 +142,7 @@ func TestPostgresDatabaseGone(t *testing.T) {
 	}}
 	px.start()
 	defer px.stop()
-	dsn = withParams(t, dsn, map[string]string{"host": px.addr, "connect_timeout": "5"})
+	dsn = pgtest.WithParams(t, dsn, map[string]string{"host": px.addr, "connect_timeout": "5"})
 
 	ctx := t.Context()
 	st, err := store.OpenPostgres(ctx, dsn, store.Options{})

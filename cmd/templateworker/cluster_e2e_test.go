@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
+	"github.com/templateworker/templateworker/internal/pgtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,35 +27,8 @@ import (
 // under CI=true).
 func clusterDatabase(t testing.TB) string {
 	t.Helper()
-	base := os.Getenv("TEMPLATEWORKER_TEST_DATABASE_URL")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true but TEMPLATEWORKER_TEST_DATABASE_URL is not set: the cluster tests must run in CI (see .ci/postgres.sh)")
-		}
-		t.Skip(`TEMPLATEWORKER_TEST_DATABASE_URL not set; run eval "$(bash .ci/postgres.sh start)" first`)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("parse TEMPLATEWORKER_TEST_DATABASE_URL: %v", err)
-	}
-	schema := fmt.Sprintf("tw_e2e_cluster_%d_%d", os.Getpid(), time.Now().UnixNano()%1e12)
-	conn, err := pgx.Connect(context.Background(), base)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	if _, err := conn.Exec(context.Background(), "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		defer conn.Close(context.Background())
-		if _, err := conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	dsn, _, _ := pgtest.Schema(t, pgtest.URL(t))
+	return dsn
 }
 
 // startClusterMaster starts a thread-worker master owning shards rng of

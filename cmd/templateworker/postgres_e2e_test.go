@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/templateworker/templateworker/internal/pgtest"
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,90 +25,22 @@ import (
 	"github.com/templateworker/templateworker/store"
 )
 
-// testDatabaseURLEnv names the PostgreSQL database the tests may use (see
-// .ci/postgres.sh); databaseURLEnv is how a master is given its database.
-const (
-	testDatabaseURLEnv = "TEMPLATEWORKER_TEST_DATABASE_URL"
-	databaseURLEnv     = "TEMPLATEWORKER_DATABASE_URL"
-)
+// databaseURLEnv is how a master is given its database.
+const databaseURLEnv = "TEMPLATEWORKER_DATABASE_URL"
 
 // pgTestDatabase returns the test database URL and its password, skipping
 // the test without one (failing it under CI=true, where it must run).
 func pgTestDatabase(t *testing.T) (base, password string) {
 	t.Helper()
-	base = os.Getenv(testDatabaseURLEnv)
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %s is not set: the PostgreSQL tests must run in CI (see .ci/postgres.sh)", testDatabaseURLEnv)
-		}
-		t.Skipf(`%s not set; run eval "$(bash .ci/postgres.sh start)" first`, testDatabaseURLEnv)
-	}
+	base = pgtest.URL(t)
 	cfg, err := pgx.ParseConfig(base)
 	if err != nil {
-		t.Fatalf("parse %s: %v", testDatabaseURLEnv, store.RedactURL(err.Error()))
+		t.Fatalf("parse %s: %v", pgtest.Env, store.RedactURL(err.Error()))
 	}
 	if cfg.Password == "" {
-		t.Logf("%s has no password: the redaction checks prove nothing", testDatabaseURLEnv)
+		t.Logf("%s has no password: the redaction checks prove nothing", pgtest.Env)
 	}
 	return base, cfg.Password
-}
-
-// pgFreshSchema creates an empty schema, dropped at the end of the test,
-// and returns base changed to use it: an empty database for one master (or
-// several), that no other test or rerun sees. Its connections carry the
-// schema's name as application_name, so the test can find and kill them.
-func pgFreshSchema(t *testing.T, base string) (dsn, schema string, admin *pgx.Conn) {
-	t.Helper()
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to the test database: %v", err)
-	}
-	schema = fmt.Sprintf("tw_e2e_%d_%d", os.Getpid(), rand.Uint64()%1e12)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		admin.Close(ctx)
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		defer admin.Close(ctx)
-		// Masters still connected would hold locks on the tables.
-		_, _ = admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, schema)
-		if _, err := admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return pgWithParams(t, base, map[string]string{"search_path": schema, "application_name": schema}), schema, admin
-}
-
-// pgWithParams sets connection parameters ("host" is host:port) in a URL
-// or key=value DSN.
-func pgWithParams(t *testing.T, dsn string, params map[string]string) string {
-	t.Helper()
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatalf("parse %s: %v", testDatabaseURLEnv, store.RedactURL(err.Error()))
-		}
-		q := u.Query()
-		for k, v := range params {
-			if k == "host" {
-				u.Host = v
-				continue
-			}
-			q.Set(k, v)
-		}
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	for k, v := range params { // later settings win in a DSN
-		if k == "host" {
-			h, p, _ := net.SplitHostPort(v)
-			dsn += " host=" + h + " port=" + p
-			continue
-		}
-		dsn += " " + k + "=" + v
-	}
-	return dsn
 }
 
 // startPostgresMaster starts a master whose database URL is in its
@@ -153,7 +85,7 @@ func (m *runningMaster) kvList(t *testing.T, id proto.Id) map[string]string {
 // and reads the KV back, through the CLI and through the templates.
 func TestPostgresMasterProcessWorkersRestart(t *testing.T) {
 	base, password := pgTestDatabase(t)
-	dsn, _, _ := pgFreshSchema(t, base)
+	dsn, _, _ := pgtest.Schema(t, base)
 	m := startPostgresMaster(t, dsn, "--process-workers", "2")
 	rows := m.waitReady(t)
 	if len(rows) != 2 {
@@ -309,9 +241,9 @@ func (p *pgProxy) cut() {
 // pg_terminate_backend are replaced the same way.
 func TestPostgresDatabaseGoneE2E(t *testing.T) {
 	base, password := pgTestDatabase(t)
-	dsn, schema, admin := pgFreshSchema(t, base)
+	dsn, schema, admin := pgtest.Schema(t, base)
 	px := newPgProxy(t, base)
-	m := startPostgresMaster(t, pgWithParams(t, dsn, map[string]string{"host": px.addr, "connect_timeout": "3"}),
+	m := startPostgresMaster(t, pgtest.WithParams(t, dsn, map[string]string{"host": px.addr, "connect_timeout": "3"}),
 		"--process-workers", "1")
 	rows := m.waitReady(t)
 	ctx := context.Background()
@@ -435,7 +367,7 @@ func runBinary(t *testing.T, env []string, args ...string) (stdout, stderr strin
 // it and the master refuse naming both versions.
 func TestPostgresMigrateCommand(t *testing.T) {
 	base, password := pgTestDatabase(t)
-	dsn, schema, admin := pgFreshSchema(t, base)
+	dsn, schema, admin := pgtest.Schema(t, base)
 	env := []string{databaseURLEnv + "=" + dsn}
 	want := fmt.Sprintf("schema version %d\n", store.SchemaVersion)
 	for range 2 {
@@ -478,7 +410,7 @@ func TestPostgresMigrateCommand(t *testing.T) {
 
 	// A wrong password fails without showing it.
 	const wrong = "wr0ng-Pa55w0rd"
-	bad := pgWithParams(t, dsn, map[string]string{"password": wrong})
+	bad := pgtest.WithParams(t, dsn, map[string]string{"password": wrong})
 	out, errOut, code = runBinary(t, []string{databaseURLEnv + "=" + bad}, "migrate")
 	if code == 0 || strings.Contains(out+errOut, wrong) {
 		t.Fatalf("migrate with a wrong password: exit %d, %q, %q", code, out, errOut)
@@ -490,7 +422,7 @@ func TestPostgresMigrateCommand(t *testing.T) {
 // other, both come up, and they share the state.
 func TestPostgresMastersStartTogether(t *testing.T) {
 	base, _ := pgTestDatabase(t)
-	dsn, schema, admin := pgFreshSchema(t, base)
+	dsn, schema, admin := pgtest.Schema(t, base)
 	t.Setenv(databaseURLEnv, dsn)
 	ms := []*runningMaster{
 		startMasterNoWait(t, "--thread-workers", "1"),
