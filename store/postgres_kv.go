@@ -13,11 +13,8 @@ import (
 
 // KvGet returns the value of key and whether it exists.
 func (p *Postgres) KvGet(ctx context.Context, tenant proto.Id, key string) (json.RawMessage, bool, error) {
-	kind, err := kindName(tenant.Kind)
+	kind, err := checkTenantKey(tenant, key)
 	if err != nil {
-		return nil, false, err
-	}
-	if err := checkKey(key); err != nil {
 		return nil, false, err
 	}
 	var v []byte
@@ -87,11 +84,8 @@ func (p *Postgres) KvSet(ctx context.Context, tenant proto.Id, key string, value
 // KvDelete removes key; deleting a missing key is not an error. Like
 // KvSet, it locks the tenant's kv_usage row first.
 func (p *Postgres) KvDelete(ctx context.Context, tenant proto.Id, key string) error {
-	kind, err := kindName(tenant.Kind)
+	kind, err := checkTenantKey(tenant, key)
 	if err != nil {
-		return err
-	}
-	if err := checkKey(key); err != nil {
 		return err
 	}
 	id := idToDB(tenant.ID)

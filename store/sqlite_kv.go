@@ -12,11 +12,8 @@ import (
 
 // KvGet returns the value of key and whether it exists.
 func (s *SQLite) KvGet(ctx context.Context, tenant proto.Id, key string) (json.RawMessage, bool, error) {
-	kind, err := kindName(tenant.Kind)
+	kind, err := checkTenantKey(tenant, key)
 	if err != nil {
-		return nil, false, err
-	}
-	if err := checkKey(key); err != nil {
 		return nil, false, err
 	}
 	var v []byte
@@ -84,11 +81,8 @@ func (s *SQLite) putUsage(ctx context.Context, tx *sql.Tx, kind string, id int64
 
 // KvDelete removes key; deleting a missing key is not an error.
 func (s *SQLite) KvDelete(ctx context.Context, tenant proto.Id, key string) error {
-	kind, err := kindName(tenant.Kind)
+	kind, err := checkTenantKey(tenant, key)
 	if err != nil {
-		return err
-	}
-	if err := checkKey(key); err != nil {
 		return err
 	}
 	id := idToDB(tenant.ID)

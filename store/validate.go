@@ -193,14 +193,24 @@ func compareTenants(a, b proto.Id) int {
 	return 0
 }
 
-// checkSet validates the arguments of a KvSet and returns the tenant's
-// kind as stored.
-func checkSet(tenant proto.Id, key string, value json.RawMessage) (string, error) {
+// checkTenantKey validates the tenant and key of a KV call and returns the
+// tenant's kind as stored.
+func checkTenantKey(tenant proto.Id, key string) (string, error) {
 	kind, err := kindName(tenant.Kind)
 	if err != nil {
 		return "", err
 	}
 	if err := checkKey(key); err != nil {
+		return "", err
+	}
+	return kind, nil
+}
+
+// checkSet validates the arguments of a KvSet and returns the tenant's
+// kind as stored.
+func checkSet(tenant proto.Id, key string, value json.RawMessage) (string, error) {
+	kind, err := checkTenantKey(tenant, key)
+	if err != nil {
 		return "", err
 	}
 	if err := checkValue(value); err != nil {
