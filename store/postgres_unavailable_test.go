@@ -5,15 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/templateworker/templateworker/internal/pgtest"
-	"io"
 	"net"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
@@ -72,77 +67,14 @@ func TestPostgresBadURL(t *testing.T) {
 	}
 }
 
-// proxy forwards TCP connections to a PostgreSQL server and can be stopped
-// and restarted on the same address, like a database going away and coming
-// back.
-type proxy struct {
-	t      *testing.T
-	addr   string
-	target func() (net.Conn, error)
-
-	mu    sync.Mutex
-	l     net.Listener
-	conns []net.Conn
-}
-
-func (p *proxy) start() {
-	l, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.l, p.addr = l, l.Addr().String()
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s, err := p.target()
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
-		}
-	}()
-}
-
-func (p *proxy) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.l.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestPostgresDatabaseGone cuts the store off from the database: calls fail
 // with store_unavailable, without the password, and succeed again once the
 // database is back.
 func TestPostgresDatabaseGone(t *testing.T) {
 	base := pgtest.URL(t)
 	dsn, _ := pgSchema(t, base)
-	cfg, err := pgconn.ParseConfig(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	network, target := "tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
-	if strings.HasPrefix(cfg.Host, "/") {
-		network, target = "unix", cfg.Host+"/.s.PGSQL."+strconv.Itoa(int(cfg.Port))
-	}
-	px := &proxy{t: t, addr: "127.0.0.1:0", target: func() (net.Conn, error) {
-		return net.DialTimeout(network, target, 5*time.Second)
-	}}
-	px.start()
-	defer px.stop()
-	dsn = pgtest.WithParams(t, dsn, map[string]string{"host": px.addr, "connect_timeout": "5"})
+	px := pgtest.NewProxy(t, base)
+	dsn = pgtest.WithParams(t, dsn, map[string]string{"host": px.Addr(), "connect_timeout": "5"})
 
 	ctx := t.Context()
 	st, err := store.OpenPostgres(ctx, dsn, store.Options{})
@@ -155,7 +87,7 @@ func TestPostgresDatabaseGone(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	px.stop()
+	px.Cut()
 	_, _, err = st.KvGet(ctx, tenant, "k")
 	wantUnavailable(t, err)
 	wantUnavailable(t, st.KvSet(ctx, tenant, "k", json.RawMessage(`2`)))
@@ -163,7 +95,7 @@ func TestPostgresDatabaseGone(t *testing.T) {
 	_, err = st.Templates(ctx, tenant)
 	wantUnavailable(t, err)
 
-	px.start()
+	px.Start()
 	if v, ok, err := st.KvGet(ctx, tenant, "k"); err != nil || !ok || string(v) != "1" {
 		t.Fatalf("KvGet once the database is back = %s, %v, %v", v, ok, err)
 	}

@@ -5,15 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/templateworker/templateworker/internal/pgtest"
-	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -146,94 +143,6 @@ func TestPostgresMasterProcessWorkersRestart(t *testing.T) {
 	noPassword(t, "the second master's output", m2.out.String(), password)
 }
 
-// pgProxy forwards TCP connections to the PostgreSQL server and can be cut
-// and restored on the same address: the database going away, from the
-// master's point of view, without disturbing the cluster other tests use.
-type pgProxy struct {
-	t      *testing.T
-	target string
-
-	mu    sync.Mutex
-	addr  string
-	l     net.Listener
-	conns []net.Conn
-}
-
-func newPgProxy(t *testing.T, base string) *pgProxy {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasPrefix(cfg.Host, "/") {
-		t.Skip("the test database is reached through a unix socket; the proxy needs TCP")
-	}
-	p := &pgProxy{t: t, target: net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), addr: "127.0.0.1:0"}
-	p.start()
-	t.Cleanup(p.cut)
-	return p
-}
-
-// start listens (again) and forwards every connection.
-func (p *pgProxy) start() {
-	p.t.Helper()
-	var (
-		l   net.Listener
-		err error
-	)
-	for try := 0; try < 50; try++ { // the old address may linger a moment
-		if l, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		p.t.Fatalf("proxy listen: %v", err)
-	}
-	p.mu.Lock()
-	p.l, p.addr = l, l.Addr().String()
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			if p.l != l { // cut meanwhile
-				p.mu.Unlock()
-				c.Close()
-				s.Close()
-				return
-			}
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every forwarded connection: new connections
-// are refused, established ones break.
-func (p *pgProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.l != nil {
-		p.l.Close()
-		p.l = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestPostgresDatabaseGoneE2E cuts a running master off its database:
 // a template already loaded that touches no KV keeps serving, calls that
 // need the store fail with 503 store_unavailable, and once the database is
@@ -242,8 +151,8 @@ func (p *pgProxy) cut() {
 func TestPostgresDatabaseGoneE2E(t *testing.T) {
 	base, password := pgTestDatabase(t)
 	dsn, schema, admin := pgtest.Schema(t, base)
-	px := newPgProxy(t, base)
-	m := startPostgresMaster(t, pgtest.WithParams(t, dsn, map[string]string{"host": px.addr, "connect_timeout": "3"}),
+	px := pgtest.NewProxy(t, base)
+	m := startPostgresMaster(t, pgtest.WithParams(t, dsn, map[string]string{"host": px.Addr(), "connect_timeout": "3"}),
 		"--process-workers", "1")
 	rows := m.waitReady(t)
 	ctx := context.Background()
@@ -268,7 +177,7 @@ return n`
 		t.Fatalf("Count: %d %s", r.status, r.body)
 	}
 
-	px.cut()
+	px.Cut()
 	wantUnavailable := func(what string, r httpResult) {
 		t.Helper()
 		var e struct {
@@ -300,7 +209,7 @@ return n`
 		noPassword(t, "kv list's error", errOut, password)
 	}
 
-	px.start()
+	px.Start()
 	// The pool dials again by itself: no call needs more than the first
 	// one after the database is back.
 	if r := dispatch("Count"); r.status != 200 || r.body != `{"result":{"counter":2}}` {
