@@ -61,9 +61,10 @@ func BenchmarkWSEcho(b *testing.B) {
 	}
 }
 
-// BenchmarkMesophyllDispatch is a Conn.DispatchEvent round trip to a
-// worker whose Handler returns a constant small result.
-func BenchmarkMesophyllDispatch(b *testing.B) {
+// benchConn connects a worker serving constHandler and returns the
+// server's Conn to it; the worker stops when b ends.
+func benchConn(b *testing.B) *Conn {
+	b.Helper()
 	h := newHarness(b, ServerOptions{Workers: 1})
 	ctx := context.Background()
 	cl, err := Dial(ctx, h.url, 0, h.token(0), ClientOptions{})
@@ -72,9 +73,16 @@ func BenchmarkMesophyllDispatch(b *testing.B) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- cl.Serve(ctx, constHandler{newFakeHandler()}) }()
-	defer func() { cl.Close(); <-served }()
+	b.Cleanup(func() { cl.Close(); <-served })
 	<-h.connected
-	c := h.srv.Conn(0)
+	return h.srv.Conn(0)
+}
+
+// BenchmarkMesophyllDispatch is a Conn.DispatchEvent round trip to a
+// worker whose Handler returns a constant small result.
+func BenchmarkMesophyllDispatch(b *testing.B) {
+	c := benchConn(b)
+	ctx := context.Background()
 	g := proto.GuildID(1)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -88,17 +96,8 @@ func BenchmarkMesophyllDispatch(b *testing.B) {
 // BenchmarkMesophyllDispatchParallel is DispatchEvent from many goroutines
 // on one connection.
 func BenchmarkMesophyllDispatchParallel(b *testing.B) {
-	h := newHarness(b, ServerOptions{Workers: 1})
+	c := benchConn(b)
 	ctx := context.Background()
-	cl, err := Dial(ctx, h.url, 0, h.token(0), ClientOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- cl.Serve(ctx, constHandler{newFakeHandler()}) }()
-	defer func() { cl.Close(); <-served }()
-	<-h.connected
-	c := h.srv.Conn(0)
 	g := proto.GuildID(1)
 	b.ReportAllocs()
 	b.SetParallelism(8)
