@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 )
