@@ -39,6 +39,19 @@ type Handler interface {
 	Tenants() int
 }
 
+// Inliner is an optional interface of a Handler. A worker that is idle —
+// nothing running and nothing queued — can run an event on the goroutine
+// that read it from the connection, which saves the hand-offs to and from
+// another goroutine (on a small machine each is a thread wake-up).
+// TryDispatchEvent runs ev like DispatchEvent if the worker is idle and
+// reports whether it did; otherwise the Client falls back to
+// DispatchEvent on a goroutine of its own. Store calls made while an event
+// runs inline are answered: the Client reads the connection from within
+// them, recognising them by the ctx it passed.
+type Inliner interface {
+	TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (v proto.Value, ran bool, err error)
+}
+
 // ClientOptions configure a Client.
 type ClientOptions struct {
 	// MaxFrame is the largest frame accepted, in bytes. Default 4 MiB.
@@ -59,6 +72,14 @@ type Client struct {
 	heartbeat time.Duration
 	buf       bytes.Buffer // read buffer, kept from Dial to Serve
 
+	// inlineCtx is the ctx of events run inline by Serve's goroutine;
+	// store calls made under it read the connection themselves.
+	inlineCtx context.Context
+	hctx      context.Context // the ctx of requests, cancelled when Serve stops
+	handler   Handler
+	pumpBuf   bytes.Buffer  // read buffer of those store calls
+	pumpMsg   proto.Message // the frame they read
+
 	served       atomic.Bool
 	shuttingDown atomic.Bool // Shutdown received: refuse new requests
 	shutDown     atomic.Bool // Shutdown completed
@@ -75,6 +96,7 @@ func Dial(ctx context.Context, url string, workerID int, token string, opts Clie
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Bearer "+token)
 	hdr.Set("X-Worker-Id", strconv.Itoa(workerID))
+	hdr.Set(maxFrameHeader, strconv.FormatInt(opts.MaxFrame, 10))
 	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
 		HTTPHeader:      hdr,
 		CompressionMode: websocket.CompressionDisabled,
@@ -101,7 +123,7 @@ func Dial(ctx context.Context, url string, workerID int, token string, opts Clie
 		err = fmt.Errorf("wait for Hello: %w", ctx.Err())
 	case err != nil:
 		err = fmt.Errorf("wait for Hello: %w", err)
-	case m.Hello == nil:
+	case m.Hello == nil || m.Batch != nil:
 		name, _ := messageName(&m)
 		err = fmt.Errorf("got %s before Hello", name)
 		c.link.shut(websocket.StatusPolicyViolation, "expected Hello", err)
@@ -110,6 +132,7 @@ func Dial(ctx context.Context, url string, workerID int, token string, opts Clie
 		ws.CloseNow()
 		return nil, fmt.Errorf("mesophyll: dial %s as worker %d: %w", url, workerID, err)
 	}
+	c.link.setBatchMax(m.Hello.MaxFrame)
 	c.heartbeat = time.Duration(m.Hello.HeartbeatIntervalMS) * time.Millisecond
 	if c.heartbeat <= 0 {
 		c.heartbeat = time.Second
@@ -137,6 +160,8 @@ func (c *Client) Serve(ctx context.Context, h Handler) error {
 	}
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	c.hctx, c.handler = hctx, h
+	c.inlineCtx = context.WithValue(hctx, pumpKey{}, c)
 	stop := context.AfterFunc(ctx, func() {
 		c.link.shut(websocket.StatusGoingAway, "worker stopping", fmt.Errorf("worker stopping: %w", context.Cause(ctx)))
 	})
@@ -147,15 +172,10 @@ func (c *Client) Serve(ctx context.Context, h Handler) error {
 	for {
 		err := c.link.readFrame(&c.buf, &m)
 		if err == nil {
-			err = c.handle(hctx, h, &m)
+			err = eachMessage(&m, func(m *proto.Message) error { return c.handle(hctx, h, m) })
 		}
 		if err != nil {
-			code, reason, cause := closeCause(err)
-			var fe *frameError
-			if errors.As(err, &fe) {
-				c.log.Error().Int("code", int(code)).Str("reason", reason).Msg("closing connection: protocol violation")
-			}
-			c.link.shut(code, reason, cause)
+			c.readFailed(err)
 			break
 		}
 	}
@@ -170,6 +190,16 @@ func (c *Client) Serve(ctx context.Context, h Handler) error {
 	return errors.New("mesophyll: master closed the connection")
 }
 
+// readFailed ends the link after reading failed with err.
+func (c *Client) readFailed(err error) {
+	code, reason, cause := closeCause(err)
+	var fe *frameError
+	if errors.As(err, &fe) {
+		c.log.Error().Int("code", int(code)).Str("reason", reason).Msg("closing connection: protocol violation")
+	}
+	c.link.shut(code, reason, cause)
+}
+
 // handle acts on one message of the master.
 func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error {
 	switch {
@@ -180,17 +210,13 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error 
 		}
 	case m.DispatchEvent != nil:
 		q := m.DispatchEvent
+		if c.inline(h, q) {
+			return nil
+		}
 		if q.ReqID == 0 {
 			c.run(func() {
-				ack := &proto.Ack{Seq: q.Seq}
-				if _, err := h.DispatchEvent(ctx, q.ID, q.Event); err != nil {
-					c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).
-						Err(err).Msg("nowait event failed")
-					ack.Code = proto.CodeOf(err)
-				}
-				if err := c.link.sendMsg(context.Background(), &proto.Message{Ack: ack}); err != nil {
-					c.log.Debug().Err(err).Uint64("seq", q.Seq).Msg("send Ack")
-				}
+				_, err := h.DispatchEvent(ctx, q.ID, q.Event)
+				c.ack(q, err)
 			}, func() {
 				c.log.Warn().Str("tenant", q.ID.String()).Uint64("seq", q.Seq).Msg("nowait event refused: shutting down")
 			})
@@ -219,6 +245,40 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error 
 		return &frameError{websocket.StatusPolicyViolation, "unexpected " + name + " from master"}
 	}
 	return nil
+}
+
+// inline runs q on this goroutine if h is an Inliner with nothing else to
+// do, sends its response or Ack, and reports whether it did.
+func (c *Client) inline(h Handler, q *proto.DispatchEvent) bool {
+	in, ok := h.(Inliner)
+	if !ok || c.shuttingDown.Load() {
+		return false
+	}
+	c.handlers.Add(1) // a Shutdown read meanwhile waits for it
+	defer c.handlers.Done()
+	res, ran, err := in.TryDispatchEvent(c.inlineCtx, q.ID, q.Event)
+	if !ran {
+		return false
+	}
+	if q.ReqID == 0 {
+		c.ack(q, err)
+	} else {
+		c.sendResponse(q.ReqID, res, err)
+	}
+	return true
+}
+
+// ack acknowledges nowait event q, which ended with err.
+func (c *Client) ack(q *proto.DispatchEvent, err error) {
+	ack := &proto.Ack{Seq: q.Seq}
+	if err != nil {
+		c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).
+			Err(err).Msg("nowait event failed")
+		ack.Code = proto.CodeOf(err)
+	}
+	if err := c.link.sendMsg(context.Background(), &proto.Message{Ack: ack}); err != nil {
+		c.log.Debug().Err(err).Uint64("seq", q.Seq).Msg("send Ack")
+	}
 }
 
 // run runs do in a new goroutine, or refused on this one once shutting

@@ -68,7 +68,12 @@ func (c *Client) storeCall(ctx context.Context, req uint64, m *proto.Message, ou
 	if err != nil {
 		return proto.Errorf(proto.CodeInvalidKV, "encode store request: %v", err)
 	}
-	res, err := c.link.call(ctx, req, b)
+	var res proto.Value
+	if ctx.Value(pumpKey{}) == c {
+		res, err = c.pumpCall(ctx, req, b)
+	} else {
+		res, err = c.link.call(ctx, req, b)
+	}
 	if err != nil {
 		return err
 	}
@@ -79,4 +84,46 @@ func (c *Client) storeCall(ctx context.Context, req uint64, m *proto.Message, ou
 		return proto.Errorf(proto.CodeStoreUnavailable, "decode store response: %v", err)
 	}
 	return nil
+}
+
+// pumpKey marks the ctx of events that Serve's goroutine runs inline; its
+// value is the Client.
+type pumpKey struct{}
+
+// pumpCall is the store call of an event run inline by Serve's goroutine:
+// no other goroutine reads the connection meanwhile, so it sends frame and
+// reads and handles frames itself until the response of req has arrived.
+// Requests read meanwhile are served the usual way, on goroutines of
+// their own. Its wait is bounded by the master, which answers every store
+// request within its store timeout, and by the connection's end; ctx is
+// checked between frames only, since a WebSocket read cut short would end
+// the connection.
+func (c *Client) pumpCall(ctx context.Context, req uint64, frame []byte) (proto.Value, error) {
+	ch, err := c.link.register(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.link.send(ctx, frame); err != nil {
+		c.link.forget(req)
+		return nil, err
+	}
+	for {
+		select {
+		case r := <-ch:
+			return r.value()
+		default:
+		}
+		err := c.link.readFrame(&c.pumpBuf, &c.pumpMsg)
+		if err == nil {
+			err = eachMessage(&c.pumpMsg, func(m *proto.Message) error { return c.handle(c.hctx, c.handler, m) })
+		}
+		if err != nil {
+			c.readFailed(err)
+			return (<-ch).value() // the end of the link answered every call
+		}
+		if ctx.Err() != nil {
+			c.link.forget(req)
+			return nil, proto.Errorf(proto.CodeTimeout, "master did not answer in time: %v", ctx.Err())
+		}
+	}
 }

@@ -147,7 +147,7 @@ func (c *Conn) serve() {
 		err := c.link.readFrame(&buf, &m)
 		if err == nil {
 			c.lastSeen.Store(time.Now().UnixNano())
-			err = c.handle(&m)
+			err = eachMessage(&m, c.handle)
 		}
 		if err != nil {
 			code, reason, cause := closeCause(err)

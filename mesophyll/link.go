@@ -32,9 +32,9 @@ type response struct {
 // table of calls waiting for a response, and the connection's end.
 type link struct {
 	ws *websocket.Conn
-	// wlock serialises writes; unlike a mutex, waiting for it respects
-	// a context.
-	wlock chan struct{}
+	// w serialises writes and combines the frames queued meanwhile
+	// into Batch frames (writer.go).
+	w writer
 	// lost is the code calls fail with when the connection ends.
 	lost string
 	// peer names the other end in errors, e.g. "worker 3".
@@ -53,7 +53,7 @@ type link struct {
 func newLink(ws *websocket.Conn, lost, peer string) *link {
 	return &link{
 		ws:      ws,
-		wlock:   make(chan struct{}, 1),
+		w:       writer{flushed: make(chan struct{})},
 		lost:    lost,
 		peer:    peer,
 		pending: make(map[uint64]chan response),
@@ -63,30 +63,6 @@ func newLink(ws *websocket.Conn, lost, peer string) *link {
 
 // reqID returns a fresh request id, never 0.
 func (l *link) reqID() uint64 { return l.next.Add(1) }
-
-// send writes one encoded frame. Waiting for the write lock respects ctx;
-// the write itself does not, since a frame cut short would break the
-// connection for every other call.
-func (l *link) send(ctx context.Context, frame []byte) error {
-	select {
-	case l.wlock <- struct{}{}:
-	default:
-		select {
-		case l.wlock <- struct{}{}:
-		case <-ctx.Done():
-			return proto.Errorf(proto.CodeTimeout, "send to %s: %v", l.peer, ctx.Err())
-		case <-l.done:
-			return l.lostError()
-		}
-	}
-	err := l.ws.Write(context.Background(), websocket.MessageText, frame)
-	<-l.wlock
-	if err != nil {
-		l.shut(websocket.StatusInternalError, "write failed", fmt.Errorf("write frame: %w", err))
-		return l.lostError()
-	}
-	return nil
-}
 
 // sendMsg encodes m and sends it.
 func (l *link) sendMsg(ctx context.Context, m *proto.Message) error {
@@ -99,38 +75,47 @@ func (l *link) sendMsg(ctx context.Context, m *proto.Message) error {
 
 // call sends frame, which carries request id, and waits for its response.
 func (l *link) call(ctx context.Context, id uint64, frame []byte) (proto.Value, error) {
-	ch := make(chan response, 1)
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return nil, l.lostError()
+	ch, err := l.register(id)
+	if err != nil {
+		return nil, err
 	}
-	l.pending[id] = ch
-	l.mu.Unlock()
-
 	if err := l.send(ctx, frame); err != nil {
 		l.forget(id)
 		return nil, err
 	}
 	select {
 	case r := <-ch:
-		if r.err != nil {
-			return nil, r.err
-		}
-		return r.result, nil
+		return r.value()
 	case <-ctx.Done():
 		l.forget(id)
 		// The response may have arrived meanwhile; prefer it.
 		select {
 		case r := <-ch:
-			if r.err != nil {
-				return nil, r.err
-			}
-			return r.result, nil
+			return r.value()
 		default:
 		}
 		return nil, proto.Errorf(proto.CodeTimeout, "%s did not answer in time: %v", l.peer, ctx.Err())
 	}
+}
+
+// register makes ch wait for the response to request id.
+func (l *link) register(id uint64) (chan response, error) {
+	ch := make(chan response, 1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, l.lostErrorLocked()
+	}
+	l.pending[id] = ch
+	return ch, nil
+}
+
+// value returns the result or error of a response.
+func (r response) value() (proto.Value, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	return r.result, nil
 }
 
 // forget removes a pending call.
@@ -163,8 +148,13 @@ func (l *link) inFlight() int {
 // lostError is the error of calls on an ended link.
 func (l *link) lostError() *proto.Error {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lostErrorLocked()
+}
+
+// lostErrorLocked is lostError with l.mu held.
+func (l *link) lostErrorLocked() *proto.Error {
 	cause := l.cause
-	l.mu.Unlock()
 	if cause == nil {
 		return proto.Errorf(l.lost, "connection to %s closed", l.peer)
 	}
@@ -184,9 +174,9 @@ func (l *link) shut(code websocket.StatusCode, reason string, cause error) bool 
 	l.cause = cause
 	waiting := l.pending
 	l.pending = nil
+	err := l.lostErrorLocked()
 	l.mu.Unlock()
 
-	err := l.lostError()
 	for _, ch := range waiting {
 		ch <- response{err: err}
 	}
@@ -241,11 +231,48 @@ func (l *link) readFrame(buf *bytes.Buffer, m *proto.Message) error {
 	if err := json.Unmarshal(buf.Bytes(), m); err != nil {
 		return &frameError{websocket.StatusInvalidFramePayloadData, "invalid frame: " + err.Error()}
 	}
-	if name, n := messageName(m); n != 1 {
-		if n == 0 {
-			return &frameError{websocket.StatusPolicyViolation, "frame holds no known message"}
+	if err := checkOne(m, "frame"); err != nil {
+		return err
+	}
+	if m.Batch == nil {
+		return nil
+	}
+	if len(m.Batch) == 0 {
+		return &frameError{websocket.StatusPolicyViolation, "empty Batch"}
+	}
+	for i := range m.Batch {
+		if err := checkOne(&m.Batch[i], fmt.Sprintf("Batch element %d", i)); err != nil {
+			return err
 		}
-		return &frameError{websocket.StatusPolicyViolation, fmt.Sprintf("frame holds %d messages (%s, ...), want one", n, name)}
+		if m.Batch[i].Batch != nil {
+			return &frameError{websocket.StatusPolicyViolation, fmt.Sprintf("Batch element %d is a Batch", i)}
+		}
+	}
+	return nil
+}
+
+// checkOne checks that m, which is what, holds exactly one message.
+func checkOne(m *proto.Message, what string) error {
+	name, n := messageName(m)
+	switch n {
+	case 1:
+		return nil
+	case 0:
+		return &frameError{websocket.StatusPolicyViolation, what + " holds no known message"}
+	}
+	return &frameError{websocket.StatusPolicyViolation, fmt.Sprintf("%s holds %d messages (%s, ...), want one", what, n, name)}
+}
+
+// eachMessage calls fn with the message of a frame read by readFrame, or
+// with each message of its Batch in order, until fn fails.
+func eachMessage(m *proto.Message, fn func(*proto.Message) error) error {
+	if m.Batch == nil {
+		return fn(m)
+	}
+	for i := range m.Batch {
+		if err := fn(&m.Batch[i]); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -278,6 +305,7 @@ func messageName(m *proto.Message) (string, int) {
 	see(m.KvSet != nil, "KvSet")
 	see(m.KvDelete != nil, "KvDelete")
 	see(m.KvFind != nil, "KvFind")
+	see(m.Batch != nil, "Batch")
 	return name, n
 }
 

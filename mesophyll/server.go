@@ -191,8 +191,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.opts.MaxFrame)
 	c := newConn(s, id, ws)
+	// A worker that announces its frame limit takes Batch frames.
+	peerMax, _ := strconv.ParseInt(r.Header.Get(maxFrameHeader), 10, 64)
+	c.link.setBatchMax(peerMax)
 
-	hello, _ := json.Marshal(proto.Message{Hello: &proto.Hello{HeartbeatIntervalMS: s.opts.HeartbeatInterval.Milliseconds()}})
+	hello, _ := json.Marshal(proto.Message{Hello: &proto.Hello{
+		HeartbeatIntervalMS: s.opts.HeartbeatInterval.Milliseconds(),
+		MaxFrame:            s.opts.MaxFrame,
+	}})
 	if err := c.link.send(context.Background(), hello); err != nil {
 		s.release(id, nil)
 		s.log.Warn().Int("worker", id).Err(err).Msg("send Hello")

@@ -145,6 +145,12 @@ func TestBadFrames(t *testing.T) {
 		{"two messages", websocket.MessageText, `{"Ack":{"seq":1},"Heartbeat":{"tenants":1}}`, websocket.StatusPolicyViolation},
 		{"wrong direction", websocket.MessageText, `{"Hello":{"heartbeat_interval_ms":5}}`, websocket.StatusPolicyViolation},
 		{"binary", websocket.MessageBinary, `{"Ack":{"seq":1}}`, websocket.StatusUnsupportedData},
+		{"empty batch", websocket.MessageText, `{"Batch":[]}`, websocket.StatusPolicyViolation},
+		{"nested batch", websocket.MessageText, `{"Batch":[{"Batch":[{"Ack":{"seq":1}}]}]}`, websocket.StatusPolicyViolation},
+		{"batch element without a message", websocket.MessageText, `{"Batch":[{"Ack":{"seq":1}},{}]}`, websocket.StatusPolicyViolation},
+		{"batch element with two messages", websocket.MessageText, `{"Batch":[{"Ack":{"seq":1},"Heartbeat":{"tenants":1}}]}`, websocket.StatusPolicyViolation},
+		{"batch with a message for the worker", websocket.MessageText, `{"Batch":[{"Ack":{"seq":1}},{"Shutdown":{}}]}`, websocket.StatusPolicyViolation},
+		{"batch and a message", websocket.MessageText, `{"Batch":[{"Ack":{"seq":1}}],"Ack":{"seq":2}}`, websocket.StatusPolicyViolation},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, ServerOptions{Workers: 2, MaxFrame: 1024})

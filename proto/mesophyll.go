@@ -28,13 +28,23 @@ type Message struct {
 	KvSet            *KvSet            `json:"KvSet,omitempty"`
 	KvDelete         *KvDelete         `json:"KvDelete,omitempty"`
 	KvFind           *KvFind           `json:"KvFind,omitempty"`
+	// Batch carries several messages in one frame, in order; either side
+	// may send it once the other has announced its frame limit (Hello's
+	// max_frame, the upgrade's X-Mesophyll-Max-Frame header). It holds at
+	// least one message, none of them a Batch.
+	//
+	//	{"Batch":[{"DispatchResponse":{"req_id":7,"result":1}},{"Ack":{"seq":3}}]}
+	Batch []Message `json:"Batch,omitempty"`
 }
 
 // Hello is the first frame the master sends on a new connection.
 //
-//	{"Hello":{"heartbeat_interval_ms":1000}}
+//	{"Hello":{"heartbeat_interval_ms":1000,"max_frame":4194304}}
 type Hello struct {
 	HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
+	// MaxFrame is the largest frame the master accepts, in bytes; a
+	// worker may send Batch frames up to this size. Absent: no Batch.
+	MaxFrame int64 `json:"max_frame,omitempty"`
 }
 
 // DispatchEvent asks the worker to dispatch an event. With ReqID the worker

@@ -1,0 +1,359 @@
+package mesophyll
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// linkPair returns a link over a fresh WebSocket connection and the raw
+// connection at its other end.
+func linkPair(t *testing.T) (*link, *websocket.Conn) {
+	t.Helper()
+	peer := make(chan *websocket.Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		peer <- ws
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	other := <-peer
+	t.Cleanup(func() { other.CloseNow() })
+	return newLink(ws, proto.CodeWorkerUnavailable, "test peer"), other
+}
+
+// readFrames reads n frames from ws.
+func readFrames(t *testing.T, ws *websocket.Conn, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out []string
+	for range n {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("read frame %d: %v", len(out), err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+func TestWritesQueuedBehindAWriteGoOutAsBatches(t *testing.T) {
+	frames := []string{`{"Ack":{"seq":1}}`, `{"Ack":{"seq":2}}`, `{"Ack":{"seq":3}}`, `{"Ack":{"seq":4}}`}
+	for _, tc := range []struct {
+		name     string
+		peerMax  int64
+		wantSent []string
+	}{
+		{"one batch", 1 << 20, []string{`{"Batch":[` + strings.Join(frames, ",") + `]}`}},
+		{"split at the peer's limit", int64(len(`{"Batch":[]}`) + len(frames[0]) + 1 + len(frames[1])),
+			[]string{`{"Batch":[` + frames[0] + "," + frames[1] + `]}`, `{"Batch":[` + frames[2] + "," + frames[3] + `]}`}},
+		{"frames over the limit go alone", 10, frames},
+		{"peer takes no batches", 0, frames},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, peer := linkPair(t)
+			l.setBatchMax(tc.peerMax)
+			// A write is in progress: sends queue behind it and return.
+			l.w.mu.Lock()
+			l.w.writing = true
+			l.w.mu.Unlock()
+			for _, f := range frames {
+				if err := l.send(context.Background(), []byte(f)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The writer finishes and writes what was queued.
+			l.drain(-1)
+			got := readFrames(t, peer, len(tc.wantSent))
+			for i := range got {
+				if got[i] != tc.wantSent[i] {
+					t.Fatalf("frame %d: %s\nwant %s", i, got[i], tc.wantSent[i])
+				}
+			}
+			// Idle again: the next frame goes out at once, alone.
+			if err := l.send(context.Background(), []byte(`{"Ack":{"seq":5}}`)); err != nil {
+				t.Fatal(err)
+			}
+			if got := readFrames(t, peer, 1)[0]; got != `{"Ack":{"seq":5}}` {
+				t.Fatalf("frame after the batch: %s", got)
+			}
+			var batches int64
+			for _, s := range tc.wantSent {
+				if strings.HasPrefix(s, `{"Batch"`) {
+					batches++
+				}
+			}
+			if n := l.batchesWritten(); n != batches {
+				t.Fatalf("batchesWritten() = %d, want %d", n, batches)
+			}
+		})
+	}
+}
+
+func TestFullWriteQueueMakesSendersWait(t *testing.T) {
+	l, peer := linkPair(t)
+	l.setBatchMax(1 << 20)
+	l.w.mu.Lock()
+	l.w.writing = true
+	l.w.queued = maxQueued // someone queued a lot behind a stuck write
+	l.w.queue = append(l.w.queue, []byte(`{"Ack":{"seq":1}}`))
+	l.w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := l.send(ctx, []byte(`{"Ack":{"seq":2}}`))
+	wantCode(t, err, proto.CodeTimeout)
+
+	sent := make(chan error, 1)
+	go func() { sent <- l.send(context.Background(), []byte(`{"Ack":{"seq":3}}`)) }()
+	select {
+	case err := <-sent:
+		t.Fatalf("send returned (%v) while the queue was full", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	l.drain(-1) // the stuck write ends: the queue is taken, the sender goes on
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	got := readFrames(t, peer, 1)[0]
+	if got != `{"Ack":{"seq":1}}` {
+		t.Fatalf("first frame %s", got)
+	}
+	// The waiting sender wrote its own frame once there was room.
+	if got := readFrames(t, peer, 1)[0]; got != `{"Ack":{"seq":3}}` {
+		t.Fatalf("second frame %s", got)
+	}
+}
+
+func TestBatchFromWorkerIsHandledInOrder(t *testing.T) {
+	h := newHarness(t, ServerOptions{Workers: 1})
+	ws, _, err := h.rawDial(0, h.token(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	h.waitConnected(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	frame := `{"Batch":[{"Ack":{"seq":1}},{"Heartbeat":{"tenants":9}},{"Ack":{"seq":2}},{"Ack":{"seq":3}}]}`
+	if err := ws.Write(ctx, websocket.MessageText, []byte(frame)); err != nil {
+		t.Fatal(err)
+	}
+	for want := uint64(1); want <= 3; want++ {
+		select {
+		case got := <-h.acks:
+			if got != want {
+				t.Fatalf("ack %d, want %d", got, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("ack %d never handled", want)
+		}
+	}
+	for {
+		select {
+		case hb := <-h.heartbeats:
+			if hb.Tenants == 9 {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("the batch's heartbeat was not handled")
+		}
+	}
+}
+
+func TestHelloAnnouncesTheFrameLimit(t *testing.T) {
+	h := newHarness(t, ServerOptions{Workers: 2, MaxFrame: 12345})
+	hdr := http.Header{}
+	hdr.Set("Authorization", "Bearer "+h.token(0))
+	hdr.Set("X-Worker-Id", "0")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, h.url, &websocket.DialOptions{HTTPHeader: hdr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	_, b, err := ws.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m proto.Message
+	if err := json.Unmarshal(b, &m); err != nil || m.Hello == nil || m.Hello.MaxFrame != 12345 {
+		t.Fatalf("Hello %s (%v): want max_frame 12345", b, err)
+	}
+
+	// The Client takes the limit from Hello.
+	cl, err := Dial(ctx, h.url, 1, h.token(1), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if got := cl.link.w.batchMax; got != 12345 {
+		t.Fatalf("client batch limit %d, want 12345 (the master's max_frame)", got)
+	}
+	// The master batches only to a worker that announced its limit.
+	for range 2 { // both connections are registered, in either order
+		select {
+		case <-h.connected:
+		case <-ctx.Done():
+			t.Fatal("workers never connected")
+		}
+	}
+	if got := h.srv.Conn(0).link.w.batchMax; got != 0 {
+		t.Fatalf("master batches up to %d bytes to a worker that announced no limit", got)
+	}
+	if got := h.srv.Conn(1).link.w.batchMax; got != batchMax {
+		t.Fatalf("master batches up to %d bytes to the Client, want %d", got, batchMax)
+	}
+}
+
+// inlineHandler is a fakeHandler that runs events inline when not busy;
+// the event "kv" reads the key named by its data through the Client.
+type inlineHandler struct {
+	*fakeHandler
+	cl              atomic.Pointer[Client]
+	busy            atomic.Bool
+	inlined, queued atomic.Int64
+}
+
+func (h *inlineHandler) TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, bool, error) {
+	if !h.busy.CompareAndSwap(false, true) {
+		return nil, false, nil
+	}
+	defer h.busy.Store(false)
+	h.inlined.Add(1)
+	if ev.Name == "kv" {
+		var key string
+		_ = json.Unmarshal(ev.Data, &key)
+		v, found, err := h.cl.Load().KvGet(ctx, id, key)
+		if err != nil {
+			return nil, true, err
+		}
+		b, _ := json.Marshal(map[string]any{"found": found, "value": v})
+		return b, true, nil
+	}
+	v, err := h.fakeHandler.DispatchEvent(ctx, id, ev)
+	return v, true, err
+}
+
+func (h *inlineHandler) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, error) {
+	h.queued.Add(1)
+	return h.fakeHandler.DispatchEvent(ctx, id, ev)
+}
+
+func TestInlineEventsAndTheirStoreCalls(t *testing.T) {
+	h := newHarness(t, ServerOptions{Workers: 1})
+	g := proto.GuildID(1)
+	h.backend.kv[g.String()+"/count"] = json.RawMessage(`3`)
+	hd := &inlineHandler{fakeHandler: newFakeHandler()}
+	cl, c, _ := h.worker(0, hd)
+	hd.cl.Store(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// An idle worker runs the event inline, store call included: the
+	// reading goroutine answers its own store request.
+	res, err := c.DispatchEvent(ctx, g, proto.Event{Name: "kv", Data: proto.Value(`"count"`)})
+	if err != nil || string(res) != `{"found":true,"value":3}` {
+		t.Fatalf("inline kv: %s %v", res, err)
+	}
+	if hd.inlined.Load() != 1 || hd.queued.Load() != 0 {
+		t.Fatalf("inlined %d, queued %d: want the event run inline", hd.inlined.Load(), hd.queued.Load())
+	}
+
+	// While an inline event waits for the store, the connection keeps
+	// being read: another event is served (not inline: the worker is busy)
+	// and a nowait event is acknowledged.
+	slow := make(chan error, 1)
+	go func() {
+		_, err := c.DispatchEvent(ctx, g, proto.Event{Name: "kv", Data: proto.Value(`"slow"`)})
+		slow <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.backend.slow.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if res, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil || string(res) != `{"ok":true}` {
+		t.Fatalf("event during an inline store call: %s %v", res, err)
+	}
+	if err := c.DispatchEventNoWait(g, proto.Event{Name: "Ping"}, 7); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case seq := <-h.acks:
+		if seq != 7 {
+			t.Fatalf("ack %d, want 7", seq)
+		}
+	case <-ctx.Done():
+		t.Fatal("nowait event not acknowledged during an inline store call")
+	}
+	if hd.queued.Load() != 2 {
+		t.Fatalf("queued %d events, want 2 (the worker was busy)", hd.queued.Load())
+	}
+	select {
+	case err := <-slow:
+		t.Fatalf("the slow store call returned early: %v", err)
+	default:
+	}
+	close(h.backend.release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	// Idle again: inline again.
+	before := hd.inlined.Load()
+	if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
+		t.Fatal(err)
+	}
+	if hd.inlined.Load() != before+1 {
+		t.Fatal("an idle worker's event was not run inline")
+	}
+}
+
+func TestInlineStoreCallEndsWithTheConnection(t *testing.T) {
+	h := newHarness(t, ServerOptions{Workers: 1})
+	g := proto.GuildID(1)
+	hd := &inlineHandler{fakeHandler: newFakeHandler()}
+	cl, c, served := h.worker(0, hd)
+	hd.cl.Store(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	call := make(chan error, 1)
+	go func() {
+		_, err := c.DispatchEvent(ctx, g, proto.Event{Name: "kv", Data: proto.Value(`"slow"`)})
+		call <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.backend.slow.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	c.Close("test")
+	wantCode(t, <-call, proto.CodeWorkerUnavailable)
+	select {
+	case err := <-served:
+		if err == nil {
+			t.Fatal("Serve returned nil after the master closed the connection")
+		}
+	case <-ctx.Done():
+		t.Fatal("Serve did not return after the connection ended during an inline store call")
+	}
+	close(h.backend.release)
+}

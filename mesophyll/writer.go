@@ -1,0 +1,196 @@
+package mesophyll
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/coder/websocket"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// Writes are combined. A sender that finds the connection idle writes its
+// frame itself, with no hand-off to another goroutine, so a lone call pays
+// nothing for combining. Frames sent while a write is in progress are
+// queued, and the goroutine that was writing sends everything queued
+// meanwhile as one Batch frame ({"Batch":[m1,m2,...]}) when it is done:
+// under load one write system call carries many messages in each
+// direction. Order is preserved.
+
+// maxFrameHeader is the upgrade request's header in which a worker
+// announces the largest frame it accepts; the master sends Batch frames
+// only to a worker that did.
+const maxFrameHeader = "X-Mesophyll-Max-Frame"
+
+// batchMax is the largest Batch frame written, in bytes; the peer's frame
+// limit lowers it. A frame larger than this is written alone.
+const batchMax = 64 << 10
+
+// maxQueued bounds the bytes of frames waiting behind a write: a sender
+// that finds more waits (respecting its ctx) until the queue is taken.
+const maxQueued = 4 << 20
+
+// leaderRounds is how many batches a sender writes for others after its own
+// frame before it hands the rest of the queue to a new goroutine and goes
+// back to its caller.
+const leaderRounds = 4
+
+// writer is a link's write side.
+type writer struct {
+	mu      sync.Mutex
+	writing bool     // a goroutine is writing; others queue
+	queue   [][]byte // frames waiting, in order
+	spare   [][]byte // an emptied queue, reused
+	queued  int      // bytes in queue
+	// flushed, when not nil, is closed when the queue is next taken;
+	// senders waiting for room made it.
+	flushed chan struct{}
+	// batchMax is the largest Batch frame the peer accepts; 0 when the
+	// peer did not say it takes Batch frames.
+	batchMax int
+	// buf holds the Batch frame being built; only the goroutine writing
+	// uses it.
+	buf []byte
+	// batches counts the Batch frames written (tests and benchmarks).
+	batches atomic.Int64
+}
+
+// setBatchMax lets the link combine frames into Batch frames of at most
+// peerMax bytes (capped at batchMax); peerMax 0 turns combining off.
+func (l *link) setBatchMax(peerMax int64) {
+	l.w.mu.Lock()
+	defer l.w.mu.Unlock()
+	l.w.batchMax = int(min(max(peerMax, 0), batchMax))
+}
+
+// send writes one encoded frame, or queues it behind the write in
+// progress; queued frames are written by that writer, so send returns
+// without waiting for them. Only waiting for room in a full queue respects
+// ctx: a frame cut short would break the connection for every other call.
+// An error means the frame will not be sent; a queued frame that fails to
+// be written ends the link, which fails every waiting call.
+func (l *link) send(ctx context.Context, frame []byte) error {
+	w := &l.w
+	w.mu.Lock()
+	for w.writing && w.queued > 0 && w.queued+len(frame) > maxQueued {
+		if w.flushed == nil {
+			w.flushed = make(chan struct{})
+		}
+		ch := w.flushed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return proto.Errorf(proto.CodeTimeout, "send to %s: %v", l.peer, ctx.Err())
+		case <-l.done:
+			return l.lostError()
+		}
+		w.mu.Lock()
+	}
+	select {
+	case <-l.done:
+		w.mu.Unlock()
+		return l.lostError()
+	default:
+	}
+	if w.writing {
+		w.queue = append(w.queue, frame)
+		w.queued += len(frame)
+		w.mu.Unlock()
+		return nil
+	}
+	w.writing = true
+	w.mu.Unlock()
+
+	if err := l.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
+		l.writeFailed(err)
+		return l.lostError()
+	}
+	l.drain(leaderRounds)
+	return nil
+}
+
+// drain writes the queued frames until the queue is empty, then marks the
+// link idle. After rounds batches (rounds < 0: no limit) it hands the rest
+// to a new goroutine.
+func (l *link) drain(rounds int) {
+	w := &l.w
+	for i := 0; ; i++ {
+		w.mu.Lock()
+		if len(w.queue) == 0 {
+			w.writing = false
+			w.mu.Unlock()
+			return
+		}
+		if i == rounds {
+			w.mu.Unlock()
+			go l.drain(-1)
+			return
+		}
+		frames, limit := w.queue, w.batchMax
+		w.queue, w.spare = w.spare, nil
+		w.queued = 0
+		if w.flushed != nil {
+			close(w.flushed)
+			w.flushed = nil
+		}
+		w.mu.Unlock()
+
+		err := l.writeFrames(frames, limit)
+		clear(frames)
+		w.mu.Lock()
+		w.spare = frames[:0]
+		if err != nil {
+			w.queue, w.queued = nil, 0
+			w.writing = false
+		}
+		w.mu.Unlock()
+		if err != nil {
+			l.writeFailed(err)
+			return
+		}
+	}
+}
+
+// writeFrames writes frames in order, combining consecutive ones into
+// Batch frames of at most limit bytes. Only the goroutine writing calls
+// it.
+func (l *link) writeFrames(frames [][]byte, limit int) error {
+	w := &l.w
+	const open, sep, end = `{"Batch":[`, ",", `]}`
+	for len(frames) > 0 {
+		n, size := 1, len(open)+len(frames[0])+len(end)
+		for n < len(frames) && size+len(sep)+len(frames[n]) <= limit {
+			size += len(sep) + len(frames[n])
+			n++
+		}
+		frame := frames[0]
+		if n > 1 {
+			b := append(w.buf[:0], open...)
+			for i, f := range frames[:n] {
+				if i > 0 {
+					b = append(b, sep...)
+				}
+				b = append(b, f...)
+			}
+			frame = append(b, end...)
+			w.buf = frame
+			w.batches.Add(1)
+		}
+		if err := l.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
+			return err
+		}
+		frames = frames[n:]
+	}
+	return nil
+}
+
+// writeFailed ends the link after a failed write.
+func (l *link) writeFailed(err error) {
+	l.shut(websocket.StatusInternalError, "write failed", fmt.Errorf("write frame: %w", err))
+}
+
+// batchesWritten returns the number of Batch frames written so far.
+func (l *link) batchesWritten() int64 { return l.w.batches.Load() }
