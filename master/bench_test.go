@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"encoding/json"
+	"runtime"
 	"testing"
 	"time"
 
@@ -189,7 +190,14 @@ func BenchmarkDispatchProcessEmpty(b *testing.B) {
 
 // BenchmarkChanRoundTrip is the thread topology's transport floor: a
 // request carrying its own reply channel, served by another goroutine.
-func BenchmarkChanRoundTrip(b *testing.B) {
+func BenchmarkChanRoundTrip(b *testing.B) { benchChanRoundTrip(b, false) }
+
+// BenchmarkChanRoundTripLocked is BenchmarkChanRoundTrip with the serving
+// goroutine locked to its OS thread, as the thread topology's contract
+// locks each worker: the floor that contract sets, with no Lua at all.
+func BenchmarkChanRoundTripLocked(b *testing.B) { benchChanRoundTrip(b, true) }
+
+func benchChanRoundTrip(b *testing.B, lock bool) {
 	type request struct {
 		n     int
 		reply chan int
@@ -197,6 +205,9 @@ func BenchmarkChanRoundTrip(b *testing.B) {
 	queue := make(chan request, 64)
 	defer close(queue)
 	go func() {
+		if lock {
+			runtime.LockOSThread()
+		}
 		for r := range queue {
 			r.reply <- r.n + 1
 		}

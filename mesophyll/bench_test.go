@@ -2,7 +2,6 @@ package mesophyll
 
 import (
 	"context"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -25,25 +24,16 @@ var benchEvent = proto.Event{Name: "Ping", Data: proto.Value(`{"channel":"123456
 // BenchmarkWSEcho is the floor: a raw coder/websocket loopback round trip
 // of a ~200-byte text frame, echoed by the server.
 func BenchmarkWSEcho(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		for {
-			typ, msg, err := ws.Read(context.Background())
-			if err != nil {
-				return
-			}
-			if err := ws.Write(context.Background(), typ, msg); err != nil {
-				return
-			}
-		}
-	}))
+	srv := httptest.NewServer(echoHandler)
 	defer srv.Close()
+	benchEcho(b, "ws"+strings.TrimPrefix(srv.URL, "http"))
+}
+
+// benchEcho measures round trips of a dispatch-sized frame to the echo
+// server at url.
+func benchEcho(b *testing.B, url string) {
 	ctx := context.Background()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled})
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		b.Fatal(err)
 	}

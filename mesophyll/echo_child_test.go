@@ -1,0 +1,89 @@
+package mesophyll
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/coder/websocket"
+)
+
+// echoChildEnv makes the test binary an echo server (BenchmarkWSEchoProcess).
+const echoChildEnv = "MESOPHYLL_BENCH_ECHO_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(echoChildEnv) != "" {
+		serveEchoChild()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// echoHandler echoes every WebSocket message back.
+var echoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		return
+	}
+	defer ws.CloseNow()
+	for {
+		typ, msg, err := ws.Read(context.Background())
+		if err != nil {
+			return
+		}
+		if err := ws.Write(context.Background(), typ, msg); err != nil {
+			return
+		}
+	}
+})
+
+// serveEchoChild serves echoHandler on 127.0.0.1:0, prints the address
+// and serves until its stdin closes (the benchmark ended or died).
+func serveEchoChild() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr().String())
+	go func() { _ = http.Serve(ln, echoHandler) }()
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+}
+
+// BenchmarkWSEchoProcess is BenchmarkWSEcho with the echo server in another
+// process, as a worker process is: the transport floor of the process
+// topology, wake-ups of the other process included.
+func BenchmarkWSEchoProcess(b *testing.B) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), echoChildEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		b.Fatalf("echo child: %v", err)
+	}
+	benchEcho(b, "ws://"+strings.TrimSpace(addr))
+}
