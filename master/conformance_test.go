@@ -51,7 +51,7 @@ var topologies = []struct {
 func startTestProcessPool(tb testing.TB, n int, st store.Store, cfg ProcessConfig) *processPool {
 	tb.Helper()
 	fatal := func(err error) { tb.Errorf("process pool: %v", err) }
-	pp, err := startProcessPool(n, "127.0.0.1:0", cfg, st, NewQuarantine(3, time.Minute), zerolog.Nop(), fatal)
+	pp, err := startProcessPool(n, "unix", cfg, st, NewQuarantine(3, time.Minute), zerolog.Nop(), fatal)
 	if err != nil {
 		tb.Fatal(err)
 	}

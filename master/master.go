@@ -29,7 +29,8 @@ type Config struct {
 	ThreadWorkers int
 	// ProcessWorkers > 0 selects the process topology (the default).
 	ProcessWorkers int
-	// MesophyllListen is where process workers connect (loopback).
+	// MesophyllListen is where process workers connect: "unix", "unix:PATH"
+	// or a loopback host:port (mesophyll.Listen).
 	MesophyllListen string
 	// Process configures spawning and supervision of process workers.
 	Process ProcessConfig

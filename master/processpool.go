@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -24,7 +23,8 @@ type processPool struct {
 	workers []*procWorker
 	meso    *mesophyll.Server
 	http    *http.Server
-	addr    string
+	ln      *mesophyll.Listener
+	addr    string // the URL workers dial
 
 	restarting sync.Mutex
 }
@@ -45,9 +45,9 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 		OnAck:             func(id int, ack proto.Ack) { pp.workers[id].onAck(ack) },
 		OnHeartbeat:       func(id int, hb proto.Heartbeat) { pp.workers[id].onHeartbeat(hb) },
 	})
-	ln, err := net.Listen("tcp", listen)
+	ln, err := mesophyll.Listen(listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen for Mesophyll on %s: %w", listen, err)
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/ws", pp.meso)
@@ -57,8 +57,9 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 			fatal(fmt.Errorf("serve Mesophyll: %w", err))
 		}
 	}()
-	pp.addr = ln.Addr().String()
-	cfg.Args = append([]string{"--mesophyll-url", "ws://" + pp.addr + "/ws"}, cfg.Args...)
+	pp.ln = ln
+	pp.addr = ln.URL()
+	cfg.Args = append([]string{"--mesophyll-url", pp.addr}, cfg.Args...)
 	var once sync.Once
 	fatalOnce := func(err error) { once.Do(func() { fatal(err) }) }
 	for i := range pp.workers {
@@ -90,6 +91,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 func (pp *processPool) Kill(ctx context.Context) error {
 	err := pp.Pool.Kill(ctx)
 	_ = pp.http.Close()
+	_ = pp.ln.Close() // removes a Unix socket
 	return err
 }
 

@@ -33,7 +33,8 @@ func BenchmarkWSEcho(b *testing.B) {
 // server at url.
 func benchEcho(b *testing.B, url string) {
 	ctx := context.Background()
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled})
+	target, hc := dialTarget(url)
+	ws, _, err := websocket.Dial(ctx, target, &websocket.DialOptions{HTTPClient: hc, CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		b.Fatal(err)
 	}

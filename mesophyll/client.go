@@ -87,8 +87,9 @@ type Client struct {
 }
 
 // Dial connects worker workerID to the master's Mesophyll endpoint url
-// (e.g. ws://127.0.0.1:7000/ws), authenticating with token, and waits for
-// Hello. ctx bounds the whole handshake.
+// (ws://127.0.0.1:7000/ws, or unix:PATH for a Unix socket: see
+// Listener.URL), authenticating with token, and waits for Hello. ctx bounds
+// the whole handshake.
 func Dial(ctx context.Context, url string, workerID int, token string, opts ClientOptions) (*Client, error) {
 	if opts.MaxFrame <= 0 {
 		opts.MaxFrame = DefaultMaxFrame
@@ -97,7 +98,9 @@ func Dial(ctx context.Context, url string, workerID int, token string, opts Clie
 	hdr.Set("Authorization", "Bearer "+token)
 	hdr.Set("X-Worker-Id", strconv.Itoa(workerID))
 	hdr.Set(maxFrameHeader, strconv.FormatInt(opts.MaxFrame, 10))
-	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+	target, hc := dialTarget(url)
+	ws, resp, err := websocket.Dial(ctx, target, &websocket.DialOptions{
+		HTTPClient:      hc,
 		HTTPHeader:      hdr,
 		CompressionMode: websocket.CompressionDisabled,
 	})

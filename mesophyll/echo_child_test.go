@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -44,22 +44,31 @@ var echoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) 
 	}
 })
 
-// serveEchoChild serves echoHandler on 127.0.0.1:0, prints the address
-// and serves until its stdin closes (the benchmark ended or died).
+// serveEchoChild serves echoHandler on 127.0.0.1:0 and on a Unix socket
+// (Listen("unix")), prints both URLs on one line and serves until its
+// stdin closes (the benchmark ended or died).
 func serveEchoChild() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tcp, err := Listen("127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Println(ln.Addr().String())
-	go func() { _ = http.Serve(ln, echoHandler) }()
+	unix, err := Listen("unix")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer unix.Close()
+	fmt.Println(tcp.URL(), unix.URL())
+	go func() { _ = http.Serve(tcp, echoHandler) }()
+	go func() { _ = http.Serve(unix, echoHandler) }()
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 }
 
 // BenchmarkWSEchoProcess is BenchmarkWSEcho with the echo server in another
 // process, as a worker process is: the transport floor of the process
-// topology, wake-ups of the other process included.
+// topology, wake-ups of the other process included, over TCP loopback and
+// over a Unix socket (Mesophyll's default).
 func BenchmarkWSEchoProcess(b *testing.B) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), echoChildEnv+"=1")
@@ -77,13 +86,21 @@ func BenchmarkWSEchoProcess(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		stdin.Close() // the child removes its socket and exits
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
 	})
-	addr, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		b.Fatalf("echo child: %v", err)
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	urls := strings.Fields(line)
+	if err != nil || len(urls) != 2 {
+		b.Fatalf("echo child said %q: %v", line, err)
 	}
-	benchEcho(b, "ws://"+strings.TrimSpace(addr))
+	b.Run("tcp", func(b *testing.B) { benchEcho(b, urls[0]) })
+	b.Run("unix", func(b *testing.B) { benchEcho(b, urls[1]) })
 }

@@ -84,7 +84,8 @@ func (r *report) build() {
 	ch, chOK := r.get("BenchmarkChanRoundTrip", "ns/op")
 	ws, wsOK := r.get("BenchmarkWSEcho", "ns/op")
 	chl, chlOK := r.get("BenchmarkChanRoundTripLocked", "ns/op")
-	wsp, wspOK := r.get("BenchmarkWSEchoProcess", "ns/op")
+	wsp, wspOK := r.get("BenchmarkWSEchoProcess/unix", "ns/op")
+	wspt, wsptOK := r.get("BenchmarkWSEchoProcess/tcp", "ns/op")
 
 	// Lua floor.
 	r.rows = append(r.rows, row{what: "raw Lua call (100-iteration loop, bare go-lua State)", figure: durOK(raw, rawOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
@@ -92,19 +93,20 @@ func (r *report) build() {
 	r.ratioRow("thread dispatch, sequential, against the locked-thread floor", "BenchmarkDispatchThread/sequential", "locked channel round trip + raw Lua call", chl+raw, chlOK && rawOK, 0, nil)
 	r.ratioRow("thread dispatch, 64 callers (per call, wall)", "BenchmarkDispatchThread/parallel64", "raw Lua call", raw, rawOK, 0, nil)
 	r.ratioRow("process dispatch, sequential", "BenchmarkDispatchProcess/sequential", "WS echo + raw Lua call", ws+raw, wsOK && rawOK, 1.5, tProcess)
-	r.ratioRow("process dispatch, sequential, against the cross-process floor", "BenchmarkDispatchProcess/sequential", "cross-process WS echo + raw Lua call", wsp+raw, wspOK && rawOK, 0, nil)
+	r.ratioRow("process dispatch, sequential, against the cross-process floor", "BenchmarkDispatchProcess/sequential", "cross-process WS echo (Unix socket) + raw Lua call", wsp+raw, wspOK && rawOK, 0, nil)
 	r.ratioRow("process dispatch, 64 callers (per call, wall)", "BenchmarkDispatchProcess/parallel64", "WS echo + raw Lua call", ws+raw, wsOK && rawOK, 0, nil)
 
 	// Transport floors.
 	r.rows = append(r.rows, row{what: "Go channel request + reply", figure: durOK(ch, chOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
 	r.rows = append(r.rows, row{what: "Go channel request + reply, serving goroutine locked to its OS thread", figure: durOK(chl, chlOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
 	r.rows = append(r.rows, row{what: "WebSocket loopback echo (~200-byte frame)", figure: durOK(ws, wsOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
-	r.rows = append(r.rows, row{what: "WebSocket loopback echo, echo server in another process", figure: durOK(wsp, wspOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
+	r.rows = append(r.rows, row{what: "WebSocket echo, echo server in another process, Unix socket (Mesophyll's default)", figure: durOK(wsp, wspOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
+	r.rows = append(r.rows, row{what: "WebSocket echo, echo server in another process, TCP loopback", figure: durOK(wspt, wsptOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
 	r.ratioRow("thread dispatch of `return nil`, sequential", "BenchmarkDispatchThreadEmpty/sequential", "channel round trip", ch, chOK, 0, nil)
 	r.ratioRow("Mesophyll Conn.DispatchEvent, in-process worker", "BenchmarkMesophyllDispatch", "WS echo", ws, wsOK, 0, nil)
 	r.ratioRow("thread dispatch of `return nil`, sequential, against the locked floor", "BenchmarkDispatchThreadEmpty/sequential", "locked channel round trip", chl, chlOK, 0, nil)
 	r.ratioRow("process dispatch of `return nil`, sequential", "BenchmarkDispatchProcessEmpty/sequential", "WS echo", ws, wsOK, 0, nil)
-	r.ratioRow("process dispatch of `return nil`, sequential, against the cross-process floor", "BenchmarkDispatchProcessEmpty/sequential", "cross-process WS echo", wsp, wspOK, 0, nil)
+	r.ratioRow("process dispatch of `return nil`, sequential, against the cross-process floor", "BenchmarkDispatchProcessEmpty/sequential", "cross-process WS echo (Unix socket)", wsp, wspOK, 0, nil)
 	r.ratioRow("process dispatch of `return nil`, 64 callers", "BenchmarkDispatchProcessEmpty/parallel64", "WS echo", ws, wsOK, 0, nil)
 
 	// HTTP.

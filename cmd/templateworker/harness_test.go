@@ -63,6 +63,19 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
+// shortTempDir is a temp directory with a short path, for a master's
+// TMPDIR: its Mesophyll Unix socket lives there (a socket path has at most
+// 107 bytes), and a master killed with -9 leaves nothing in /tmp.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // runningMaster is a master process started by a test.
 type runningMaster struct {
 	t       *testing.T
@@ -85,7 +98,7 @@ func startMaster(t *testing.T, dataDir string, args ...string) *runningMaster {
 	os.Remove(filepath.Join(dataDir, master.AddrFile))
 	full := append([]string{"master", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"}, args...)
 	cmd := exec.Command(binPath, full...)
-	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_API_TOKEN=")
+	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_API_TOKEN=", "TMPDIR="+shortTempDir(t))
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

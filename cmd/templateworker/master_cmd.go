@@ -26,7 +26,7 @@ func masterCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "process-workers", Usage: "run N worker processes (default topology; default: number of CPUs)", EnvVars: envVars("process-workers")},
 			&cli.IntFlag{Name: "thread-workers", Usage: "run N workers as goroutines in this process (development topology)", EnvVars: envVars("thread-workers")},
-			&cli.StringFlag{Name: "mesophyll-listen", Value: "127.0.0.1:0", Usage: "where process workers connect (loopback; port 0 picks one)", EnvVars: envVars("mesophyll-listen")},
+			&cli.StringFlag{Name: "mesophyll-listen", Value: "unix", Usage: "where process workers connect: unix (a private Unix socket under $TMPDIR), unix:PATH, or a loopback host:port (port 0 picks one)", EnvVars: envVars("mesophyll-listen")},
 			&cli.StringFlag{Name: "worker-exe", Usage: "advanced: the worker binary (default: this executable)", EnvVars: envVars("worker-exe")},
 			&cli.DurationFlag{Name: "min-uptime", Value: 10 * time.Second, Usage: "a worker run shorter than this counts as a failure", EnvVars: envVars("min-uptime")},
 			&cli.DurationFlag{Name: "restart-backoff", Value: 3 * time.Second, Usage: "restart delay per consecutive failure", EnvVars: envVars("restart-backoff")},

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -285,7 +287,15 @@ return event.data.n`
 // HTTP status.
 func wsUpgradeStatus(t *testing.T, wsURL string, workerID int, token string) int {
 	t.Helper()
-	u := strings.Replace(wsURL, "ws://", "http://", 1)
+	u, hc := strings.Replace(wsURL, "ws://", "http://", 1), http.DefaultClient
+	if path, ok := strings.CutPrefix(wsURL, "unix:"); ok {
+		u, hc = "http://mesophyll/ws", &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", path)
+			},
+		}}
+	}
 	req, _ := http.NewRequest("GET", u, nil)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
@@ -293,7 +303,7 @@ func wsUpgradeStatus(t *testing.T, wsURL string, workerID int, token string) int
 	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("X-Worker-Id", strconv.Itoa(workerID))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("upgrade: %v", err)
 	}
@@ -302,9 +312,35 @@ func wsUpgradeStatus(t *testing.T, wsURL string, workerID int, token string) int
 }
 
 func TestProcessMesophyllRefusesStrangers(t *testing.T) {
-	m := startMaster(t, "", "--process-workers", "2")
+	t.Run("unix socket", func(t *testing.T) { testMesophyllRefusesStrangers(t, "unix") })
+	t.Run("tcp", func(t *testing.T) { testMesophyllRefusesStrangers(t, "127.0.0.1:0") })
+}
+
+func testMesophyllRefusesStrangers(t *testing.T, listen string) {
+	m := startMaster(t, "", "--process-workers", "2", "--mesophyll-listen", listen)
 	rows := m.waitReady(t)
 	url := mesophyllURL(rows[0].PID)
+	if listen == "unix" {
+		// A private socket: mode 0600 in a directory of mode 0700.
+		path, ok := strings.CutPrefix(url, "unix:")
+		if !ok {
+			t.Fatalf("--mesophyll-url %q, want unix:PATH", url)
+		}
+		for p, want := range map[string]os.FileMode{path: 0o600, filepath.Dir(path): 0o700} {
+			fi, err := os.Stat(p)
+			if err != nil || fi.Mode().Perm() != want {
+				t.Fatalf("%s: mode %v (%v), want %v", p, fi.Mode().Perm(), err, want)
+			}
+		}
+		t.Cleanup(func() {
+			if _, err := os.Stat(filepath.Dir(path)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("socket directory %s left after SIGTERM (%v)", filepath.Dir(path), err)
+			}
+		})
+		defer m.stop(syscall.SIGTERM)
+	} else if !strings.HasPrefix(url, "ws://127.0.0.1:") {
+		t.Fatalf("--mesophyll-url %q, want ws://127.0.0.1:port/ws", url)
+	}
 	token := procEnv(rows[0].PID, "MESOPHYLL_CLIENT_TOKEN")
 	if c := wsUpgradeStatus(t, url, 0, strings.Repeat("x", 64)); c != 401 {
 		t.Errorf("bad token: %d, want 401", c)
@@ -400,6 +436,7 @@ func startMasterNoWait(t *testing.T, args ...string) *runningMaster {
 	dataDir := t.TempDir()
 	full := append([]string{"master", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"}, args...)
 	cmd := exec.Command(binPath, full...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+shortTempDir(t))
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
