@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -48,6 +49,9 @@ type API struct {
 	// Cluster forwards calls for tenants owned by other masters; nil when
 	// clustering is off.
 	Cluster Cluster
+
+	guardOnce sync.Once
+	guarded   WorkerLike // Workers behind Quarantine, made once
 }
 
 // Handler returns the API's routes.
@@ -293,7 +297,11 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "bad event: %v", err)
 	}
-	switch r.URL.Query().Get("wait") {
+	wait := ""
+	if r.URL.RawQuery != "" {
+		wait = r.URL.Query().Get("wait")
+	}
+	switch wait {
 	case "false", "0":
 		err := a.calls().DispatchEventNoWait(id, ev)
 		a.Metrics.observe(time.Now(), false, err)
@@ -304,7 +312,7 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	case "", "true", "1":
 	default:
-		return proto.Errorf(proto.CodeBadRequest, "bad wait parameter %q: want true or false", r.URL.Query().Get("wait"))
+		return proto.Errorf(proto.CodeBadRequest, "bad wait parameter %q: want true or false", wait)
 	}
 	ctx, cancel := a.callCtx(r)
 	defer cancel()
@@ -314,8 +322,23 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]proto.Value{"result": v})
+	writeResult(w, v)
 	return nil
+}
+
+// writeResult answers 200 {"result":v}, as writeJSON would, without
+// reflection: v is JSON already.
+func writeResult(w http.ResponseWriter, v proto.Value) {
+	if len(v) == 0 {
+		v = proto.Value("null")
+	}
+	b := make([]byte, 0, len(v)+12)
+	b = append(b, `{"result":`...)
+	b = append(b, v...)
+	b = append(b, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }
 
 type scriptBody struct {
@@ -357,7 +380,7 @@ func (a *API) runScript(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]proto.Value{"result": v})
+	writeResult(w, v)
 	return nil
 }
 
@@ -424,10 +447,13 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 
 // calls is the pool as seen through the quarantine.
 func (a *API) calls() WorkerLike {
-	if a.Quarantine == nil {
-		return a.Workers
-	}
-	return guarded{WorkerLike: a.Workers, q: a.Quarantine}
+	a.guardOnce.Do(func() {
+		a.guarded = a.Workers
+		if a.Quarantine != nil {
+			a.guarded = guarded{WorkerLike: a.Workers, q: a.Quarantine}
+		}
+	})
+	return a.guarded
 }
 
 func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {

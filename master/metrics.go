@@ -19,6 +19,8 @@ type Metrics struct {
 	dispatchTotal    *prometheus.CounterVec
 	dispatchDuration *prometheus.HistogramVec
 	limitExceeded    *prometheus.CounterVec
+	okTotal          prometheus.Counter  // dispatchTotal of result "ok"
+	duration         prometheus.Observer // dispatchDuration of topology
 }
 
 // NewMetrics registers the metrics of a master running topology
@@ -41,6 +43,8 @@ func NewMetrics(topology string, pool *Pool, q *Quarantine) *Metrics {
 			Help: "Calls ended by a sandbox limit, by limit.",
 		}, []string{"limit"}),
 	}
+	m.okTotal = m.dispatchTotal.WithLabelValues(topology, "ok")
+	m.duration = m.dispatchDuration.WithLabelValues(topology)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -55,16 +59,17 @@ func (m *Metrics) observe(start time.Time, waited bool, err error) {
 	if m == nil {
 		return
 	}
-	result := "ok"
-	if err != nil {
-		result = proto.CodeOf(err)
+	if err == nil {
+		m.okTotal.Inc()
+	} else {
+		result := proto.CodeOf(err)
 		if fatalCode(result) {
 			m.limitExceeded.WithLabelValues(result).Inc()
 		}
+		m.dispatchTotal.WithLabelValues(m.topology, result).Inc()
 	}
-	m.dispatchTotal.WithLabelValues(m.topology, result).Inc()
 	if waited {
-		m.dispatchDuration.WithLabelValues(m.topology).Observe(time.Since(start).Seconds())
+		m.duration.Observe(time.Since(start).Seconds())
 	}
 }
 

@@ -247,26 +247,28 @@ func (w *procWorker) dropNowait(id proto.Id) int {
 	return n
 }
 
-// track counts a waited call of tenant id in flight; the returned func
-// ends it with the call's error. A call cut off by the connection's end is
-// remembered as a suspect of the crash.
-func (w *procWorker) track(id proto.Id) func(err error) {
+// track counts a waited call of tenant id in flight until untrack.
+func (w *procWorker) track(id proto.Id) {
 	w.mu.Lock()
 	w.inflight[id]++
 	w.mu.Unlock()
-	return func(err error) {
-		w.mu.Lock()
-		if w.inflight[id]--; w.inflight[id] <= 0 {
-			delete(w.inflight, id)
-		}
-		if proto.CodeOf(err) == proto.CodeWorkerUnavailable {
-			if w.cutOff == nil {
-				w.cutOff = make(map[proto.Id]bool)
-			}
-			w.cutOff[id] = true
-		}
-		w.mu.Unlock()
+}
+
+// untrack ends a call of tenant id that track started; err is how it
+// ended. A call cut off by the connection's end is remembered as a suspect
+// of the crash.
+func (w *procWorker) untrack(id proto.Id, err error) {
+	w.mu.Lock()
+	if w.inflight[id]--; w.inflight[id] <= 0 {
+		delete(w.inflight, id)
 	}
+	if proto.CodeOf(err) == proto.CodeWorkerUnavailable {
+		if w.cutOff == nil {
+			w.cutOff = make(map[proto.Id]bool)
+		}
+		w.cutOff[id] = true
+	}
+	w.mu.Unlock()
 }
 
 // runOnce spawns one worker process and waits for it to end. healthy is

@@ -131,6 +131,9 @@ func (w *procWorker) ready(ctx context.Context) (*mesophyll.Conn, error) {
 
 // unavailable makes sure a failure of a dead connection reads as 503.
 func (w *procWorker) unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
 	var pe *proto.Error
 	if errors.As(err, &pe) && pe.Code == proto.CodeWorkerUnavailable && pe.RetryAfter == 0 {
 		cp := *pe
@@ -146,9 +149,9 @@ func (w *procWorker) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Ev
 	if err != nil {
 		return nil, err
 	}
-	done := w.track(id)
+	w.track(id)
 	v, err := c.DispatchEvent(ctx, id, ev)
-	done(err)
+	w.untrack(id, err)
 	return v, w.unavailable(err)
 }
 
@@ -185,9 +188,9 @@ func (w *procWorker) RunScript(ctx context.Context, id proto.Id, name, code stri
 	if err != nil {
 		return nil, err
 	}
-	done := w.track(id)
+	w.track(id)
 	v, err := c.RunScript(ctx, id, name, code, ev)
-	done(err)
+	w.untrack(id, err)
 	return v, w.unavailable(err)
 }
 

@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -119,9 +120,47 @@ func (id Id) MarshalJSON() ([]byte, error) {
 	return b, nil
 }
 
+// parseCanonicalId parses the spelling MarshalJSON writes,
+// {"type":"Guild","id":"123"} exactly, without reflection; ok is false
+// for anything else (UnmarshalJSON then decodes it in full).
+func parseCanonicalId(b []byte) (Id, bool) {
+	var k Kind
+	switch {
+	case bytes.HasPrefix(b, []byte(`{"type":"Guild","id":"`)):
+		k, b = Guild, b[len(`{"type":"Guild","id":"`):]
+	case bytes.HasPrefix(b, []byte(`{"type":"User","id":"`)):
+		k, b = User, b[len(`{"type":"User","id":"`):]
+	default:
+		return Id{}, false
+	}
+	digits, ok := bytes.CutSuffix(b, []byte(`"}`))
+	if !ok || len(digits) == 0 || len(digits) > 20 {
+		return Id{}, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return Id{}, false
+		}
+	}
+	n, err := parseSnowflake(string(digits))
+	if err != nil {
+		return Id{}, false
+	}
+	return Id{Kind: k, ID: n}, true
+}
+
 // UnmarshalJSON accepts {"type":"Guild","id":"123"}, and a JSON number for id
 // when it is an exact integer.
 func (id *Id) UnmarshalJSON(b []byte) error {
+	if v, ok := parseCanonicalId(b); ok {
+		*id = v
+		return nil
+	}
+	return id.unmarshalSlow(b)
+}
+
+// unmarshalSlow is UnmarshalJSON for any spelling.
+func (id *Id) unmarshalSlow(b []byte) error {
 	var v idJSON
 	if err := json.Unmarshal(b, &v); err != nil {
 		return fmt.Errorf("invalid tenant id: %w", err)

@@ -118,3 +118,20 @@ func TestEventJSON(t *testing.T) {
 		t.Fatal("bad events validated")
 	}
 }
+
+func TestCanonicalIdFastPathAgreesWithFullDecode(t *testing.T) {
+	for _, in := range []string{
+		`{"type":"Guild","id":"123"}`, `{"type":"User","id":"18446744073709551615"}`,
+		`{"type":"Guild","id":"18446744073709551616"}`, `{"type":"Guild","id":"0"}`, `{"type":"Guild","id":"0123"}`,
+		`{"type":"Guild","id":""}`, `{"type":"Guild","id":"12a"}`, `{"type":"Guild","id":"-1"}`, `{"type":"Guild","id":"+1"}`,
+		`{"type":"Guild","id":"1"} `, `{"type":"Guild","id":"1","x":1}`, `{"type":"Bot","id":"1"}`, `{"type":"Guild","id":1}`,
+		`{"id":"5","type":"User"}`, `{"type":"Guild","id":"123456789012345678901"}`, `{"type":"Guild","id":"1"}}`,
+	} {
+		var fast, slow Id
+		errFast := fast.UnmarshalJSON([]byte(in))
+		errSlow := slow.unmarshalSlow([]byte(in))
+		if (errFast == nil) != (errSlow == nil) || fast != slow {
+			t.Errorf("%s: UnmarshalJSON %v, %v; full decode %v, %v", in, fast, errFast, slow, errSlow)
+		}
+	}
+}
