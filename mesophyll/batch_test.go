@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -356,4 +358,108 @@ func TestInlineStoreCallEndsWithTheConnection(t *testing.T) {
 		t.Fatal("Serve did not return after the connection ended during an inline store call")
 	}
 	close(h.backend.release)
+}
+
+// fakeMaster accepts one worker connection, sends Hello announcing a frame
+// limit, and hands the connection to the test.
+func fakeMaster(t *testing.T) (url string, conns <-chan *websocket.Conn) {
+	t.Helper()
+	ch := make(chan *websocket.Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		hello, _ := json.Marshal(proto.Message{Hello: &proto.Hello{HeartbeatIntervalMS: 60000, MaxFrame: DefaultMaxFrame}})
+		if err := ws.Write(r.Context(), websocket.MessageText, hello); err != nil {
+			return
+		}
+		ch <- ws
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http"), ch
+}
+
+func TestBatchOfEventsIsAnsweredWithOneBatch(t *testing.T) {
+	url, conns := fakeMaster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, url, 0, "token", ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd := &inlineHandler{fakeHandler: newFakeHandler()}
+	hd.cl.Store(cl)
+	go func() { _ = cl.Serve(context.Background(), hd) }()
+	defer cl.Close()
+	master := <-conns
+	// Serve sends a Heartbeat at once (the next in 60 s): read it first.
+	if _, b, err := master.Read(ctx); err != nil || !strings.HasPrefix(string(b), `{"Heartbeat"`) {
+		t.Fatalf("first frame %s (%v), want a Heartbeat", b, err)
+	}
+
+	batch := `{"Batch":[` +
+		`{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"echo","author":null,"data":1},"req_id":1}},` +
+		`{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"Ping","author":null,"data":null},"seq":9}},` +
+		`{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"echo","author":null,"data":3},"req_id":3}}]}`
+	if err := master.Write(ctx, websocket.MessageText, []byte(batch)); err != nil {
+		t.Fatal(err)
+	}
+	var m proto.Message
+	_, b, err := master.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Batch) != 3 {
+		t.Fatalf("answer to a Batch of 3 events: %+v, want one Batch of 3", m)
+	}
+	r0, ack, r2 := m.Batch[0].DispatchResponse, m.Batch[1].Ack, m.Batch[2].DispatchResponse
+	if r0 == nil || r0.ReqID != 1 || string(r0.Result) != "1" || ack == nil || ack.Seq != 9 ||
+		r2 == nil || r2.ReqID != 3 || string(r2.Result) != "3" {
+		t.Fatalf("answers out of order or wrong: %s", mustJSON(m))
+	}
+	if hd.inlined.Load() != 3 {
+		t.Fatalf("%d of 3 events ran inline", hd.inlined.Load())
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestConcurrentCallsAreBatchedAndAllAnswered(t *testing.T) {
+	h := newHarness(t, ServerOptions{Workers: 1})
+	hd := &inlineHandler{fakeHandler: newFakeHandler()}
+	cl, c, _ := h.worker(0, hd)
+	hd.cl.Store(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				n := g*1000 + i
+				res, err := c.DispatchEvent(ctx, proto.GuildID(1), proto.Event{Name: "echo", Data: proto.Value(strconv.Itoa(n))})
+				if err != nil || string(res) != strconv.Itoa(n) {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d of 3200 calls failed or got another call's answer", bad.Load())
+	}
+	t.Logf("Batch frames: master → worker %d, worker → master %d", c.link.batchesWritten(), cl.link.batchesWritten())
+	if c.link.batchesWritten() == 0 {
+		t.Fatal("64 concurrent callers never had their frames combined")
+	}
 }

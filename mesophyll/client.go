@@ -80,6 +80,13 @@ type Client struct {
 	pumpBuf   bytes.Buffer  // read buffer of those store calls
 	pumpMsg   proto.Message // the frame they read
 
+	// Answers collected while Serve handles a Batch frame (emit); only
+	// Serve's goroutine uses them.
+	collecting bool
+	out        [][]byte
+	outBytes   int
+	outSince   time.Time
+
 	served       atomic.Bool
 	shuttingDown atomic.Bool // Shutdown received: refuse new requests
 	shutDown     atomic.Bool // Shutdown completed
@@ -175,7 +182,10 @@ func (c *Client) Serve(ctx context.Context, h Handler) error {
 	for {
 		err := c.link.readFrame(&c.buf, &m)
 		if err == nil {
+			c.collecting = m.Batch != nil
 			err = eachMessage(&m, func(m *proto.Message) error { return c.handle(hctx, h, m) })
+			c.collecting = false
+			c.flushOut()
 		}
 		if err != nil {
 			c.readFailed(err)
@@ -264,24 +274,30 @@ func (c *Client) inline(h Handler, q *proto.DispatchEvent) bool {
 		return false
 	}
 	if q.ReqID == 0 {
-		c.ack(q, err)
+		c.emit(c.ackFrame(q, err))
 	} else {
-		c.sendResponse(q.ReqID, res, err)
+		c.emit(responseFrame(q.ReqID, res, err))
 	}
 	return true
 }
 
 // ack acknowledges nowait event q, which ended with err.
 func (c *Client) ack(q *proto.DispatchEvent, err error) {
+	if err := c.link.send(context.Background(), c.ackFrame(q, err)); err != nil {
+		c.log.Debug().Err(err).Uint64("seq", q.Seq).Msg("send Ack")
+	}
+}
+
+// ackFrame logs a failure of nowait event q and encodes its Ack.
+func (c *Client) ackFrame(q *proto.DispatchEvent, err error) []byte {
 	ack := &proto.Ack{Seq: q.Seq}
 	if err != nil {
 		c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).
 			Err(err).Msg("nowait event failed")
 		ack.Code = proto.CodeOf(err)
 	}
-	if err := c.link.sendMsg(context.Background(), &proto.Message{Ack: ack}); err != nil {
-		c.log.Debug().Err(err).Uint64("seq", q.Seq).Msg("send Ack")
-	}
+	frame, _ := json.Marshal(proto.Message{Ack: ack}) // only a number and a code
+	return frame
 }
 
 // run runs do in a new goroutine, or refused on this one once shutting
@@ -309,6 +325,13 @@ func (c *Client) respond(req uint64, do func() (proto.Value, error)) {
 }
 
 func (c *Client) sendResponse(req uint64, res proto.Value, err error) {
+	if err := c.link.send(context.Background(), responseFrame(req, res, err)); err != nil {
+		c.log.Debug().Err(err).Uint64("req_id", req).Msg("send DispatchResponse")
+	}
+}
+
+// responseFrame encodes the DispatchResponse of request req.
+func responseFrame(req uint64, res proto.Value, err error) []byte {
 	r := &proto.DispatchResponse{ReqID: req, Result: res}
 	if err != nil {
 		r.Result, r.Error = nil, proto.AsError(err)
@@ -318,9 +341,45 @@ func (c *Client) sendResponse(req uint64, res proto.Value, err error) {
 		r.Result, r.Error = nil, proto.Errorf(proto.CodeInternal, "result is not valid JSON: %v", merr)
 		frame, _ = json.Marshal(proto.Message{DispatchResponse: r})
 	}
-	if err := c.link.send(context.Background(), frame); err != nil {
-		c.log.Debug().Err(err).Uint64("req_id", req).Msg("send DispatchResponse")
+	return frame
+}
+
+// Answers of events run inline while Serve handles a Batch frame are
+// collected and sent together once the frame is handled: what came in as
+// one frame goes back as one. They are sent earlier when they reach
+// batchMax bytes, when collectTime has passed since the first, and before
+// an inline event waits for the store.
+const collectTime = time.Millisecond
+
+// emit sends a frame of Serve's goroutine: collected while a Batch frame
+// is handled, at once otherwise.
+func (c *Client) emit(frame []byte) {
+	if !c.collecting {
+		if err := c.link.send(context.Background(), frame); err != nil {
+			c.log.Debug().Err(err).Msg("send answer")
+		}
+		return
 	}
+	if len(c.out) == 0 {
+		c.outSince = time.Now()
+	}
+	c.out = append(c.out, frame)
+	c.outBytes += len(frame)
+	if c.outBytes >= batchMax || time.Since(c.outSince) >= collectTime {
+		c.flushOut()
+	}
+}
+
+// flushOut sends the collected answers.
+func (c *Client) flushOut() {
+	if len(c.out) == 0 {
+		return
+	}
+	if err := c.link.sendFrames(context.Background(), c.out...); err != nil {
+		c.log.Debug().Err(err).Int("frames", len(c.out)).Msg("send answers")
+	}
+	clear(c.out)
+	c.out, c.outBytes = c.out[:0], 0
 }
 
 // sendHeartbeats sends a Heartbeat at once and then every interval until

@@ -103,6 +103,7 @@ func (c *Client) pumpCall(ctx context.Context, req uint64, frame []byte) (proto.
 	if err != nil {
 		return nil, err
 	}
+	c.flushOut() // answers collected so far do not wait for the store
 	if err := c.link.send(ctx, frame); err != nil {
 		c.link.forget(req)
 		return nil, err

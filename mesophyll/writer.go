@@ -3,6 +3,7 @@ package mesophyll
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -71,10 +72,17 @@ func (l *link) setBatchMax(peerMax int64) {
 // ctx: a frame cut short would break the connection for every other call.
 // An error means the frame will not be sent; a queued frame that fails to
 // be written ends the link, which fails every waiting call.
-func (l *link) send(ctx context.Context, frame []byte) error {
+func (l *link) send(ctx context.Context, frame []byte) error { return l.sendFrames(ctx, frame) }
+
+// sendFrames sends frames in order, as send does.
+func (l *link) sendFrames(ctx context.Context, frames ...[]byte) error {
+	size := 0
+	for _, f := range frames {
+		size += len(f)
+	}
 	w := &l.w
 	w.mu.Lock()
-	for w.writing && w.queued > 0 && w.queued+len(frame) > maxQueued {
+	for w.writing && w.queued > 0 && w.queued+size > maxQueued {
 		if w.flushed == nil {
 			w.flushed = make(chan struct{})
 		}
@@ -96,20 +104,60 @@ func (l *link) send(ctx context.Context, frame []byte) error {
 	default:
 	}
 	if w.writing {
-		w.queue = append(w.queue, frame)
-		w.queued += len(frame)
+		w.queue = append(w.queue, frames...)
+		w.queued += size
 		w.mu.Unlock()
 		return nil
 	}
 	w.writing = true
+	limit := w.batchMax
 	w.mu.Unlock()
 
-	if err := l.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
+	if limit > 0 && l.busy() {
+		// Under load (other calls wait for answers), let the goroutines
+		// that are about to send run first: their frames queue meanwhile
+		// and join this write as one Batch. A lone call does not yield:
+		// on an idle machine that costs a thread wake-up.
+		runtime.Gosched()
+		if queued, _ := l.takeQueue(); len(queued) > 0 {
+			all := make([][]byte, 0, len(frames)+len(queued))
+			frames = append(append(all, frames...), queued...)
+			l.giveBack(queued)
+		}
+	}
+	if err := l.writeFrames(frames, limit); err != nil {
 		l.writeFailed(err)
 		return l.lostError()
 	}
 	l.drain(leaderRounds)
 	return nil
+}
+
+// takeQueue takes the queued frames, and the batch limit to write them
+// with; the caller is the goroutine writing.
+func (l *link) takeQueue() ([][]byte, int) {
+	w := &l.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	frames := w.queue
+	if len(frames) == 0 {
+		return nil, w.batchMax
+	}
+	w.queue, w.spare = w.spare, nil
+	w.queued = 0
+	if w.flushed != nil {
+		close(w.flushed)
+		w.flushed = nil
+	}
+	return frames, w.batchMax
+}
+
+// giveBack keeps the emptied slice of a taken queue for reuse.
+func (l *link) giveBack(frames [][]byte) {
+	clear(frames)
+	l.w.mu.Lock()
+	l.w.spare = frames[:0]
+	l.w.mu.Unlock()
 }
 
 // drain writes the queued frames until the queue is empty, then marks the
@@ -124,30 +172,19 @@ func (l *link) drain(rounds int) {
 			w.mu.Unlock()
 			return
 		}
+		w.mu.Unlock()
 		if i == rounds {
-			w.mu.Unlock()
 			go l.drain(-1)
 			return
 		}
-		frames, limit := w.queue, w.batchMax
-		w.queue, w.spare = w.spare, nil
-		w.queued = 0
-		if w.flushed != nil {
-			close(w.flushed)
-			w.flushed = nil
-		}
-		w.mu.Unlock()
-
+		frames, limit := l.takeQueue()
 		err := l.writeFrames(frames, limit)
-		clear(frames)
-		w.mu.Lock()
-		w.spare = frames[:0]
+		l.giveBack(frames)
 		if err != nil {
+			w.mu.Lock()
 			w.queue, w.queued = nil, 0
 			w.writing = false
-		}
-		w.mu.Unlock()
-		if err != nil {
+			w.mu.Unlock()
 			l.writeFailed(err)
 			return
 		}
@@ -194,3 +231,10 @@ func (l *link) writeFailed(err error) {
 
 // batchesWritten returns the number of Batch frames written so far.
 func (l *link) batchesWritten() int64 { return l.w.batches.Load() }
+
+// busy reports whether more than one call waits for an answer.
+func (l *link) busy() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pending) > 1
+}
