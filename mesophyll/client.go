@@ -332,6 +332,11 @@ func (c *Client) sendResponse(req uint64, res proto.Value, err error) {
 
 // responseFrame encodes the DispatchResponse of request req.
 func responseFrame(req uint64, res proto.Value, err error) []byte {
+	if err == nil {
+		if frame, ok := encodeResponse(req, res); ok {
+			return frame
+		}
+	}
 	r := &proto.DispatchResponse{ReqID: req, Result: res}
 	if err != nil {
 		r.Result, r.Error = nil, proto.AsError(err)

@@ -83,7 +83,11 @@ func (c *Conn) closeWith(code websocket.StatusCode, reason string, cause error) 
 // DispatchEvent dispatches ev to tenant id and waits for its result.
 func (c *Conn) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, error) {
 	req := c.link.reqID()
-	return c.call(ctx, req, &proto.Message{DispatchEvent: &proto.DispatchEvent{ID: id, Event: ev, ReqID: req}})
+	frame, err := encodeDispatchEvent(&proto.DispatchEvent{ID: id, Event: ev, ReqID: req})
+	if err != nil {
+		return nil, proto.Errorf(proto.CodeBadRequest, "encode request for worker %d: %v", c.workerID, err)
+	}
+	return c.link.call(ctx, req, frame)
 }
 
 // DispatchEventNoWait sends ev for tenant id without waiting; the worker
@@ -93,8 +97,12 @@ func (c *Conn) DispatchEventNoWait(id proto.Id, ev proto.Event, seq uint64) erro
 	if seq == 0 {
 		return proto.Errorf(proto.CodeBadRequest, "nowait event needs a seq above 0")
 	}
+	frame, err := encodeDispatchEvent(&proto.DispatchEvent{ID: id, Event: ev, Seq: seq})
+	if err != nil {
+		return proto.Errorf(proto.CodeBadRequest, "encode event for worker %d: %v", c.workerID, err)
+	}
 	c.unacked.Add(1)
-	err := c.link.sendMsg(context.Background(), &proto.Message{DispatchEvent: &proto.DispatchEvent{ID: id, Event: ev, Seq: seq}})
+	err = c.link.send(context.Background(), frame)
 	if err != nil {
 		c.unacked.Add(-1)
 	}

@@ -227,6 +227,9 @@ func (l *link) readFrame(buf *bytes.Buffer, m *proto.Message) error {
 	if typ != websocket.MessageText {
 		return &frameError{websocket.StatusUnsupportedData, "binary frames are not supported"}
 	}
+	if decodeFast(buf.Bytes(), m) {
+		return nil
+	}
 	*m = proto.Message{}
 	if err := json.Unmarshal(buf.Bytes(), m); err != nil {
 		return &frameError{websocket.StatusInvalidFramePayloadData, "invalid frame: " + err.Error()}

@@ -1,0 +1,260 @@
+package mesophyll
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// The hot messages — DispatchEvent one way, DispatchResponse the other —
+// are encoded by hand and decoded by a fast path that accepts exactly the
+// spelling the encoder writes; any other frame (another message, other
+// whitespace or key order, an escaped string) goes through encoding/json.
+// Either way the message is the same (FuzzDecodeFast checks it).
+
+// encodeDispatchEvent encodes a DispatchEvent frame, as json.Marshal of
+// proto.Message would (up to HTML escaping, which JSON does not need).
+func encodeDispatchEvent(q *proto.DispatchEvent) ([]byte, error) {
+	data := q.Event.Data
+	if len(data) == 0 {
+		data = proto.Value("null")
+	} else if !json.Valid(data) {
+		return nil, fmt.Errorf("event data is not valid JSON")
+	}
+	b := make([]byte, 0, 160+len(q.Event.Name)+len(data))
+	b = append(b, `{"DispatchEvent":{"id":`...)
+	b = appendId(b, q.ID)
+	b = append(b, `,"event":{"name":`...)
+	b = appendString(b, q.Event.Name)
+	b = append(b, `,"author":`...)
+	if q.Event.Author == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendString(b, *q.Event.Author)
+	}
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	b = append(b, '}')
+	if q.ReqID != 0 {
+		b = append(b, `,"req_id":`...)
+		b = strconv.AppendUint(b, q.ReqID, 10)
+	}
+	if q.Seq != 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, q.Seq, 10)
+	}
+	return append(b, "}}"...), nil
+}
+
+// appendId appends id as Id.MarshalJSON spells it.
+func appendId(b []byte, id proto.Id) []byte {
+	b = append(b, `{"type":"`...)
+	b = append(b, id.Kind.String()...)
+	b = append(b, `","id":"`...)
+	b = strconv.AppendUint(b, id.ID, 10)
+	return append(b, `"}`...)
+}
+
+// appendString appends s as a JSON string, escaped as encoding/json does
+// (invalid UTF-8 becomes U+FFFD) except that <, > and & stay as they are.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// encodeResponse encodes the DispatchResponse of a successful call with
+// result res; ok is false when res is not valid JSON (responseFrame then
+// reports that).
+func encodeResponse(req uint64, res proto.Value) ([]byte, bool) {
+	if len(res) == 0 {
+		res = proto.Value("null")
+	} else if !json.Valid(res) {
+		return nil, false
+	}
+	b := make([]byte, 0, 48+len(res))
+	b = append(b, `{"DispatchResponse":{"req_id":`...)
+	b = strconv.AppendUint(b, req, 10)
+	b = append(b, `,"result":`...)
+	b = append(b, res...)
+	return append(b, "}}"...), true
+}
+
+// decodeFast decodes frame into m if it is a DispatchEvent or a successful
+// DispatchResponse spelled as the encoders above spell them, and reports
+// whether it did.
+func decodeFast(frame []byte, m *proto.Message) bool {
+	if rest, ok := bytes.CutPrefix(frame, []byte(`{"DispatchResponse":{"req_id":`)); ok {
+		req, rest, ok := cutUint(rest)
+		if !ok {
+			return false
+		}
+		rest, ok = bytes.CutPrefix(rest, []byte(`,"result":`))
+		if !ok {
+			return false
+		}
+		res, ok := bytes.CutSuffix(rest, []byte("}}"))
+		if !ok || !validValue(res) {
+			return false
+		}
+		*m = proto.Message{DispatchResponse: &proto.DispatchResponse{ReqID: req, Result: bytes.Clone(res)}}
+		return true
+	}
+	rest, ok := bytes.CutPrefix(frame, []byte(`{"DispatchEvent":{"id":`))
+	if !ok {
+		return false
+	}
+	end := bytes.IndexByte(rest, '}')
+	if end < 0 {
+		return false
+	}
+	var q proto.DispatchEvent
+	if err := q.ID.UnmarshalJSON(rest[:end+1]); err != nil {
+		return false
+	}
+	rest, ok = bytes.CutPrefix(rest[end+1:], []byte(`,"event":{"name":`))
+	if !ok {
+		return false
+	}
+	if q.Event.Name, rest, ok = cutPlainString(rest); !ok {
+		return false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"author":`)); !ok {
+		return false
+	}
+	if after, isNull := bytes.CutPrefix(rest, []byte("null")); isNull {
+		rest = after
+	} else {
+		var author string
+		if author, rest, ok = cutPlainString(rest); !ok {
+			return false
+		}
+		q.Event.Author = &author
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"data":`)); !ok {
+		return false
+	}
+	// rest is DATA},"req_id":N}} or DATA},"seq":N}}: read it from the end.
+	rest, ok = bytes.CutSuffix(rest, []byte("}}"))
+	if !ok {
+		return false
+	}
+	i := len(rest)
+	for i > 0 && rest[i-1] >= '0' && rest[i-1] <= '9' {
+		i--
+	}
+	n, _, ok := cutUint(rest[i:])
+	if !ok || n == 0 {
+		return false
+	}
+	data := rest[:i]
+	if d, ok := bytes.CutSuffix(data, []byte(`},"req_id":`)); ok {
+		data, q.ReqID = d, n
+	} else if d, ok := bytes.CutSuffix(data, []byte(`},"seq":`)); ok {
+		data, q.Seq = d, n
+	} else {
+		return false
+	}
+	if !validValue(data) {
+		return false
+	}
+	q.Event.Data = bytes.Clone(data)
+	*m = proto.Message{DispatchEvent: &q}
+	return true
+}
+
+// cutUint parses the decimal digits at the start of b (no sign, no
+// leading zero, fits in 64 bits) and returns the rest.
+func cutUint(b []byte) (uint64, []byte, bool) {
+	i := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i == 0 || i > 20 || (b[0] == '0' && i > 1) {
+		return 0, nil, false
+	}
+	n, err := strconv.ParseUint(string(b[:i]), 10, 64)
+	if err != nil {
+		return 0, nil, false
+	}
+	return n, b[i:], true
+}
+
+// cutPlainString parses a JSON string at the start of b that needs no
+// unescaping: valid UTF-8, no backslash, no control character.
+func cutPlainString(b []byte) (string, []byte, bool) {
+	if len(b) == 0 || b[0] != '"' {
+		return "", nil, false
+	}
+	for i := 1; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			s := b[1:i]
+			if !utf8.Valid(s) {
+				return "", nil, false
+			}
+			return string(s), b[i+1:], true
+		case c == '\\' || c < 0x20:
+			return "", nil, false
+		}
+	}
+	return "", nil, false
+}
+
+// validValue reports whether b is one JSON value with no whitespace around
+// it (encoding/json would hand it on trimmed).
+func validValue(b []byte) bool {
+	if len(b) == 0 || isSpace(b[0]) || isSpace(b[len(b)-1]) {
+		return false
+	}
+	return json.Valid(b)
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
