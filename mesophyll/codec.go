@@ -141,7 +141,7 @@ func decodeFast(frame []byte, m *proto.Message) bool {
 			return false
 		}
 		res, ok := bytes.CutSuffix(rest, []byte("}}"))
-		if !ok || !validValue(res) {
+		if !ok || !proto.IsCanonicalValue(res) {
 			return false
 		}
 		*m = proto.Message{DispatchResponse: &proto.DispatchResponse{ReqID: req, Result: bytes.Clone(res)}}
@@ -159,29 +159,11 @@ func decodeFast(frame []byte, m *proto.Message) bool {
 	if err := q.ID.UnmarshalJSON(rest[:end+1]); err != nil {
 		return false
 	}
-	rest, ok = bytes.CutPrefix(rest[end+1:], []byte(`,"event":{"name":`))
+	rest, ok = bytes.CutPrefix(rest[end+1:], []byte(`,"event":`))
 	if !ok {
 		return false
 	}
-	if q.Event.Name, rest, ok = cutPlainString(rest); !ok {
-		return false
-	}
-	if rest, ok = bytes.CutPrefix(rest, []byte(`,"author":`)); !ok {
-		return false
-	}
-	if after, isNull := bytes.CutPrefix(rest, []byte("null")); isNull {
-		rest = after
-	} else {
-		var author string
-		if author, rest, ok = cutPlainString(rest); !ok {
-			return false
-		}
-		q.Event.Author = &author
-	}
-	if rest, ok = bytes.CutPrefix(rest, []byte(`,"data":`)); !ok {
-		return false
-	}
-	// rest is DATA},"req_id":N}} or DATA},"seq":N}}: read it from the end.
+	// rest is EVENT,"req_id":N}} or EVENT,"seq":N}}: read it from the end.
 	rest, ok = bytes.CutSuffix(rest, []byte("}}"))
 	if !ok {
 		return false
@@ -194,18 +176,17 @@ func decodeFast(frame []byte, m *proto.Message) bool {
 	if !ok || n == 0 {
 		return false
 	}
-	data := rest[:i]
-	if d, ok := bytes.CutSuffix(data, []byte(`},"req_id":`)); ok {
-		data, q.ReqID = d, n
-	} else if d, ok := bytes.CutSuffix(data, []byte(`},"seq":`)); ok {
-		data, q.Seq = d, n
+	event := rest[:i]
+	if e, ok := bytes.CutSuffix(event, []byte(`,"req_id":`)); ok {
+		event, q.ReqID = e, n
+	} else if e, ok := bytes.CutSuffix(event, []byte(`,"seq":`)); ok {
+		event, q.Seq = e, n
 	} else {
 		return false
 	}
-	if !validValue(data) {
+	if q.Event, ok = proto.ParseCanonicalEvent(event); !ok {
 		return false
 	}
-	q.Event.Data = bytes.Clone(data)
 	*m = proto.Message{DispatchEvent: &q}
 	return true
 }
@@ -226,35 +207,3 @@ func cutUint(b []byte) (uint64, []byte, bool) {
 	}
 	return n, b[i:], true
 }
-
-// cutPlainString parses a JSON string at the start of b that needs no
-// unescaping: valid UTF-8, no backslash, no control character.
-func cutPlainString(b []byte) (string, []byte, bool) {
-	if len(b) == 0 || b[0] != '"' {
-		return "", nil, false
-	}
-	for i := 1; i < len(b); i++ {
-		switch c := b[i]; {
-		case c == '"':
-			s := b[1:i]
-			if !utf8.Valid(s) {
-				return "", nil, false
-			}
-			return string(s), b[i+1:], true
-		case c == '\\' || c < 0x20:
-			return "", nil, false
-		}
-	}
-	return "", nil, false
-}
-
-// validValue reports whether b is one JSON value with no whitespace around
-// it (encoding/json would hand it on trimmed).
-func validValue(b []byte) bool {
-	if len(b) == 0 || isSpace(b[0]) || isSpace(b[len(b)-1]) {
-		return false
-	}
-	return json.Valid(b)
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
