@@ -234,7 +234,7 @@ func (l *link) readFrame(buf *bytes.Buffer, m *proto.Message) error {
 	if err := json.Unmarshal(buf.Bytes(), m); err != nil {
 		return &frameError{websocket.StatusInvalidFramePayloadData, "invalid frame: " + err.Error()}
 	}
-	if err := checkOne(m, "frame"); err != nil {
+	if err := checkOne(m, -1); err != nil {
 		return err
 	}
 	if m.Batch == nil {
@@ -244,7 +244,7 @@ func (l *link) readFrame(buf *bytes.Buffer, m *proto.Message) error {
 		return &frameError{websocket.StatusPolicyViolation, "empty Batch"}
 	}
 	for i := range m.Batch {
-		if err := checkOne(&m.Batch[i], fmt.Sprintf("Batch element %d", i)); err != nil {
+		if err := checkOne(&m.Batch[i], i); err != nil {
 			return err
 		}
 		if m.Batch[i].Batch != nil {
@@ -254,12 +254,18 @@ func (l *link) readFrame(buf *bytes.Buffer, m *proto.Message) error {
 	return nil
 }
 
-// checkOne checks that m, which is what, holds exactly one message.
-func checkOne(m *proto.Message, what string) error {
+// checkOne checks that m, the frame (elem < 0) or element elem of its
+// Batch, holds exactly one message.
+func checkOne(m *proto.Message, elem int) error {
 	name, n := messageName(m)
-	switch n {
-	case 1:
+	if n == 1 {
 		return nil
+	}
+	what := "frame"
+	if elem >= 0 {
+		what = fmt.Sprintf("Batch element %d", elem)
+	}
+	switch n {
 	case 0:
 		return &frameError{websocket.StatusPolicyViolation, what + " holds no known message"}
 	}
