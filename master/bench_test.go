@@ -94,6 +94,26 @@ func BenchmarkDispatchThread(b *testing.B) {
 	})
 }
 
+// BenchmarkDispatchThreadUnlocked is BenchmarkDispatchThread/sequential
+// with worker goroutines that are not locked to their OS threads — not
+// the thread topology's contract, which locks them: it shows the lock's
+// share of the figure.
+func BenchmarkDispatchThreadUnlocked(b *testing.B) {
+	pool, err := newThreadPool(2, worker.Options{Store: benchStore{code: loopChunk}, Logger: zerolog.Nop(), NoStartup: true, NoThreadLock: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Kill(context.Background())
+	ctx := context.Background()
+	ev := proto.Event{Name: "Ping", Data: proto.Value(`{}`)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := pool.DispatchEvent(ctx, benchIDs[0], ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // emptyChunk is the template of the transport comparisons: no Lua work.
 const emptyChunk = `return nil`
 

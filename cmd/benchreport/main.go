@@ -34,9 +34,9 @@ func main() {
 // suites are the benchmarks of the report, by package.
 func suites() []*suite {
 	return []*suite{
-		{pkg: "./master", bench: "^Benchmark(RawLuaCall|ChanRoundTrip|ChanRoundTripLocked|DispatchThread|DispatchThreadEmpty|DispatchProcess|DispatchProcessEmpty|HTTPConst|HTTPDispatch)$"},
+		{pkg: "./master", bench: "^Benchmark(RawLuaCall|ChanRoundTrip|ChanRoundTripLocked|DispatchThread|DispatchThreadUnlocked|DispatchThreadEmpty|DispatchProcess|DispatchProcessEmpty|HTTPConst|HTTPDispatch)$"},
 		{pkg: "./master", bench: "^BenchmarkRecovery$", benchtime: "20x"},
-		{pkg: "./mesophyll", bench: "^Benchmark(WSEcho|WSEchoProcess|MesophyllDispatch|MesophyllDispatchParallel)$"},
+		{pkg: "./mesophyll", bench: "^Benchmark(WSEcho|WSEchoProcess|MesophyllDispatch|MesophyllDispatchParallel|Codec)$"},
 		{pkg: "./worker", bench: "^Benchmark(NewVM|VMCall)$"},
 		{pkg: "./worker", bench: "^BenchmarkIdleTenantHeap$", benchtime: "1x"},
 		{pkg: "./store", bench: "^BenchmarkKV(Get|Set)(SQLite|Postgres)$"},

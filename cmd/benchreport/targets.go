@@ -6,42 +6,43 @@ package main
 var (
 	tThread = &target{
 		name: "thread dispatch ≤ 1.3× raw Lua call", pkg: "./master", profile: "BenchmarkDispatchThread/sequential",
-		why: "The thread topology adds a goroutine hand-off (channel send, wake-up of the worker goroutine, reply channel) " +
-			"and a tenant call's own work to the raw call: the event table (go-lua tables keep string keys in a Go map, so " +
-			"`{name=, data=}` is a map allocation), the decoded event data, a protected call (go-lua's `protect` allocates a " +
-			"closure and defers a recover), the count hook, and the JSON encoding of the result. `BenchmarkVMCall/template` " +
-			"against `BenchmarkVMCall/bare` isolates the in-VM part; `BenchmarkDispatchThreadEmpty` against " +
-			"`BenchmarkChanRoundTrip` the hand-off. The hand-off dominates: the topology's contract locks each worker " +
-			"goroutine to its OS thread (runtime.LockOSThread, as in the original design), so an idle worker parks its " +
-			"thread and every message pays a futex wake-up of that thread and a hand-off of the P (runtime.futex leads the " +
-			"profile). Without the lock the same benchmark measured about 6.5 µs (2.15×); the lock is kept because the " +
-			"thread topology is specified with it, and it is the development topology — process workers, which production " +
-			"runs, do not lock. The rest is go-lua's: `runtime.mallocgc`/`convT64` from go-lua boxing every number it " +
-			"computes (303 allocations for the 100-iteration loop alone), and its table and pcall machinery " +
-			"(`BenchmarkVMCall/template` is about 1.3× `bare`).",
+		why: "The cost is the thread topology's contract, not its code: each worker goroutine is locked to its OS thread " +
+			"(runtime.LockOSThread, as in the original design), so an idle worker parks its thread, and every message pays a " +
+			"futex wake-up of that thread and a hand-off of the P, and the reply the same back. " +
+			"`BenchmarkChanRoundTripLocked` measures exactly that with no Lua and no templateworker code at all — a channel " +
+			"request and reply to a goroutine locked to its thread — and on this 2-vCPU microVM it alone is several times " +
+			"the raw Lua call (figures of this run below). The same dispatch with unlocked worker goroutines " +
+			"(`BenchmarkDispatchThreadUnlocked`, not the contract) pays the Go scheduler's own hand-off, the tenant call's event table and protected call, and the JSON " +
+			"result; go-lua boxing every number it computes (`runtime.convT64`/`mallocgc`, 303 allocations for the loop alone) " +
+			"is in the raw call too. The lock is kept because the topology is specified with it; it is the development " +
+			"topology — the process topology, which production runs, does not lock (its worker is alone in its process) and " +
+			"runs an idle worker's events on the goroutine that read them. `runtime.futex` leads the profile below.",
 	}
 	tProcess = &target{
 		name: "process dispatch ≤ 1.5× (WS echo + raw Lua call)", pkg: "./master", profile: "BenchmarkDispatchProcess/sequential",
-		why: "A process dispatch is two WebSocket messages plus the work at both ends: the master encodes the request with " +
-			"encoding/json, the worker process reads and decodes it, queues it to its worker goroutine, runs the template, " +
-			"encodes the DispatchResponse and writes it; the master reads and decodes it and wakes the caller. Each side's " +
-			"read loop hands the message to another goroutine, so one call is at least four goroutine wake-ups across two " +
-			"processes on 2 vCPUs, and on this Firecracker microVM every wake-up of an idle vCPU and every socket syscall " +
-			"is expensive (`syscall.Syscall6` and `runtime.futex` lead the profile). " +
-			"`BenchmarkMesophyllDispatch` (the same protocol with the worker in-process) is itself about 2× the WS echo, so " +
-			"most of the gap is in the Mesophyll link (one write syscall per frame, a goroutine per direction) rather than in " +
-			"the worker's Lua path; batching frames per write and answering from the reading goroutine are the next steps, " +
-			"in mesophyll/ (owned by another change).",
+		why: "`BenchmarkWSEcho` echoes within one process; a process dispatch crosses to another process and back, and on " +
+			"this microVM waking the other process costs more than the whole in-process echo. `BenchmarkWSEchoProcess` " +
+			"measures that floor with nothing of templateworker in it — the same coder/websocket echo with the echo server in a " +
+			"child process — over TCP loopback and over a Unix socket (Mesophyll's default transport); it alone is " +
+			"several times the in-process echo (figures of this run below). Against that floor plus the raw call, the row " +
+			"\"against the cross-process floor\" shows what Mesophyll, the worker and the JSON add to what crossing " +
+			"processes costs. Made for this target: Mesophyll over a private Unix socket by default (a cross-process " +
+			"round trip costs well under one over TCP loopback); an idle worker runs the event on the goroutine that read it, " +
+			"store calls included (no hand-off to a handler goroutine and a worker goroutine and back); hand-written encoding " +
+			"and fast-path decoding of DispatchEvent and DispatchResponse; no OS-thread lock in worker processes. What is left " +
+			"in the profile below is socket syscalls and the futex wake-ups of the two processes.",
 	}
 	tHTTP = &target{
 		name: "HTTP dispatch throughput (process, 2 workers, 64 clients) ≥ 50% of the constant-reply server", pkg: "./master", profile: "BenchmarkHTTPDispatch/process",
-		why: "The constant-reply server costs one read and one write syscall per request on each side of the HTTP connection. " +
-			"A process-topology dispatch adds a Mesophyll round trip (a write and a read on each side of the worker's WebSocket, " +
-			"plus the wake-ups), the API's JSON decode/encode and the worker's Lua call, and the two worker processes compete " +
-			"for the same 2 vCPUs as the server and the load generator. The profile of the master is dominated by " +
-			"`syscall.Syscall6` (socket writes/reads) and the net/http machinery; the API handler's own JSON work and the " +
-			"worker's Lua are a small share. Closing the gap needs fewer syscalls per dispatch (coalescing Mesophyll frames " +
-			"under load), which is in mesophyll/.",
+		why: "The constant-reply server costs one read and one write syscall per request on each side of the HTTP connection, " +
+			"and the 64 Go clients in the same process cost about as much as the server. A process-topology dispatch adds the " +
+			"API's work (token, routing, the event decode, quarantine, metrics, a timeout context), a Mesophyll round trip, the " +
+			"worker's decode, Lua call and encode, and the two worker processes compete with the server and the load generator " +
+			"for the same 2 vCPUs; on this machine the ratio moves by several points from run to run. Made for this target: " +
+			"frames combined into Batch frames under load (a sender yields once when other calls wait, so their frames join its " +
+			"write; a worker answers a Batch with one Batch), the hand-written codec of the hot messages, the event body " +
+			"decoded without reflection in its usual spelling, and fewer allocations per request in the API. The profile below " +
+			"is led by the socket syscalls and net/http, which the floor pays too.",
 	}
 	tRecovery = &target{
 		name: "recovery p50 ≤ 150 ms", pkg: "./master", profile: "BenchmarkRecovery",
@@ -71,6 +72,11 @@ How each figure is measured:
   both workers, so its per-call figure is wall time divided by calls. The ` + "`return nil`" + ` variants measure the
   topology's own cost against the transport floors ` + "`BenchmarkChanRoundTrip`" + ` (master) and ` + "`BenchmarkWSEcho`" + `
   (mesophyll, a coder/websocket loopback echo).
+- **floors of the topologies themselves**: ` + "`BenchmarkChanRoundTripLocked`" + ` is the channel round trip with the
+  serving goroutine locked to its OS thread, as the thread topology's contract locks each worker;
+  ` + "`BenchmarkWSEchoProcess`" + ` is the WebSocket echo with the echo server in a child process (the test binary
+  re-executed), over TCP loopback and over a Unix socket, as a worker process is reached. Neither contains any
+  templateworker code.
 - **HTTP**: ` + "`BenchmarkHTTPConst`" + ` and ` + "`BenchmarkHTTPDispatch`" + ` (master) serve on 127.0.0.1 in the benchmark
   process and are driven by 64 keep-alive Go clients in the same process; the dispatch goes through ` + "`master.API`" + `
   (token, JSON, quarantine, metrics) over a SQLite store to the template ` + "`return { hello = event.data.who }`" + `
@@ -84,18 +90,22 @@ How each figure is measured:
 - **store**: ` + "`BenchmarkKV{Get,Set}{SQLite,Postgres}`" + ` (store), one caller; PostgreSQL only with
   TEMPLATEWORKER_TEST_DATABASE_URL set.
 
-Optimisations made for these targets (worker/, commit "worker: faster dispatch hot path"):
+Optimisations made for these targets:
 
-- process workers (the only worker in their process) do not lock their goroutine to an OS thread: with the lock
-  every message was a futex wake-up of the locked thread (process dispatch, sequential: 124 µs → 88 µs). The
-  thread topology keeps the lock its contract requires (measured without it: 22.7 µs → about 6.5 µs);
-- event data, KV values and json.decode go through a single-pass JSON → Lua decoder instead of
-  encoding/json into Go maps first (about 8 fewer allocations per dispatch for ` + "`{}`" + `);
-- the registry's templates and ctx tables are looked up with boxed keys and compiled templates by integer
-  index, so a dispatch converts no key strings.
+- process workers (the only worker in their process) do not lock their goroutine to an OS thread, and an idle
+  worker runs an event on the goroutine that read it from Mesophyll (mesophyll.Inliner); its store calls read the
+  connection themselves meanwhile;
+- Mesophyll listens on a private Unix socket by default (` + "`--mesophyll-listen unix`" + `): between two processes a
+  WebSocket round trip over it costs well under one over TCP loopback (` + "`BenchmarkWSEchoProcess`" + `);
+- under load, Mesophyll frames are combined into Batch frames in both directions (fewer write syscalls);
+- DispatchEvent and DispatchResponse frames are encoded by hand and decoded by a fast path (` + "`BenchmarkCodec`" + `);
+  the API decodes the usual event body and the tenant id without reflection;
+- event data, KV values and json.decode go through a single-pass JSON → Lua decoder; the registry's templates and
+  ctx tables are looked up with boxed keys and compiled templates by integer index.
 
-Tried and not kept: GOMAXPROCS=1 in worker processes (fewer cross-P wake-ups) moved the process figures by
-−25% to +20% from run to run on this machine: not a clear win.
+Tried and not kept: GOMAXPROCS=1 in worker processes (noise-level effect); yielding before every Mesophyll write
+(also when idle: +30% on the sequential dispatch, a thread wake-up); spinning before blocking in workers (starves
+the other goroutines on 2 vCPUs).
 
 The "restarts beyond one per kill" row guards a fixed bug: the master used to take the late end of a killed
 process's connection for the end of its replacement's and kill the replacement too.
