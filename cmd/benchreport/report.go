@@ -104,12 +104,20 @@ func (r *report) build() {
 		tThread.facts = fmt.Sprintf("In this run: the locked round trip alone %s = %.1f× the raw call (%s); thread dispatch %s = %.2f× "+
 			"(locked round trip + raw call); with unlocked worker goroutines %s = %.2f× the raw call.",
 			dur(chl), chl/raw, dur(raw), dur(th), th/(chl+raw), dur(un), un/raw)
+		if chl > 1.3*raw {
+			tThread.facts += fmt.Sprintf(" The floor alone is above the target (%s > 1.3 × %s = %s): no implementation of the "+
+				"contract can meet it on this machine.", dur(chl), dur(raw), dur(1.3*raw))
+		}
 	}
 	pd, pdOK := r.get("BenchmarkDispatchProcess/sequential", "ns/op")
 	if pdOK && wsOK && wspOK && wsptOK && rawOK {
 		tProcess.facts = fmt.Sprintf("In this run: WebSocket echo in one process %s; across processes %s over a Unix socket (%.1f×) and %s "+
 			"over TCP loopback (%.1f×); process dispatch %s = %.2f× (cross-process echo over a Unix socket + raw call).",
 			dur(ws), dur(wsp), wsp/ws, dur(wspt), wspt/ws, dur(pd), pd/(wsp+raw))
+		if wsp > 1.5*(ws+raw) {
+			tProcess.facts += fmt.Sprintf(" Crossing processes alone is above the target (%s > 1.5 × (%s + %s) = %s): no "+
+				"process topology can meet it on this machine.", dur(wsp), dur(ws), dur(raw), dur(1.5*(ws+raw)))
+		}
 	}
 
 	// Transport floors.
