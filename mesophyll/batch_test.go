@@ -148,12 +148,7 @@ func TestFullWriteQueueMakesSendersWait(t *testing.T) {
 
 func TestBatchFromWorkerIsHandledInOrder(t *testing.T) {
 	h := newHarness(t, ServerOptions{Workers: 1})
-	ws, _, err := h.rawDial(0, h.token(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	h.waitConnected(0)
+	ws := h.rawWorker(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	frame := `{"Batch":[{"Ack":{"seq":1}},{"Heartbeat":{"tenants":9}},{"Ack":{"seq":2}},{"Ack":{"seq":3}}]}`
@@ -285,15 +280,7 @@ func TestInlineEventsAndTheirStoreCalls(t *testing.T) {
 	// While an inline event waits for the store, the connection keeps
 	// being read: another event is served (not inline: the worker is busy)
 	// and a nowait event is acknowledged.
-	slow := make(chan error, 1)
-	go func() {
-		_, err := c.DispatchEvent(ctx, g, proto.Event{Name: "kv", Data: proto.Value(`"slow"`)})
-		slow <- err
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for h.backend.slow.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	slow := h.slowKV(ctx, c, g)
 	if res, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil || string(res) != `{"ok":true}` {
 		t.Fatalf("event during an inline store call: %s %v", res, err)
 	}
@@ -338,15 +325,7 @@ func TestInlineStoreCallEndsWithTheConnection(t *testing.T) {
 	hd.cl.Store(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	call := make(chan error, 1)
-	go func() {
-		_, err := c.DispatchEvent(ctx, g, proto.Event{Name: "kv", Data: proto.Value(`"slow"`)})
-		call <- err
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for h.backend.slow.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	call := h.slowKV(ctx, c, g)
 	c.Close("test")
 	wantCode(t, <-call, proto.CodeWorkerUnavailable)
 	select {
@@ -462,4 +441,24 @@ func TestConcurrentCallsAreBatchedAndAllAnswered(t *testing.T) {
 	if c.link.batchesWritten() == 0 {
 		t.Fatal("64 concurrent callers never had their frames combined")
 	}
+}
+
+// slowKV dispatches the event "kv" of key "slow" to c in the background
+// and returns once the backend holds its store call; the channel gets the
+// call's error when the backend is released.
+func (h *harness) slowKV(ctx context.Context, c *Conn, g proto.Id) <-chan error {
+	h.t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.DispatchEvent(ctx, g, proto.Event{Name: "kv", Data: proto.Value(`"slow"`)})
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.backend.slow.Load() == 0 {
+		if time.Now().After(deadline) {
+			h.t.Fatal("the slow store call never reached the backend")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return done
 }

@@ -346,6 +346,19 @@ func (h *harness) rawDial(id int, token string) (*websocket.Conn, *http.Response
 	return ws, resp, nil
 }
 
+// rawWorker connects as worker id with a bare WebSocket and a fresh
+// token, and waits until the server has the connection.
+func (h *harness) rawWorker(id int) *websocket.Conn {
+	h.t.Helper()
+	ws, _, err := h.rawDial(id, h.token(id))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { ws.CloseNow() })
+	h.waitConnected(id)
+	return ws
+}
+
 func wantCode(t *testing.T, err error, code string) {
 	t.Helper()
 	var pe *proto.Error

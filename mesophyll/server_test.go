@@ -156,17 +156,13 @@ func TestBadFrames(t *testing.T) {
 			h := newHarness(t, ServerOptions{Workers: 2, MaxFrame: 1024})
 			_, good, _ := h.worker(1, newFakeHandler())
 
-			ws, _, err := h.rawDial(0, h.token(0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ws.CloseNow()
-			h.waitConnected(0)
+			ws := h.rawWorker(0)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if err := ws.Write(ctx, tc.typ, []byte(tc.frame)); err != nil {
 				t.Fatal(err)
 			}
+			var err error
 			for {
 				_, _, err = ws.Read(ctx)
 				if err != nil {
