@@ -128,9 +128,86 @@ func encodeResponse(req uint64, res proto.Value) ([]byte, bool) {
 }
 
 // decodeFast decodes frame into m if it is a DispatchEvent or a successful
-// DispatchResponse spelled as the encoders above spell them, and reports
-// whether it did.
+// DispatchResponse spelled as the encoders above spell them, or a Batch of
+// such messages as the writer joins them, and reports whether it did.
 func decodeFast(frame []byte, m *proto.Message) bool {
+	if rest, ok := bytes.CutPrefix(frame, []byte(`{"Batch":[`)); ok {
+		return decodeBatchFast(rest, m)
+	}
+	return decodeOneFast(frame, m)
+}
+
+// decodeBatchFast decodes the elements of a Batch frame, rest being what
+// follows its opening `{"Batch":[`, if every element is one decodeOneFast
+// takes.
+func decodeBatchFast(rest []byte, m *proto.Message) bool {
+	var batch []proto.Message
+	for {
+		n := objectEnd(rest)
+		if n < 0 {
+			return false
+		}
+		batch = append(batch, proto.Message{})
+		if !decodeOneFast(rest[:n], &batch[len(batch)-1]) {
+			return false
+		}
+		switch rest = rest[n:]; {
+		case bytes.Equal(rest, []byte("]}")):
+			*m = proto.Message{Batch: batch}
+			return true
+		case len(rest) > 0 && rest[0] == ',':
+			rest = rest[1:]
+		default:
+			return false
+		}
+	}
+}
+
+// objectEnd returns the length of the JSON object at the start of b, or
+// -1 if b does not start with one that ends. It only matches braces and
+// brackets outside strings; the caller checks what it delimits.
+func objectEnd(b []byte) int {
+	if len(b) == 0 || b[0] != '{' {
+		return -1
+	}
+	depth, inString := 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return -1
+}
+
+// decodeOneFast is decodeFast for a frame holding one message; it also
+// takes a plain Ack ({"Ack":{"seq":N}}), which answers nowait events.
+func decodeOneFast(frame []byte, m *proto.Message) bool {
+	if rest, ok := bytes.CutPrefix(frame, []byte(`{"Ack":{"seq":`)); ok {
+		seq, rest, ok := cutUint(rest)
+		if !ok || !bytes.Equal(rest, []byte("}}")) {
+			return false
+		}
+		*m = proto.Message{Ack: &proto.Ack{Seq: seq}}
+		return true
+	}
 	if rest, ok := bytes.CutPrefix(frame, []byte(`{"DispatchResponse":{"req_id":`)); ok {
 		req, rest, ok := cutUint(rest)
 		if !ok {

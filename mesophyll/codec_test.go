@@ -119,7 +119,14 @@ func TestDecodeFastLeavesOtherSpellingsToEncodingJSON(t *testing.T) {
 		`{"DispatchResponse":{"req_id":1,"result":1},"Ack":{"seq":2}}`,
 		`{"DispatchResponse":{"req_id":1,"result":1,"error":{"code":"x","message":"y"}}}`,
 		`{"DispatchResponse":{"req_id":1,"result":{"a":1}}} `,
-		`{"Ack":{"seq":1}}`,
+		`{"Ack":{"seq":01}}`,
+		`{"Ack":{"seq":1,"code":"cpu_limit"}}`,
+		`{"Batch":[]}`,
+		`{"Batch":[{"Ack":{"seq":1}},{"Heartbeat":{"tenants":1}}]}`,
+		`{"Batch":[{"Ack":{"seq":1}}{"Ack":{"seq":2}}]}`,
+		`{"Batch":[{"Ack":{"seq":1}},]}`,
+		`{"Batch":[{"Ack":{"seq":1}}]} `,
+		`{"Batch":[{"Batch":[{"Ack":{"seq":1}}]}]}`,
 	} {
 		var m proto.Message
 		if decodeFast([]byte(frame), &m) {
@@ -137,6 +144,9 @@ func FuzzDecodeFast(f *testing.F) {
 	}
 	f.Add(responseFrame(1, proto.Value(`{"a":[1,2]}`), nil))
 	f.Add([]byte(`{"DispatchResponse":{"req_id":1,"result":null}}`))
+	f.Add([]byte(`{"Ack":{"seq":3}}`))
+	f.Add([]byte(`{"Batch":[{"DispatchResponse":{"req_id":1,"result":{"a":"}]"}}},{"Ack":{"seq":2}},{"DispatchResponse":{"req_id":3,"result":[1]}}]}`))
+	f.Add([]byte(`{"Batch":[{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"P","author":null,"data":{"x":"\"{"}},"req_id":1}}]}`))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		var m proto.Message
 		if !decodeFast(frame, &m) {
@@ -177,5 +187,18 @@ func BenchmarkCodec(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestDecodeFastBatches(t *testing.T) {
+	r1 := responseFrame(1, proto.Value(`{"a":"}]"}`), nil)
+	r3 := responseFrame(3, proto.Value(`[1,{"b":"\\\"{"}]`), nil)
+	frame := []byte(`{"Batch":[` + string(r1) + `,{"Ack":{"seq":2}},` + string(r3) + `]}`)
+	var m proto.Message
+	if !decodeFast(frame, &m) {
+		t.Fatalf("decodeFast refused %s", frame)
+	}
+	if want := viaJSON(t, frame); !reflect.DeepEqual(m, want) {
+		t.Fatalf("decodeFast(%s) = %s, encoding/json says %s", frame, mustJSON(m), mustJSON(want))
 	}
 }
