@@ -91,6 +91,7 @@ type Client struct {
 	shuttingDown atomic.Bool // Shutdown received: refuse new requests
 	shutDown     atomic.Bool // Shutdown completed
 	handlers     sync.WaitGroup
+	running      atomic.Int64 // requests served on goroutines of their own
 }
 
 // Dial connects worker workerID to the master's Mesophyll endpoint url
@@ -261,10 +262,13 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error 
 }
 
 // inline runs q on this goroutine if h is an Inliner with nothing else to
-// do, sends its response or Ack, and reports whether it did.
+// do and no request read earlier is still being served, sends its
+// response or Ack, and reports whether it did.
 func (c *Client) inline(h Handler, q *proto.DispatchEvent) bool {
 	in, ok := h.(Inliner)
-	if !ok || c.shuttingDown.Load() {
+	// While requests read earlier run (or wait to) on goroutines of their
+	// own, this one must not overtake them.
+	if !ok || c.shuttingDown.Load() || c.running.Load() != 0 {
 		return false
 	}
 	c.handlers.Add(1) // a Shutdown read meanwhile waits for it
@@ -308,8 +312,10 @@ func (c *Client) run(do, refused func()) {
 		return
 	}
 	c.handlers.Add(1)
+	c.running.Add(1)
 	go func() {
 		defer c.handlers.Done()
+		defer c.running.Add(-1)
 		do()
 	}()
 }
