@@ -371,6 +371,7 @@ func TestBatchOfEventsIsAnsweredWithOneBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cl.collectTime = time.Minute // a slow machine must not split the answer
 	hd := &inlineHandler{fakeHandler: newFakeHandler()}
 	hd.cl.Store(cl)
 	go func() { _ = cl.Serve(context.Background(), hd) }()

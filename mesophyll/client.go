@@ -82,10 +82,11 @@ type Client struct {
 
 	// Answers collected while Serve handles a Batch frame (emit); only
 	// Serve's goroutine uses them.
-	collecting bool
-	out        [][]byte
-	outBytes   int
-	outSince   time.Time
+	collecting  bool
+	collectTime time.Duration // collectTime, or longer in tests
+	out         [][]byte
+	outBytes    int
+	outSince    time.Time
 
 	served       atomic.Bool
 	shuttingDown atomic.Bool // Shutdown received: refuse new requests
@@ -120,9 +121,10 @@ func Dial(ctx context.Context, url string, workerID int, token string, opts Clie
 	}
 	ws.SetReadLimit(opts.MaxFrame)
 	c := &Client{
-		workerID: workerID,
-		link:     newLink(ws, proto.CodeStoreUnavailable, "master"),
-		log:      opts.Logger.With().Str("component", "mesophyll").Int("worker", workerID).Logger(),
+		collectTime: collectTime,
+		workerID:    workerID,
+		link:        newLink(ws, proto.CodeStoreUnavailable, "master"),
+		log:         opts.Logger.With().Str("component", "mesophyll").Int("worker", workerID).Logger(),
 	}
 
 	stop := context.AfterFunc(ctx, func() { ws.CloseNow() })
@@ -376,7 +378,7 @@ func (c *Client) emit(frame []byte) {
 	}
 	c.out = append(c.out, frame)
 	c.outBytes += len(frame)
-	if c.outBytes >= batchMax || time.Since(c.outSince) >= collectTime {
+	if c.outBytes >= batchMax || time.Since(c.outSince) >= c.collectTime {
 		c.flushOut()
 	}
 }
