@@ -488,7 +488,11 @@ func (a *API) liftQuarantine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !a.Quarantine.Lift(id) {
+	lifted, err := a.Quarantine.Lift(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if !lifted {
 		return proto.Errorf(proto.CodeNotFound, "tenant %s is not quarantined", id)
 	}
 	a.Log.Info().Str("tenant", id.String()).Msg("quarantine lifted by an operator")

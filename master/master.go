@@ -94,6 +94,9 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	defer st.Close()
 
 	quarantine := NewQuarantine(cfg.QuarantineAfter, cfg.QuarantineWindow)
+	if err := quarantine.Restore(ctx, st, log); err != nil {
+		return err
+	}
 	fatalCh := make(chan error, 1)
 	fatal := func(err error) {
 		select {

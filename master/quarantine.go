@@ -2,9 +2,12 @@ package master
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
 )
@@ -13,7 +16,8 @@ import (
 // hits a fatal limit, or is in flight when its worker process dies, After
 // times within Window is quarantined for Window. Its calls then fail at
 // once with 423 tenant_quarantined; operators list and lift quarantines
-// through the API.
+// through the API. With a store (Restore), quarantines outlive a restart
+// of the master; strikes below the threshold do not.
 type Quarantine struct {
 	After  int
 	Window time.Duration
@@ -21,6 +25,9 @@ type Quarantine struct {
 	// becomes quarantined; the process pool drops its held nowait events.
 	OnQuarantine func(id proto.Id)
 	now          func() time.Time
+
+	store QuarantineStore // nil: quarantines live in memory only
+	log   zerolog.Logger
 
 	mu      sync.Mutex
 	strikes map[proto.Id][]strike
@@ -33,11 +40,37 @@ type strike struct {
 }
 
 // QuarantineEntry describes one quarantined tenant.
-type QuarantineEntry struct {
-	Tenant proto.Id  `json:"tenant"`
-	Since  time.Time `json:"since"`
-	Until  time.Time `json:"until"`
-	Reason string    `json:"reason"`
+type QuarantineEntry = proto.Quarantine
+
+// QuarantineStore keeps quarantines across restarts of the master; the
+// store (store.Store) is one.
+type QuarantineStore interface {
+	SaveQuarantine(ctx context.Context, q proto.Quarantine) error
+	LiftQuarantine(ctx context.Context, tenant proto.Id) error
+	Quarantines(ctx context.Context, now time.Time) ([]proto.Quarantine, error)
+}
+
+// quarantineStoreTimeout bounds one write of a quarantine to the store.
+const quarantineStoreTimeout = 5 * time.Second
+
+// Restore loads the quarantines kept in st that have not ended, and keeps
+// the quarantines of this master in st from now on. Call it before the
+// quarantine is used.
+func (q *Quarantine) Restore(ctx context.Context, st QuarantineStore, log zerolog.Logger) error {
+	list, err := st.Quarantines(ctx, q.now())
+	if err != nil {
+		return fmt.Errorf("load quarantines: %w", err)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.store, q.log = st, log
+	for _, e := range list {
+		q.active[e.Tenant] = e
+	}
+	if len(list) > 0 {
+		log.Warn().Int("tenants", len(list)).Msg("quarantines restored from the store")
+	}
+	return nil
 }
 
 // NewQuarantine returns a quarantine with the given threshold and window.
@@ -91,9 +124,18 @@ func (q *Quarantine) Strike(id proto.Id, reason string) bool {
 		return false
 	}
 	delete(q.strikes, id)
-	q.active[id] = QuarantineEntry{Tenant: id, Since: now, Until: now.Add(q.Window),
+	e := QuarantineEntry{Tenant: id, Since: now, Until: now.Add(q.Window),
 		Reason: itoa(len(list)) + " fatal incidents within " + q.Window.String() + ", last: " + reason}
+	q.active[id] = e
+	st, log := q.store, q.log
 	q.mu.Unlock()
+	if st != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), quarantineStoreTimeout)
+		if err := st.SaveQuarantine(ctx, e); err != nil {
+			log.Warn().Str("tenant", id.String()).Err(err).Msg("quarantine not saved: a restart of the master would lift it")
+		}
+		cancel()
+	}
 	if q.OnQuarantine != nil {
 		q.OnQuarantine(id)
 	}
@@ -120,18 +162,35 @@ func (q *Quarantine) List() []QuarantineEntry {
 	return out
 }
 
-// Lift ends a tenant's quarantine and forgets its strikes. It reports
-// whether the tenant was quarantined.
-func (q *Quarantine) Lift(id proto.Id) bool {
+// Lift ends a tenant's quarantine, in the store first, and forgets its
+// strikes. It reports whether the tenant was quarantined; when the store
+// cannot be written, the quarantine stays and the error says why.
+func (q *Quarantine) Lift(ctx context.Context, id proto.Id) (bool, error) {
 	if q == nil {
-		return false
+		return false, nil
+	}
+	if err := q.Check(id); err == nil {
+		q.mu.Lock()
+		delete(q.strikes, id)
+		q.mu.Unlock()
+		return false, nil
+	}
+	q.mu.Lock()
+	st := q.store
+	q.mu.Unlock()
+	if st != nil {
+		ctx, cancel := context.WithTimeout(ctx, quarantineStoreTimeout)
+		defer cancel()
+		if err := st.LiftQuarantine(ctx, id); err != nil {
+			return false, err
+		}
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	_, ok := q.active[id]
 	delete(q.active, id)
 	delete(q.strikes, id)
-	return ok
+	return ok, nil
 }
 
 // Count returns the number of quarantined tenants.

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -44,7 +46,61 @@ func TestQuarantineWindowAndLift(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		q.Strike(b, "cpu_limit")
 	}
-	if !q.Lift(b) || q.Check(b) != nil || q.Lift(b) {
-		t.Fatal("lift")
+	if ok, err := q.Lift(t.Context(), b); !ok || err != nil || q.Check(b) != nil {
+		t.Fatalf("lift: %v %v", ok, err)
+	}
+	if ok, err := q.Lift(t.Context(), b); ok || err != nil {
+		t.Fatalf("second lift: %v %v", ok, err)
+	}
+}
+
+func TestQuarantineKeptInTheStore(t *testing.T) {
+	st := openTestStore(t)
+	now := time.Now().UTC()
+	q := NewQuarantine(2, time.Hour)
+	if err := q.Restore(t.Context(), st, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	a, b := proto.GuildID(1<<22), proto.UserID(7)
+	for _, id := range []proto.Id{a, a, b, b} {
+		q.Strike(id, "cpu_limit")
+	}
+	q.Strike(proto.GuildID(99), "one strike only: not kept")
+
+	// A restarted master finds both quarantines, with their end and reason.
+	again := NewQuarantine(2, time.Hour)
+	if err := again.Restore(t.Context(), st, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	got := again.List()
+	if len(got) != 2 || got[0].Tenant != a || got[1].Tenant != b {
+		t.Fatalf("restored %+v, want %v and %v", got, a, b)
+	}
+	if got[0].Until.Before(now.Add(59*time.Minute)) || !strings.Contains(got[0].Reason, "cpu_limit") {
+		t.Fatalf("restored entry %+v", got[0])
+	}
+	if err := again.Check(a); proto.CodeOf(err) != proto.CodeTenantQuarantined {
+		t.Fatalf("restored quarantine does not hold: %v", err)
+	}
+
+	// A lift is kept too.
+	if ok, err := again.Lift(t.Context(), a); !ok || err != nil {
+		t.Fatalf("lift: %v %v", ok, err)
+	}
+	third := NewQuarantine(2, time.Hour)
+	if err := third.Restore(t.Context(), st, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if got := third.List(); len(got) != 1 || got[0].Tenant != b {
+		t.Fatalf("after a lift and a restart: %+v", got)
+	}
+
+	// A lift the store cannot record is refused, and the quarantine holds.
+	st.Close()
+	if ok, err := third.Lift(t.Context(), b); ok || proto.CodeOf(err) != proto.CodeStoreUnavailable {
+		t.Fatalf("lift with the store gone: %v %v", ok, err)
+	}
+	if third.Check(b) == nil {
+		t.Fatal("a lift that was not recorded lifted the quarantine")
 	}
 }

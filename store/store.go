@@ -41,6 +41,9 @@
 //     kv_usage row in PostgreSQL), so concurrent writers cannot overshoot.
 //   - A tenant is its kind and snowflake: Guild 1 and User 1 are unrelated.
 //     Snowflakes are stored as the bits of a signed 64-bit integer.
+//   - Quarantines (of tenants the master keeps away from its workers) are
+//     kept with microsecond precision; a quarantine whose end has passed is
+//     never listed.
 //   - An unreachable database is store_unavailable; error messages and logs
 //     never contain the database password (see RedactURL).
 //
@@ -51,6 +54,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/templateworker/templateworker/proto"
 )
@@ -78,6 +82,16 @@ type Store interface {
 	KvDelete(ctx context.Context, tenant proto.Id, key string) error
 	// KvFind lists the keys starting with prefix, ordered by key (byte order).
 	KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]proto.KVItem, error)
+
+	// SaveQuarantine records the quarantine of q.Tenant, replacing an
+	// earlier one.
+	SaveQuarantine(ctx context.Context, q proto.Quarantine) error
+	// LiftQuarantine removes the quarantine of tenant; lifting none is not
+	// an error.
+	LiftQuarantine(ctx context.Context, tenant proto.Id) error
+	// Quarantines lists the quarantines that end after now, ordered by
+	// tenant, and removes those that have ended.
+	Quarantines(ctx context.Context, now time.Time) ([]proto.Quarantine, error)
 
 	// Ping reports whether the database is reachable.
 	Ping(ctx context.Context) error

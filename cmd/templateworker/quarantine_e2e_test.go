@@ -88,6 +88,23 @@ func TestQuarantineAfterLimitHits(t *testing.T) {
 	if v, err := m.api.RunScript(ctx, proto.GuildID(43), "s", `return 1`, nil); err != nil || string(v) != "1" {
 		t.Fatalf("other tenant: %s %v", v, err)
 	}
+
+	// A restart of the master does not lift the quarantine; a lift is kept
+	// across a restart too.
+	m.stop(syscall.SIGTERM)
+	m = startMaster(t, m.dataDir, "--thread-workers", "1", "--lua-max-instructions", "100000")
+	if _, err := m.api.RunScript(ctx, id, "s", `return 1`, nil); proto.CodeOf(err) != proto.CodeTenantQuarantined ||
+		!strings.Contains(err.Error(), "cpu_limit") {
+		t.Fatalf("after a restart: %v, want tenant_quarantined for cpu_limit", err)
+	}
+	if _, errOut, code := m.cli("quarantine", "lift", "--tenant", id.String()); code != 0 {
+		t.Fatalf("lift: %s", errOut)
+	}
+	m.stop(syscall.SIGTERM)
+	m = startMaster(t, m.dataDir, "--thread-workers", "1", "--lua-max-instructions", "100000")
+	if v, err := m.api.RunScript(ctx, id, "s", `return 1`, nil); err != nil || string(v) != "1" {
+		t.Fatalf("lifted, then restarted: %s %v", v, err)
+	}
 }
 
 func mustRaw(b []byte, err error) []byte {
