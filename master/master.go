@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/cluster"
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 	"github.com/templateworker/templateworker/worker"
@@ -94,7 +95,11 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	defer st.Close()
 
 	quarantine := NewQuarantine(cfg.QuarantineAfter, cfg.QuarantineWindow)
-	if err := quarantine.Restore(ctx, st, log); err != nil {
+	var owns func(proto.Id) bool
+	if cc := cfg.Cluster; cc.Shards > 0 {
+		owns = func(id proto.Id) bool { return cc.Range.Contains(cluster.ShardOf(id.ID, cc.Shards)) }
+	}
+	if err := quarantine.Restore(ctx, st, owns, log); err != nil {
 		return err
 	}
 	fatalCh := make(chan error, 1)

@@ -53,10 +53,11 @@ type QuarantineStore interface {
 // quarantineStoreTimeout bounds one write of a quarantine to the store.
 const quarantineStoreTimeout = 5 * time.Second
 
-// Restore loads the quarantines kept in st that have not ended, and keeps
-// the quarantines of this master in st from now on. Call it before the
-// quarantine is used.
-func (q *Quarantine) Restore(ctx context.Context, st QuarantineStore, log zerolog.Logger) error {
+// Restore loads the quarantines kept in st that have not ended, of the
+// tenants owns accepts (all when owns is nil: a master of a cluster
+// restores only its own shards'), and keeps the quarantines of this master
+// in st from now on. Call it before the quarantine is used.
+func (q *Quarantine) Restore(ctx context.Context, st QuarantineStore, owns func(proto.Id) bool, log zerolog.Logger) error {
 	list, err := st.Quarantines(ctx, q.now())
 	if err != nil {
 		return fmt.Errorf("load quarantines: %w", err)
@@ -64,11 +65,15 @@ func (q *Quarantine) Restore(ctx context.Context, st QuarantineStore, log zerolo
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.store, q.log = st, log
+	n := 0
 	for _, e := range list {
-		q.active[e.Tenant] = e
+		if owns == nil || owns(e.Tenant) {
+			q.active[e.Tenant] = e
+			n++
+		}
 	}
-	if len(list) > 0 {
-		log.Warn().Int("tenants", len(list)).Msg("quarantines restored from the store")
+	if n > 0 {
+		log.Warn().Int("tenants", n).Msg("quarantines restored from the store")
 	}
 	return nil
 }

@@ -58,7 +58,7 @@ func TestQuarantineKeptInTheStore(t *testing.T) {
 	st := openTestStore(t)
 	now := time.Now().UTC()
 	q := NewQuarantine(2, time.Hour)
-	if err := q.Restore(t.Context(), st, zerolog.Nop()); err != nil {
+	if err := q.Restore(t.Context(), st, nil, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	a, b := proto.GuildID(1<<22), proto.UserID(7)
@@ -69,7 +69,7 @@ func TestQuarantineKeptInTheStore(t *testing.T) {
 
 	// A restarted master finds both quarantines, with their end and reason.
 	again := NewQuarantine(2, time.Hour)
-	if err := again.Restore(t.Context(), st, zerolog.Nop()); err != nil {
+	if err := again.Restore(t.Context(), st, nil, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	got := again.List()
@@ -83,12 +83,21 @@ func TestQuarantineKeptInTheStore(t *testing.T) {
 		t.Fatalf("restored quarantine does not hold: %v", err)
 	}
 
+	// A master of a cluster restores only its own tenants'.
+	mine := NewQuarantine(2, time.Hour)
+	if err := mine.Restore(t.Context(), st, func(id proto.Id) bool { return id.Kind == proto.User }, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if got := mine.List(); len(got) != 1 || got[0].Tenant != b {
+		t.Fatalf("restored with an ownership filter: %+v", got)
+	}
+
 	// A lift is kept too.
 	if ok, err := again.Lift(t.Context(), a); !ok || err != nil {
 		t.Fatalf("lift: %v %v", ok, err)
 	}
 	third := NewQuarantine(2, time.Hour)
-	if err := third.Restore(t.Context(), st, zerolog.Nop()); err != nil {
+	if err := third.Restore(t.Context(), st, nil, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	if got := third.List(); len(got) != 1 || got[0].Tenant != b {
