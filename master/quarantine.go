@@ -174,13 +174,14 @@ func (q *Quarantine) Lift(ctx context.Context, id proto.Id) (bool, error) {
 	if q == nil {
 		return false, nil
 	}
-	if err := q.Check(id); err == nil {
-		q.mu.Lock()
-		delete(q.strikes, id)
+	q.mu.Lock()
+	delete(q.strikes, id)
+	e, ok := q.active[id]
+	if !ok || q.now().After(e.Until) {
+		delete(q.active, id)
 		q.mu.Unlock()
 		return false, nil
 	}
-	q.mu.Lock()
 	st := q.store
 	q.mu.Unlock()
 	if st != nil {
@@ -192,7 +193,7 @@ func (q *Quarantine) Lift(ctx context.Context, id proto.Id) (bool, error) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	_, ok := q.active[id]
+	_, ok = q.active[id]
 	delete(q.active, id)
 	delete(q.strikes, id)
 	return ok, nil
