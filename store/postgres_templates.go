@@ -118,12 +118,12 @@ func (p *Postgres) TenantsWithEvent(ctx context.Context, event string) ([]proto.
 				rows.Close()
 				return err
 			}
-			k, err := parseKind(kind)
+			t, err := tenantFromDB(kind, id)
 			if err != nil {
 				rows.Close()
 				return err
 			}
-			ids = append(ids, proto.Id{Kind: k, ID: idFromDB(id)})
+			ids = append(ids, t)
 		}
 		return rows.Err()
 	})

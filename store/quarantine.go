@@ -58,7 +58,9 @@ func (s *SQLite) Quarantines(ctx context.Context, now time.Time) ([]proto.Quaran
 		if err := rows.Scan(&kind, &id, &since, &until, &q.Reason); err != nil {
 			return nil, s.fail("list quarantines", err)
 		}
-		q.Tenant = tenantFromDB(kind, id)
+		if q.Tenant, err = tenantFromDB(kind, id); err != nil {
+			return nil, err
+		}
 		q.Since, q.Until = time.UnixMicro(since).UTC(), time.UnixMicro(until).UTC()
 		out = append(out, q)
 	}
@@ -121,7 +123,9 @@ func (p *Postgres) Quarantines(ctx context.Context, now time.Time) ([]proto.Quar
 			if err := rows.Scan(&kind, &id, &q.Since, &q.Until, &q.Reason); err != nil {
 				return err
 			}
-			q.Tenant = tenantFromDB(kind, id)
+			if q.Tenant, err = tenantFromDB(kind, id); err != nil {
+				return err
+			}
 			q.Since, q.Until = q.Since.UTC(), q.Until.UTC()
 			out = append(out, q)
 		}
@@ -132,12 +136,6 @@ func (p *Postgres) Quarantines(ctx context.Context, now time.Time) ([]proto.Quar
 	}
 	sortQuarantines(out)
 	return out, nil
-}
-
-// tenantFromDB turns stored columns back into a tenant id.
-func tenantFromDB(kind string, id int64) proto.Id {
-	k, _ := proto.ParseKind(kind) // the column's CHECK admits only valid kinds
-	return proto.Id{Kind: k, ID: idFromDB(id)}
 }
 
 // sortQuarantines orders qs by tenant kind, then id.

@@ -321,11 +321,11 @@ func (s *SQLite) TenantsWithEvent(ctx context.Context, event string) ([]proto.Id
 		if err := rows.Scan(&kind, &id); err != nil {
 			return nil, s.fail("tenants with event", err)
 		}
-		k, err := parseKind(kind)
+		t, err := tenantFromDB(kind, id)
 		if err != nil {
 			return nil, err
 		}
-		ids = append(ids, proto.Id{Kind: k, ID: idFromDB(id)})
+		ids = append(ids, t)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.fail("tenants with event", err)

@@ -176,6 +176,15 @@ func idToDB(id uint64) int64 { return int64(id) }
 
 func idFromDB(v int64) uint64 { return uint64(v) }
 
+// tenantFromDB turns a row's tenant_type and tenant_id back into a tenant.
+func tenantFromDB(kind string, id int64) (proto.Id, error) {
+	k, err := parseKind(kind)
+	if err != nil {
+		return proto.Id{}, err
+	}
+	return proto.Id{Kind: k, ID: idFromDB(id)}, nil
+}
+
 // compareTenants orders tenants by kind, then id.
 func compareTenants(a, b proto.Id) int {
 	if a.Kind != b.Kind {
