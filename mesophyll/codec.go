@@ -27,7 +27,7 @@ func encodeDispatchEvent(q *proto.DispatchEvent) ([]byte, error) {
 	}
 	b := make([]byte, 0, 160+len(q.Event.Name)+len(data))
 	b = append(b, `{"DispatchEvent":{"id":`...)
-	b = appendId(b, q.ID)
+	b = q.ID.AppendJSON(b)
 	b = append(b, `,"event":{"name":`...)
 	b = appendString(b, q.Event.Name)
 	b = append(b, `,"author":`...)
@@ -48,15 +48,6 @@ func encodeDispatchEvent(q *proto.DispatchEvent) ([]byte, error) {
 		b = strconv.AppendUint(b, q.Seq, 10)
 	}
 	return append(b, "}}"...), nil
-}
-
-// appendId appends id as Id.MarshalJSON spells it.
-func appendId(b []byte, id proto.Id) []byte {
-	b = append(b, `{"type":"`...)
-	b = append(b, id.Kind.String()...)
-	b = append(b, `","id":"`...)
-	b = strconv.AppendUint(b, id.ID, 10)
-	return append(b, `"}`...)
 }
 
 // appendString appends s as a JSON string, escaped as encoding/json does

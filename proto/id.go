@@ -111,13 +111,17 @@ type idJSON struct {
 
 // MarshalJSON encodes the id as {"type":"Guild","id":"123"}.
 func (id Id) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 48)
+	return id.AppendJSON(make([]byte, 0, 48)), nil
+}
+
+// AppendJSON appends id as MarshalJSON spells it, for encoders that build
+// a frame by hand.
+func (id Id) AppendJSON(b []byte) []byte {
 	b = append(b, `{"type":"`...)
 	b = append(b, id.Kind.String()...)
 	b = append(b, `","id":"`...)
 	b = strconv.AppendUint(b, id.ID, 10)
-	b = append(b, `"}`...)
-	return b, nil
+	return append(b, `"}`...)
 }
 
 // parseCanonicalId parses the spelling MarshalJSON writes,
