@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -10,15 +11,41 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
+// gateStore is a memStore whose KvGet of the key "gate" blocks until
+// release is closed: a call that reads it is running, deterministically,
+// for as long as the test wants, with no CPU-bound loop and no time budget.
+type gateStore struct {
+	*memStore
+	entered chan struct{} // receives once per call that reached the gate
+	release chan struct{}
+}
+
+func (s *gateStore) KvGet(ctx context.Context, id proto.Id, key string) (json.RawMessage, bool, error) {
+	if key != "gate" {
+		return s.memStore.KvGet(ctx, id, key)
+	}
+	s.entered <- struct{}{}
+	select {
+	case <-s.release:
+		return nil, false, nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+}
+
 func TestTryDispatchEventRunsInlineOnlyWhenIdle(t *testing.T) {
-	s := newMemStore()
+	s := &gateStore{memStore: newMemStore(), entered: make(chan struct{}, 1), release: make(chan struct{})}
 	g := proto.GuildID(1)
 	s.put(g, "greet", `local event = ... return { hello = event.data.who }`, "Ping")
-	s.put(g, "spin", `local event = ... local n = 0 while n < event.data.n do n = n + 1 end return n`, "Spin")
+	s.put(g, "wait", `local event, ctx = ... return ctx.kv.get("gate") == nil`, "Wait")
 	ctx := context.Background()
 	ping := proto.Event{Name: "Ping", Data: proto.Value(`{"who":"ops"}`)}
+	// No time budget takes part: the blocked call ends when the test
+	// releases it, however slow the machine.
+	limits := DefaultLimits
+	limits.Timeout = 0
 
-	locked, err := New(0, 1, Options{Store: s, Logger: zerolog.Nop(), NoStartup: true})
+	locked, err := New(0, 1, Options{Store: s, Limits: limits, Logger: zerolog.Nop(), NoStartup: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +54,7 @@ func TestTryDispatchEventRunsInlineOnlyWhenIdle(t *testing.T) {
 		t.Fatal("a worker locked to its OS thread ran an event on another goroutine")
 	}
 
-	w, err := New(0, 1, Options{Store: s, Logger: zerolog.Nop(), NoStartup: true, NoThreadLock: true})
+	w, err := New(0, 1, Options{Store: s, Limits: limits, Logger: zerolog.Nop(), NoStartup: true, NoThreadLock: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,33 +67,29 @@ func TestTryDispatchEventRunsInlineOnlyWhenIdle(t *testing.T) {
 	}
 
 	// While a queued call runs, nothing runs inline: the VMs are busy and
-	// order must hold.
+	// order must hold. The call is held at the gate until the check is done.
 	done := make(chan error, 1)
 	go func() {
-		_, err := w.DispatchEvent(ctx, g, proto.Event{Name: "Spin", Data: proto.Value(`{"n":3000000}`)})
+		_, err := w.DispatchEvent(ctx, g, proto.Event{Name: "Wait", Data: proto.Value(`{}`)})
 		done <- err
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for w.InFlight() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	select {
+	case <-s.entered:
+	case err := <-done:
+		t.Fatalf("the gated call ended before reaching the gate: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("the gated call never reached the gate")
 	}
-	busy := false
-	for !busy && time.Now().Before(deadline) {
-		select {
-		case err := <-done:
-			t.Fatalf("the spin call finished before the busy check (%v): raise n", err)
-		default:
-		}
-		_, ran, _ := w.TryDispatchEvent(ctx, g, ping)
-		busy = !ran
-	}
-	if !busy {
+	if _, ran, _ := w.TryDispatchEvent(ctx, g, ping); ran {
 		t.Fatal("TryDispatchEvent ran while a queued call was running")
 	}
+	close(s.release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	// The worker goroutine finishes its bookkeeping just after replying.
+	// The worker goroutine finishes its bookkeeping just after replying:
+	// wait for the condition, with a generous limit.
+	deadline := time.Now().Add(time.Minute)
 	for ran := false; !ran; {
 		if time.Now().After(deadline) {
 			t.Fatal("the worker never became idle again")
@@ -74,6 +97,9 @@ func TestTryDispatchEventRunsInlineOnlyWhenIdle(t *testing.T) {
 		var err error
 		if _, ran, err = w.TryDispatchEvent(ctx, g, ping); ran && err != nil {
 			t.Fatalf("idle again: %v", err)
+		}
+		if !ran {
+			time.Sleep(time.Millisecond)
 		}
 	}
 
