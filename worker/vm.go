@@ -36,6 +36,9 @@ type callState struct {
 	active   bool
 	steps    int64
 	deadline time.Time
+	// callerBudget is set when the caller's context deadline, not
+	// Limits.Timeout, is the sooner one: the time it left the call.
+	callerBudget time.Duration
 	// abort is set once a limit is hit: the call is ending, pcall must not
 	// swallow it, and the VM is discarded afterwards.
 	abort *proto.Error
@@ -127,11 +130,13 @@ func (vm *VM) pushTemplate(t *proto.Template) error {
 func (vm *VM) begin(ctx context.Context) {
 	c := &vm.call
 	*c = callState{ctx: ctx, active: true}
+	now := time.Now()
 	if vm.limits.Timeout > 0 {
-		c.deadline = time.Now().Add(vm.limits.Timeout)
+		c.deadline = now.Add(vm.limits.Timeout)
 	}
 	if d, ok := ctx.Deadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
 		c.deadline = d
+		c.callerBudget = max(d.Sub(now), time.Millisecond)
 	}
 }
 
@@ -213,7 +218,12 @@ func (vm *VM) charge(l *lua.State, steps int) {
 	}
 }
 
+// timeoutText names the deadline that ended the call: the caller's when it
+// was the sooner one, else Limits.Timeout.
 func (vm *VM) timeoutText() string {
+	if b := vm.call.callerBudget; b > 0 {
+		return "caller deadline " + b.Round(time.Millisecond).String()
+	}
 	if vm.limits.Timeout > 0 {
 		return vm.limits.Timeout.String()
 	}
