@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -20,7 +19,7 @@ import (
 )
 
 // httpClients is the number of concurrent keep-alive clients of the HTTP
-// benchmarks (b.SetParallelism(httpClients / GOMAXPROCS)).
+// benchmarks, whatever GOMAXPROCS is (see setCallers).
 const httpClients = 64
 
 // httpTenants spread the HTTP load over both workers.
@@ -80,7 +79,7 @@ func benchHTTP(b *testing.B, base, token string, path func(i int) string) {
 		}
 	}
 	b.ReportAllocs()
-	b.SetParallelism(max(1, httpClients/runtime.GOMAXPROCS(0)))
+	callers := setCallers(b, httpClients)
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
@@ -94,6 +93,7 @@ func benchHTTP(b *testing.B, base, token string, path func(i int) string) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+	b.ReportMetric(float64(callers), "callers")
 }
 
 // BenchmarkHTTPConst is the HTTP floor: a net/http server answering every

@@ -80,17 +80,20 @@ func BenchmarkDispatchThread(b *testing.B) {
 	})
 	b.Run("parallel64", func(b *testing.B) {
 		b.ReportAllocs()
-		b.SetParallelism(32)                                              // 2 cores × 32 = 64 callers
+		callers := setCallers(b, dispatchCallers)
 		ids := []proto.Id{proto.GuildID(1 << 22), proto.GuildID(2 << 22)} // one per worker
 		b.RunParallel(func(pb *testing.PB) {
 			n := 0
 			for pb.Next() {
 				n++
+				// Not b.Fatal: it must not be called from a RunParallel goroutine.
 				if _, err := pool.DispatchEvent(ctx, ids[n%2], ev); err != nil {
-					b.Fatal(err)
+					b.Error(err)
+					return
 				}
 			}
 		})
+		b.ReportMetric(float64(callers), "callers")
 	})
 }
 
@@ -120,8 +123,23 @@ const emptyChunk = `return nil`
 // benchIDs are one tenant per worker of a 2-worker pool.
 var benchIDs = []proto.Id{proto.GuildID(1 << 22), proto.GuildID(2 << 22)}
 
-// benchDispatch measures DispatchEvent on pool: one caller, then 64
-// concurrent callers (2 cores × 32) spread over both workers.
+// dispatchCallers is the number of concurrent callers of the parallel
+// dispatch benchmarks, whatever GOMAXPROCS is.
+const dispatchCallers = 64
+
+// setCallers makes b.RunParallel run at least n goroutines (exactly n when
+// GOMAXPROCS divides n): RunParallel starts parallelism × GOMAXPROCS. It
+// returns the number, for the "callers" metric (report it after the run:
+// ResetTimer deletes metrics).
+func setCallers(b *testing.B, n int) int {
+	procs := runtime.GOMAXPROCS(0)
+	p := (n + procs - 1) / procs
+	b.SetParallelism(p)
+	return p * procs
+}
+
+// benchDispatch measures DispatchEvent on pool: one caller, then
+// dispatchCallers concurrent callers spread over both workers.
 func benchDispatch(b *testing.B, pool WorkerLike) {
 	ctx := context.Background()
 	ev := proto.Event{Name: "Ping", Data: proto.Value(`{}`)}
@@ -140,7 +158,7 @@ func benchDispatch(b *testing.B, pool WorkerLike) {
 	})
 	b.Run("parallel64", func(b *testing.B) {
 		b.ReportAllocs()
-		b.SetParallelism(32)
+		callers := setCallers(b, dispatchCallers)
 		b.RunParallel(func(pb *testing.PB) {
 			n := 0
 			for pb.Next() {
@@ -151,6 +169,7 @@ func benchDispatch(b *testing.B, pool WorkerLike) {
 				}
 			}
 		})
+		b.ReportMetric(float64(callers), "callers")
 	})
 }
 

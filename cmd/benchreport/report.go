@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"runtime"
+	"slices"
 	"strings"
 )
 
@@ -38,17 +40,84 @@ func newReport(res map[string]result) *report {
 	return r
 }
 
-func (r *report) get(bench, unit string) (float64, bool) {
-	if res, ok := r.res[bench]; ok {
-		return res.median(unit)
+// get returns the median over the rounds of bench's figure in unit.
+func (r *report) get(bench, unit string) (float64, bool) { return r.series(bench, unit).median() }
+
+// series returns bench's figures in unit, one per round.
+func (r *report) series(bench, unit string) series { return series(r.res[bench][unit]) }
+
+// series is one figure per round, NaN for a round without it.
+type series []float64
+
+func (s series) at(i int) float64 {
+	if i < len(s) {
+		return s[i]
 	}
-	return 0, false
+	return math.NaN()
 }
 
+// values returns the rounds' figures that were measured, sorted.
+func (s series) values() []float64 {
+	var v []float64
+	for _, x := range s {
+		if !math.IsNaN(x) {
+			v = append(v, x)
+		}
+	}
+	slices.Sort(v)
+	return v
+}
+
+// median is the median of the measured rounds, and whether there was one.
+func (s series) median() (float64, bool) {
+	v := s.values()
+	switch {
+	case len(v) == 0:
+		return 0, false
+	case len(v)%2 == 1:
+		return v[len(v)/2], true
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2, true
+}
+
+// max is the largest measured round, and whether there was one.
+func (s series) max() (float64, bool) {
+	v := s.values()
+	if len(v) == 0 {
+		return 0, false
+	}
+	return v[len(v)-1], true
+}
+
+// with combines s and o round by round; a round missing from either is
+// missing from the result.
+func (s series) with(o series, f func(a, b float64) float64) series {
+	out := make(series, max(len(s), len(o)))
+	for i := range out {
+		a, b := s.at(i), o.at(i)
+		if math.IsNaN(a) || math.IsNaN(b) {
+			out[i] = math.NaN()
+			continue
+		}
+		out[i] = f(a, b)
+	}
+	return out
+}
+
+// plus is the round-by-round sum, for a floor made of two figures.
+func (s series) plus(o series) series { return s.with(o, func(a, b float64) float64 { return a + b }) }
+
+// over is the round-by-round ratio s/o.
+func (s series) over(o series) series { return s.with(o, func(a, b float64) float64 { return a / b }) }
+
 // ratioRow adds figure/floor (ns/op of both) with an optional target
-// (limit > 0: ratio ≤ limit).
-func (r *report) ratioRow(what, bench, floorName string, floorNs float64, floorOK bool, limit float64, t *target) {
-	ns, ok := r.get(bench, "ns/op")
+// (limit > 0: ratio ≤ limit). The ratio is the median of the per-round
+// ratios, each of a figure and its floor measured in the same round.
+func (r *report) ratioRow(what, bench, floorName string, floor series, limit float64, t *target) {
+	fig := r.series(bench, "ns/op")
+	ns, ok := fig.median()
+	floorNs, floorOK := floor.median()
+	ratio, ratioOK := fig.over(floor).median()
 	rw := row{what: what, figure: "n/a", floor: "n/a", ratio: "n/a", goal: "—", status: "info"}
 	if ok {
 		rw.figure = dur(ns)
@@ -56,14 +125,23 @@ func (r *report) ratioRow(what, bench, floorName string, floorNs float64, floorO
 	if floorOK {
 		rw.floor = dur(floorNs) + " (" + floorName + ")"
 	}
-	if ok && floorOK {
-		rw.ratio = fmt.Sprintf("%.2f×", ns/floorNs)
+	if ratioOK {
+		rw.ratio = fmt.Sprintf("%.2f×", ratio)
 	}
 	if limit > 0 {
 		rw.goal = fmt.Sprintf("≤ %.1f×", limit)
-		r.judge(&rw, t, ok && floorOK, ns/floorNs <= limit)
+		r.judge(&rw, t, ratioOK, ratio <= limit)
 	}
 	r.rows = append(r.rows, rw)
+}
+
+// callers describes the callers of a parallel benchmark, which reports
+// how many it ran (they scale with GOMAXPROCS).
+func (r *report) callers(bench string) string {
+	if n, ok := r.get(bench, "callers"); ok {
+		return fmt.Sprintf("%.0f callers", n)
+	}
+	return "parallel callers"
 }
 
 // judge sets the status of rw from a target's outcome.
@@ -87,34 +165,50 @@ func (r *report) build() {
 	chl, chlOK := r.get("BenchmarkChanRoundTripLocked", "ns/op")
 	wsp, wspOK := r.get("BenchmarkWSEchoProcess/unix", "ns/op")
 	wspt, wsptOK := r.get("BenchmarkWSEchoProcess/tcp", "ns/op")
+	rawS := r.series("BenchmarkRawLuaCall", "ns/op")
+	chS := r.series("BenchmarkChanRoundTrip", "ns/op")
+	wsS := r.series("BenchmarkWSEcho", "ns/op")
+	chlS := r.series("BenchmarkChanRoundTripLocked", "ns/op")
+	wspS := r.series("BenchmarkWSEchoProcess/unix", "ns/op")
+	wsptS := r.series("BenchmarkWSEchoProcess/tcp", "ns/op")
 
 	// Lua floor.
 	r.rows = append(r.rows, row{what: "raw Lua call (100-iteration loop, bare go-lua State)", figure: durOK(raw, rawOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
-	r.ratioRow("thread dispatch, sequential", "BenchmarkDispatchThread/sequential", "raw Lua call", raw, rawOK, 1.3, tThread)
-	r.ratioRow("thread dispatch, sequential, against the locked-thread floor", "BenchmarkDispatchThread/sequential", "locked channel round trip + raw Lua call", chl+raw, chlOK && rawOK, 0, nil)
-	r.ratioRow("thread dispatch, sequential, worker goroutines not locked to OS threads (not the contract)", "BenchmarkDispatchThreadUnlocked", "raw Lua call", raw, rawOK, 0, nil)
-	r.ratioRow("thread dispatch, 64 callers (per call, wall)", "BenchmarkDispatchThread/parallel64", "raw Lua call", raw, rawOK, 0, nil)
-	r.ratioRow("process dispatch, sequential", "BenchmarkDispatchProcess/sequential", "WS echo + raw Lua call", ws+raw, wsOK && rawOK, 1.5, tProcess)
-	r.ratioRow("process dispatch, sequential, against the cross-process floor", "BenchmarkDispatchProcess/sequential", "cross-process WS echo (Unix socket) + raw Lua call", wsp+raw, wspOK && rawOK, 0, nil)
-	r.ratioRow("process dispatch, 64 callers (per call, wall)", "BenchmarkDispatchProcess/parallel64", "WS echo + raw Lua call", ws+raw, wsOK && rawOK, 0, nil)
+	r.ratioRow("thread dispatch, sequential", "BenchmarkDispatchThread/sequential", "raw Lua call", rawS, 1.3, tThread)
+	r.ratioRow("thread dispatch, sequential, against the locked-thread floor", "BenchmarkDispatchThread/sequential", "locked channel round trip + raw Lua call", chlS.plus(rawS), 0, nil)
+	r.ratioRow("thread dispatch, sequential, worker goroutines not locked to OS threads (not the contract)", "BenchmarkDispatchThreadUnlocked", "raw Lua call", rawS, 0, nil)
+	r.ratioRow("thread dispatch, "+r.callers("BenchmarkDispatchThread/parallel64")+" (per call, wall)", "BenchmarkDispatchThread/parallel64", "raw Lua call", rawS, 0, nil)
+	r.ratioRow("process dispatch, sequential", "BenchmarkDispatchProcess/sequential", "WS echo + raw Lua call", wsS.plus(rawS), 1.5, tProcess)
+	r.ratioRow("process dispatch, sequential, against the cross-process floor", "BenchmarkDispatchProcess/sequential", "cross-process WS echo (Unix socket) + raw Lua call", wspS.plus(rawS), 0, nil)
+	r.ratioRow("process dispatch, "+r.callers("BenchmarkDispatchProcess/parallel64")+" (per call, wall)", "BenchmarkDispatchProcess/parallel64", "WS echo + raw Lua call", wsS.plus(rawS), 0, nil)
 
-	th, thOK := r.get("BenchmarkDispatchThread/sequential", "ns/op")
-	un, unOK := r.get("BenchmarkDispatchThreadUnlocked", "ns/op")
+	thS := r.series("BenchmarkDispatchThread/sequential", "ns/op")
+	unS := r.series("BenchmarkDispatchThreadUnlocked", "ns/op")
+	th, thOK := thS.median()
+	un, unOK := unS.median()
 	if thOK && chlOK && rawOK && unOK {
+		chlRatio, _ := chlS.over(rawS).median()
+		thRatio, _ := thS.over(chlS.plus(rawS)).median()
+		unRatio, _ := unS.over(rawS).median()
 		tThread.facts = fmt.Sprintf("In this run: the locked round trip alone %s = %.1f× the raw call (%s); thread dispatch %s = %.2f× "+
 			"(locked round trip + raw call); with unlocked worker goroutines %s = %.2f× the raw call.",
-			dur(chl), chl/raw, dur(raw), dur(th), th/(chl+raw), dur(un), un/raw)
-		if chl > 1.3*raw {
+			dur(chl), chlRatio, dur(raw), dur(th), thRatio, dur(un), unRatio)
+		if chlRatio > 1.3 {
 			tThread.facts += fmt.Sprintf(" The floor alone is above the target (%s > 1.3 × %s = %s): no implementation of the "+
 				"contract can meet it on this machine.", dur(chl), dur(raw), dur(1.3*raw))
 		}
 	}
-	pd, pdOK := r.get("BenchmarkDispatchProcess/sequential", "ns/op")
+	pdS := r.series("BenchmarkDispatchProcess/sequential", "ns/op")
+	pd, pdOK := pdS.median()
 	if pdOK && wsOK && wspOK && wsptOK && rawOK {
+		wspRatio, _ := wspS.over(wsS).median()
+		wsptRatio, _ := wsptS.over(wsS).median()
+		pdRatio, _ := pdS.over(wspS.plus(rawS)).median()
+		floorRatio, _ := wspS.over(wsS.plus(rawS)).median()
 		tProcess.facts = fmt.Sprintf("In this run: WebSocket echo in one process %s; across processes %s over a Unix socket (%.1f×) and %s "+
 			"over TCP loopback (%.1f×); process dispatch %s = %.2f× (cross-process echo over a Unix socket + raw call).",
-			dur(ws), dur(wsp), wsp/ws, dur(wspt), wspt/ws, dur(pd), pd/(wsp+raw))
-		if wsp > 1.5*(ws+raw) {
+			dur(ws), dur(wsp), wspRatio, dur(wspt), wsptRatio, dur(pd), pdRatio)
+		if floorRatio > 1.5 {
 			tProcess.facts += fmt.Sprintf(" Crossing processes alone is above the target (%s > 1.5 × (%s + %s) = %s): no "+
 				"process topology can meet it on this machine.", dur(wsp), dur(ws), dur(raw), dur(1.5*(ws+raw)))
 		}
@@ -126,12 +220,12 @@ func (r *report) build() {
 	r.rows = append(r.rows, row{what: "WebSocket loopback echo (~200-byte frame)", figure: durOK(ws, wsOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
 	r.rows = append(r.rows, row{what: "WebSocket echo, echo server in another process, Unix socket (Mesophyll's default)", figure: durOK(wsp, wspOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
 	r.rows = append(r.rows, row{what: "WebSocket echo, echo server in another process, TCP loopback", figure: durOK(wspt, wsptOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
-	r.ratioRow("thread dispatch of `return nil`, sequential", "BenchmarkDispatchThreadEmpty/sequential", "channel round trip", ch, chOK, 0, nil)
-	r.ratioRow("Mesophyll Conn.DispatchEvent, in-process worker", "BenchmarkMesophyllDispatch", "WS echo", ws, wsOK, 0, nil)
-	r.ratioRow("thread dispatch of `return nil`, sequential, against the locked floor", "BenchmarkDispatchThreadEmpty/sequential", "locked channel round trip", chl, chlOK, 0, nil)
-	r.ratioRow("process dispatch of `return nil`, sequential", "BenchmarkDispatchProcessEmpty/sequential", "WS echo", ws, wsOK, 0, nil)
-	r.ratioRow("process dispatch of `return nil`, sequential, against the cross-process floor", "BenchmarkDispatchProcessEmpty/sequential", "cross-process WS echo (Unix socket)", wsp, wspOK, 0, nil)
-	r.ratioRow("process dispatch of `return nil`, 64 callers", "BenchmarkDispatchProcessEmpty/parallel64", "WS echo", ws, wsOK, 0, nil)
+	r.ratioRow("thread dispatch of `return nil`, sequential", "BenchmarkDispatchThreadEmpty/sequential", "channel round trip", chS, 0, nil)
+	r.ratioRow("Mesophyll Conn.DispatchEvent, in-process worker", "BenchmarkMesophyllDispatch", "WS echo", wsS, 0, nil)
+	r.ratioRow("thread dispatch of `return nil`, sequential, against the locked floor", "BenchmarkDispatchThreadEmpty/sequential", "locked channel round trip", chlS, 0, nil)
+	r.ratioRow("process dispatch of `return nil`, sequential", "BenchmarkDispatchProcessEmpty/sequential", "WS echo", wsS, 0, nil)
+	r.ratioRow("process dispatch of `return nil`, sequential, against the cross-process floor", "BenchmarkDispatchProcessEmpty/sequential", "cross-process WS echo (Unix socket)", wspS, 0, nil)
+	r.ratioRow("process dispatch of `return nil`, "+r.callers("BenchmarkDispatchProcessEmpty/parallel64"), "BenchmarkDispatchProcessEmpty/parallel64", "WS echo", wsS, 0, nil)
 
 	// Mesophyll codec.
 	for _, c := range []struct{ what, fast, slow string }{
@@ -139,44 +233,35 @@ func (r *report) build() {
 		{"decode a DispatchEvent frame, fast path", "decode-event/fast", "decode-event/json"},
 		{"decode a DispatchResponse frame, fast path", "decode-response/fast", "decode-response/json"},
 	} {
-		slow, ok := r.get("BenchmarkCodec/"+c.slow, "ns/op")
-		r.ratioRow(c.what, "BenchmarkCodec/"+c.fast, "encoding/json", slow, ok, 0, nil)
+		r.ratioRow(c.what, "BenchmarkCodec/"+c.fast, "encoding/json", r.series("BenchmarkCodec/"+c.slow, "ns/op"), 0, nil)
 	}
 
 	// HTTP.
-	c, cOK := r.get("BenchmarkHTTPConst", "req/s")
+	cS := r.series("BenchmarkHTTPConst", "req/s")
+	c, cOK := cS.median()
 	r.rows = append(r.rows, row{what: "net/http constant JSON reply, 64 keep-alive clients", figure: rps(c, cOK), floor: "—", ratio: "—", goal: "—", status: "floor"})
 	for _, topo := range []string{"process", "thread"} {
-		v, ok := r.get("BenchmarkHTTPDispatch/"+topo, "req/s")
+		vS := r.series("BenchmarkHTTPDispatch/"+topo, "req/s")
+		v, ok := vS.median()
+		share, shareOK := vS.over(cS).median()
 		rw := row{what: "POST …/events, " + topo + " topology, 2 workers, 64 clients", figure: rps(v, ok), floor: rps(c, cOK), ratio: "n/a", goal: "—", status: "info"}
-		if ok && cOK {
-			rw.ratio = fmt.Sprintf("%.0f%%", 100*v/c)
+		if shareOK {
+			rw.ratio = fmt.Sprintf("%.0f%%", 100*share)
 		}
 		if topo == "process" {
 			rw.goal = "≥ 50%"
-			r.judge(&rw, tHTTP, ok && cOK, v >= c/2)
+			r.judge(&rw, tHTTP, shareOK, share >= 0.5)
 		}
 		r.rows = append(r.rows, rw)
 	}
 
 	// Recovery.
-	p50, ok50 := r.get("BenchmarkRecovery", "p50-ms")
-	p90, ok90 := r.get("BenchmarkRecovery", "p90-ms")
-	pmax, okMax := r.get("BenchmarkRecovery", "max-ms")
-	rw := row{what: "recovery: kill -9 → first dispatch served, p50 of 20 kills", figure: ms(p50, ok50), floor: "—", ratio: "—", goal: "≤ 150 ms"}
-	r.judge(&rw, tRecovery, ok50, p50 <= 150)
-	extra, okExtra := r.get("BenchmarkRecovery", "extra-restarts")
-	extraText := "n/a"
-	if okExtra {
-		extraText = fmt.Sprintf("%.0f", extra)
-	}
-	r.rows = append(r.rows, rw,
-		row{what: "recovery p90 / max", figure: ms(p90, ok90) + " / " + ms(pmax, okMax), floor: "—", ratio: "—", goal: "—", status: "info"},
-		row{what: "recovery: restarts beyond one per kill (20 kills)", figure: extraText, floor: "—", ratio: "—", goal: "0", status: "info (see below)"})
+	r.recoveryRows("BenchmarkRecovery", "", tRecovery, tRestarts)
+	r.recoveryRows("BenchmarkRecoveryDefaultMinUptime", ", default --min-uptime (each worker killed after running 10 s)", tRecoveryDefault, tRestartsDefault)
 
 	// VM costs.
 	heap, okHeap := r.get("BenchmarkIdleTenantHeap", "bytes/tenant")
-	rw = row{what: "heap per idle loaded tenant (10,000 tenants)", figure: bytesOK(heap, okHeap), floor: "—", ratio: "—", goal: "≤ 64 KiB"}
+	rw := row{what: "heap per idle loaded tenant (10,000 tenants)", figure: bytesOK(heap, okHeap), floor: "—", ratio: "—", goal: "≤ 64 KiB"}
 	r.judge(&rw, tIdle, okHeap, heap <= 64<<10)
 	r.rows = append(r.rows, rw)
 	vm, okVM := r.get("BenchmarkNewVM", "ns/op")
@@ -185,8 +270,7 @@ func (r *report) build() {
 	r.judge(&rw, tNewVM, okVM, vm <= 100_000)
 	r.rows = append(r.rows, rw)
 	for _, part := range []string{"hook", "limits", "template"} {
-		bare, okBare := r.get("BenchmarkVMCall/bare", "ns/op")
-		r.ratioRow("loop chunk: "+vmCallPart[part], "BenchmarkVMCall/"+part, "bare State", bare, okBare, 0, nil)
+		r.ratioRow("loop chunk: "+vmCallPart[part], "BenchmarkVMCall/"+part, "bare State", r.series("BenchmarkVMCall/bare", "ns/op"), 0, nil)
 	}
 
 	// Store.
@@ -200,6 +284,32 @@ func (r *report) build() {
 			r.rows = append(r.rows, row{what: "KV " + strings.ToLower(op) + ", " + kind, figure: fig, floor: "—", ratio: "—", goal: "—", status: "info"})
 		}
 	}
+}
+
+// recoveryRows adds the rows of one recovery benchmark: p50 against its
+// target, p90 / max, and the restarts beyond one per kill, whose goal is 0
+// in every round.
+func (r *report) recoveryRows(bench, variant string, p50Target, restartsTarget *target) {
+	p50, ok50 := r.get(bench, "p50-ms")
+	p90, ok90 := r.get(bench, "p90-ms")
+	pmax, okMax := r.get(bench, "max-ms")
+	kills := "kills"
+	if n, ok := r.get(bench, "N"); ok {
+		kills = fmt.Sprintf("%.0f kills", n)
+	}
+	rw := row{what: "recovery" + variant + ": kill -9 → first dispatch to the killed worker's tenant served by its new process, p50 of " + kills, figure: ms(p50, ok50), floor: "—", ratio: "—", goal: "≤ 150 ms"}
+	r.judge(&rw, p50Target, ok50, p50 <= 150)
+	r.rows = append(r.rows, rw,
+		row{what: "recovery" + variant + ": p90 / max", figure: ms(p90, ok90) + " / " + ms(pmax, okMax), floor: "—", ratio: "—", goal: "—", status: "info"})
+	// The worst round counts: one extra restart in any round is a miss.
+	extra, okExtra := r.series(bench, "extra-restarts").max()
+	extraText := "n/a"
+	if okExtra {
+		extraText = fmt.Sprintf("%.0f", extra)
+	}
+	rw = row{what: "recovery" + variant + ": restarts beyond one per kill (" + kills + ", worst round)", figure: extraText, floor: "—", ratio: "—", goal: "0"}
+	r.judge(&rw, restartsTarget, okExtra, extra == 0)
+	r.rows = append(r.rows, rw)
 }
 
 var vmCallPart = map[string]string{
@@ -223,7 +333,7 @@ func (r *report) markdown(m machineInfo) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (`go run ./cmd/benchreport`); do not edit by hand.\n\n")
 	fmt.Fprintf(&b, "- machine: %s, %d cores\n- Go: %s\n- commit: %s\n", m.cpu, m.cores, m.goVersion, m.commit)
-	fmt.Fprintf(&b, "- method: each benchmark run %d times (each package's test binary run once per round); figures are medians; ratios compare figures of the same run\n- suite time: %s\n\n", m.rounds, m.took)
+	fmt.Fprintf(&b, "- method: each benchmark run %d times (each package's test binary run once per round); figures are medians; each ratio is the median of the per-round ratios of a figure and its floor measured in the same round\n- suite time: %s\n\n", m.rounds, m.took)
 	b.WriteString("| what | figure | floor | ratio | target | status |\n|---|---|---|---|---|---|\n")
 	for _, rw := range r.rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", rw.what, rw.figure, rw.floor, rw.ratio, rw.goal, rw.status)
@@ -240,7 +350,9 @@ func (r *report) markdown(m machineInfo) string {
 		if t.facts != "" {
 			fmt.Fprintf(&b, "\n%s\n", t.facts)
 		}
-		fmt.Fprintf(&b, "\nCPU profile of `%s` in this run (`go tool pprof -top`, flat):\n\n```\n%s\n```\n", t.profile, t.top)
+		if t.profile != "" {
+			fmt.Fprintf(&b, "\nCPU profile of `%s` in this run (`go tool pprof -top`, flat):\n\n```\n%s\n```\n", t.profile, t.top)
+		}
 	}
 	return b.String()
 }

@@ -5,11 +5,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -22,21 +22,19 @@ type suite struct {
 	bin       string // compiled test binary
 }
 
-// result is one benchmark's figures over the rounds: unit → values.
+// result is one benchmark's figures: unit → one value per round, NaN for a
+// round that did not report it. The benchmark's iteration count is kept
+// under the unit "N".
 type result map[string][]float64
 
-// median returns the median of the rounds' values of unit, and whether the
-// benchmark reported it.
-func (r result) median(unit string) (float64, bool) {
-	v := slices.Clone(r[unit])
-	if len(v) == 0 {
-		return 0, false
+// set records v as round's value of unit.
+func (r result) set(unit string, round int, v float64) {
+	s := r[unit]
+	for len(s) <= round {
+		s = append(s, math.NaN())
 	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2], true
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2, true
+	s[round] = v
+	r[unit] = s
 }
 
 // runner compiles and runs the suites.
@@ -59,8 +57,8 @@ func (r *runner) compile(ctx context.Context, s *suite) error {
 	return nil
 }
 
-// run runs s once and records its results.
-func (r *runner) run(ctx context.Context, s *suite) error {
+// run runs s once, as round (from 0), and records its results.
+func (r *runner) run(ctx context.Context, s *suite, round int) error {
 	args := []string{"-test.run", "^$", "-test.bench", s.bench, "-test.benchmem", "-test.timeout", "10m"}
 	if s.benchtime != "" {
 		args = append(args, "-test.benchtime", s.benchtime)
@@ -69,7 +67,7 @@ func (r *runner) run(ctx context.Context, s *suite) error {
 	if err != nil {
 		return fmt.Errorf("run %s benchmarks: %w\n%s", s.pkg, err, tail(out, 40))
 	}
-	n := r.parse(out)
+	n := r.parse(out, round)
 	r.logf("  %s: %d results", s.pkg, n)
 	return nil
 }
@@ -87,8 +85,9 @@ func (r *runner) exec(ctx context.Context, s *suite, args ...string) ([]byte, er
 // benchLine matches "BenchmarkName-2   1234   56.7 ns/op   8 B/op ...".
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.+)$`)
 
-// parse records the benchmark lines of out and returns how many it saw.
-func (r *runner) parse(out []byte) int {
+// parse records the benchmark lines of out as round's figures and returns
+// how many it saw.
+func (r *runner) parse(out []byte, round int) int {
 	n := 0
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -103,12 +102,15 @@ func (r *runner) parse(out []byte) int {
 			res = result{}
 			r.results[m[1]] = res
 		}
+		if iters, err := strconv.ParseFloat(m[2], 64); err == nil {
+			res.set("N", round, iters)
+		}
 		for i := 0; i+1 < len(fields); i += 2 {
 			v, err := strconv.ParseFloat(fields[i], 64)
 			if err != nil {
 				continue
 			}
-			res[fields[i+1]] = append(res[fields[i+1]], v)
+			res.set(fields[i+1], round, v)
 		}
 		n++
 	}
