@@ -31,7 +31,7 @@ func linkPair(t *testing.T) (*link, *websocket.Conn) {
 		<-r.Context().Done()
 	}))
 	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 	if err != nil {
@@ -46,7 +46,7 @@ func linkPair(t *testing.T) (*link, *websocket.Conn) {
 // readFrames reads n frames from ws.
 func readFrames(t *testing.T, ws *websocket.Conn, n int) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out []string
 	for range n {
@@ -149,7 +149,7 @@ func TestFullWriteQueueMakesSendersWait(t *testing.T) {
 func TestBatchFromWorkerIsHandledInOrder(t *testing.T) {
 	h := newHarness(t, ServerOptions{Workers: 1})
 	ws := h.rawWorker(0)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	frame := `{"Batch":[{"Ack":{"seq":1}},{"Heartbeat":{"tenants":9}},{"Ack":{"seq":2}},{"Ack":{"seq":3}}]}`
 	if err := ws.Write(ctx, websocket.MessageText, []byte(frame)); err != nil {
@@ -182,7 +182,7 @@ func TestHelloAnnouncesTheFrameLimit(t *testing.T) {
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Bearer "+h.token(0))
 	hdr.Set("X-Worker-Id", "0")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, h.url, &websocket.DialOptions{HTTPHeader: hdr})
 	if err != nil {
@@ -457,7 +457,7 @@ func (h *harness) slowKV(ctx context.Context, c *Conn, g proto.Id) <-chan error 
 		_, err := c.DispatchEvent(ctx, g, proto.Event{Name: "kv", Data: proto.Value(`"slow"`)})
 		done <- err
 	}()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for h.backend.slow.Load() == 0 {
 		if time.Now().After(deadline) {
 			h.t.Fatal("the slow store call never reached the backend")

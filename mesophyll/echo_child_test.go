@@ -91,7 +91,7 @@ func BenchmarkWSEchoProcess(b *testing.B) {
 		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
 			<-done
 		}

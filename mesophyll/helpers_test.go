@@ -271,7 +271,7 @@ func (h *harness) token(id int) string {
 // receives Serve's result.
 func (h *harness) worker(id int, hd Handler) (*Client, *Conn, <-chan error) {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl, err := Dial(ctx, h.url, id, h.token(id), ClientOptions{})
 	if err != nil {
@@ -302,7 +302,7 @@ func (h *harness) waitConnected(id int) {
 		if got != id {
 			h.t.Fatalf("connected worker %d, want %d", got, id)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		h.t.Fatalf("worker %d never connected", id)
 	}
 }
@@ -328,7 +328,7 @@ func (h *harness) rawDial(id int, token string) (*websocket.Conn, *http.Response
 		hdr.Set("Authorization", "Bearer "+token)
 	}
 	hdr.Set("X-Worker-Id", strconv.Itoa(id))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ws, resp, err := websocket.Dial(ctx, h.url, &websocket.DialOptions{HTTPHeader: hdr})
 	if err != nil {

@@ -43,7 +43,7 @@ func TestListenUnixPrivateSocket(t *testing.T) {
 
 	// A worker dials the URL and is served over the socket.
 	h := serveOn(t, ln)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl, err := Dial(ctx, ln.URL(), 0, h.token(0), ClientOptions{})
 	if err != nil {
