@@ -44,7 +44,7 @@ func startMaster(t *testing.T, extra ...string) string {
 			t.Logf("master log:\n%s", log.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		select {
 		case <-exited:
@@ -64,7 +64,7 @@ func startMaster(t *testing.T, extra ...string) string {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("master not ready after 20s:\n%s", log.String())
+			t.Fatalf("master not ready after a minute:\n%s", log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -74,7 +74,7 @@ func startMaster(t *testing.T, extra ...string) string {
 // its exit error, stdout and stderr.
 func runDrill(t *testing.T, dataDir string, args ...string) (error, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "../deploy/drill.sh", args...)
 	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_BIN="+binary(t), "TEMPLATEWORKER_DATA_DIR="+dataDir)
@@ -114,8 +114,10 @@ func lastJSON(t *testing.T, stdout string) summary {
 
 // TestDrillRecovers runs the drill twice against one master: a killed
 // worker, then a stopped one (the master's heartbeat check replaces it).
+// The heartbeat is the default 1 s: shorter ones take a healthy worker on
+// a busy machine for hung, and the drill would count the failures.
 func TestDrillRecovers(t *testing.T) {
-	dir := startMaster(t, "--heartbeat-interval", "200ms", "--restart-backoff", "500ms")
+	dir := startMaster(t, "--restart-backoff", "500ms")
 	for _, sig := range []string{"KILL", "STOP"} {
 		t.Run(sig, func(t *testing.T) {
 			err, stdout, stderr := runDrill(t, dir, "--worker", "1", "--signal", sig, "--load", "50", "--timeout", "30")

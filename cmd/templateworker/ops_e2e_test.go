@@ -58,7 +58,7 @@ func TestSystemdNotify(t *testing.T) {
 		}
 	}
 	m.stop(syscall.SIGTERM)
-	waitFor(t, 5*time.Second, func() bool {
+	waitFor(t, 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return strings.Contains(strings.Join(msgs, "\n"), "STOPPING=1")
@@ -181,14 +181,16 @@ func TestSIGHUPRollingRestartUnderLoad(t *testing.T) {
 		stop     atomic.Bool
 		failed   atomic.Int64
 		sent     atomic.Int64
+		served   [2]atomic.Int64 // waited calls answered, by worker
 		accepted sync.Map
 		wg       sync.WaitGroup
 	)
+	t.Cleanup(func() { stop.Store(true); wg.Wait() })
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
-			for i := 0; !stop.Load() && i < 5000; i++ {
+			for i := 0; !stop.Load(); i++ {
 				id := ids[(g+i)%2]
 				n := sent.Add(1)
 				ev := proto.Event{Name: "Ping", Data: proto.Value(fmt.Sprintf(`{"n":%d}`, n))}
@@ -197,8 +199,8 @@ func TestSIGHUPRollingRestartUnderLoad(t *testing.T) {
 					if err = m.api.DispatchNoWait(ctx, id, ev); err == nil {
 						accepted.Store(n, id)
 					}
-				} else {
-					_, err = m.api.Dispatch(ctx, id, ev)
+				} else if _, err = m.api.Dispatch(ctx, id, ev); err == nil {
+					served[(g+i)%2].Add(1)
 				}
 				if err != nil {
 					failed.Add(1)
@@ -208,26 +210,30 @@ func TestSIGHUPRollingRestartUnderLoad(t *testing.T) {
 			}
 		}(g)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The load runs on both workers before the restart...
+	waitFor(t, time.Minute, func() bool { return served[0].Load() > 0 && served[1].Load() > 0 })
 	if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, func() bool {
-		now := m.workers(t)
-		for i, r := range now {
+	var replaced []workerRow
+	waitFor(t, 2*time.Minute, func() bool {
+		replaced = m.workers(t)
+		for i, r := range replaced {
 			if r.State != "ready" || r.PID == rows[i].PID {
 				return false
 			}
 		}
 		return true
 	})
-	time.Sleep(200 * time.Millisecond)
+	// ...and after it, on both new processes.
+	then := [2]int64{served[0].Load(), served[1].Load()}
+	waitFor(t, time.Minute, func() bool { return served[0].Load() > then[0] && served[1].Load() > then[1] })
 	stop.Store(true)
 	wg.Wait()
 	if failed.Load() != 0 {
 		t.Fatalf("%d of %d calls failed during the rolling restart", failed.Load(), sent.Load())
 	}
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(t, time.Minute, func() bool {
 		have := map[string]bool{}
 		for _, id := range ids {
 			items, err := m.api.KV(ctx, id, "ev:")
@@ -248,9 +254,22 @@ func TestSIGHUPRollingRestartUnderLoad(t *testing.T) {
 		return missing == 0
 	})
 	t.Logf("%d calls, none failed", sent.Load())
-	// The same through the API and CLI.
+	// The same through the API and CLI: when the command returns, every
+	// worker is a new, ready process, and each restart is counted once.
 	if _, errOut, code := m.cli("restart-workers"); code != 0 {
 		t.Fatalf("restart-workers: %s", errOut)
+	}
+	after := m.workers(t)
+	for i, r := range after {
+		if r.State != "ready" || r.PID == 0 || r.PID == replaced[i].PID || r.PID == rows[i].PID {
+			t.Errorf("after restart-workers, worker %d is %+v; before it %+v", i, r, replaced[i])
+		}
+		if r.Restarts != replaced[i].Restarts+1 {
+			t.Errorf("worker %d: %d restarts after restart-workers, want %d", i, r.Restarts, replaced[i].Restarts+1)
+		}
+		if alive(replaced[i].PID) {
+			t.Errorf("worker %d: the replaced process %d is still alive", i, replaced[i].PID)
+		}
 	}
 }
 
