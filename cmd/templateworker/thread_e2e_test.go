@@ -140,7 +140,13 @@ func (m *runningMaster) do(t *testing.T, method, path, body string) httpResult {
 
 func (m *runningMaster) doAuth(t *testing.T, method, path, body string, auth bool) httpResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return m.doWithin(t, 30*time.Second, method, path, body, auth)
+}
+
+// doWithin is doAuth with the request's own time limit.
+func (m *runningMaster) doWithin(t *testing.T, limit time.Duration, method, path, body string, auth bool) httpResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, method, m.addr+path, strings.NewReader(body))
 	if auth {
