@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,11 +15,14 @@ import (
 // tenant's slow call is in flight: exactly that tenant is quarantined, its
 // neighbour on the same worker is not.
 func TestQuarantineAfterWorkerCrashes(t *testing.T) {
-	m := startMaster(t, "", "--process-workers", "2", "--restart-backoff", "50ms", "--quarantine-after", "3")
+	// The slow call says it started, then spins until its process is
+	// killed: no Lua budget may end it first, however slow the machine.
+	m := startMaster(t, "", "--process-workers", "2", "--restart-backoff", "50ms", "--quarantine-after", "3",
+		"--lua-timeout", "10m", "--lua-max-instructions", "1000000000000000")
 	m.waitReady(t)
 	ctx := context.Background()
 	hostile, neighbour := tenantOn(0, 2, 11), tenantOn(0, 2, 13)
-	slow := `local t = os.clock() while os.clock() - t < 20 do end return "done"`
+	slow := `local event, ctx = ... ctx.kv.set("started:" .. event.data.i, true) while true do end`
 	if err := m.api.PutTemplate(ctx, hostile, "slow", slow, []string{"Ping"}); err != nil {
 		t.Fatal(err)
 	}
@@ -28,12 +32,15 @@ func TestQuarantineAfterWorkerCrashes(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		pid := m.waitReady(t)[0].PID
 		done := make(chan error, 1)
-		go func() {
-			_, err := m.api.Dispatch(ctx, hostile, proto.Event{Name: "Ping"})
+		go func(i int) {
+			_, err := m.api.Dispatch(ctx, hostile, proto.Event{Name: "Ping", Data: proto.Value(fmt.Sprintf(`{"i":%d}`, i))})
 			done <- err
-		}()
-		waitFor(t, 10*time.Second, func() bool {
-			return strings.Contains(string(mustRaw(m.api.Workers(ctx))), `"inflight":1`)
+		}(i)
+		// The call runs in the worker (it wrote its key) and the master
+		// counts it in flight.
+		waitFor(t, time.Minute, func() bool {
+			items, err := m.api.KV(ctx, hostile, fmt.Sprintf("started:%d", i))
+			return err == nil && len(items) == 1 && strings.Contains(string(mustRaw(m.api.Workers(ctx))), `"inflight":1`)
 		})
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
