@@ -36,7 +36,7 @@ func TestForwardCopiesCallAndAnswer(t *testing.T) {
 		})
 	}))
 	defer owner.Close()
-	f := cluster.NewForwarder("a", 5*time.Second)
+	f := cluster.NewForwarder("a", time.Minute)
 	req := httptest.NewRequest("POST", "/v1/tenants/guild/1/events?wait=false", strings.NewReader(`{"name":"Ping"}`))
 	req.Header.Set("Authorization", "Bearer tok")
 	w, err := forward(t, f, cluster.Member{Name: "b", URL: owner.URL + "/"}, req)
@@ -66,7 +66,7 @@ func TestForwardUnreachableOwner(t *testing.T) {
 	}
 	dead := "http://" + ln.Addr().String()
 	ln.Close() // nothing listens there any more
-	f := cluster.NewForwarder("a", 5*time.Second)
+	f := cluster.NewForwarder("a", time.Minute)
 	w, err := forward(t, f, cluster.Member{Name: "b", URL: dead}, httptest.NewRequest("GET", "/v1/tenants/guild/1/kv", nil))
 	e := proto.AsError(err)
 	if e == nil || e.Code != proto.CodeShardUnavailable || !strings.Contains(e.Message, "shard 17 (owner b at "+dead+") is unreachable") {
