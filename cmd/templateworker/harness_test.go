@@ -113,7 +113,7 @@ func startMaster(t *testing.T, dataDir string, args ...string) *runningMaster {
 			t.Logf("master output:\n%s", tail(out.String(), 6000))
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		b, err := os.ReadFile(filepath.Join(dataDir, master.AddrFile))
 		if err == nil && len(b) > 0 {

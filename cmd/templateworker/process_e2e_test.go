@@ -48,7 +48,7 @@ func (m *runningMaster) workers(t *testing.T) []workerRow {
 func (m *runningMaster) waitReady(t *testing.T) []workerRow {
 	t.Helper()
 	var rows []workerRow
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, time.Minute, func() bool {
 		rows = m.workers(t)
 		for _, r := range rows {
 			if r.State != "ready" || r.PID == 0 {
