@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +112,62 @@ func TestTryDispatchEventRunsInlineOnlyWhenIdle(t *testing.T) {
 	}
 	if _, err := w.DispatchEvent(ctx, g, ping); proto.CodeOf(err) != proto.CodeWorkerUnavailable {
 		t.Fatalf("killed worker: %v, want worker_unavailable", err)
+	}
+}
+
+// TestThreadQueueFullIsOverloaded: while the worker is busy, its bounded
+// queue fills and the next message fails at once with worker_overloaded
+// (Retry-After set) instead of blocking; the queued ones still run.
+func TestThreadQueueFullIsOverloaded(t *testing.T) {
+	s := &gateStore{memStore: newMemStore(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	g := proto.GuildID(1)
+	s.put(g, "wait", `local event, ctx = ... return ctx.kv.get("gate") == nil`, "Wait")
+	s.put(g, "mark", `local event, ctx = ... ctx.kv.set("ran:" .. event.data.n, true)`, "Mark")
+	limits := DefaultLimits
+	limits.Timeout = 0
+	w, err := New(0, 1, Options{Store: s, Limits: limits, QueueSize: 2, Logger: zerolog.Nop(), NoStartup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() { _ = w.Kill(ctx) })
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.DispatchEvent(ctx, g, proto.Event{Name: "Wait", Data: proto.Value(`{}`)})
+		done <- err
+	}()
+	select {
+	case <-s.entered:
+	case <-time.After(time.Minute):
+		t.Fatal("the gated call never reached the gate")
+	}
+	for i := 0; i < 2; i++ {
+		if err := w.DispatchEventNoWait(g, proto.Event{Name: "Mark", Data: proto.Value(`{"n":` + itoa(i) + `}`)}); err != nil {
+			t.Fatalf("nowait %d into a queue of 2: %v", i, err)
+		}
+	}
+	err = w.DispatchEventNoWait(g, proto.Event{Name: "Mark", Data: proto.Value(`{"n":9}`)})
+	if pe := proto.AsError(err); pe == nil || pe.Code != proto.CodeWorkerOverloaded || pe.RetryAfter == 0 || !strings.Contains(pe.Message, "queue is full (2 messages)") {
+		t.Fatalf("a third message into a full queue of 2: %v, want worker_overloaded", err)
+	}
+	if _, err := w.DispatchEvent(ctx, g, proto.Event{Name: "Mark", Data: proto.Value(`{"n":8}`)}); proto.CodeOf(err) != proto.CodeWorkerOverloaded {
+		t.Fatalf("a waited call into the full queue: %v, want worker_overloaded", err)
+	}
+	close(s.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		s.mu.Lock()
+		n := len(s.kv[g])
+		s.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the 2 queued events did not run: %d keys", n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
