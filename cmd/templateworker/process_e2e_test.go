@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/store"
 )
 
 type workerRow struct {
@@ -476,4 +477,80 @@ func startMasterNoWait(t *testing.T, args ...string) *runningMaster {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	})
 	return m
+}
+
+// TestProcessSIGTERMWithCallsInFlight: on SIGTERM the master lets the
+// waited calls in flight on every worker finish and answer, then exits 0
+// and leaves no worker behind. Each call runs until the test, writing to
+// the store behind the master's back, tells it to end: it is in flight
+// for certain when the signal arrives, however slow the machine.
+func TestProcessSIGTERMWithCallsInFlight(t *testing.T) {
+	m := startMaster(t, "", "--process-workers", "2", "--shutdown-timeout", "5m",
+		"--lua-timeout", "10m", "--lua-max-instructions", "1000000000000000")
+	rows := m.waitReady(t)
+	ctx := context.Background()
+	ids := []proto.Id{tenantOn(0, 2, 21), tenantOn(1, 2, 21)}
+	code := `local event, ctx = ... ctx.kv.set("started", true) while not ctx.kv.get("go") do end return "finished"`
+	for _, id := range ids {
+		if err := m.api.PutTemplate(ctx, id, "hold", code, []string{"Ping"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type answer struct {
+		v   proto.Value
+		err error
+	}
+	answers := make(chan answer, len(ids))
+	for _, id := range ids {
+		go func() {
+			v, err := m.api.Dispatch(ctx, id, proto.Event{Name: "Ping"})
+			answers <- answer{v, err}
+		}()
+	}
+	for _, id := range ids {
+		waitFor(t, time.Minute, func() bool {
+			items, err := m.api.KV(ctx, id, "started")
+			return err == nil && len(items) == 1
+		})
+	}
+	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, func() bool { return strings.Contains(m.out.String(), `"shutting down"`) })
+	select {
+	case a := <-answers:
+		t.Fatalf("a call in flight ended before it was told to, at SIGTERM: %s %v", a.v, a.err)
+	case <-m.exited:
+		t.Fatal("the master exited with calls in flight")
+	default:
+	}
+	st, err := store.Open(ctx, store.Config{DataDir: m.dataDir, Options: store.Options{Quota: store.DefaultQuota}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, id := range ids {
+		if err := st.KvSet(ctx, id, "go", json.RawMessage(`true`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range ids {
+		select {
+		case a := <-answers:
+			if a.err != nil || string(a.v) != `{"hold":"finished"}` {
+				t.Fatalf("a call in flight at SIGTERM: %s %v, want it to finish", a.v, a.err)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatal("a call in flight at SIGTERM never answered")
+		}
+	}
+	select {
+	case <-m.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the master did not exit after its calls finished")
+	}
+	if code := m.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("master exit code %d after SIGTERM, want 0", code)
+	}
+	waitFor(t, time.Minute, func() bool { return !alive(rows[0].PID) && !alive(rows[1].PID) })
 }
