@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 )
@@ -389,4 +390,87 @@ func TestNowaitQueueFullAndQuarantineDropsHeldEvents(t *testing.T) {
 		t.Fatalf("the quarantined tenant's held events ran: %v %v", items, err)
 	}
 	waitUntil(t, "acknowledged", func() bool { return w.Status().Queued == 0 })
+}
+
+// nopHandler is a stand-in worker's handler: it serves nothing.
+type nopHandler struct{}
+
+func (nopHandler) DispatchEvent(context.Context, proto.Id, proto.Event) (proto.Value, error) {
+	return proto.Value("null"), nil
+}
+func (nopHandler) RunScript(context.Context, proto.Id, string, string, proto.Event) (proto.Value, error) {
+	return proto.Value("null"), nil
+}
+func (nopHandler) DropTenant(context.Context, proto.Id) error { return nil }
+func (nopHandler) DropAll(context.Context) error              { return nil }
+func (nopHandler) Tenants() int                               { return 0 }
+
+// TestSecondConnectionOfOneSpawnIsRefused plays the worker of a spawned
+// process that never dials itself: the test connects with the spawn's
+// token, leaves on the master's Shutdown (a rolling restart), and while
+// that process is still running connects again with the same token. The
+// server admits it — the token is the live spawn's — but the supervisor
+// closes it: one spawn, one connection.
+func TestSecondConnectionOfOneSpawnIsRefused(t *testing.T) {
+	cfg := pathsConfig(t)
+	cfg.Exe = writeScript(t, "exec sleep 600")
+	pp, _ := startUnready(t, cfg, nil)
+	w := pp.workers[0]
+	var pid int
+	waitUntil(t, "spawn", func() bool { pid = w.Status().PID; return pid != 0 })
+	var token string
+	waitUntil(t, "the spawn's token", func() bool {
+		b, _ := os.ReadFile("/proc/" + itoa(pid) + "/environ")
+		for _, kv := range strings.Split(string(b), "\x00") {
+			if v, ok := strings.CutPrefix(kv, TokenEnv+"="); ok {
+				token = v
+			}
+		}
+		return token != ""
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	first, err := mesophyll.Dial(ctx, pp.addr, 0, token, mesophyll.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- first.Serve(ctx, nopHandler{}) }()
+	waitUntil(t, "ready on the first connection", func() bool { return w.Status().State == StateReady })
+
+	rctx, rcancel := context.WithCancel(context.Background())
+	restarted := make(chan error, 1)
+	go func() { restarted <- w.Restart(rctx) }()
+	select {
+	case err := <-firstDone:
+		if err != nil {
+			t.Fatalf("the first connection did not end with the master's Shutdown: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no Shutdown on the first connection")
+	}
+	if !alivePID(pid) {
+		t.Fatal("the spawn died with its connection; the test needs it running")
+	}
+	second, err := mesophyll.Dial(ctx, pp.addr, 0, token, mesophyll.ClientOptions{})
+	if err != nil {
+		t.Fatalf("second dial with the live spawn's token: %v", err)
+	}
+	// The master closes it at once (Serve returns; it would serve for the
+	// minute of ctx otherwise), without taking it for the worker's.
+	if err := second.Serve(ctx, nopHandler{}); err == nil || ctx.Err() != nil {
+		t.Fatalf("second connection of one spawn: Serve returned %v (ctx %v), want it closed by the master", err, ctx.Err())
+	}
+	if s := w.Status(); s.State != StateDraining || s.PID != pid {
+		t.Fatalf("after the refused connection: %+v, want pid %d still draining", s, pid)
+	}
+	waitUntil(t, "the refused connection released", func() bool { return pp.meso.Conn(0) == nil })
+	rcancel()
+	if err := <-restarted; proto.CodeOf(err) != proto.CodeTimeout {
+		t.Fatalf("Restart of a spawn that never came back: %v, want timeout", err)
+	}
+	if err := pp.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the spawn killed", func() bool { return !alivePID(pid) })
 }
