@@ -6,6 +6,8 @@
 #               tests run too
 #   make bench  the benchmark suite
 #   make build  build bin/templateworker
+#   make cover  per-package coverage of the tests, end-to-end tests included
+#               (their masters and workers run a coverage-instrumented binary)
 
 GO       ?= go
 BIN      := bin/templateworker
@@ -13,7 +15,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 RUN_ARGS ?= --process-workers 2
 
-.PHONY: build run test test-go bench bench-run vet fmt clean
+.PHONY: build run test test-go bench bench-run vet fmt clean cover cover-run
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/templateworker
@@ -47,5 +49,23 @@ bench: build
 bench-run:
 	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) GO=$(GO) $(GO) run ./cmd/benchreport -rounds $(BENCH_ROUNDS) -o BENCHMARKS.md
 
+# cover measures per-package coverage over the unit tests and the
+# processes the end-to-end tests start: bin/templateworker-cover is built
+# with -cover, and every master and worker it runs writes its counters to
+# GOCOVERDIR when it exits normally (the tests stop their masters with
+# SIGTERM when GOCOVERDIR is set). Like test, with a throwaway PostgreSQL
+# when it can.
+COVERDIR := $(CURDIR)/.cover
+cover:
+	bash .ci/with-postgres.sh $(MAKE) --no-print-directory cover-run
+
+cover-run:
+	rm -rf $(COVERDIR) && mkdir -p $(COVERDIR)
+	$(GO) build -cover -coverpkg=./... -o bin/templateworker-cover ./cmd/templateworker
+	GOCOVERDIR=$(COVERDIR) TEMPLATEWORKER_BIN=$(CURDIR)/bin/templateworker-cover \
+		$(GO) test -count=1 -timeout 20m -cover -coverpkg=./... ./... -args -test.gocoverdir=$(COVERDIR)
+	@echo "coverage, unit and end-to-end tests together:"
+	@$(GO) tool covdata percent -i=$(COVERDIR) | grep -v '/third_party/' | sort
+
 clean:
-	rm -rf bin
+	rm -rf bin .cover

@@ -38,6 +38,16 @@ func startMaster(t *testing.T, extra ...string) string {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
+		// SIGTERM under make cover (GOCOVERDIR set), so that the master
+		// and its workers write their coverage counters; SIGKILL after 20 s
+		// or otherwise.
+		if os.Getenv("GOCOVERDIR") != "" {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(20 * time.Second):
+			}
+		}
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 		if t.Failed() {

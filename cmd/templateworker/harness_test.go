@@ -108,7 +108,7 @@ func startMaster(t *testing.T, dataDir string, args ...string) *runningMaster {
 	m := &runningMaster{t: t, cmd: cmd, dataDir: dataDir, out: out, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(m.exited) }()
 	t.Cleanup(func() {
-		m.stop(syscall.SIGKILL)
+		m.stop(cleanupSignal())
 		if t.Failed() {
 			t.Logf("master output:\n%s", tail(out.String(), 6000))
 		}
@@ -137,6 +137,16 @@ func startMaster(t *testing.T, dataDir string, args ...string) *runningMaster {
 	m.token = strings.TrimSpace(string(tok))
 	m.api = client.New(m.addr, m.token)
 	return m
+}
+
+// cleanupSignal is how a test's master is stopped at its end: SIGKILL, or
+// SIGTERM when GOCOVERDIR is set (make cover), so that the master and its
+// workers exit normally and write their coverage counters.
+func cleanupSignal() syscall.Signal {
+	if os.Getenv("GOCOVERDIR") != "" {
+		return syscall.SIGTERM
+	}
+	return syscall.SIGKILL
 }
 
 // stop sends sig to the master and waits for it (SIGKILL after 20s).

@@ -473,7 +473,7 @@ func startMasterNoWait(t *testing.T, args ...string) *runningMaster {
 	m := &runningMaster{t: t, cmd: cmd, dataDir: dataDir, out: out, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(m.exited) }()
 	t.Cleanup(func() {
-		m.stop(syscall.SIGKILL)
+		m.stop(cleanupSignal())
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	})
 	return m
