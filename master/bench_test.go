@@ -10,6 +10,7 @@ import (
 	lua "github.com/Shopify/go-lua"
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/internal/wakeup"
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 	"github.com/templateworker/templateworker/worker"
@@ -72,11 +73,13 @@ func BenchmarkDispatchThread(b *testing.B) {
 	}
 	b.Run("sequential", func(b *testing.B) {
 		b.ReportAllocs()
+		self := wakeup.Start(0)
 		for i := 0; i < b.N; i++ {
 			if _, err := pool.DispatchEvent(ctx, id, ev); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportWakeups(b, self, nil, false)
 	})
 	b.Run("parallel64", func(b *testing.B) {
 		b.ReportAllocs()
@@ -139,8 +142,10 @@ func setCallers(b *testing.B, n int) int {
 }
 
 // benchDispatch measures DispatchEvent on pool: one caller, then
-// dispatchCallers concurrent callers spread over both workers.
-func benchDispatch(b *testing.B, pool WorkerLike) {
+// dispatchCallers concurrent callers spread over both workers. The
+// sequential run also reports the wake-ups one call costs: of this process
+// (wakeups/op) and of the worker processes workers (worker-wakeups/op).
+func benchDispatch(b *testing.B, pool WorkerLike, workers ...int) {
 	ctx := context.Background()
 	ev := proto.Event{Name: "Ping", Data: proto.Value(`{}`)}
 	for _, id := range benchIDs {
@@ -150,11 +155,13 @@ func benchDispatch(b *testing.B, pool WorkerLike) {
 	}
 	b.Run("sequential", func(b *testing.B) {
 		b.ReportAllocs()
+		self, others := wakeup.Start(0), wakeup.Start(workers...)
 		for b.Loop() {
 			if _, err := pool.DispatchEvent(ctx, benchIDs[0], ev); err != nil {
 				b.Fatal(err)
 			}
 		}
+		reportWakeups(b, self, others, len(workers) > 0)
 	})
 	b.Run("parallel64", func(b *testing.B) {
 		b.ReportAllocs()
@@ -171,6 +178,34 @@ func benchDispatch(b *testing.B, pool WorkerLike) {
 		})
 		b.ReportMetric(float64(callers), "callers")
 	})
+}
+
+// reportWakeups reports the wake-ups per operation of this process and,
+// with others, of the processes on the other side.
+func reportWakeups(b *testing.B, self, others *wakeup.Meter, withOthers bool) {
+	n, err := self.PerOp(b.N)
+	if err != nil {
+		b.Logf("wake-ups not counted: %v", err)
+		return
+	}
+	b.ReportMetric(n, "wakeups/op")
+	if !withOthers {
+		return
+	}
+	if n, err = others.PerOp(b.N); err != nil {
+		b.Logf("worker wake-ups not counted: %v", err)
+		return
+	}
+	b.ReportMetric(n, "worker-wakeups/op")
+}
+
+// workerPIDs returns the pids of pp's worker processes.
+func workerPIDs(pp *processPool) []int {
+	var pids []int
+	for _, w := range pp.workers {
+		pids = append(pids, w.Status().PID)
+	}
+	return pids
 }
 
 // BenchmarkDispatchThreadEmpty is BenchmarkDispatchThread with a template
@@ -217,14 +252,16 @@ func startBenchPool(b *testing.B, st store.Store, cfg ProcessConfig) *processPoo
 // a real process pool of 2 workers: Mesophyll, the worker process and the
 // JSON both ways included.
 func BenchmarkDispatchProcess(b *testing.B) {
-	benchDispatch(b, benchProcessPool(b, loopChunk, benchProcessConfig(b)).Pool)
+	pp := benchProcessPool(b, loopChunk, benchProcessConfig(b))
+	benchDispatch(b, pp.Pool, workerPIDs(pp)...)
 }
 
 // BenchmarkDispatchProcessEmpty is BenchmarkDispatchProcess with a
 // template that does nothing: the transport's cost, compared with
 // BenchmarkWSEcho and BenchmarkChanRoundTrip.
 func BenchmarkDispatchProcessEmpty(b *testing.B) {
-	benchDispatch(b, benchProcessPool(b, emptyChunk, benchProcessConfig(b)).Pool)
+	pp := benchProcessPool(b, emptyChunk, benchProcessConfig(b))
+	benchDispatch(b, pp.Pool, workerPIDs(pp)...)
 }
 
 // BenchmarkChanRoundTrip is the thread topology's transport floor: a
@@ -252,6 +289,7 @@ func benchChanRoundTrip(b *testing.B, lock bool) {
 		}
 	}()
 	b.ReportAllocs()
+	self := wakeup.Start(0)
 	for i := 0; b.Loop(); i++ {
 		r := request{n: i, reply: make(chan int, 1)}
 		queue <- r
@@ -259,4 +297,5 @@ func benchChanRoundTrip(b *testing.B, lock bool) {
 			b.Fatal("wrong reply")
 		}
 	}
+	reportWakeups(b, self, nil, false)
 }

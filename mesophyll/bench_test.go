@@ -8,6 +8,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/templateworker/templateworker/internal/wakeup"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -26,12 +27,16 @@ var benchEvent = proto.Event{Name: "Ping", Data: proto.Value(`{"channel":"123456
 func BenchmarkWSEcho(b *testing.B) {
 	srv := httptest.NewServer(echoHandler)
 	defer srv.Close()
-	benchEcho(b, "ws"+strings.TrimPrefix(srv.URL, "http"))
+	benchEcho(b, "ws"+strings.TrimPrefix(srv.URL, "http"), 0)
 }
 
 // benchEcho measures round trips of a dispatch-sized frame to the echo
 // server at url.
-func benchEcho(b *testing.B, url string) {
+//
+// It reports the wake-ups one echo costs: of this process (wakeups/op)
+// and of the echo server's process, when it is another (peer, its pid:
+// worker-wakeups/op, the name the dispatch benchmarks use for theirs).
+func benchEcho(b *testing.B, url string, peer int) {
 	ctx := context.Background()
 	target, hc := dialTarget(url)
 	ws, _, err := websocket.Dial(ctx, target, &websocket.DialOptions{HTTPClient: hc, CompressionMode: websocket.CompressionDisabled})
@@ -42,12 +47,21 @@ func benchEcho(b *testing.B, url string) {
 	frame := []byte(`{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"Ping","author":null,"data":{"channel":"1234567890","content":"hello there, templateworker","n":42,"tags":["a","b","c"]}},"req_id":1}}`)
 	b.ReportAllocs()
 	b.ResetTimer()
+	self, other := wakeup.Start(0), wakeup.Start(peer)
 	for b.Loop() {
 		if err := ws.Write(ctx, websocket.MessageText, frame); err != nil {
 			b.Fatal(err)
 		}
 		if _, _, err := ws.Read(ctx); err != nil {
 			b.Fatal(err)
+		}
+	}
+	if n, err := self.PerOp(b.N); err == nil {
+		b.ReportMetric(n, "wakeups/op")
+	}
+	if peer != 0 {
+		if n, err := other.PerOp(b.N); err == nil {
+			b.ReportMetric(n, "worker-wakeups/op")
 		}
 	}
 }

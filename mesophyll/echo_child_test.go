@@ -101,6 +101,6 @@ func BenchmarkWSEchoProcess(b *testing.B) {
 	if err != nil || len(urls) != 2 {
 		b.Fatalf("echo child said %q: %v", line, err)
 	}
-	b.Run("tcp", func(b *testing.B) { benchEcho(b, urls[0]) })
-	b.Run("unix", func(b *testing.B) { benchEcho(b, urls[1]) })
+	b.Run("tcp", func(b *testing.B) { benchEcho(b, urls[0], cmd.Process.Pid) })
+	b.Run("unix", func(b *testing.B) { benchEcho(b, urls[1], cmd.Process.Pid) })
 }

@@ -95,6 +95,12 @@ func run(ctx context.Context, out string, rounds int) error {
 		}
 	}
 	rep := newReport(r.results)
+	// The wake-up counts on the terminal too, to compare with another host.
+	for _, rw := range rep.rows {
+		if strings.HasPrefix(rw.what, "wake-ups per call") {
+			r.logf("%s: %s (floor %s)", rw.what, rw.figure, rw.floor)
+		}
+	}
 	for _, m := range rep.missed() {
 		if m.profile == "" {
 			continue

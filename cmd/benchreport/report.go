@@ -227,6 +227,13 @@ func (r *report) build() {
 	r.ratioRow("process dispatch of `return nil`, sequential, against the cross-process floor", "BenchmarkDispatchProcessEmpty/sequential", "cross-process WS echo (Unix socket)", wspS, 0, nil)
 	r.ratioRow("process dispatch of `return nil`, "+r.callers("BenchmarkDispatchProcessEmpty/parallel64"), "BenchmarkDispatchProcessEmpty/parallel64", "WS echo", wsS, 0, nil)
 
+	// Wake-ups per call, both sides: what a ratio that moves between hosts
+	// is made of.
+	r.wakeRow("process dispatch of `return nil`, sequential", "BenchmarkDispatchProcessEmpty/sequential", "BenchmarkWSEchoProcess/unix")
+	r.wakeRow("process dispatch, sequential", "BenchmarkDispatchProcess/sequential", "BenchmarkWSEchoProcess/unix")
+	r.wakeRow("thread dispatch, sequential", "BenchmarkDispatchThread/sequential", "BenchmarkChanRoundTripLocked")
+	r.wakeRow("thread dispatch of `return nil`, sequential", "BenchmarkDispatchThreadEmpty/sequential", "BenchmarkChanRoundTripLocked")
+
 	// Mesophyll codec.
 	for _, c := range []struct{ what, fast, slow string }{
 		{"encode a DispatchEvent frame, by hand", "encode-event/hand", "encode-event/json"},
@@ -284,6 +291,27 @@ func (r *report) build() {
 			r.rows = append(r.rows, row{what: "KV " + strings.ToLower(op) + ", " + kind, figure: fig, floor: "—", ratio: "—", goal: "—", status: "info"})
 		}
 	}
+}
+
+// wakeRow adds the thread wake-ups one call of bench costs (this process
+// + the worker process, when there is one) beside its floor's.
+func (r *report) wakeRow(what, bench, floor string) {
+	text := func(b string) (string, bool) {
+		self, ok := r.get(b, "wakeups/op")
+		if !ok {
+			return "n/a", false
+		}
+		if other, ok := r.get(b, "worker-wakeups/op"); ok {
+			return fmt.Sprintf("%.2f + %.2f", self, other), true
+		}
+		return fmt.Sprintf("%.2f", self), true
+	}
+	fig, _ := text(bench)
+	fl, ok := text(floor)
+	if ok {
+		fl += " (" + strings.TrimPrefix(floor, "Benchmark") + ")"
+	}
+	r.rows = append(r.rows, row{what: "wake-ups per call: " + what, figure: fig, floor: fl, ratio: "—", goal: "—", status: "info"})
 }
 
 // recoveryRows adds the rows of one recovery benchmark: p50 against its

@@ -178,3 +178,17 @@ func TestNotMeasured(t *testing.T) {
 		t.Errorf("targets missed without figures: %d", len(rep.missed()))
 	}
 }
+
+func TestWakeRow(t *testing.T) {
+	rep := newReport(rounds(map[string]map[string][]float64{
+		"BenchmarkDispatchProcessEmpty/sequential": {"ns/op": run3(40000), "wakeups/op": run3(2.2), "worker-wakeups/op": {1.2, 1.3, 1.25}},
+		"BenchmarkWSEchoProcess/unix":              {"ns/op": run3(20000), "wakeups/op": run3(1.1), "worker-wakeups/op": run3(1.1)},
+	}))
+	rw := findRow(t, rep, "wake-ups per call: process dispatch of `return nil`, sequential")
+	if rw.figure != "2.20 + 1.25" || rw.floor != "1.10 + 1.10 (WSEchoProcess/unix)" {
+		t.Fatalf("row %+v", rw)
+	}
+	if rw := findRow(t, rep, "wake-ups per call: thread dispatch, sequential"); rw.figure != "n/a" || rw.floor != "n/a" {
+		t.Fatalf("row without figures %+v", rw)
+	}
+}

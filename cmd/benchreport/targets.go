@@ -108,6 +108,11 @@ How each figure is measured:
   the other worker, so its 1.2 ms p50 measured the supervisor noticing the death plus a call to the healthy worker,
   not the restart. Timed against the killed worker's own tenant, recovery is the spawn, the Go runtime's start, the
   Mesophyll handshake and the tenant VM's creation (tens of milliseconds on this kind of machine).
+- **wake-ups per call**: the sequential dispatch benchmarks and the echo floors count the voluntary context
+  switches of every thread of the benchmark process and of the worker (or echo) process over the run, from
+  /proc (internal/wakeup), divided by the calls: each is a thread that went to sleep and had to be woken. Shown as
+  *this process + the other*; a path with more wake-ups than its floor has hand-offs the floor does not, and
+  its ratio to the floor will move from host to host with the price of a wake-up.
 - **parallel callers**: the *N callers* rows run b.RunParallel with ceil(64 / GOMAXPROCS) goroutines per
   GOMAXPROCS, so 64 callers on 1, 2, 4 … cores; the benchmark reports the number it ran.
 - **VM costs**: ` + "`BenchmarkNewVM`" + ` (worker) is newVM plus three templates compiled (B/op is allocated, not
