@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -31,6 +32,9 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 	for _, c := range cases {
 		cmd := exec.Command(binPath, c.args...)
 		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+		if d := os.Getenv("GOCOVERDIR"); d != "" { // make cover
+			cmd.Env = append(cmd.Env, "GOCOVERDIR="+d)
+		}
 		cmd.Dir = dir
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
