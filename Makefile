@@ -52,8 +52,9 @@ bench-run:
 # cover measures per-package coverage over the unit tests and the
 # processes the end-to-end tests start: bin/templateworker-cover is built
 # with -cover, and every master and worker it runs writes its counters to
-# GOCOVERDIR when it exits normally (the tests stop their masters with
-# SIGTERM when GOCOVERDIR is set). Like test, with a throwaway PostgreSQL
+# $(COVERDIR) when it exits normally (internal/testbin passes
+# TEMPLATEWORKER_COVERDIR on as their GOCOVERDIR; the tests stop their
+# masters with SIGTERM then). Like test, with a throwaway PostgreSQL
 # when it can.
 COVERDIR := $(CURDIR)/.cover
 cover:
@@ -62,7 +63,7 @@ cover:
 cover-run:
 	rm -rf $(COVERDIR) && mkdir -p $(COVERDIR)
 	$(GO) build -cover -coverpkg=./... -o bin/templateworker-cover ./cmd/templateworker
-	GOCOVERDIR=$(COVERDIR) TEMPLATEWORKER_BIN=$(CURDIR)/bin/templateworker-cover \
+	TEMPLATEWORKER_COVERDIR=$(COVERDIR) TEMPLATEWORKER_BIN=$(CURDIR)/bin/templateworker-cover \
 		$(GO) test -count=1 -timeout 20m -cover -coverpkg=./... ./... -args -test.gocoverdir=$(COVERDIR)
 	@echo "coverage, unit and end-to-end tests together:"
 	@$(GO) tool covdata percent -i=$(COVERDIR) | grep -v '/third_party/' | sort

@@ -38,10 +38,9 @@ func startMaster(t *testing.T, extra ...string) string {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		// SIGTERM under make cover (GOCOVERDIR set), so that the master
-		// and its workers write their coverage counters; SIGKILL after 20 s
-		// or otherwise.
-		if os.Getenv("GOCOVERDIR") != "" {
+		// SIGTERM under make cover, so that the master and its workers
+		// write their coverage counters; SIGKILL after 20 s or otherwise.
+		if os.Getenv(testbin.CoverDirEnv) != "" {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-exited:

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/templateworker/templateworker/client"
+	"github.com/templateworker/templateworker/internal/testbin"
 	"github.com/templateworker/templateworker/master"
 )
 
@@ -23,6 +24,7 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
+	testbin.ShareCoverDir()
 	code := func() int {
 		if p := os.Getenv("TEMPLATEWORKER_BIN"); p != "" {
 			binPath = p
@@ -140,10 +142,10 @@ func startMaster(t *testing.T, dataDir string, args ...string) *runningMaster {
 }
 
 // cleanupSignal is how a test's master is stopped at its end: SIGKILL, or
-// SIGTERM when GOCOVERDIR is set (make cover), so that the master and its
-// workers exit normally and write their coverage counters.
+// SIGTERM under make cover, so that the master and its workers exit
+// normally and write their coverage counters.
 func cleanupSignal() syscall.Signal {
-	if os.Getenv("GOCOVERDIR") != "" {
+	if os.Getenv(testbin.CoverDirEnv) != "" {
 		return syscall.SIGTERM
 	}
 	return syscall.SIGKILL

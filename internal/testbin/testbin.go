@@ -15,6 +15,24 @@ import (
 // Env is the environment variable naming a prebuilt binary.
 const Env = "TEMPLATEWORKER_BIN"
 
+// CoverDirEnv names the directory where the processes a test starts write
+// their coverage counters (make cover, with a binary built with -cover).
+// go test -cover points the test's own GOCOVERDIR at a directory of its
+// own, removed after the run, so the children are given this one instead.
+const CoverDirEnv = "TEMPLATEWORKER_COVERDIR"
+
+// ShareCoverDir makes the processes this test process starts from now on
+// write their coverage counters to $TEMPLATEWORKER_COVERDIR, when it is
+// set. It reports whether it is.
+func ShareCoverDir() bool {
+	d := os.Getenv(CoverDirEnv)
+	if d == "" {
+		return false
+	}
+	os.Setenv("GOCOVERDIR", d)
+	return true
+}
+
 var (
 	once sync.Once
 	path string
@@ -25,6 +43,7 @@ var (
 func Path(tb testing.TB) string {
 	tb.Helper()
 	once.Do(func() {
+		ShareCoverDir()
 		if p := os.Getenv(Env); p != "" {
 			path = p
 			return
