@@ -39,7 +39,10 @@ var topologies = []struct {
 			Exe: workerBinary(t), MinUptime: time.Second, Backoff: 50 * time.Millisecond, BackoffMax: time.Second,
 			MaxFailures: 10, ReadyTimeout: 30 * time.Second, DispatchTimeout: 10 * time.Second,
 			QueueSize: 10000, HeartbeatInterval: time.Second, MaxFrame: 4 << 20,
-			Args: []string{"--log-level", "warn", "--lua-max-instructions", "1000000", "--lua-max-memory", "16777216",
+			// conformanceLimits, as flags: the same 20 s Lua timeout as the
+			// thread topology's, not the default 5 s, so a memory or
+			// instruction limit is reached first on a busy machine too.
+			Args: []string{"--log-level", "warn", "--lua-max-instructions", "1000000", "--lua-timeout", "20s", "--lua-max-memory", "16777216",
 				"--lua-max-string", "1048576", "--lua-max-call-depth", "200"},
 		}
 		return startTestProcessPool(t, n, st, cfg).Pool
