@@ -26,7 +26,9 @@ import (
 
 // gatedStore is a store whose KvGet of the key "gate" blocks until open
 // is closed: a template that reads it is a call in flight for exactly as
-// long as the test wants, with no CPU-bound loop and no time budget.
+// long as the test wants, with no CPU-bound loop and no time budget. (The
+// store calls of a process worker give up after 10 s, on both sides: the
+// tests hold the gate only for a few quick checks.)
 type gatedStore struct {
 	store.Store
 	entered chan proto.Id // one receive per call that reached the gate
@@ -175,7 +177,7 @@ func TestRestartNotReadyAgainInTime(t *testing.T) {
 
 func TestRollingRestartConflict(t *testing.T) {
 	st := newGatedStore(t)
-	g := proto.GuildID(1 << 22)
+	g := proto.GuildID(2 << 22) // worker 0, the first one restarted
 	put(t, st, g, "gate", gateTemplate, "Gate")
 	pp := startTestProcessPool(t, 2, st, pathsConfig(t))
 	before := []int{pp.workers[0].Status().PID, pp.workers[1].Status().PID}
@@ -186,11 +188,12 @@ func TestRollingRestartConflict(t *testing.T) {
 		callErr <- err
 	}()
 	st.waitEntered(t)
-	// The first rolling restart drains worker 1 (g's), which waits for
-	// the held call.
+	// The first rolling restart drains worker 0 (g's), which waits for
+	// the held call. (A held call may wait 10 s for its store answer: the
+	// test keeps it held only for the checks below.)
 	first := make(chan error, 1)
 	go func() { first <- pp.RollingRestart(context.Background(), time.Minute) }()
-	waitUntil(t, "worker 1 draining", func() bool { return pp.workers[1].Status().State == StateDraining })
+	waitUntil(t, "worker 0 draining", func() bool { return pp.workers[0].Status().State == StateDraining })
 	if err := pp.RollingRestart(context.Background(), time.Minute); proto.CodeOf(err) != proto.CodeConflict ||
 		!strings.Contains(err.Error(), "already running") {
 		t.Fatalf("a second rolling restart during the first: %v, want conflict", err)
