@@ -264,7 +264,7 @@ func TestInlineEventsAndTheirStoreCalls(t *testing.T) {
 	hd := &inlineHandler{fakeHandler: newFakeHandler()}
 	cl, c, _ := h.worker(0, hd)
 	hd.cl.Store(cl)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
 	// An idle worker runs the event inline, store call included: the
@@ -326,7 +326,7 @@ func TestInlineStoreCallEndsWithTheConnection(t *testing.T) {
 	hd := &inlineHandler{fakeHandler: newFakeHandler()}
 	cl, c, served := h.worker(0, hd)
 	hd.cl.Store(cl)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	call := h.slowKV(ctx, c, g)
 	c.Close("test")
@@ -365,7 +365,7 @@ func fakeMaster(t *testing.T) (url string, conns <-chan *websocket.Conn) {
 
 func TestBatchOfEventsIsAnsweredWithOneBatch(t *testing.T) {
 	url, conns := fakeMaster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cl, err := Dial(ctx, url, 0, "token", ClientOptions{})
 	if err != nil {

@@ -151,7 +151,7 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 	h := newHarness(t, ServerOptions{})
 	hd := newFakeHandler()
 	cl, c, _ := h.worker(0, hd)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	g := proto.GuildID(1)
 
@@ -316,7 +316,7 @@ func TestShutdown(t *testing.T) {
 	h := newHarness(t, ServerOptions{})
 	hd := newFakeHandler()
 	_, c, served := h.worker(0, hd)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	g := proto.GuildID(1)
 
