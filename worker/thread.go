@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,10 @@ type Options struct {
 	// QueueSize bounds the messages waiting for the worker
 	// (--worker-queue); 10000 when zero.
 	QueueSize int
+	// QueueBytes bounds the bytes of the nowait events waiting for the
+	// worker (--worker-queue-bytes); past it they fail with backlog_full.
+	// 0: no bound.
+	QueueBytes int64
 	// Logger receives the worker's logs.
 	Logger zerolog.Logger
 	// NoStartup disables the OnStartup dispatch when the worker starts.
@@ -60,6 +65,11 @@ type Thread struct {
 	exec    sync.Mutex
 	pending atomic.Int64
 
+	// held counts the bytes of the nowait events queued, against
+	// maxHeld (0: no bound).
+	held    atomic.Int64
+	maxHeld int64
+
 	loaded   atomic.Int64
 	inflight atomic.Int64
 	done     chan struct{}
@@ -84,6 +94,7 @@ type message struct {
 	name  string
 	code  string
 	reply chan result // nil for nowait
+	size  int64       // bytes counted in Thread.held
 }
 
 type result struct {
@@ -109,6 +120,7 @@ func New(id, total int, opts Options) (*Thread, error) {
 		timeout:  opts.Limits.Timeout,
 		lock:     !opts.NoThreadLock,
 		onNowait: opts.OnNowaitError,
+		maxHeld:  opts.QueueBytes,
 		done:     make(chan struct{}),
 	}
 	go w.loop()
@@ -152,6 +164,7 @@ func (w *Thread) loop() {
 			return // exec stays locked: nothing runs inline any more
 		}
 		w.handle(msg)
+		w.held.Add(-msg.size)
 		w.loaded.Store(int64(w.mgr.Loaded()))
 		w.pending.Add(-1)
 		if !w.lock {
@@ -235,12 +248,22 @@ func (w *Thread) enqueue(msg message) error {
 		return proto.Errorf(proto.CodeWorkerUnavailable, "worker %d has stopped", w.id)
 	default:
 	}
+	if msg.size > 0 {
+		if held := w.held.Add(msg.size); w.maxHeld > 0 && held > w.maxHeld {
+			w.held.Add(-msg.size)
+			return &proto.Error{Code: proto.CodeBacklogFull, RetryAfter: 1,
+				Message: "worker " + itoa(w.id) + " holds " + strconv.FormatInt(held-msg.size, 10) +
+					" bytes of nowait events, the most it may hold is " + strconv.FormatInt(w.maxHeld, 10) +
+					" (--worker-queue-bytes); try again later"}
+		}
+	}
 	w.pending.Add(1)
 	select {
 	case w.queue <- msg:
 		return nil
 	default:
 		w.pending.Add(-1)
+		w.held.Add(-msg.size)
 		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
 			Message: "worker " + itoa(w.id) + " queue is full (" + itoa(cap(w.queue)) + " messages)"}
 	}
@@ -275,7 +298,8 @@ func (w *Thread) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
-	return w.enqueue(message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev})
+	size := int64(len(ev.Data) + len(ev.Name) + 128)
+	return w.enqueue(message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev, size: size})
 }
 
 // RunScript runs ad-hoc code in tenant id's VM.
