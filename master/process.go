@@ -40,6 +40,8 @@ type ProcessConfig struct {
 	DispatchTimeout time.Duration
 	// QueueSize bounds the unacknowledged nowait events kept per worker.
 	QueueSize int
+	// QueueBytes bounds their bytes (0: no bound).
+	QueueBytes int64
 	// HeartbeatInterval is the workers' heartbeat period; 3 missed beats
 	// mean hung.
 	HeartbeatInterval time.Duration
@@ -88,6 +90,7 @@ type procWorker struct {
 	doneCh   chan struct{}
 	tenants  int
 	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
+	held     int64                  // bytes of the events in nowait
 	seq      uint64
 	inflight map[proto.Id]int // tenants with waited calls in flight
 	// cutOff are the tenants whose calls failed because this spawn's
@@ -102,8 +105,9 @@ type procWorker struct {
 }
 
 type nowaitEvent struct {
-	id proto.Id
-	ev proto.Event
+	id   proto.Id
+	ev   proto.Event
+	size int64 // eventSize(ev)
 }
 
 func newProcWorker(id, total int, cfg *ProcessConfig, server *mesophyll.Server, log zerolog.Logger, fatal func(error)) *procWorker {
@@ -240,7 +244,7 @@ func (w *procWorker) dropNowait(id proto.Id) int {
 	n := 0
 	for s, e := range w.nowait {
 		if e.id == id {
-			delete(w.nowait, s)
+			w.forgetNowaitLocked(s)
 			n++
 		}
 	}

@@ -85,8 +85,7 @@ func (w *procWorker) onHung() {
 
 func (w *procWorker) onAck(ack proto.Ack) {
 	w.mu.Lock()
-	e, ok := w.nowait[ack.Seq]
-	delete(w.nowait, ack.Seq)
+	e, ok := w.forgetNowaitLocked(ack.Seq)
 	w.mu.Unlock()
 	if ok && fatalCode(ack.Code) && w.failed != nil {
 		w.failed(e.id, ack.Code)
@@ -161,6 +160,9 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
+	if err := fitsFrame(ev, w.cfg.MaxFrame); err != nil {
+		return err // it could never be sent: refuse it rather than hold it
+	}
 	w.mu.Lock()
 	if w.stopping {
 		w.mu.Unlock()
@@ -171,15 +173,32 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
 			Message: "worker " + itoa(w.id) + " has " + itoa(w.cfg.QueueSize) + " unacknowledged events queued"}
 	}
+	size := eventSize(ev)
+	if max := w.cfg.QueueBytes; max > 0 && w.held+size > max {
+		held := w.held
+		w.mu.Unlock()
+		return backlogFull(w.id, held, max)
+	}
 	w.seq++
 	seq := w.seq
-	w.nowait[seq] = nowaitEvent{id: id, ev: ev}
+	w.nowait[seq] = nowaitEvent{id: id, ev: ev, size: size}
+	w.held += size
 	c := w.conn
 	w.mu.Unlock()
 	if c != nil {
 		_ = c.DispatchEventNoWait(id, ev, seq) // on failure it is redelivered after the restart
 	}
 	return nil
+}
+
+// forgetNowaitLocked removes the held nowait event seq and returns it.
+func (w *procWorker) forgetNowaitLocked(seq uint64) (nowaitEvent, bool) {
+	e, ok := w.nowait[seq]
+	if ok {
+		delete(w.nowait, seq)
+		w.held -= e.size
+	}
+	return e, ok
 }
 
 // RunScript runs code on the worker.
