@@ -2,11 +2,11 @@ package master
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
+	"github.com/templateworker/templateworker/worker"
 )
 
 // boundedStore is the store as workers see it, in both topologies: what a
@@ -98,27 +98,10 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// eventSize is what holding ev costs, in bytes: its data and strings and
-// a fixed share for the rest.
-func eventSize(ev proto.Event) int64 {
-	n := int64(len(ev.Data) + len(ev.Name) + 128)
-	if ev.Author != nil {
-		n += int64(len(*ev.Author))
-	}
-	return n
-}
-
-// backlogFull is the error of a nowait event refused because worker id
-// holds held bytes of events against a bound of max.
-func backlogFull(id int, held, max int64) *proto.Error {
-	return &proto.Error{Code: proto.CodeBacklogFull, RetryAfter: 1,
-		Message: fmt.Sprintf("worker %d holds %d bytes of nowait events, the most it may hold is %d (--worker-queue-bytes); try again later", id, held, max)}
-}
-
 // fitsFrame refuses an event too large to be sent to a worker in one
 // frame of maxFrame bytes.
 func fitsFrame(ev proto.Event, maxFrame int64) error {
-	if n, budget := eventSize(ev), proto.ValueBudget(frameLimit(maxFrame)); n > int64(budget) {
+	if n, budget := worker.EventSize(ev), proto.ValueBudget(frameLimit(maxFrame)); n > int64(budget) {
 		return proto.Errorf(proto.CodeTooLarge, "event is %d bytes, over the %d bytes a message to a worker may carry (--mesophyll-max-frame minus %d)",
 			n, budget, proto.FrameReserve)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/worker"
 )
 
 // ProcessConfig configures the process topology: how workers are spawned
@@ -90,7 +91,7 @@ type procWorker struct {
 	doneCh   chan struct{}
 	tenants  int
 	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
-	held     int64                  // bytes of the events in nowait
+	held     worker.Backlog         // bytes of the events in nowait
 	seq      uint64
 	inflight map[proto.Id]int // tenants with waited calls in flight
 	// cutOff are the tenants whose calls failed because this spawn's
@@ -107,7 +108,7 @@ type procWorker struct {
 type nowaitEvent struct {
 	id   proto.Id
 	ev   proto.Event
-	size int64 // eventSize(ev)
+	size int64 // worker.EventSize(ev)
 }
 
 func newProcWorker(id, total int, cfg *ProcessConfig, server *mesophyll.Server, log zerolog.Logger, fatal func(error)) *procWorker {

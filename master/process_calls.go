@@ -8,6 +8,7 @@ import (
 
 	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/worker"
 )
 
 // onConnect is called by the Mesophyll server when this worker's process
@@ -173,16 +174,14 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
 			Message: "worker " + itoa(w.id) + " has " + itoa(w.cfg.QueueSize) + " unacknowledged events queued"}
 	}
-	size := eventSize(ev)
-	if max := w.cfg.QueueBytes; max > 0 && w.held+size > max {
-		held := w.held
+	size := worker.EventSize(ev)
+	if err := w.held.Hold(w.id, id, size, w.cfg.QueueBytes); err != nil {
 		w.mu.Unlock()
-		return backlogFull(w.id, held, max)
+		return err
 	}
 	w.seq++
 	seq := w.seq
 	w.nowait[seq] = nowaitEvent{id: id, ev: ev, size: size}
-	w.held += size
 	c := w.conn
 	w.mu.Unlock()
 	if c != nil {
@@ -196,7 +195,7 @@ func (w *procWorker) forgetNowaitLocked(seq uint64) (nowaitEvent, bool) {
 	e, ok := w.nowait[seq]
 	if ok {
 		delete(w.nowait, seq)
-		w.held -= e.size
+		w.held.Release(e.id, e.size)
 	}
 	return e, ok
 }

@@ -83,9 +83,10 @@ func (s blockingStore) KvGet(ctx context.Context, id proto.Id, key string) (json
 
 func TestNowaitQueueBoundedInBytes(t *testing.T) {
 	s := blockingStore{memStore: newMemStore(), release: make(chan struct{}), blocked: make(chan struct{}, 1)}
-	wedge, other := proto.GuildID(1), proto.GuildID(2)
+	wedge, other, neighbour := proto.GuildID(1), proto.GuildID(2), proto.GuildID(3)
 	s.put(wedge, "w", `local e, ctx = ... ctx.kv.get("block") return 1`, "Wedge")
 	s.put(other, "n", `local e, ctx = ... ctx.kv.set("seen" .. e.data.i, 1) return 1`, "N")
+	s.put(neighbour, "n", `local e, ctx = ... ctx.kv.set("seen" .. e.data.i, 1) return 1`, "N")
 	w, err := New(0, 1, Options{Store: s, Logger: zerolog.Nop(), NoStartup: true, QueueBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -107,15 +108,31 @@ func TestNowaitQueueBoundedInBytes(t *testing.T) {
 			accepted++
 		case proto.CodeBacklogFull:
 			full = true
-			if pe := proto.AsError(err); pe.RetryAfter == 0 || !strings.Contains(pe.Message, "1048576") {
+			if pe := proto.AsError(err); pe.RetryAfter == 0 || !strings.Contains(pe.Message, "262144") {
 				t.Fatalf("backlog_full without Retry-After or the limit: %+v", pe)
 			}
 		default:
 			t.Fatalf("event %d: %v", i, err)
 		}
 	}
-	if !full || accepted == 0 || accepted > 10 {
-		t.Fatalf("accepted %d events of 100 KiB against a 1 MiB bound (full: %v)", accepted, full)
+	if !full || accepted != 2 {
+		t.Fatalf("accepted %d events of 100 KiB against a tenant's 256 KiB share (full: %v), want 2", accepted, full)
+	}
+	// The flooding tenant's share is full; its neighbour's events are
+	// still accepted, up to the worker's bound.
+	nAccepted := 0
+	for i := 0; i < 50; i++ {
+		err := w.DispatchEventNoWait(neighbour, ev("N", fmt.Sprintf(`{"i":%d,"pad":%q}`, i, pad)))
+		if proto.CodeOf(err) == proto.CodeBacklogFull {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		nAccepted++
+	}
+	if nAccepted != 2 {
+		t.Fatalf("neighbour: %d accepted, want 2", nAccepted)
 	}
 	close(s.release)
 	if err := <-wedged; err != nil {
@@ -125,18 +142,19 @@ func TestNowaitQueueBoundedInBytes(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		items, _ := s.KvFind(ctx, other, "seen")
-		if len(items) == accepted {
+		nItems, _ := s.KvFind(ctx, neighbour, "seen")
+		if len(items) == accepted && len(nItems) == nAccepted {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d accepted events ran", len(items), accepted)
+			t.Fatalf("%d of %d accepted events ran, %d of the neighbour's %d", len(items), accepted, len(nItems), nAccepted)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for w.held.Load() != 0 && time.Now().Before(deadline) {
+	for w.held.Bytes() != 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := w.held.Load(); n != 0 {
+	if n := w.held.Bytes(); n != 0 {
 		t.Fatalf("%d bytes still counted after the queue emptied", n)
 	}
 	if err := w.DispatchEventNoWait(other, ev("N", `{"i":999}`)); err != nil {

@@ -5,7 +5,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,7 +66,7 @@ type Thread struct {
 
 	// held counts the bytes of the nowait events queued, against
 	// maxHeld (0: no bound).
-	held    atomic.Int64
+	held    Backlog
 	maxHeld int64
 
 	loaded   atomic.Int64
@@ -164,7 +163,9 @@ func (w *Thread) loop() {
 			return // exec stays locked: nothing runs inline any more
 		}
 		w.handle(msg)
-		w.held.Add(-msg.size)
+		if msg.size > 0 {
+			w.held.Release(msg.id, msg.size)
+		}
 		w.loaded.Store(int64(w.mgr.Loaded()))
 		w.pending.Add(-1)
 		if !w.lock {
@@ -249,12 +250,8 @@ func (w *Thread) enqueue(msg message) error {
 	default:
 	}
 	if msg.size > 0 {
-		if held := w.held.Add(msg.size); w.maxHeld > 0 && held > w.maxHeld {
-			w.held.Add(-msg.size)
-			return &proto.Error{Code: proto.CodeBacklogFull, RetryAfter: 1,
-				Message: "worker " + itoa(w.id) + " holds " + strconv.FormatInt(held-msg.size, 10) +
-					" bytes of nowait events, the most it may hold is " + strconv.FormatInt(w.maxHeld, 10) +
-					" (--worker-queue-bytes); try again later"}
+		if err := w.held.Hold(w.id, msg.id, msg.size, w.maxHeld); err != nil {
+			return err
 		}
 	}
 	w.pending.Add(1)
@@ -263,7 +260,9 @@ func (w *Thread) enqueue(msg message) error {
 		return nil
 	default:
 		w.pending.Add(-1)
-		w.held.Add(-msg.size)
+		if msg.size > 0 {
+			w.held.Release(msg.id, msg.size)
+		}
 		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
 			Message: "worker " + itoa(w.id) + " queue is full (" + itoa(cap(w.queue)) + " messages)"}
 	}
@@ -298,8 +297,7 @@ func (w *Thread) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
-	size := int64(len(ev.Data) + len(ev.Name) + 128)
-	return w.enqueue(message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev, size: size})
+	return w.enqueue(message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev, size: EventSize(ev)})
 }
 
 // RunScript runs ad-hoc code in tenant id's VM.
