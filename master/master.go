@@ -284,7 +284,8 @@ func privateDir(dir string, log zerolog.Logger) error {
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("make data dir private (0700): %w", err)
+			log.Warn().Err(err).Str("dir", dir).Msg("cannot make the data dir private (0700)")
+			return nil
 		}
 		log.Info().Str("dir", dir).Str("was", fi.Mode().Perm().String()).Msg("data dir made private (0700)")
 	}

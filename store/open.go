@@ -84,8 +84,9 @@ func PrivateFile(path string) error {
 // privateSQLiteFiles creates the database file at path with mode 0600 if
 // missing (SQLite then creates its -wal and -shm files with the same
 // mode) and makes the database, -wal and -shm files of an existing data
-// dir 0600.
-func privateSQLiteFiles(path string) error {
+// dir 0600. A file this process may not chmod (another owner's) is logged
+// and left as it is.
+func privateSQLiteFiles(path string, log zerolog.Logger) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("create sqlite database: %w", err)
@@ -93,7 +94,7 @@ func privateSQLiteFiles(path string) error {
 	_ = f.Close()
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
 		if err := PrivateFile(p); err != nil {
-			return err
+			log.Warn().Err(err).Str("file", filepath.Base(p)).Msg("sqlite file mode")
 		}
 	}
 	return nil

@@ -51,7 +51,7 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*SQLite, error)
 	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 		return nil, fmt.Errorf("create sqlite directory: %w", err)
 	}
-	if err := privateSQLiteFiles(abs); err != nil {
+	if err := privateSQLiteFiles(abs, opts.Logger); err != nil {
 		return nil, err
 	}
 	s := &SQLite{path: abs, quota: opts.Quota, log: opts.Logger}
@@ -75,7 +75,7 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*SQLite, error)
 		return nil, err
 	}
 	// WAL mode is on now: -wal and -shm exist.
-	if err := privateSQLiteFiles(abs); err != nil {
+	if err := privateSQLiteFiles(abs, opts.Logger); err != nil {
 		s.w.Close()
 		return nil, err
 	}
