@@ -185,6 +185,16 @@ type limitedConn struct {
 	once sync.Once
 }
 
+// CloseWrite half-closes the connection when the underlying one can, so
+// that the server's graceful close after an error answer (close the
+// write side, let the client read, then close) still works.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.active.Add(-1) })

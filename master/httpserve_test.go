@@ -220,3 +220,23 @@ func TestBoundedStore(t *testing.T) {
 		t.Fatalf("one template over MaxTemplateBytes: %v", err)
 	}
 }
+
+func TestOversizedBodyIsAnsweredThroughTheLimitedListener(t *testing.T) {
+	a := &API{Token: "t", Log: zerolog.Nop()}
+	h := a.auth(func(w http.ResponseWriter, r *http.Request) error {
+		_, err := decodeEvent(r)
+		return err
+	})
+	addr := serveLimited(t, 10, HTTPConfig{ReadTimeout: 30 * time.Second, IdleTimeout: time.Minute}, h)
+	req, _ := http.NewRequest("POST", "http://"+addr+"/", strings.NewReader(`{"name":"x","data":"`+strings.Repeat("a", 3<<20)+`"}`))
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("no answer to an oversized body: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(b), proto.CodeTooLarge) {
+		t.Fatalf("oversized body: %s %s", resp.Status, b)
+	}
+}

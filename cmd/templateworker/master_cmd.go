@@ -153,8 +153,8 @@ func boundsConfig(c *cli.Context, cfg *master.Config) error {
 	if cfg.WorkerQueueBytes, err = parseSize("worker-queue-bytes", c.String("worker-queue-bytes")); err != nil {
 		return err
 	}
-	if cfg.WorkerQueueBytes < minMaxFrame {
-		return fmt.Errorf("--worker-queue-bytes must be at least 2MiB (one event may be 1 MiB), got %d", cfg.WorkerQueueBytes)
+	if cfg.WorkerQueueBytes < 8<<20 {
+		return fmt.Errorf("--worker-queue-bytes must be at least 8MiB (a tenant may hold a quarter of it, and one event may be 1 MiB), got %d", cfg.WorkerQueueBytes)
 	}
 	cfg.HTTP = master.HTTPConfig{
 		MaxConnections: c.Int("max-connections"),
