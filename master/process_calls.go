@@ -175,7 +175,7 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 			Message: "worker " + itoa(w.id) + " has " + itoa(w.cfg.QueueSize) + " unacknowledged events queued"}
 	}
 	size := worker.EventSize(ev)
-	if err := w.held.Hold(w.id, id, size, w.cfg.QueueBytes); err != nil {
+	if err := w.held.Hold(w.id, id, size, w.cfg.QueueBytes, w.cfg.QueueSize); err != nil {
 		w.mu.Unlock()
 		return err
 	}

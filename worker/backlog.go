@@ -7,52 +7,65 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// Backlog accounts the bytes of the nowait events held for one worker
-// (--worker-queue-bytes), in total and per tenant: one tenant may hold at
-// most a quarter of the worker's bound, so a tenant flooding a wedged
-// worker gets backlog_full while its neighbours' events are still
-// accepted. The zero Backlog is ready to use; it is safe for concurrent
-// use.
+// Backlog accounts the nowait events held for one worker, in total and per
+// tenant: one tenant may hold at most a quarter of the worker's bytes
+// (--worker-queue-bytes) and a quarter of its count (--worker-queue), so
+// a tenant flooding a wedged worker gets backlog_full while its
+// neighbours' events are still accepted. The zero Backlog is ready to
+// use; it is safe for concurrent use.
 type Backlog struct {
 	mu    sync.Mutex
 	total int64
-	by    map[proto.Id]int64
+	by    map[proto.Id]held
+}
+
+// held is what one tenant holds.
+type held struct {
+	bytes  int64
+	events int
 }
 
 // TenantShare is the part of a worker's bound one tenant may hold.
 const TenantShare = 4
 
-// Hold counts n bytes of an event of tenant id against max bytes for the
-// worker (0: no bound), or refuses it with backlog_full.
-func (b *Backlog) Hold(workerID int, id proto.Id, n, max int64) error {
+// Hold counts an event of n bytes of tenant id against maxBytes for the
+// worker and, per tenant, a quarter of it and of maxEvents (0: no bound),
+// or refuses it with backlog_full.
+func (b *Backlog) Hold(workerID int, id proto.Id, n, maxBytes int64, maxEvents int) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if max > 0 {
-		share := max / TenantShare
-		switch {
-		case b.total+n > max:
-			return backlogFull(fmt.Sprintf("worker %d holds %d bytes of nowait events, the most it may hold is %d (--worker-queue-bytes)",
-				workerID, b.total, max))
-		case b.by[id]+n > share:
-			return backlogFull(fmt.Sprintf("tenant %s has %d bytes of nowait events held for worker %d, the most one tenant may hold is %d (a quarter of --worker-queue-bytes)",
-				id, b.by[id], workerID, share))
-		}
+	h := b.by[id]
+	switch {
+	case maxBytes > 0 && b.total+n > maxBytes:
+		return backlogFull(fmt.Sprintf("worker %d holds %d bytes of nowait events, the most it may hold is %d (--worker-queue-bytes)",
+			workerID, b.total, maxBytes))
+	case maxBytes > 0 && h.bytes+n > maxBytes/TenantShare:
+		return backlogFull(fmt.Sprintf("tenant %s has %d bytes of nowait events held for worker %d, the most one tenant may hold is %d (a quarter of --worker-queue-bytes)",
+			id, h.bytes, workerID, maxBytes/TenantShare))
+	case maxEvents > 0 && h.events+1 > max(maxEvents/TenantShare, 1):
+		return backlogFull(fmt.Sprintf("tenant %s has %d nowait events held for worker %d, the most one tenant may hold is %d (a quarter of --worker-queue)",
+			id, h.events, workerID, max(maxEvents/TenantShare, 1)))
 	}
 	if b.by == nil {
-		b.by = make(map[proto.Id]int64)
+		b.by = make(map[proto.Id]held)
 	}
 	b.total += n
-	b.by[id] += n
+	b.by[id] = held{bytes: h.bytes + n, events: h.events + 1}
 	return nil
 }
 
-// Release gives back n bytes held for tenant id.
+// Release gives back an event of n bytes held for tenant id.
 func (b *Backlog) Release(id proto.Id, n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.total -= n
-	if b.by[id] -= n; b.by[id] <= 0 {
+	h := b.by[id]
+	h.bytes -= n
+	h.events--
+	if h.events <= 0 {
 		delete(b.by, id)
+	} else {
+		b.by[id] = h
 	}
 }
 

@@ -250,7 +250,7 @@ func (w *Thread) enqueue(msg message) error {
 	default:
 	}
 	if msg.size > 0 {
-		if err := w.held.Hold(w.id, msg.id, msg.size, w.maxHeld); err != nil {
+		if err := w.held.Hold(w.id, msg.id, msg.size, w.maxHeld, cap(w.queue)); err != nil {
 			return err
 		}
 	}
