@@ -160,6 +160,21 @@ func TestHostileResultLimitAtTheFrame(t *testing.T) {
 		}
 		wantCodeHTTP(t, r, 422, proto.CodeResultTooLarge, strconv.Itoa(budget))
 	}
+	// The master→worker direction: a 1 MB script and a 1 MB event (the
+	// most a body carries) fit in a frame, '<' and all.
+	code := `{"code":"return 7 --` + strings.Repeat("<", 1000000) + `"}`
+	if r := m.do(t, "POST", path, code); r.status != 200 || r.body != `{"result":7}` {
+		t.Fatalf("a 1 MB script: %d %s", r.status, tail(r.body, 300))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.api.PutTemplate(ctx, attacker, "len", `local e = ... return #e.data.pad`, []string{"Big"}); err != nil {
+		t.Fatal(err)
+	}
+	ev := `{"name":"Big","data":{"pad":"` + strings.Repeat("<", 1000000) + `"}}`
+	if r := m.do(t, "POST", "/v1/tenants/"+attacker.Path()+"/events", ev); r.status != 200 || r.body != `{"result":{"len":1000000}}` {
+		t.Fatalf("a 1 MB event: %d %s", r.status, tail(r.body, 300))
+	}
 	wantNeighbourServed(t, m, neighbour)
 	wantHealthy(t, m, neighbour, true)
 	if out := m.out.String(); strings.Contains(out, "frame too large") || strings.Contains(out, "connection lost") {
