@@ -91,7 +91,7 @@ type procWorker struct {
 	doneCh   chan struct{}
 	tenants  int
 	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
-	held     worker.Backlog         // bytes of the events in nowait
+	held     worker.Backlog         // what the events in nowait hold, per tenant
 	seq      uint64
 	inflight map[proto.Id]int // tenants with waited calls in flight
 	// cutOff are the tenants whose calls failed because this spawn's

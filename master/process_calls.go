@@ -268,7 +268,7 @@ func (w *procWorker) Status() WorkerStatus {
 	s := WorkerStatus{
 		ID: w.id, PID: w.pid, State: w.state, Tenants: w.tenants,
 		Restarts: w.restarts, ConsecutiveFailures: w.failures, LastExit: w.lastExit,
-		Queued: len(w.nowait),
+		Queued: len(w.nowait), QueuedBytes: w.held.Bytes(),
 	}
 	if w.pid != 0 {
 		s.UptimeSeconds = time.Since(w.started).Seconds()

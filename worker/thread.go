@@ -141,6 +141,9 @@ func (w *Thread) Loaded() int { return int(w.loaded.Load()) }
 // Queued returns the number of messages waiting.
 func (w *Thread) Queued() int { return len(w.queue) }
 
+// QueuedBytes returns the bytes of the nowait events waiting.
+func (w *Thread) QueuedBytes() int64 { return w.held.Bytes() }
+
 // InFlight returns the number of waited calls not yet answered.
 func (w *Thread) InFlight() int { return int(w.inflight.Load()) }
 
