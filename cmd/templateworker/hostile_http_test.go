@@ -121,6 +121,15 @@ func TestHostileResultTooLarge(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// From 50 fresh tenants on the neighbour's worker: still no
+			// restart, nobody quarantined.
+			for i := 0; i < 50; i++ {
+				fresh := tenantOn(0, 2, uint64(100+i))
+				_, err := m.api.RunScript(ctx, fresh, "s", `return ("x"):rep(4200000)`, nil)
+				if proto.CodeOf(err) != proto.CodeResultTooLarge {
+					t.Fatalf("fresh tenant %d: %v, want result_too_large", i, err)
+				}
+			}
 			// A result under the limit still travels.
 			v, err := m.api.RunScript(ctx, attacker, "s", `return #("x"):rep(4200000) .. ("y"):rep(900000)`, nil)
 			if err != nil || len(v) < 900000 {
