@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -50,6 +51,10 @@ type API struct {
 	// Cluster forwards calls for tenants owned by other masters; nil when
 	// clustering is off.
 	Cluster Cluster
+	// MaxFrame is the Mesophyll frame limit (--mesophyll-max-frame, 4 MiB
+	// when 0): a tenant's template set must fit in one frame, in both
+	// topologies.
+	MaxFrame int64
 
 	guardOnce sync.Once
 	guarded   WorkerLike // Workers behind Quarantine, made once
@@ -177,9 +182,12 @@ func decode(r *http.Request, v any) error { return decodeFrom(r.Body, v) }
 // bodyError is the API error of a failed read or decode of a body.
 func bodyError(err error) error {
 	var tooBig *http.MaxBytesError
+	var netErr net.Error
 	switch {
 	case errors.As(err, &tooBig):
 		return proto.Errorf(proto.CodeTooLarge, "request body is larger than %d bytes", maxBody)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return proto.Errorf(proto.CodeRequestTimeout, "request body did not arrive in time (--http-read-timeout)")
 	case errors.Is(err, io.EOF):
 		return proto.Errorf(proto.CodeBadRequest, "request body is empty: want a JSON object")
 	}
@@ -227,10 +235,20 @@ func (a *API) putTemplate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	t := proto.Template{Name: name, Code: *body.Code, Events: events, UpdatedAt: time.Now().UTC()}
+	if len(t.Code) > proto.MaxTemplateBytes {
+		return checkTemplate(nil, id, t, a.MaxFrame)
+	}
+	others, err := a.Store.Templates(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if err := checkTemplate(others, id, t, a.MaxFrame); err != nil {
+		return err
+	}
 	if err := worker.Compile(name, *body.Code); err != nil {
 		return err
 	}
-	t := proto.Template{Name: name, Code: *body.Code, Events: events, UpdatedAt: time.Now().UTC()}
 	if err := a.Store.PutTemplate(r.Context(), id, t); err != nil {
 		return err
 	}
@@ -504,6 +522,9 @@ func (a *API) restartWorkers(w http.ResponseWriter, r *http.Request) error {
 	if a.RollingRestart == nil {
 		return proto.Errorf(proto.CodeConflict, "rolling restart needs process workers (--process-workers)")
 	}
+	// A rolling restart takes as long as the workers take to drain: not
+	// bounded by the server's write timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	start := time.Now()
 	if err := a.RollingRestart(r.Context()); err != nil {
 		return err

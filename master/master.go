@@ -47,6 +47,15 @@ type Config struct {
 	APIToken string
 	// WorkerQueue bounds each worker's queue.
 	WorkerQueue int
+	// WorkerQueueBytes bounds the bytes of the nowait events held for
+	// each worker (--worker-queue-bytes); past it calls get backlog_full.
+	WorkerQueueBytes int64
+	// MaxFrame is the Mesophyll frame limit (--mesophyll-max-frame). It
+	// bounds what a tenant can make travel — results, KV batches,
+	// template sets — in both topologies alike.
+	MaxFrame int64
+	// HTTP bounds the API's connections and their timeouts.
+	HTTP HTTPConfig
 	// Limits bound every Lua call.
 	Limits worker.Limits
 	// Quota bounds each tenant's KV data.
@@ -77,9 +86,10 @@ const (
 // Run starts the master and serves until ctx is cancelled, then shuts down
 // gracefully. It returns a non-nil error only when the master could not run.
 func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
+	if err := privateDir(cfg.DataDir, log); err != nil {
+		return err
 	}
+	fds := raiseFDLimit()
 	token, err := apiToken(cfg)
 	if err != nil {
 		return err
@@ -119,7 +129,8 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case cfg.ThreadWorkers > 0:
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
-			Store: st, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue, Logger: log,
+			Store: newBoundedStore(st, cfg.MaxFrame), Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
+			QueueBytes: cfg.WorkerQueueBytes, Logger: log,
 			OnNowaitError: func(id proto.Id, err error) {
 				if c := proto.CodeOf(err); fatalCode(c) {
 					quarantine.Strike(id, c+" (nowait event)")
@@ -134,6 +145,8 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		topology = "process"
 		pc := cfg.Process
 		pc.QueueSize = cfg.WorkerQueue
+		pc.QueueBytes = cfg.WorkerQueueBytes
+		pc.MaxFrame = cfg.MaxFrame
 		pp, err := startProcessPool(cfg.ProcessWorkers, cfg.MesophyllListen, pc, st, quarantine, log, fatal)
 		if err != nil {
 			return err
@@ -152,12 +165,15 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		CallTimeout:    cfg.Limits.Timeout + cfg.DispatchTimeout,
 		Ready:          st.Ping,
 		RollingRestart: rolling,
+		MaxFrame:       cfg.MaxFrame,
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	tcpLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		_ = kill(context.Background())
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	maxConns := connectionBound(cfg.HTTP.MaxConnections, fds, pool.Len(), log)
+	ln := newLimitListener(tcpLn, maxConns, log)
 	node, err := startCluster(ctx, cfg, ln.Addr(), pool, api.CallTimeout, log)
 	if err != nil {
 		_ = ln.Close()
@@ -169,7 +185,9 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		api.Cluster = node
 	}
 	addr := "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// A handler may take a whole call, and a rolling restart extends its
+	// own deadline.
+	srv := newServer(api.Handler(), cfg.HTTP, api.CallTimeout+30*time.Second)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
 	servers := []*http.Server{srv}
@@ -182,15 +200,18 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}
 		mux := http.NewServeMux()
 		api.HealthRoutes(mux)
-		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { serveErr <- msrv.Serve(mln) }()
+		msrv := newServer(mux, cfg.HTTP, 30*time.Second)
+		go func() { serveErr <- msrv.Serve(newLimitListener(mln, metricsMaxConnections, log)) }()
 		servers = append(servers, msrv)
 		log.Info().Str("addr", mln.Addr().String()).Msg("serving /metrics, /healthz and /readyz")
 	}
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, AddrFile), []byte(addr+"\n"), 0o600); err != nil {
 		log.Warn().Err(err).Msg("write address file")
+	} else if err := store.PrivateFile(filepath.Join(cfg.DataDir, AddrFile)); err != nil {
+		log.Warn().Err(err).Msg("address file mode")
 	}
 	log.Info().Str("addr", addr).Str("topology", topology).Int("workers", pool.Len()).
+		Int("max_connections", maxConns).Int("fd_limit", fds).
 		Str("store", storeName(cfg)).Msg("master serving")
 
 	notify := newNotifier(log)
@@ -251,6 +272,26 @@ loop:
 	return nil
 }
 
+// privateDir creates the data dir with mode 0700, or makes an existing
+// one 0700: it holds the API token and the database.
+func privateDir(dir string, log zerolog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			log.Warn().Err(err).Str("dir", dir).Msg("cannot make the data dir private (0700)")
+			return nil
+		}
+		log.Info().Str("dir", dir).Str("was", fi.Mode().Perm().String()).Msg("data dir made private (0700)")
+	}
+	return nil
+}
+
 func storeName(cfg Config) string {
 	if cfg.DatabaseURL != "" {
 		return "postgres " + store.RedactURL(cfg.DatabaseURL)
@@ -266,6 +307,9 @@ func apiToken(cfg Config) (string, error) {
 	}
 	path := filepath.Join(cfg.DataDir, TokenFile)
 	if b, err := os.ReadFile(path); err == nil {
+		if err := store.PrivateFile(path); err != nil {
+			return "", fmt.Errorf("API token: %w", err)
+		}
 		if t := strings.TrimSpace(string(b)); t != "" {
 			return t, nil
 		}

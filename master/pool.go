@@ -44,6 +44,9 @@ type WorkerStatus struct {
 	LastExit            string  `json:"last_exit,omitempty"`
 	InFlight            int     `json:"inflight"`
 	Queued              int     `json:"queued"`
+	// QueuedBytes are the bytes of the nowait events held for the worker
+	// (bounded by --worker-queue-bytes).
+	QueuedBytes int64 `json:"queued_bytes"`
 
 	restartReasons map[string]int // for metrics: restarts by reason
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/worker"
 )
 
 // ProcessConfig configures the process topology: how workers are spawned
@@ -40,6 +41,8 @@ type ProcessConfig struct {
 	DispatchTimeout time.Duration
 	// QueueSize bounds the unacknowledged nowait events kept per worker.
 	QueueSize int
+	// QueueBytes bounds their bytes (0: no bound).
+	QueueBytes int64
 	// HeartbeatInterval is the workers' heartbeat period; 3 missed beats
 	// mean hung.
 	HeartbeatInterval time.Duration
@@ -88,6 +91,7 @@ type procWorker struct {
 	doneCh   chan struct{}
 	tenants  int
 	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
+	held     worker.Backlog         // what the events in nowait hold, per tenant
 	seq      uint64
 	inflight map[proto.Id]int // tenants with waited calls in flight
 	// cutOff are the tenants whose calls failed because this spawn's
@@ -102,8 +106,9 @@ type procWorker struct {
 }
 
 type nowaitEvent struct {
-	id proto.Id
-	ev proto.Event
+	id   proto.Id
+	ev   proto.Event
+	size int64 // worker.EventSize(ev)
 }
 
 func newProcWorker(id, total int, cfg *ProcessConfig, server *mesophyll.Server, log zerolog.Logger, fatal func(error)) *procWorker {
@@ -240,7 +245,7 @@ func (w *procWorker) dropNowait(id proto.Id) int {
 	n := 0
 	for s, e := range w.nowait {
 		if e.id == id {
-			delete(w.nowait, s)
+			w.forgetNowaitLocked(s)
 			n++
 		}
 	}

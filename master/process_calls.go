@@ -8,6 +8,7 @@ import (
 
 	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/worker"
 )
 
 // onConnect is called by the Mesophyll server when this worker's process
@@ -85,8 +86,7 @@ func (w *procWorker) onHung() {
 
 func (w *procWorker) onAck(ack proto.Ack) {
 	w.mu.Lock()
-	e, ok := w.nowait[ack.Seq]
-	delete(w.nowait, ack.Seq)
+	e, ok := w.forgetNowaitLocked(ack.Seq)
 	w.mu.Unlock()
 	if ok && fatalCode(ack.Code) && w.failed != nil {
 		w.failed(e.id, ack.Code)
@@ -161,6 +161,9 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
+	if err := fitsFrame(ev, w.cfg.MaxFrame); err != nil {
+		return err // it could never be sent: refuse it rather than hold it
+	}
 	w.mu.Lock()
 	if w.stopping {
 		w.mu.Unlock()
@@ -171,15 +174,30 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
 			Message: "worker " + itoa(w.id) + " has " + itoa(w.cfg.QueueSize) + " unacknowledged events queued"}
 	}
+	size := worker.EventSize(ev)
+	if err := w.held.Hold(w.id, id, size, w.cfg.QueueBytes, w.cfg.QueueSize); err != nil {
+		w.mu.Unlock()
+		return err
+	}
 	w.seq++
 	seq := w.seq
-	w.nowait[seq] = nowaitEvent{id: id, ev: ev}
+	w.nowait[seq] = nowaitEvent{id: id, ev: ev, size: size}
 	c := w.conn
 	w.mu.Unlock()
 	if c != nil {
 		_ = c.DispatchEventNoWait(id, ev, seq) // on failure it is redelivered after the restart
 	}
 	return nil
+}
+
+// forgetNowaitLocked removes the held nowait event seq and returns it.
+func (w *procWorker) forgetNowaitLocked(seq uint64) (nowaitEvent, bool) {
+	e, ok := w.nowait[seq]
+	if ok {
+		delete(w.nowait, seq)
+		w.held.Release(e.id, e.size)
+	}
+	return e, ok
 }
 
 // RunScript runs code on the worker.
@@ -250,7 +268,7 @@ func (w *procWorker) Status() WorkerStatus {
 	s := WorkerStatus{
 		ID: w.id, PID: w.pid, State: w.state, Tenants: w.tenants,
 		Restarts: w.restarts, ConsecutiveFailures: w.failures, LastExit: w.lastExit,
-		Queued: len(w.nowait),
+		Queued: len(w.nowait), QueuedBytes: w.held.Bytes(),
 	}
 	if w.pid != 0 {
 		s.UptimeSeconds = time.Since(w.started).Seconds()

@@ -35,7 +35,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 	pp := &processPool{workers: make([]*procWorker, n)}
 	pp.meso = mesophyll.NewServer(mesophyll.ServerOptions{
 		Workers:           n,
-		Backend:           storeBackend{st: st, total: n},
+		Backend:           storeBackend{st: newBoundedStore(st, cfg.MaxFrame), total: n},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		MaxFrame:          cfg.MaxFrame,
 		Logger:            log,
@@ -95,9 +95,10 @@ func (pp *processPool) Kill(ctx context.Context) error {
 	return err
 }
 
-// storeBackend answers the workers' store requests from the master's store.
+// storeBackend answers the workers' store requests from the master's
+// store, bounded (boundedStore) so that every answer fits in a frame.
 type storeBackend struct {
-	st    store.Store
+	st    boundedStore
 	total int
 }
 

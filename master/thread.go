@@ -28,6 +28,7 @@ func (w threadWorker) Status() WorkerStatus {
 		UptimeSeconds: time.Since(w.started).Seconds(),
 		InFlight:      w.InFlight(),
 		Queued:        w.Queued(),
+		QueuedBytes:   w.QueuedBytes(),
 	}
 }
 

@@ -69,7 +69,7 @@ func TestWritesQueuedBehindAWriteGoOutAsBatches(t *testing.T) {
 		{"one batch", 1 << 20, []string{`{"Batch":[` + strings.Join(frames, ",") + `]}`}},
 		{"split at the peer's limit", int64(len(`{"Batch":[]}`) + len(frames[0]) + 1 + len(frames[1])),
 			[]string{`{"Batch":[` + frames[0] + "," + frames[1] + `]}`, `{"Batch":[` + frames[2] + "," + frames[3] + `]}`}},
-		{"frames over the limit go alone", 10, frames},
+		{"frames over the limit go alone", int64(len(frames[0]) + 5), frames},
 		{"peer takes no batches", 0, frames},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -153,6 +153,11 @@ func Dial(ctx context.Context, url string, workerID int, token string, opts Clie
 	return c, nil
 }
 
+// MaxFrame returns the largest frame the master accepts, as its Hello
+// said (DefaultMaxFrame if it did not): a response over it is refused
+// before it is sent.
+func (c *Client) MaxFrame() int { return c.link.maxFrame() }
+
 // HeartbeatInterval returns the interval the master asked for in Hello.
 func (c *Client) HeartbeatInterval() time.Duration { return c.heartbeat }
 
@@ -282,7 +287,7 @@ func (c *Client) inline(h Handler, q *proto.DispatchEvent) bool {
 	if q.ReqID == 0 {
 		c.emit(c.ackFrame(q, err))
 	} else {
-		c.emit(responseFrame(q.ReqID, res, err))
+		c.emit(c.responseFrame(q.ReqID, res, err))
 	}
 	return true
 }
@@ -333,9 +338,26 @@ func (c *Client) respond(req uint64, do func() (proto.Value, error)) {
 }
 
 func (c *Client) sendResponse(req uint64, res proto.Value, err error) {
-	if err := c.link.send(context.Background(), responseFrame(req, res, err)); err != nil {
+	if err := c.link.send(context.Background(), c.responseFrame(req, res, err)); err != nil {
 		c.log.Debug().Err(err).Uint64("req_id", req).Msg("send DispatchResponse")
 	}
+}
+
+// responseFrame encodes the DispatchResponse of request req; a response
+// over the master's frame limit becomes a result_too_large error, decided
+// here before anything is sent: the connection, and every other call on
+// it, is unharmed.
+func (c *Client) responseFrame(req uint64, res proto.Value, err error) []byte {
+	frame := responseFrame(req, res, err)
+	if limit := c.link.maxFrame(); len(frame) > limit {
+		code := proto.CodeResultTooLarge
+		if e := proto.AsError(err); e != nil && e.Code != proto.CodeScriptError {
+			code = e.Code // keep a limit's code; its message is cut below
+		}
+		frame = responseFrame(req, nil, proto.Errorf(code,
+			"the response is %d bytes, over the %d-byte frame limit (--mesophyll-max-frame)", len(frame), limit))
+	}
+	return frame
 }
 
 // responseFrame encodes the DispatchResponse of request req.
@@ -349,10 +371,10 @@ func responseFrame(req uint64, res proto.Value, err error) []byte {
 	if err != nil {
 		r.Result, r.Error = nil, proto.AsError(err)
 	}
-	frame, merr := json.Marshal(proto.Message{DispatchResponse: r})
+	frame, merr := marshal(proto.Message{DispatchResponse: r})
 	if merr != nil {
 		r.Result, r.Error = nil, proto.Errorf(proto.CodeInternal, "result is not valid JSON: %v", merr)
-		frame, _ = json.Marshal(proto.Message{DispatchResponse: r})
+		frame, _ = marshal(proto.Message{DispatchResponse: r})
 	}
 	return frame
 }

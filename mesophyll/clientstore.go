@@ -64,7 +64,7 @@ func (c *Client) KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]
 // storeCall sends store request m, which carries req, waits for its
 // StoreResponse and decodes the result into out (unless out is nil).
 func (c *Client) storeCall(ctx context.Context, req uint64, m *proto.Message, out any) error {
-	b, err := json.Marshal(m)
+	b, err := marshal(m)
 	if err != nil {
 		return proto.Errorf(proto.CodeInvalidKV, "encode store request: %v", err)
 	}

@@ -140,7 +140,7 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 }
 
 func (c *Conn) call(ctx context.Context, req uint64, m *proto.Message) (proto.Value, error) {
-	b, err := json.Marshal(m)
+	b, err := marshal(m)
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeBadRequest, "encode request for worker %d: %v", c.workerID, err)
 	}
@@ -190,29 +190,29 @@ func (c *Conn) handle(m *proto.Message) error {
 		}
 	case m.TemplatesFor != nil:
 		q := m.TemplatesFor
-		c.store(q.ReqID, func(ctx context.Context) (any, error) { return c.srv.opts.Backend.Templates(ctx, q.ID) })
+		c.store(q.ReqID, proto.CodeTemplateTooLarge, func(ctx context.Context) (any, error) { return c.srv.opts.Backend.Templates(ctx, q.ID) })
 	case m.TenantsFor != nil:
 		q := m.TenantsFor
-		c.store(q.ReqID, func(ctx context.Context) (any, error) {
+		c.store(q.ReqID, proto.CodeInternal, func(ctx context.Context) (any, error) {
 			return c.srv.opts.Backend.TenantsFor(ctx, c.workerID, q.Event)
 		})
 	case m.KvGet != nil:
 		q := m.KvGet
-		c.store(q.ReqID, func(ctx context.Context) (any, error) {
+		c.store(q.ReqID, proto.CodeKVResultTooLarge, func(ctx context.Context) (any, error) {
 			v, found, err := c.srv.opts.Backend.KvGet(ctx, q.ID, q.Key)
 			return proto.KvGetResult{Found: found, Value: v}, err
 		})
 	case m.KvSet != nil:
 		q := m.KvSet
-		c.store(q.ReqID, func(ctx context.Context) (any, error) {
+		c.store(q.ReqID, proto.CodeInternal, func(ctx context.Context) (any, error) {
 			return nil, c.srv.opts.Backend.KvSet(ctx, q.ID, q.Key, q.Value)
 		})
 	case m.KvDelete != nil:
 		q := m.KvDelete
-		c.store(q.ReqID, func(ctx context.Context) (any, error) { return nil, c.srv.opts.Backend.KvDelete(ctx, q.ID, q.Key) })
+		c.store(q.ReqID, proto.CodeInternal, func(ctx context.Context) (any, error) { return nil, c.srv.opts.Backend.KvDelete(ctx, q.ID, q.Key) })
 	case m.KvFind != nil:
 		q := m.KvFind
-		c.store(q.ReqID, func(ctx context.Context) (any, error) { return c.srv.opts.Backend.KvFind(ctx, q.ID, q.Prefix) })
+		c.store(q.ReqID, proto.CodeKVResultTooLarge, func(ctx context.Context) (any, error) { return c.srv.opts.Backend.KvFind(ctx, q.ID, q.Prefix) })
 	default:
 		name, _ := messageName(m)
 		return &frameError{websocket.StatusPolicyViolation, "unexpected " + name + " from worker"}
@@ -222,8 +222,11 @@ func (c *Conn) handle(m *proto.Message) error {
 
 // store answers one store request in its own goroutine. When
 // storeConcurrency requests are running, reading waits for one to finish;
-// the heartbeat watchdog does not count that wait against the worker.
-func (c *Conn) store(req uint64, do func(ctx context.Context) (any, error)) {
+// the heartbeat watchdog does not count that wait against the worker. An
+// answer too large for the worker's frame limit is replaced by an error
+// with code tooLarge: the worker gets an error for that request, and the
+// connection stays up.
+func (c *Conn) store(req uint64, tooLarge string, do func(ctx context.Context) (any, error)) {
 	select {
 	case c.storeSem <- struct{}{}:
 	default:
@@ -242,6 +245,11 @@ func (c *Conn) store(req uint64, do func(ctx context.Context) (any, error)) {
 		res, err := do(ctx)
 		cancel()
 		frame := storeResponse(req, res, err)
+		if limit := c.link.maxFrame(); len(frame) > limit {
+			c.log.Warn().Int("bytes", len(frame)).Int("limit", limit).Str("code", tooLarge).Msg("store answer does not fit in a frame; answering with an error")
+			frame = storeResponse(req, nil, proto.Errorf(tooLarge,
+				"the answer is %d bytes, over the %d-byte frame limit (--mesophyll-max-frame)", len(frame), limit))
+		}
 		if err := c.link.send(c.ctx, frame); err != nil && c.ctx.Err() == nil {
 			c.log.Warn().Err(err).Msg("send StoreResponse")
 		}
@@ -252,7 +260,7 @@ func (c *Conn) store(req uint64, do func(ctx context.Context) (any, error)) {
 // is encoded once, straight into the frame.
 func storeResponse(req uint64, res any, err error) []byte {
 	if err == nil && res != nil {
-		b, merr := json.Marshal(res)
+		b, merr := marshal(res)
 		if merr == nil {
 			frame := make([]byte, 0, len(b)+64)
 			frame = append(frame, `{"StoreResponse":{"req_id":`...)

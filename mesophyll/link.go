@@ -53,7 +53,7 @@ type link struct {
 func newLink(ws *websocket.Conn, lost, peer string) *link {
 	return &link{
 		ws:      ws,
-		w:       writer{flushed: make(chan struct{})},
+		w:       writer{flushed: make(chan struct{}), frameMax: DefaultMaxFrame},
 		lost:    lost,
 		peer:    peer,
 		pending: make(map[uint64]chan response),
@@ -66,11 +66,23 @@ func (l *link) reqID() uint64 { return l.next.Add(1) }
 
 // sendMsg encodes m and sends it.
 func (l *link) sendMsg(ctx context.Context, m *proto.Message) error {
-	b, err := json.Marshal(m)
+	b, err := marshal(m)
 	if err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "encode frame for %s: %v", l.peer, err)
 	}
 	return l.send(ctx, b)
+}
+
+// marshal encodes v as JSON without HTML escaping: a '<' in a template
+// or a value stays one byte on the wire, not six.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // call sends frame, which carries request id, and waits for its response.

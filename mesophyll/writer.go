@@ -51,6 +51,10 @@ type writer struct {
 	// batchMax is the largest Batch frame the peer accepts; 0 when the
 	// peer did not say it takes Batch frames.
 	batchMax int
+	// frameMax is the largest frame the peer accepts: what it announced,
+	// DefaultMaxFrame if it did not. A larger frame is refused before it
+	// is sent, never written for the peer to close the connection over.
+	frameMax int
 	// buf holds the Batch frame being built; only the goroutine writing
 	// uses it.
 	buf []byte
@@ -64,6 +68,22 @@ func (l *link) setBatchMax(peerMax int64) {
 	l.w.mu.Lock()
 	defer l.w.mu.Unlock()
 	l.w.batchMax = int(min(max(peerMax, 0), batchMax))
+	if peerMax > 0 {
+		l.w.frameMax = int(peerMax)
+	}
+}
+
+// maxFrame returns the largest frame the peer accepts.
+func (l *link) maxFrame() int {
+	l.w.mu.Lock()
+	defer l.w.mu.Unlock()
+	return l.w.frameMax
+}
+
+// tooLarge is the error of a frame over the peer's limit: nothing was
+// sent and the connection is unharmed.
+func (l *link) tooLarge(size, limit int) *proto.Error {
+	return proto.Errorf(proto.CodeTooLarge, "message of %d bytes is over the %d-byte frame limit of %s (--mesophyll-max-frame)", size, limit, l.peer)
 }
 
 // send writes one encoded frame, or queues it behind the write in
@@ -77,11 +97,16 @@ func (l *link) send(ctx context.Context, frame []byte) error { return l.sendFram
 // sendFrames sends frames in order, as send does.
 func (l *link) sendFrames(ctx context.Context, frames ...[]byte) error {
 	size := 0
-	for _, f := range frames {
-		size += len(f)
-	}
 	w := &l.w
 	w.mu.Lock()
+	for _, f := range frames {
+		if len(f) > w.frameMax {
+			limit := w.frameMax
+			w.mu.Unlock()
+			return l.tooLarge(len(f), limit)
+		}
+		size += len(f)
+	}
 	for w.writing && w.queued > 0 && w.queued+size > maxQueued {
 		if w.flushed == nil {
 			w.flushed = make(chan struct{})

@@ -31,6 +31,22 @@ const (
 	CodeConflict          = "conflict"
 	CodeShardUnavailable  = "shard_unavailable"
 	CodeInternal          = "internal"
+	// CodeResultTooLarge: a call's result is over --max-result (or does
+	// not fit in a Mesophyll frame).
+	CodeResultTooLarge = "result_too_large"
+	// CodeKVResultTooLarge: a ctx.kv.find (or kv.get) answer is over what
+	// one store response may carry.
+	CodeKVResultTooLarge = "kv_result_too_large"
+	// CodeTemplateTooLarge: a template, or a tenant's set of templates,
+	// is over its size limit.
+	CodeTemplateTooLarge = "template_too_large"
+	// CodeBacklogFull: a worker's held nowait events are at their byte
+	// limit (--worker-queue-bytes).
+	CodeBacklogFull = "backlog_full"
+	// CodeTooManyConnections: the API is at --max-connections.
+	CodeTooManyConnections = "too_many_connections"
+	// CodeRequestTimeout: the request (its body) did not arrive in time.
+	CodeRequestTimeout = "request_timeout"
 )
 
 // Error is an error with a stable machine-readable code. Its JSON form is
@@ -86,13 +102,19 @@ func HTTPStatus(code string) int {
 		return http.StatusNotFound
 	case CodeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
-	case CodeScriptError, CodeCPULimit, CodeMemoryLimit, CodeStackOverflow, CodeKVQuotaExceeded:
+	case CodeScriptError, CodeCPULimit, CodeMemoryLimit, CodeStackOverflow, CodeKVQuotaExceeded,
+		CodeResultTooLarge, CodeKVResultTooLarge:
 		return http.StatusUnprocessableEntity
+	case CodeTemplateTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeRequestTimeout:
+		return http.StatusRequestTimeout
 	case CodeTenantQuarantined:
 		return http.StatusLocked
 	case CodeConflict:
 		return http.StatusConflict
-	case CodeTenantBroken, CodeWorkerOverloaded, CodeWorkerUnavailable, CodeStoreUnavailable, CodeShuttingDown, CodeShardUnavailable:
+	case CodeTenantBroken, CodeWorkerOverloaded, CodeWorkerUnavailable, CodeStoreUnavailable, CodeShuttingDown, CodeShardUnavailable,
+		CodeBacklogFull, CodeTooManyConnections:
 		return http.StatusServiceUnavailable
 	case CodeTimeout:
 		return http.StatusGatewayTimeout

@@ -2,6 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/rs/zerolog"
@@ -58,4 +61,41 @@ func Migrate(ctx context.Context, cfg Config) (version int, err error) {
 	}
 	defer s.Close()
 	return s.version, nil
+}
+
+// PrivateFile makes the file at path readable and writable by its owner
+// only (0600) if its mode allows more; a missing file is no error.
+func PrivateFile(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return fmt.Errorf("make %s private (0600): %w", filepath.Base(path), err)
+		}
+	}
+	return nil
+}
+
+// privateSQLiteFiles creates the database file at path with mode 0600 if
+// missing (SQLite then creates its -wal and -shm files with the same
+// mode) and makes the database, -wal and -shm files of an existing data
+// dir 0600. A file this process may not chmod (another owner's) is logged
+// and left as it is.
+func privateSQLiteFiles(path string, log zerolog.Logger) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("create sqlite database: %w", err)
+	}
+	_ = f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := PrivateFile(p); err != nil {
+			log.Warn().Err(err).Str("file", filepath.Base(p)).Msg("sqlite file mode")
+		}
+	}
+	return nil
 }

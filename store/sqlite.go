@@ -42,7 +42,7 @@ const sqliteBusyTimeout = 10 * time.Second
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
 // applies pending migrations. The parent directory is created with mode
-// 0700 if missing.
+// 0700 if missing; the database and its -wal and -shm files are 0600.
 func OpenSQLite(ctx context.Context, path string, opts Options) (*SQLite, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -50,6 +50,9 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*SQLite, error)
 	}
 	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 		return nil, fmt.Errorf("create sqlite directory: %w", err)
+	}
+	if err := privateSQLiteFiles(abs, opts.Logger); err != nil {
+		return nil, err
 	}
 	s := &SQLite{path: abs, quota: opts.Quota, log: opts.Logger}
 	busy := fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds())
@@ -68,6 +71,11 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*SQLite, error)
 	s.w.SetConnMaxLifetime(0)
 
 	if s.version, err = s.migrate(ctx); err != nil {
+		s.w.Close()
+		return nil, err
+	}
+	// WAL mode is on now: -wal and -shm exist.
+	if err := privateSQLiteFiles(abs, opts.Logger); err != nil {
 		s.w.Close()
 		return nil, err
 	}

@@ -23,6 +23,10 @@ type Limits struct {
 	// MaxCallDepth bounds nested calls, so deep recursion is an error
 	// rather than unbounded growth.
 	MaxCallDepth int
+	// MaxResult is the most bytes a call's result may take encoded as
+	// JSON (--max-result): a dispatch's object of template results, a
+	// script's result. Over it the call fails with result_too_large.
+	MaxResult int
 }
 
 // DefaultLimits are the limits of a worker when none are configured.
@@ -32,7 +36,12 @@ var DefaultLimits = Limits{
 	MaxMemory:       64 << 20,
 	MaxString:       16 << 20,
 	MaxCallDepth:    10_000,
+	MaxResult:       DefaultMaxResult,
 }
+
+// DefaultMaxResult is the default of Limits.MaxResult: 1 MiB, as much as
+// a request body may carry.
+const DefaultMaxResult = 1 << 20
 
 // hookEvery is how many VM instructions run between two checks of the
 // call's budget, deadline and abort flag.
@@ -40,8 +49,8 @@ const hookEvery = 1000
 
 // String describes the limits for logs.
 func (l Limits) String() string {
-	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d",
-		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth)
+	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d result=%d",
+		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth, l.MaxResult)
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

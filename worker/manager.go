@@ -112,7 +112,7 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	}
 	out := make([]byte, 0, 64)
 	out = append(out, '{')
-	var failures []string
+	var failures failureList
 	var hostErr *proto.Error
 	for n, i := range subs {
 		tp := &t.templates[i]
@@ -131,7 +131,7 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 					hostErr = pe
 				}
 			}
-			failures = append(failures, fmt.Sprintf("template %q: %v", tp.Name, messageOf(err)))
+			failures.add(fmt.Sprintf("template %q: %v", tp.Name, messageOf(err)))
 			res = proto.Null
 		}
 		if n > 0 {
@@ -147,10 +147,44 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	if hostErr != nil {
 		return nil, hostErr
 	}
-	if len(failures) > 0 {
-		return nil, &proto.Error{Code: proto.CodeScriptError, Message: strings.Join(failures, "; "), Results: out}
+	if max := m.limits.MaxResult; max > 0 && len(out) > max {
+		return nil, proto.Errorf(proto.CodeResultTooLarge, "the results of the %d templates are %d bytes together, over the %d-byte limit (--max-result)", len(subs), len(out), max)
+	}
+	if failures.failed() {
+		return nil, &proto.Error{Code: proto.CodeScriptError, Message: failures.String(), Results: out}
 	}
 	return out, nil
+}
+
+// maxFailureText bounds the joined messages of a dispatch's failed
+// templates: a tenant with thousands of failing templates gets a message
+// of bounded size.
+const maxFailureText = 16 << 10
+
+// failureList collects the messages of a dispatch's failed templates, up
+// to maxFailureText bytes; past it, it counts them.
+type failureList struct {
+	msgs       []string
+	size, more int
+}
+
+func (f *failureList) add(msg string) {
+	if f.more > 0 || f.size+len(msg) > maxFailureText {
+		f.more++
+		return
+	}
+	f.msgs = append(f.msgs, msg)
+	f.size += len(msg) + 2
+}
+
+func (f *failureList) failed() bool { return len(f.msgs) > 0 || f.more > 0 }
+
+func (f *failureList) String() string {
+	s := strings.Join(f.msgs, "; ")
+	if f.more > 0 {
+		s += fmt.Sprintf("; ... and %d more", f.more)
+	}
+	return s
 }
 
 func isLimit(code string) bool {

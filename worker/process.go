@@ -25,6 +25,9 @@ type ProcessConfig struct {
 	// MemoryLimit, when positive, is the soft Go memory limit of the
 	// process (debug.SetMemoryLimit).
 	MemoryLimit int64
+	// MaxFrame is the largest Mesophyll frame the worker accepts
+	// (--mesophyll-max-frame, as the master's); default 4 MiB.
+	MaxFrame int64
 }
 
 // RunProcess connects to the master and serves until the master sends
@@ -34,12 +37,20 @@ func RunProcess(ctx context.Context, cfg ProcessConfig) error {
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
-	c, err := mesophyll.Dial(ctx, cfg.URL, cfg.ID, cfg.Token, mesophyll.ClientOptions{Logger: cfg.Options.Logger})
+	c, err := mesophyll.Dial(ctx, cfg.URL, cfg.ID, cfg.Token, mesophyll.ClientOptions{Logger: cfg.Options.Logger, MaxFrame: cfg.MaxFrame})
 	if err != nil {
 		return fmt.Errorf("connect to master: %w", err)
 	}
 	opts := cfg.Options
 	opts.Store = storeProxy{c}
+	if opts.Limits == (Limits{}) {
+		opts.Limits = DefaultLimits
+	}
+	// A result must fit in a frame to the master: the master checks
+	// --max-result against it, and this holds for any master.
+	if budget := proto.ValueBudget(int64(c.MaxFrame())); opts.Limits.MaxResult <= 0 || opts.Limits.MaxResult > budget {
+		opts.Limits.MaxResult = budget
+	}
 	// The only worker in this process: locking its goroutine to an OS
 	// thread would only add a thread wake-up to every call.
 	opts.NoThreadLock = true

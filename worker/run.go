@@ -45,16 +45,34 @@ func (vm *VM) callPushed(ctx context.Context, ev proto.Event) (proto.Value, erro
 	err := vm.invoke(2)
 	if err == nil {
 		var b []byte
-		b, err = encodeJSON(l, -1, vm.limits.MaxString)
-		if err != nil {
+		limit, byResult := vm.limits.MaxString, false
+		if r := vm.limits.MaxResult; r > 0 && (limit <= 0 || r < limit) {
+			limit, byResult = r, true
+		}
+		b, err = encodeJSON(l, -1, limit)
+		switch {
+		case byResult && errors.Is(err, errTooLong):
+			err = resultTooLarge(0, vm.limits.MaxResult)
+		case err != nil:
 			err = errors.New("result cannot be encoded as JSON: " + err.Error())
-		} else {
+		case vm.limits.MaxResult > 0 && len(b) > vm.limits.MaxResult:
+			err = resultTooLarge(len(b), vm.limits.MaxResult)
+		default:
 			vm.end()
 			return b, nil
 		}
 	}
 	vm.end()
 	return nil, err
+}
+
+// resultTooLarge is the error of a result over --max-result; size 0 when
+// encoding stopped at the limit.
+func resultTooLarge(size, limit int) *proto.Error {
+	if size == 0 {
+		return proto.Errorf(proto.CodeResultTooLarge, "result is larger than the %d-byte limit (--max-result)", limit)
+	}
+	return proto.Errorf(proto.CodeResultTooLarge, "result is %d bytes, over the %d-byte limit (--max-result)", size, limit)
 }
 
 // pushEvent pushes the event table {name=, author=, data=}.

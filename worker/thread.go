@@ -23,6 +23,10 @@ type Options struct {
 	// QueueSize bounds the messages waiting for the worker
 	// (--worker-queue); 10000 when zero.
 	QueueSize int
+	// QueueBytes bounds the bytes of the nowait events waiting for the
+	// worker (--worker-queue-bytes); past it they fail with backlog_full.
+	// 0: no bound.
+	QueueBytes int64
 	// Logger receives the worker's logs.
 	Logger zerolog.Logger
 	// NoStartup disables the OnStartup dispatch when the worker starts.
@@ -60,6 +64,11 @@ type Thread struct {
 	exec    sync.Mutex
 	pending atomic.Int64
 
+	// held counts the bytes of the nowait events queued, against
+	// maxHeld (0: no bound).
+	held    Backlog
+	maxHeld int64
+
 	loaded   atomic.Int64
 	inflight atomic.Int64
 	done     chan struct{}
@@ -84,6 +93,7 @@ type message struct {
 	name  string
 	code  string
 	reply chan result // nil for nowait
+	size  int64       // bytes counted in Thread.held
 }
 
 type result struct {
@@ -109,6 +119,7 @@ func New(id, total int, opts Options) (*Thread, error) {
 		timeout:  opts.Limits.Timeout,
 		lock:     !opts.NoThreadLock,
 		onNowait: opts.OnNowaitError,
+		maxHeld:  opts.QueueBytes,
 		done:     make(chan struct{}),
 	}
 	go w.loop()
@@ -129,6 +140,9 @@ func (w *Thread) Loaded() int { return int(w.loaded.Load()) }
 
 // Queued returns the number of messages waiting.
 func (w *Thread) Queued() int { return len(w.queue) }
+
+// QueuedBytes returns the bytes of the nowait events waiting.
+func (w *Thread) QueuedBytes() int64 { return w.held.Bytes() }
 
 // InFlight returns the number of waited calls not yet answered.
 func (w *Thread) InFlight() int { return int(w.inflight.Load()) }
@@ -152,6 +166,9 @@ func (w *Thread) loop() {
 			return // exec stays locked: nothing runs inline any more
 		}
 		w.handle(msg)
+		if msg.size > 0 {
+			w.held.Release(msg.id, msg.size)
+		}
 		w.loaded.Store(int64(w.mgr.Loaded()))
 		w.pending.Add(-1)
 		if !w.lock {
@@ -235,12 +252,20 @@ func (w *Thread) enqueue(msg message) error {
 		return proto.Errorf(proto.CodeWorkerUnavailable, "worker %d has stopped", w.id)
 	default:
 	}
+	if msg.size > 0 {
+		if err := w.held.Hold(w.id, msg.id, msg.size, w.maxHeld, cap(w.queue)); err != nil {
+			return err
+		}
+	}
 	w.pending.Add(1)
 	select {
 	case w.queue <- msg:
 		return nil
 	default:
 		w.pending.Add(-1)
+		if msg.size > 0 {
+			w.held.Release(msg.id, msg.size)
+		}
 		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
 			Message: "worker " + itoa(w.id) + " queue is full (" + itoa(cap(w.queue)) + " messages)"}
 	}
@@ -275,7 +300,7 @@ func (w *Thread) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
-	return w.enqueue(message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev})
+	return w.enqueue(message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev, size: EventSize(ev)})
 }
 
 // RunScript runs ad-hoc code in tenant id's VM.

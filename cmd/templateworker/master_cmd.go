@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/templateworker/templateworker/master"
+	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 	"github.com/templateworker/templateworker/worker"
 )
@@ -47,6 +48,11 @@ func masterCommand() *cli.Command {
 			&cli.DurationFlag{Name: "dispatch-timeout", Value: 5 * time.Second, Usage: "how long a call may wait for its worker beyond --lua-timeout", EnvVars: envVars("dispatch-timeout")},
 			&cli.IntFlag{Name: "quarantine-after", Value: 3, Usage: "fatal incidents (limit hits, worker crashes) within --quarantine-window that quarantine a tenant; 0 disables", EnvVars: envVars("quarantine-after")},
 			&cli.DurationFlag{Name: "quarantine-window", Value: 10 * time.Minute, Usage: "window for counting incidents, and how long a quarantine lasts", EnvVars: envVars("quarantine-window")},
+			&cli.StringFlag{Name: "max-result", Value: "1MiB", Usage: "largest result of one call, encoded as JSON (result_too_large past it); at most --mesophyll-max-frame minus 4KiB", EnvVars: envVars("max-result")},
+			&cli.StringFlag{Name: "worker-queue-bytes", Value: "64MiB", Usage: "bytes of nowait events held for one worker before calls fail with backlog_full", EnvVars: envVars("worker-queue-bytes")},
+			&cli.IntFlag{Name: "max-connections", Value: master.DefaultMaxConnections, Usage: "HTTP connections served at once (503 too_many_connections past it; lowered to fit the file descriptor limit)", EnvVars: envVars("max-connections")},
+			&cli.DurationFlag{Name: "http-read-timeout", Value: master.DefaultReadTimeout, Usage: "time a client has to send one request, headers and body", EnvVars: envVars("http-read-timeout")},
+			&cli.DurationFlag{Name: "http-idle-timeout", Value: master.DefaultIdleTimeout, Usage: "an idle keep-alive connection is closed after this", EnvVars: envVars("http-idle-timeout")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long in-flight calls may finish on SIGTERM", EnvVars: envVars("shutdown-timeout")},
 		}, append(clusterFlags(), commonFlags()...)...),
 		Action: runMaster,
@@ -98,6 +104,9 @@ func runMaster(c *cli.Context) error {
 		return err
 	}
 	cfg.Limits.MaxString = int(maxString)
+	if err := boundsConfig(c, &cfg); err != nil {
+		return err
+	}
 	if cfg.Quota.MaxBytes, err = parseSize("kv-max-bytes", c.String("kv-max-bytes")); err != nil {
 		return err
 	}
@@ -116,6 +125,46 @@ func runMaster(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return master.Run(ctx, cfg, log)
+}
+
+// minMaxFrame is the smallest --mesophyll-max-frame: a request body of
+// up to 1 MiB must fit in one frame to a worker.
+const minMaxFrame = 2 << 20
+
+// boundsConfig reads the flags that bound what a tenant can make travel
+// (frames, results, held events) and the HTTP server's.
+func boundsConfig(c *cli.Context, cfg *master.Config) error {
+	maxFrame, err := parseSize("mesophyll-max-frame", c.String("mesophyll-max-frame"))
+	if err != nil {
+		return err
+	}
+	if maxFrame < minMaxFrame {
+		return fmt.Errorf("--mesophyll-max-frame must be at least 2MiB (a 1 MiB request must fit in one frame), got %d", maxFrame)
+	}
+	cfg.MaxFrame = maxFrame
+	maxResult, err := parseSize("max-result", c.String("max-result"))
+	if err != nil {
+		return err
+	}
+	if budget := proto.ValueBudget(maxFrame); maxResult > int64(budget) {
+		return fmt.Errorf("--max-result %d is over what one frame carries: at most --mesophyll-max-frame minus %d, %d bytes", maxResult, proto.FrameReserve, budget)
+	}
+	cfg.Limits.MaxResult = int(maxResult)
+	if cfg.WorkerQueueBytes, err = parseSize("worker-queue-bytes", c.String("worker-queue-bytes")); err != nil {
+		return err
+	}
+	if cfg.WorkerQueueBytes < 8<<20 {
+		return fmt.Errorf("--worker-queue-bytes must be at least 8MiB (a tenant may hold a quarter of it, and one event may be 1 MiB), got %d", cfg.WorkerQueueBytes)
+	}
+	cfg.HTTP = master.HTTPConfig{
+		MaxConnections: c.Int("max-connections"),
+		ReadTimeout:    c.Duration("http-read-timeout"),
+		IdleTimeout:    c.Duration("http-idle-timeout"),
+	}
+	if cfg.HTTP.MaxConnections <= 0 || cfg.HTTP.ReadTimeout <= 0 || cfg.HTTP.IdleTimeout <= 0 {
+		return errors.New("--max-connections, --http-read-timeout and --http-idle-timeout must be positive")
+	}
+	return nil
 }
 
 // parseSize parses a byte size: a plain number of bytes, or a number with
@@ -168,10 +217,6 @@ func topology(c *cli.Context, cfg *master.Config) error {
 		}
 		exe = self
 	}
-	maxFrame, err := parseSize("mesophyll-max-frame", c.String("mesophyll-max-frame"))
-	if err != nil {
-		return err
-	}
 	if c.Int("max-consecutive-failures") <= 0 {
 		return fmt.Errorf("--max-consecutive-failures must be positive")
 	}
@@ -191,8 +236,10 @@ func topology(c *cli.Context, cfg *master.Config) error {
 		ReadyTimeout:      30 * time.Second,
 		DispatchTimeout:   c.Duration("dispatch-timeout"),
 		HeartbeatInterval: c.Duration("heartbeat-interval"),
-		MaxFrame:          maxFrame,
+		MaxFrame:          cfg.MaxFrame,
 		Args: []string{
+			"--mesophyll-max-frame", strconv.FormatInt(cfg.MaxFrame, 10),
+			"--max-result", strconv.Itoa(cfg.Limits.MaxResult),
 			"--log-format", format,
 			"--log-level", c.String("log-level"),
 			"--worker-queue", strconv.Itoa(cfg.WorkerQueue),

@@ -33,6 +33,8 @@ func workerProcessFlags() []cli.Flag {
 		&cli.Int64Flag{Name: "lua-max-memory", Hidden: true, Value: worker.DefaultLimits.MaxMemory},
 		&cli.IntFlag{Name: "lua-max-string", Hidden: true, Value: worker.DefaultLimits.MaxString},
 		&cli.IntFlag{Name: "lua-max-call-depth", Hidden: true, Value: worker.DefaultLimits.MaxCallDepth},
+		&cli.IntFlag{Name: "max-result", Hidden: true, Value: worker.DefaultMaxResult},
+		&cli.Int64Flag{Name: "mesophyll-max-frame", Hidden: true},
 	}
 }
 
@@ -77,9 +79,10 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 		MaxMemory:       c.Int64("lua-max-memory"),
 		MaxString:       c.Int("lua-max-string"),
 		MaxCallDepth:    c.Int("lua-max-call-depth"),
+		MaxResult:       c.Int("max-result"),
 	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
-		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token,
+		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token, MaxFrame: c.Int64("mesophyll-max-frame"),
 		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log},
 	})
 	if err != nil {
