@@ -37,16 +37,23 @@ func (vm *VM) callPushed(ctx context.Context, ev proto.Event) (proto.Value, erro
 	l := vm.l
 	base := l.Top() - 1
 	defer l.SetTop(base)
+	// The call's budget covers decoding the event and encoding the result.
+	vm.begin(ctx)
 	if err := vm.pushEvent(ev); err != nil {
+		vm.end()
+		if a := vm.call.abort; a != nil {
+			return nil, a
+		}
 		return nil, proto.Errorf(proto.CodeBadRequest, "event: %v", err)
 	}
 	l.RawGetValue(lua.RegistryIndex, ctxKeyValue)
-	vm.begin(ctx)
 	err := vm.invoke(2)
 	if err == nil {
 		var b []byte
-		b, err = encodeJSON(l, -1, vm.limits.MaxString)
-		if err != nil {
+		b, err = encodeJSON(l, -1, vm.limits.MaxString, vm.meter)
+		if a := vm.call.abort; a != nil {
+			err = a
+		} else if err != nil {
 			err = errors.New("result cannot be encoded as JSON: " + err.Error())
 		} else {
 			vm.end()
@@ -70,7 +77,7 @@ func (vm *VM) pushEvent(ev proto.Event) error {
 		l.RawSet(-3)
 	}
 	l.PushString("data")
-	if err := pushJSON(l, ev.Data); err != nil {
+	if err := pushJSON(l, ev.Data, vm.meter); err != nil {
 		l.Pop(2)
 		return err
 	}

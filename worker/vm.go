@@ -194,23 +194,40 @@ func (vm *VM) hook(l *lua.State, _ lua.Debug) {
 // charge accounts steps of work to the call and raises the limit error when
 // the call is over budget. Library functions implemented in Go call it too.
 func (vm *VM) charge(l *lua.State, steps int) {
+	if e := vm.spend(steps); e != nil {
+		vm.raise(l, e.Message)
+	}
+}
+
+// spend accounts steps of work to the call like charge, but returns the
+// limit error (recorded as the call's abort) instead of raising it: host
+// code running outside a protected call (event decoding, result encoding)
+// uses it, where raising would panic the host.
+func (vm *VM) spend(steps int) *proto.Error {
 	c := &vm.call
 	if !c.active {
-		return
+		return nil
 	}
 	if c.abort != nil {
-		vm.raise(l, c.abort.Message)
+		return c.abort
 	}
 	c.steps += int64(steps)
 	if max := vm.limits.MaxInstructions; max > 0 && c.steps > max {
-		vm.abortCall(l, proto.Errorf(proto.CodeCPULimit, "instruction limit exceeded (%d instructions)", max))
+		c.abort = proto.Errorf(proto.CodeCPULimit, "instruction limit exceeded (%d instructions)", max)
+	} else if !c.deadline.IsZero() && time.Now().After(c.deadline) {
+		c.abort = proto.Errorf(proto.CodeTimeout, "time limit exceeded (%s)", vm.timeoutText())
+	} else if c.ctx != nil && c.ctx.Err() != nil {
+		c.abort = proto.Errorf(proto.CodeTimeout, "call cancelled: %v", c.ctx.Err())
 	}
-	if !c.deadline.IsZero() && time.Now().After(c.deadline) {
-		vm.abortCall(l, proto.Errorf(proto.CodeTimeout, "time limit exceeded (%s)", vm.timeoutText()))
+	return c.abort
+}
+
+// meter is spend as the JSON code's charge function.
+func (vm *VM) meter(steps int) error {
+	if e := vm.spend(steps); e != nil {
+		return e
 	}
-	if c.ctx != nil && c.ctx.Err() != nil {
-		vm.abortCall(l, proto.Errorf(proto.CodeTimeout, "call cancelled: %v", c.ctx.Err()))
-	}
+	return nil
 }
 
 func (vm *VM) timeoutText() string {
@@ -237,15 +254,6 @@ func (vm *VM) onLimit(_ *lua.State, kind string, limit int64) {
 	default:
 		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "%s limit exceeded (%d)", kind, limit)
 	}
-}
-
-// abortCall records why the call ends and raises it as a Lua error; pcall
-// re-raises it (see safePcall), so the script cannot swallow it.
-func (vm *VM) abortCall(l *lua.State, e *proto.Error) {
-	if vm.call.abort == nil {
-		vm.call.abort = e
-	}
-	vm.raise(l, vm.call.abort.Message)
 }
 
 // raise raises msg as a Lua error with position information. It does not
