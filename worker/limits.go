@@ -23,6 +23,11 @@ type Limits struct {
 	// MaxCallDepth bounds nested calls, so deep recursion is an error
 	// rather than unbounded growth.
 	MaxCallDepth int
+	// MaxWorkerMemory is the ceiling on the sum of the memory of one
+	// worker's tenant VMs (--lua-max-worker-memory); the sum of their
+	// MaxMemory may exceed it. The VM whose allocation takes the worker
+	// over it fails with memory_limit; 0 = no worker-wide ceiling.
+	MaxWorkerMemory int64
 }
 
 // DefaultLimits are the limits of a worker when none are configured.
@@ -32,6 +37,7 @@ var DefaultLimits = Limits{
 	MaxMemory:       64 << 20,
 	MaxString:       16 << 20,
 	MaxCallDepth:    10_000,
+	MaxWorkerMemory: 512 << 20,
 }
 
 // hookEvery is how many VM instructions run between two checks of the
@@ -40,8 +46,8 @@ const hookEvery = 1000
 
 // String describes the limits for logs.
 func (l Limits) String() string {
-	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d",
-		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth)
+	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d worker_memory=%d",
+		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth, l.MaxWorkerMemory)
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

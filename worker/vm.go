@@ -69,16 +69,30 @@ func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM
 	if err := vm.openSandbox(); err != nil {
 		return nil, fmt.Errorf("open libraries for %s: %w", tenant, err)
 	}
-	lua.SetLimits(vm.l, lua.Limits{
-		MaxStringLength: limits.MaxString,
-		MaxCallDepth:    limits.MaxCallDepth,
-		MaxMemory:       limits.MaxMemory,
-		OnLimit:         vm.onLimit,
-	})
+	vm.setLimits(nil)
 	lua.SetDebugHook(vm.l, vm.hook, lua.MaskCount, hookEvery)
 	vm.l.NewTable()
 	vm.l.SetField(lua.RegistryIndex, templatesKey)
 	return vm, nil
+}
+
+// setLimits applies the VM's limits, sharing pool (nil: none) with the
+// other VMs of its worker.
+func (vm *VM) setLimits(pool *lua.MemoryPool) {
+	lua.SetLimits(vm.l, lua.Limits{
+		MaxStringLength: vm.limits.MaxString,
+		MaxCallDepth:    vm.limits.MaxCallDepth,
+		MaxMemory:       vm.limits.MaxMemory,
+		Pool:            pool,
+		OnLimit:         vm.onLimit,
+	})
+}
+
+// close releases what the VM holds outside itself (its share of the
+// worker's memory pool). The VM must not be used afterwards.
+func (vm *VM) close() {
+	vm.broken = true
+	lua.LeavePool(vm.l)
 }
 
 // Compile checks that code is valid Lua, returning the syntax error (with
@@ -249,6 +263,9 @@ func (vm *VM) onLimit(_ *lua.State, kind string, limit int64) {
 		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "string length limit exceeded (%d bytes)", limit)
 	case "memory":
 		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "memory limit exceeded (%d bytes)", limit)
+	case "pool":
+		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit,
+			"worker memory limit exceeded (%d bytes across the tenants of this worker, --lua-max-worker-memory)", limit)
 	case "stack":
 		vm.call.abort = proto.Errorf(proto.CodeStackOverflow, "call depth limit exceeded (%d nested calls)", limit)
 	default:

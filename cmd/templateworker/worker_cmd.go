@@ -33,6 +33,7 @@ func workerProcessFlags() []cli.Flag {
 		&cli.Int64Flag{Name: "lua-max-memory", Hidden: true, Value: worker.DefaultLimits.MaxMemory},
 		&cli.IntFlag{Name: "lua-max-string", Hidden: true, Value: worker.DefaultLimits.MaxString},
 		&cli.IntFlag{Name: "lua-max-call-depth", Hidden: true, Value: worker.DefaultLimits.MaxCallDepth},
+		&cli.Int64Flag{Name: "lua-max-worker-memory", Hidden: true, Value: worker.DefaultLimits.MaxWorkerMemory},
 	}
 }
 
@@ -77,6 +78,7 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 		MaxMemory:       c.Int64("lua-max-memory"),
 		MaxString:       c.Int("lua-max-string"),
 		MaxCallDepth:    c.Int("lua-max-call-depth"),
+		MaxWorkerMemory: c.Int64("lua-max-worker-memory"),
 	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
 		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token,
