@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	lua "github.com/Shopify/go-lua"
+	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
 )
@@ -103,9 +104,9 @@ func (vm *VM) openCtx() {
 	l.SetField(-2, "kv")
 	// ctx.log
 	lua.NewLibrary(l, []lua.RegistryFunction{
-		{Name: "info", Function: vm.logAt("info")},
-		{Name: "warn", Function: vm.logAt("warn")},
-		{Name: "error", Function: vm.logAt("error")},
+		{Name: "info", Function: vm.logAt(zerolog.InfoLevel)},
+		{Name: "warn", Function: vm.logAt(zerolog.WarnLevel)},
+		{Name: "error", Function: vm.logAt(zerolog.ErrorLevel)},
 	})
 	l.SetField(-2, "log")
 	l.SetField(lua.RegistryIndex, ctxKey)
@@ -113,17 +114,12 @@ func (vm *VM) openCtx() {
 
 const ctxKey = "templateworker.ctx"
 
-func (vm *VM) logAt(level string) lua.Function {
+func (vm *VM) logAt(level zerolog.Level) lua.Function {
 	return func(l *lua.State) int {
 		msg, _ := lua.ToStringMeta(l, 1)
-		ev := vm.log.Info()
-		switch level {
-		case "warn":
-			ev = vm.log.Warn()
-		case "error":
-			ev = vm.log.Error()
-		}
-		ev.Str("tenant", vm.tenant.String()).Str("source", "template").Msg(msg)
+		var m messageBuilder
+		m.WriteString(msg)
+		vm.emitLog(l, level, &m)
 		return 0
 	}
 }

@@ -42,6 +42,8 @@ type callState struct {
 	// hostErr is the last store error a host function raised, so that an
 	// unhandled store failure surfaces with its own code.
 	hostErr *proto.Error
+	// log accounts the call's log volume (see vmlog.go).
+	log logState
 }
 
 // templatesKey is the registry field holding compiled template functions,
@@ -151,6 +153,7 @@ func (vm *VM) begin(ctx context.Context) {
 
 // end finishes a call; an aborted call breaks the VM.
 func (vm *VM) end() {
+	vm.endLog()
 	if vm.call.abort != nil {
 		vm.broken = true
 	}
