@@ -84,7 +84,7 @@ func TestJSONKeyTypeErrors(t *testing.T) {
 
 // chargedVM is a VM with no instruction limit, to build data in, whose
 // budget a test then lowers.
-func chargedVM(t *testing.T) *VM {
+func chargedVM(t testing.TB) *VM {
 	t.Helper()
 	lim := DefaultLimits
 	lim.MaxInstructions = 1 << 40
