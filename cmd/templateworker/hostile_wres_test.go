@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,6 +33,10 @@ func TestHostileHostWork(t *testing.T) {
 			pid := 0
 			if process {
 				pid = m.waitReady(t)[0].PID
+				// The worker-wide ceiling reaches the worker process.
+				if args := strings.Join(procCmdline(pid), " "); !strings.Contains(args, "--lua-max-worker-memory 268435456") {
+					t.Fatalf("worker argv: %s", args)
+				}
 			}
 			neighbour := tenantOn(0, 2, 101)
 			check := func(t *testing.T) {
@@ -194,6 +199,33 @@ func memoryHogs(t *testing.T, m *runningMaster, salt uint64) {
 	for _, id := range held {
 		if v, err := m.api.RunScript(ctx, id, "read", `return #data`, nil); err != nil || string(v) != "40" {
 			t.Fatalf("%s lost its data: %s %v", id, v, err)
+		}
+	}
+}
+
+// TestWorkerMemoryFlagErrors: a bad --lua-max-worker-memory (or its
+// environment variable) is one line naming the flag.
+func TestWorkerMemoryFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, env := range [][]string{
+		{"--lua-max-worker-memory", "lots"},
+		{"--lua-max-worker-memory", "0"},
+		{"TEMPLATEWORKER_LUA_MAX_WORKER_MEMORY=-5MiB"},
+	} {
+		args := []string{"master", "--data-dir", dir, "--thread-workers", "1"}
+		cmd := exec.Command(binPath)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+		if len(env) == 2 {
+			args = append(args, env...)
+		} else {
+			cmd.Env = append(cmd.Env, env[0])
+		}
+		cmd.Args = append([]string{binPath}, args...)
+		out, err := cmd.CombinedOutput()
+		line := strings.TrimSpace(string(out))
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || strings.Contains(line, "\n") ||
+			!strings.Contains(line, "bad --lua-max-worker-memory") {
+			t.Errorf("%v: exit %v, output %q", env, err, line)
 		}
 	}
 }
