@@ -54,7 +54,9 @@ func BenchmarkLimitOvershoot(b *testing.B) {
 		{"string.format of 8 MiB", mb8, `while true do local s = string.format("%s", mb8) end`, none},
 		{"unpack 500,000", arr, `while true do local n = select("#", unpack(arr, 1, 500000)) end`, none},
 		{"log flood", mb8, `while true do print(mb8) end`, none},
+		{"string.sub copying 4 MiB", mb8, `while true do local s = mb8:sub(1, 4194303) end`, none},
 		{"VM concat of 8 MiB (not charged per byte)", mb8, `while true do local s = mb8 .. mb8 end`, none},
+		{"VM == of 8 MiB strings (not charged per byte)", mb8 + `other = mb:rep(8)`, `local n = 0 while true do if mb8 == other then n = n + 1 end end`, none},
 	}
 	newVM := func(setup string) *VM {
 		vm := chargedVM(b)

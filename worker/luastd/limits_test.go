@@ -128,6 +128,7 @@ func TestChargeCountsWork(t *testing.T) {
 		{`local t = {} for i = 1, 5000 do t[i] = i end return select("#", table.unpack(t))`, 5000},
 		{`local t = {} for i = 1, 5000 do t[i] = i end return select("#", unpack(t))`, 5000},
 		{`return #string.char(string.byte(("x"):rep(200), 1, -1))`, 200},
+		{`return #(("x"):rep(64000)):sub(2, 30000)`, 400},
 	}
 	for _, c := range cases {
 		b := &stepBudget{max: 1 << 40}
@@ -154,6 +155,7 @@ func TestChargeStopsEveryFunction(t *testing.T) {
 		big + `return string.lower(s)`,
 		big + `return string.upper(s)`,
 		big + `return string.byte(s, 1, 100000)`,
+		big + `return #s:sub(1, 400000)`,
 		`local t = {} t[100000] = 1 return unpack(t, 1, 100000)`,
 		`local t = {} t[100000] = 1 return table.unpack(t, 1, 100000)`,
 	} {

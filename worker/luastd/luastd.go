@@ -52,6 +52,7 @@ func Open(l *lua.State, lim Limits) {
 		{Name: "lower", Function: lib.lower},
 		{Name: "upper", Function: lib.upper},
 		{Name: "byte", Function: lib.byte},
+		{Name: "sub", Function: lib.sub},
 	})
 	install(l, "table", []lua.RegistryFunction{
 		{Name: "concat", Function: lib.concat},

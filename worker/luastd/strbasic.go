@@ -1,6 +1,8 @@
 package luastd
 
 import (
+	"strings"
+
 	lua "github.com/Shopify/go-lua"
 )
 
@@ -129,4 +131,27 @@ func (lib *library) byte(l *lua.State) int {
 		l.PushInteger(int(c))
 	}
 	return n
+}
+
+// sub implements string.sub(s, i [, j]). Like the patched go-lua's, it
+// copies a substring shorter than half of a source longer than 64 bytes
+// (so that it cannot keep the source alive unseen by the memory limit);
+// that copy is charged.
+func (lib *library) sub(l *lua.State) int {
+	s := checkString(l, 1, "sub")
+	start := posRelative(checkInt(l, 2, "sub"), len(s))
+	end := posRelative(optInt(l, 3, "sub", -1), len(s))
+	start = max(start, 1)
+	end = min(end, len(s))
+	if start > end {
+		l.PushString("")
+		return 1
+	}
+	r := s[start-1 : end]
+	if len(s) > 64 && 2*len(r) < len(s) {
+		lib.chargeBytes(l, len(r))
+		r = strings.Clone(r)
+	}
+	l.PushString(r)
+	return 1
 }
