@@ -56,13 +56,15 @@ type Limits struct {
 // MemoryPool is a memory ceiling shared by several States (limits patch),
 // such as all the tenant VMs of one worker, whose own MaxMemory limits may
 // add up to more. It holds each member's last measured live size
-// (ReachableBytes, taken at the member's memory checks): a member checks
-// at least every max(Max/64, live/4) allocated bytes, so the sum may
-// overshoot Max by up to a quarter plus Max/64 per member before the
-// member whose check crosses it gets the error. Before that error, the
-// other members are measured again (their last size may be stale: a
-// script that dropped its data allocates nothing), so garbage never
-// causes a false positive.
+// (ReachableBytes, taken at the member's memory checks). A member checks
+// at least every max(Max/64, live/4) allocated bytes and then compares
+// the sum of its new size and the other members' allocation counts (their
+// last size plus what they allocated since) with Max; over it, the other
+// members are measured again (their last size may be stale: a script that
+// dropped its data allocates nothing, so garbage never causes a false
+// positive) and the checking member gets the error if the measured sum is
+// still over. The sum may so overshoot Max by up to what the checking
+// member allocated since its previous check: max(Max/64, live/4).
 //
 // The members of a pool must not run concurrently: the re-measurement
 // walks the idle members from the goroutine of the one that is checking.
@@ -106,13 +108,22 @@ func LeavePool(l *State) {
 }
 
 // update records g's measured live size and reports whether the pool is
-// over its ceiling, after measuring the other members again if it seems so.
+// over its ceiling. The sum is estimated with each other member's
+// allocation count (its last measured size plus what it allocated since:
+// an upper bound of its live size); only when that estimate is over the
+// ceiling are the other members measured again.
 func (p *MemoryPool) update(g *globalState, live int64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.used += live - p.members[g]
 	p.members[g] = live
-	if p.used <= p.max {
+	est := live
+	for mg, share := range p.members {
+		if mg != g {
+			est += max64(share, mg.allocatedBytes)
+		}
+	}
+	if est <= p.max {
 		return false
 	}
 	for mg, share := range p.members {
