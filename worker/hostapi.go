@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	lua "github.com/Shopify/go-lua"
+	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
 )
@@ -40,9 +41,9 @@ func (vm *VM) openJSON() {
 	lua.NewLibrary(l, []lua.RegistryFunction{
 		{Name: "encode", Function: func(l *lua.State) int {
 			lua.CheckAny(l, 1)
-			b, err := encodeJSON(l, 1, vm.limits.MaxString)
+			b, err := encodeJSON(l, 1, vm.limits.MaxString, vm.meter)
 			if err != nil {
-				vm.raise(l, "json.encode: "+err.Error())
+				vm.jsonFailed(l, "json.encode: ", err)
 			}
 			l.PushString(string(b))
 			return 1
@@ -50,8 +51,8 @@ func (vm *VM) openJSON() {
 		{Name: "decode", Function: func(l *lua.State) int {
 			s := lua.CheckString(l, 1)
 			l.SetTop(1)
-			if err := pushJSON(l, []byte(s)); err != nil {
-				vm.raise(l, "json.decode: "+err.Error())
+			if err := pushJSON(l, []byte(s), vm.meter); err != nil {
+				vm.jsonFailed(l, "json.decode: ", err)
 			}
 			return 1
 		}},
@@ -69,6 +70,15 @@ func (vm *VM) openJSON() {
 	l.PushLightUserData(jsonNull)
 	l.SetField(-2, "null")
 	l.SetGlobal("json")
+}
+
+// jsonFailed raises a JSON encoding or decoding error: the call's limit
+// error when the work ran out of budget, else prefix and err.
+func (vm *VM) jsonFailed(l *lua.State, prefix string, err error) {
+	if a := vm.call.abort; a != nil {
+		vm.raise(l, a.Message)
+	}
+	vm.raise(l, prefix+err.Error())
 }
 
 // openCtx builds the ctx table handed to every template: ctx.tenant,
@@ -94,9 +104,9 @@ func (vm *VM) openCtx() {
 	l.SetField(-2, "kv")
 	// ctx.log
 	lua.NewLibrary(l, []lua.RegistryFunction{
-		{Name: "info", Function: vm.logAt("info")},
-		{Name: "warn", Function: vm.logAt("warn")},
-		{Name: "error", Function: vm.logAt("error")},
+		{Name: "info", Function: vm.logAt(zerolog.InfoLevel)},
+		{Name: "warn", Function: vm.logAt(zerolog.WarnLevel)},
+		{Name: "error", Function: vm.logAt(zerolog.ErrorLevel)},
 	})
 	l.SetField(-2, "log")
 	l.SetField(lua.RegistryIndex, ctxKey)
@@ -104,17 +114,12 @@ func (vm *VM) openCtx() {
 
 const ctxKey = "templateworker.ctx"
 
-func (vm *VM) logAt(level string) lua.Function {
+func (vm *VM) logAt(level zerolog.Level) lua.Function {
 	return func(l *lua.State) int {
 		msg, _ := lua.ToStringMeta(l, 1)
-		ev := vm.log.Info()
-		switch level {
-		case "warn":
-			ev = vm.log.Warn()
-		case "error":
-			ev = vm.log.Error()
-		}
-		ev.Str("tenant", vm.tenant.String()).Str("source", "template").Msg(msg)
+		var m messageBuilder
+		m.WriteString(msg)
+		vm.emitLog(l, level, &m)
 		return 0
 	}
 }
@@ -176,8 +181,8 @@ func (vm *VM) kvGet(l *lua.State) int {
 		l.PushNil()
 		return 1
 	}
-	if err := pushJSON(l, v); err != nil {
-		vm.raise(l, "ctx.kv.get: stored value is not valid JSON: "+err.Error())
+	if err := pushJSON(l, v, vm.meter); err != nil {
+		vm.jsonFailed(l, "ctx.kv.get: stored value is not valid JSON: ", err)
 	}
 	return 1
 }
@@ -187,9 +192,9 @@ func (vm *VM) kvSet(l *lua.State) int {
 	if l.IsNone(2) {
 		vm.raise(l, "ctx.kv.set: missing value (use ctx.kv.delete to remove a key)")
 	}
-	b, err := encodeJSON(l, 2, proto.MaxValueBytes+1)
+	b, err := encodeJSON(l, 2, proto.MaxValueBytes+1, vm.meter)
 	if err != nil && !errors.Is(err, errTooLong) {
-		vm.raise(l, "ctx.kv.set: value cannot be stored: "+err.Error())
+		vm.jsonFailed(l, "ctx.kv.set: value cannot be stored: ", err)
 	}
 	if errors.Is(err, errTooLong) || len(b) > proto.MaxValueBytes {
 		vm.raise(l, "ctx.kv.set: value is larger than "+strconv.Itoa(proto.MaxValueBytes)+" bytes encoded")
@@ -227,8 +232,8 @@ func (vm *VM) kvFind(l *lua.State) int {
 		l.CreateTable(0, 2)
 		l.PushString(it.Key)
 		l.SetField(-2, "key")
-		if err := pushJSON(l, it.Value); err != nil {
-			vm.raise(l, "ctx.kv.find: stored value is not valid JSON: "+err.Error())
+		if err := pushJSON(l, it.Value, vm.meter); err != nil {
+			vm.jsonFailed(l, "ctx.kv.find: stored value is not valid JSON: ", err)
 		}
 		l.SetField(-2, "value")
 		l.RawSetInt(-2, i+1)

@@ -27,6 +27,11 @@ type Limits struct {
 	// JSON (--max-result): a dispatch's object of template results, a
 	// script's result. Over it the call fails with result_too_large.
 	MaxResult int
+	// MaxWorkerMemory is the ceiling on the sum of the memory of one
+	// worker's tenant VMs (--lua-max-worker-memory); the sum of their
+	// MaxMemory may exceed it. The VM whose allocation takes the worker
+	// over it fails with memory_limit; 0 = no worker-wide ceiling.
+	MaxWorkerMemory int64
 }
 
 // DefaultLimits are the limits of a worker when none are configured.
@@ -37,6 +42,7 @@ var DefaultLimits = Limits{
 	MaxString:       16 << 20,
 	MaxCallDepth:    10_000,
 	MaxResult:       DefaultMaxResult,
+	MaxWorkerMemory: 512 << 20,
 }
 
 // DefaultMaxResult is the default of Limits.MaxResult: 1 MiB, as much as
@@ -49,8 +55,8 @@ const hookEvery = 1000
 
 // String describes the limits for logs.
 func (l Limits) String() string {
-	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d result=%d",
-		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth, l.MaxResult)
+	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d result=%d worker_memory=%d",
+		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth, l.MaxResult, l.MaxWorkerMemory)
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

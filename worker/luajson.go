@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"unicode/utf8"
 
@@ -22,7 +21,11 @@ import (
 //   - numbers are float64 (Lua 5.2): integers above 2^53 lose precision and
 //     must travel as strings. NaN and ±Inf cannot be encoded.
 //   - cycles, functions, userdata and threads are encoding errors; nesting is
-//     bounded by maxJSONDepth.
+//     bounded by maxJSONDepth. Keys other than strings and numbers are
+//     errors naming their type, and two keys that become the same object
+//     key (1 and "1") are an error naming both: never a duplicate key.
+//   - the work is charged to the call (see jsonmeter.go): encoding and
+//     decoding end with the call's cpu_limit or timeout like Lua code.
 
 // maxJSONDepth bounds nesting in both directions, so hostile input cannot
 // exhaust the Go stack.
@@ -42,16 +45,21 @@ type encoder struct {
 	buf      []byte
 	visiting map[any]bool
 	maxLen   int // 0 = unlimited
+	m        jsonMeter
 }
 
 // errTooLong is returned when the encoding passes maxLen.
 var errTooLong = errors.New("JSON text exceeds the string limit")
 
 // encodeJSON encodes the Lua value at index. maxLen bounds the output size
-// (0 = unlimited).
-func encodeJSON(l *lua.State, index int, maxLen int) ([]byte, error) {
-	e := encoder{l: l, maxLen: maxLen}
+// (0 = unlimited); charge, if not nil, is told the steps of work done and
+// ends the encoding with its error.
+func encodeJSON(l *lua.State, index int, maxLen int, charge func(steps int) error) ([]byte, error) {
+	e := encoder{l: l, maxLen: maxLen, m: jsonMeter{charge: charge}}
 	if err := e.encode(l.AbsIndex(index), 0); err != nil {
+		return nil, err
+	}
+	if err := e.m.flush(); err != nil {
 		return nil, err
 	}
 	return e.buf, nil
@@ -61,6 +69,9 @@ func (e *encoder) encode(idx, depth int) error {
 	l := e.l
 	if e.maxLen > 0 && len(e.buf) > e.maxLen {
 		return errTooLong
+	}
+	if err := e.m.step(stepsPerValue); err != nil {
+		return err
 	}
 	switch l.TypeOf(idx) {
 	case lua.TypeNil, lua.TypeNone:
@@ -72,7 +83,7 @@ func (e *encoder) encode(idx, depth int) error {
 		return e.number(f)
 	case lua.TypeString:
 		s, _ := l.ToString(idx)
-		e.str(s)
+		return e.str(s)
 	case lua.TypeLightUserData:
 		if l.ToUserData(idx) == jsonNull {
 			e.buf = append(e.buf, "null"...)
@@ -100,15 +111,23 @@ func (e *encoder) number(f float64) error {
 	return nil
 }
 
-func (e *encoder) str(s string) {
+// str appends s as a JSON string, charging its length before the work.
+func (e *encoder) str(s string) error {
+	if err := e.m.step(len(s) / bytesPerStep); err != nil {
+		return err
+	}
 	if utf8.ValidString(s) && !needsEscape(s) {
 		e.buf = append(e.buf, '"')
 		e.buf = append(e.buf, s...)
 		e.buf = append(e.buf, '"')
-		return
+		return nil
+	}
+	if err := e.m.step(len(s) / escapedBytesPerStep); err != nil {
+		return err
 	}
 	b, _ := json.Marshal(s) // replaces invalid UTF-8 with U+FFFD
 	e.buf = append(e.buf, b...)
+	return nil
 }
 
 func needsEscape(s string) bool {
@@ -137,26 +156,11 @@ func (e *encoder) table(idx, depth int) error {
 	if !l.CheckStack(4) {
 		return errors.New("table too deep for the Lua stack")
 	}
-
-	// Classify: count keys, detect a sequence 1..n.
-	n, count, stringKeys := 0, 0, true
-	l.PushNil()
-	for l.Next(idx) {
-		count++
-		switch l.TypeOf(-2) {
-		case lua.TypeNumber:
-			stringKeys = false
-			if k, _ := l.ToNumber(-2); k >= 1 && k == math.Trunc(k) && int(k) > n {
-				n = int(k)
-			}
-		case lua.TypeString:
-		default:
-			l.Pop(2)
-			return fmt.Errorf("cannot encode a table with %s keys as JSON", lua.TypeNameOf(l, -2))
-		}
-		l.Pop(1)
+	keys, n, err := e.keys(idx)
+	if err != nil {
+		return err
 	}
-	if count == 0 {
+	if len(keys) == 0 {
 		if isMarkedArray(l, idx) {
 			e.buf = append(e.buf, "[]"...)
 		} else {
@@ -164,7 +168,7 @@ func (e *encoder) table(idx, depth int) error {
 		}
 		return nil
 	}
-	if n == count {
+	if n == len(keys) {
 		e.buf = append(e.buf, '[')
 		for i := 1; i <= n; i++ {
 			if i > 1 {
@@ -180,42 +184,7 @@ func (e *encoder) table(idx, depth int) error {
 		e.buf = append(e.buf, ']')
 		return nil
 	}
-	// An object: keys sorted so that the output is deterministic. Number
-	// keys become their decimal strings.
-	keys := make([]string, 0, count)
-	l.PushNil()
-	for l.Next(idx) {
-		l.Pop(1)
-		l.PushValue(-1)
-		k, _ := l.ToString(-1) // converts numbers on the copy only
-		l.Pop(1)
-		keys = append(keys, k)
-	}
-	_ = stringKeys
-	sort.Strings(keys)
-	e.buf = append(e.buf, '{')
-	for i, k := range keys {
-		if i > 0 {
-			e.buf = append(e.buf, ',')
-		}
-		e.str(k)
-		e.buf = append(e.buf, ':')
-		l.PushString(k)
-		l.RawGet(idx)
-		if l.IsNil(-1) { // a number key: look it up as a number
-			l.Pop(1)
-			f, _ := strconv.ParseFloat(k, 64)
-			l.PushNumber(f)
-			l.RawGet(idx)
-		}
-		err := e.encode(l.AbsIndex(-1), depth+1)
-		l.Pop(1)
-		if err != nil {
-			return err
-		}
-	}
-	e.buf = append(e.buf, '}')
-	return nil
+	return e.object(idx, depth, keys)
 }
 
 func isMarkedArray(l *lua.State, idx int) bool {

@@ -10,20 +10,28 @@ import (
 	lua "github.com/Shopify/go-lua"
 )
 
-// JSON → Lua. The text is checked with json.Valid first, then walked once,
+// JSON → Lua. The text is checked with json.Valid first (its length
+// charged before), then walked once,
 // pushing Lua values as it goes: no intermediate Go values, so decoding
 // event data (done on every dispatch) costs a few allocations, not one per
 // JSON value. Strings with escapes or invalid UTF-8 are decoded by
 // encoding/json, so both paths give the same strings.
 
 // pushJSON decodes b and pushes it on the Lua stack (nil for empty input or
-// a top-level null). On error nothing is left on the stack.
-func pushJSON(l *lua.State, b []byte) error {
-	d := jsonDecoder{l: l, b: b}
+// a top-level null). charge, if not nil, is told the steps of work done and
+// ends the decoding with its error. On error nothing is left on the stack.
+func pushJSON(l *lua.State, b []byte, charge func(steps int) error) error {
+	d := jsonDecoder{l: l, b: b, m: jsonMeter{charge: charge}}
 	d.space()
 	if d.i == len(b) {
 		l.PushNil()
 		return nil
+	}
+	if err := d.m.step(len(b) / validateBytesPerStep); err != nil {
+		return err
+	}
+	if err := d.m.flush(); err != nil {
+		return err
 	}
 	if !json.Valid(b) {
 		var v any
@@ -42,6 +50,10 @@ func pushJSON(l *lua.State, b []byte) error {
 		l.SetTop(top)
 		return err
 	}
+	if err := d.m.flush(); err != nil {
+		l.SetTop(top)
+		return err
+	}
 	return nil
 }
 
@@ -50,6 +62,7 @@ type jsonDecoder struct {
 	l *lua.State
 	b []byte
 	i int
+	m jsonMeter
 }
 
 func (d *jsonDecoder) space() {
@@ -71,6 +84,9 @@ func (d *jsonDecoder) value(depth int) error {
 	l := d.l
 	if !l.CheckStack(3) {
 		return errors.New("JSON too deep for the Lua stack")
+	}
+	if err := d.m.step(stepsPerValue); err != nil {
+		return err
 	}
 	d.space()
 	switch c := d.b[d.i]; c {
@@ -155,6 +171,9 @@ func (d *jsonDecoder) object(depth int) error {
 		if err != nil {
 			return err
 		}
+		if err := d.m.step(stepsPerKey); err != nil {
+			return err
+		}
 		l.PushString(k)
 		d.space()
 		d.i++ // :
@@ -180,7 +199,10 @@ func (d *jsonDecoder) str() (string, error) {
 	d.i++
 	raw := d.b[start+1 : d.i-1]
 	if plain && utf8.Valid(raw) {
-		return string(raw), nil
+		return string(raw), d.m.step(len(raw) / bytesPerStep)
+	}
+	if err := d.m.step(len(raw) / escapedBytesPerStep); err != nil {
+		return "", err
 	}
 	// Escapes and invalid UTF-8 (replaced by U+FFFD) as encoding/json does.
 	var s string

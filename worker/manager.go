@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	lua "github.com/Shopify/go-lua"
 	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
@@ -22,6 +23,10 @@ type Manager struct {
 	limits    Limits
 	log       zerolog.Logger
 	tenants   map[proto.Id]*tenant
+	// pool bounds the sum of the VMs' memory (Limits.MaxWorkerMemory); nil
+	// when unlimited. Its members all run on the manager's goroutine, as
+	// lua.MemoryPool requires.
+	pool *lua.MemoryPool
 }
 
 // tenant is the cached state of one tenant on this worker.
@@ -33,10 +38,23 @@ type tenant struct {
 
 // NewManager returns the manager of worker id among total workers.
 func NewManager(id, total int, store Store, limits Limits, log zerolog.Logger) *Manager {
-	return &Manager{
+	m := &Manager{
 		id: id, total: total, store: store, limits: limits, log: log,
 		tenants: make(map[proto.Id]*tenant),
 	}
+	if limits.MaxWorkerMemory > 0 {
+		m.pool = lua.NewMemoryPool(limits.MaxWorkerMemory)
+	}
+	return m
+}
+
+// MemoryUsed returns the worker's VMs' memory as last measured (the sum the
+// worker-wide ceiling applies to); 0 without a ceiling.
+func (m *Manager) MemoryUsed() int64 {
+	if m.pool == nil {
+		return 0
+	}
+	return m.pool.Used()
 }
 
 // Loaded returns the number of tenants whose VM is built.
@@ -81,9 +99,15 @@ func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 	if t.vm != nil && !t.vm.broken {
 		return t.vm, nil
 	}
+	if t.vm != nil {
+		t.vm.close()
+	}
 	vm, err := newVM(id, m.store, m.limits, m.log)
 	if err != nil {
 		return nil, err
+	}
+	if m.pool != nil {
+		vm.setLimits(m.pool)
 	}
 	t.vm = vm
 	return vm, nil
@@ -207,6 +231,7 @@ func messageOf(err error) string {
 func (m *Manager) afterCall(id proto.Id, t *tenant) {
 	if t.vm != nil && t.vm.broken {
 		m.log.Warn().Str("tenant", id.String()).Msg("discarding tenant VM after an aborted call")
+		t.vm.close()
 		t.vm = nil
 	}
 }
@@ -243,7 +268,7 @@ func (m *Manager) RunScript(ctx context.Context, id proto.Id, name, code string,
 func (m *Manager) Drop(id proto.Id) {
 	if t, ok := m.tenants[id]; ok {
 		if t.vm != nil {
-			t.vm.broken = true
+			t.vm.close()
 		}
 		delete(m.tenants, id)
 	}

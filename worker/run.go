@@ -37,11 +37,16 @@ func (vm *VM) callPushed(ctx context.Context, ev proto.Event) (proto.Value, erro
 	l := vm.l
 	base := l.Top() - 1
 	defer l.SetTop(base)
+	// The call's budget covers decoding the event and encoding the result.
+	vm.begin(ctx)
 	if err := vm.pushEvent(ev); err != nil {
+		vm.end()
+		if a := vm.call.abort; a != nil {
+			return nil, a
+		}
 		return nil, proto.Errorf(proto.CodeBadRequest, "event: %v", err)
 	}
 	l.RawGetValue(lua.RegistryIndex, ctxKeyValue)
-	vm.begin(ctx)
 	err := vm.invoke(2)
 	if err == nil {
 		var b []byte
@@ -49,8 +54,10 @@ func (vm *VM) callPushed(ctx context.Context, ev proto.Event) (proto.Value, erro
 		if r := vm.limits.MaxResult; r > 0 && (limit <= 0 || r < limit) {
 			limit, byResult = r, true
 		}
-		b, err = encodeJSON(l, -1, limit)
+		b, err = encodeJSON(l, -1, limit, vm.meter)
 		switch {
+		case vm.call.abort != nil:
+			err = vm.call.abort
 		case byResult && errors.Is(err, errTooLong):
 			err = resultTooLarge(0, vm.limits.MaxResult)
 		case err != nil:
@@ -88,7 +95,7 @@ func (vm *VM) pushEvent(ev proto.Event) error {
 		l.RawSet(-3)
 	}
 	l.PushString("data")
-	if err := pushJSON(l, ev.Data); err != nil {
+	if err := pushJSON(l, ev.Data, vm.meter); err != nil {
 		l.Pop(2)
 		return err
 	}

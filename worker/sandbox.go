@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	lua "github.com/Shopify/go-lua"
+	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/worker/luastd"
 )
@@ -102,16 +103,18 @@ func (vm *VM) overrideBase() {
 		return 2
 	})
 	l.Register("print", func(l *lua.State) int {
-		var b strings.Builder
-		for i := 1; i <= l.Top(); i++ {
+		var m messageBuilder
+		n := l.Top()
+		vm.charge(l, n)
+		for i := 1; i <= n; i++ {
 			if i > 1 {
-				b.WriteByte('\t')
+				m.WriteString("\t")
 			}
 			s, _ := lua.ToStringMeta(l, i)
 			l.Pop(1)
-			b.WriteString(s)
+			m.WriteString(s)
 		}
-		vm.log.Info().Str("tenant", vm.tenant.String()).Msg(b.String())
+		vm.emitLog(l, zerolog.InfoLevel, &m)
 		return 0
 	})
 	l.Global("pcall")

@@ -51,6 +51,9 @@ var hostileCases = []struct {
 	{"package", `return package.loaded`, proto.CodeScriptError, "nil value"},
 	{"collectgarbage collect", `collectgarbage("collect")`, proto.CodeScriptError, "only \"count\""},
 	{"huge JSON nesting", `return json.decode(string.rep("[", 100000))`, proto.CodeScriptError, "json.decode"},
+	{"JSON keys that collide", `local t = {} t[1] = "a" t["1"] = "b" return t`, proto.CodeScriptError, `both become the object key "1"`},
+	{"boolean JSON key", `return json.encode({[true] = 1})`, proto.CodeScriptError, "boolean keys"},
+	{"JSON encoding past the budget", `local t = {} for i = 1, 100000 do t[i] = i end for i = 1, 20 do json.encode(t) end`, proto.CodeCPULimit, "instruction limit"},
 	{"huge JSON document", `local s = "[" .. string.rep('{"a":1},', 120000) .. "1]" return #json.decode(s)`, proto.CodeMemoryLimit, "8388608 bytes"},
 }
 

@@ -45,6 +45,8 @@ type callState struct {
 	// hostErr is the last store error a host function raised, so that an
 	// unhandled store failure surfaces with its own code.
 	hostErr *proto.Error
+	// log accounts the call's log volume (see vmlog.go).
+	log logState
 }
 
 // templatesKey is the registry field holding compiled template functions,
@@ -72,16 +74,30 @@ func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM
 	if err := vm.openSandbox(); err != nil {
 		return nil, fmt.Errorf("open libraries for %s: %w", tenant, err)
 	}
-	lua.SetLimits(vm.l, lua.Limits{
-		MaxStringLength: limits.MaxString,
-		MaxCallDepth:    limits.MaxCallDepth,
-		MaxMemory:       limits.MaxMemory,
-		OnLimit:         vm.onLimit,
-	})
+	vm.setLimits(nil)
 	lua.SetDebugHook(vm.l, vm.hook, lua.MaskCount, hookEvery)
 	vm.l.NewTable()
 	vm.l.SetField(lua.RegistryIndex, templatesKey)
 	return vm, nil
+}
+
+// setLimits applies the VM's limits, sharing pool (nil: none) with the
+// other VMs of its worker.
+func (vm *VM) setLimits(pool *lua.MemoryPool) {
+	lua.SetLimits(vm.l, lua.Limits{
+		MaxStringLength: vm.limits.MaxString,
+		MaxCallDepth:    vm.limits.MaxCallDepth,
+		MaxMemory:       vm.limits.MaxMemory,
+		Pool:            pool,
+		OnLimit:         vm.onLimit,
+	})
+}
+
+// close releases what the VM holds outside itself (its share of the
+// worker's memory pool). The VM must not be used afterwards.
+func (vm *VM) close() {
+	vm.broken = true
+	lua.LeavePool(vm.l)
 }
 
 // Compile checks that code is valid Lua, returning the syntax error (with
@@ -142,6 +158,7 @@ func (vm *VM) begin(ctx context.Context) {
 
 // end finishes a call; an aborted call breaks the VM.
 func (vm *VM) end() {
+	vm.endLog()
 	if vm.call.abort != nil {
 		vm.broken = true
 	}
@@ -199,23 +216,40 @@ func (vm *VM) hook(l *lua.State, _ lua.Debug) {
 // charge accounts steps of work to the call and raises the limit error when
 // the call is over budget. Library functions implemented in Go call it too.
 func (vm *VM) charge(l *lua.State, steps int) {
+	if e := vm.spend(steps); e != nil {
+		vm.raise(l, e.Message)
+	}
+}
+
+// spend accounts steps of work to the call like charge, but returns the
+// limit error (recorded as the call's abort) instead of raising it: host
+// code running outside a protected call (event decoding, result encoding)
+// uses it, where raising would panic the host.
+func (vm *VM) spend(steps int) *proto.Error {
 	c := &vm.call
 	if !c.active {
-		return
+		return nil
 	}
 	if c.abort != nil {
-		vm.raise(l, c.abort.Message)
+		return c.abort
 	}
 	c.steps += int64(steps)
 	if max := vm.limits.MaxInstructions; max > 0 && c.steps > max {
-		vm.abortCall(l, proto.Errorf(proto.CodeCPULimit, "instruction limit exceeded (%d instructions)", max))
+		c.abort = proto.Errorf(proto.CodeCPULimit, "instruction limit exceeded (%d instructions)", max)
+	} else if !c.deadline.IsZero() && time.Now().After(c.deadline) {
+		c.abort = proto.Errorf(proto.CodeTimeout, "time limit exceeded (%s)", vm.timeoutText())
+	} else if c.ctx != nil && c.ctx.Err() != nil {
+		c.abort = proto.Errorf(proto.CodeTimeout, "call cancelled: %v", c.ctx.Err())
 	}
-	if !c.deadline.IsZero() && time.Now().After(c.deadline) {
-		vm.abortCall(l, proto.Errorf(proto.CodeTimeout, "time limit exceeded (%s)", vm.timeoutText()))
+	return c.abort
+}
+
+// meter is spend as the JSON code's charge function.
+func (vm *VM) meter(steps int) error {
+	if e := vm.spend(steps); e != nil {
+		return e
 	}
-	if c.ctx != nil && c.ctx.Err() != nil {
-		vm.abortCall(l, proto.Errorf(proto.CodeTimeout, "call cancelled: %v", c.ctx.Err()))
-	}
+	return nil
 }
 
 // timeoutText names the deadline that ended the call: the caller's when it
@@ -242,20 +276,14 @@ func (vm *VM) onLimit(_ *lua.State, kind string, limit int64) {
 		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "string length limit exceeded (%d bytes)", limit)
 	case "memory":
 		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "memory limit exceeded (%d bytes)", limit)
+	case "pool":
+		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit,
+			"worker memory limit exceeded (%d bytes across the tenants of this worker, --lua-max-worker-memory)", limit)
 	case "stack":
 		vm.call.abort = proto.Errorf(proto.CodeStackOverflow, "call depth limit exceeded (%d nested calls)", limit)
 	default:
 		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "%s limit exceeded (%d)", kind, limit)
 	}
-}
-
-// abortCall records why the call ends and raises it as a Lua error; pcall
-// re-raises it (see safePcall), so the script cannot swallow it.
-func (vm *VM) abortCall(l *lua.State, e *proto.Error) {
-	if vm.call.abort == nil {
-		vm.call.abort = e
-	}
-	vm.raise(l, vm.call.abort.Message)
 }
 
 // raise raises msg as a Lua error with position information. It does not

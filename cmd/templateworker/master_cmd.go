@@ -43,6 +43,7 @@ func masterCommand() *cli.Command {
 			&cli.DurationFlag{Name: "lua-timeout", Value: worker.DefaultLimits.Timeout, Usage: "wall time one call may take", EnvVars: envVars("lua-timeout")},
 			&cli.StringFlag{Name: "lua-max-memory", Value: "64MiB", Usage: "memory ceiling of one tenant VM", EnvVars: envVars("lua-max-memory")},
 			&cli.StringFlag{Name: "lua-max-string", Value: "16MiB", Usage: "longest string a script may build", EnvVars: envVars("lua-max-string")},
+			&cli.StringFlag{Name: "lua-max-worker-memory", Value: "512MiB", Usage: "memory ceiling of all the tenant VMs of one worker together", EnvVars: envVars("lua-max-worker-memory")},
 			&cli.IntFlag{Name: "kv-max-keys", Value: store.DefaultQuota.MaxKeys, Usage: "keys one tenant may store", EnvVars: envVars("kv-max-keys")},
 			&cli.StringFlag{Name: "kv-max-bytes", Value: "16MiB", Usage: "bytes of keys and values one tenant may store", EnvVars: envVars("kv-max-bytes")},
 			&cli.DurationFlag{Name: "dispatch-timeout", Value: 5 * time.Second, Usage: "how long a call may wait for its worker beyond --lua-timeout", EnvVars: envVars("dispatch-timeout")},
@@ -105,6 +106,9 @@ func runMaster(c *cli.Context) error {
 	}
 	cfg.Limits.MaxString = int(maxString)
 	if err := boundsConfig(c, &cfg); err != nil {
+		return err
+	}
+	if cfg.Limits.MaxWorkerMemory, err = parseSize("lua-max-worker-memory", c.String("lua-max-worker-memory")); err != nil {
 		return err
 	}
 	if cfg.Quota.MaxBytes, err = parseSize("kv-max-bytes", c.String("kv-max-bytes")); err != nil {
@@ -248,6 +252,7 @@ func topology(c *cli.Context, cfg *master.Config) error {
 			"--lua-max-memory", strconv.FormatInt(cfg.Limits.MaxMemory, 10),
 			"--lua-max-string", strconv.Itoa(cfg.Limits.MaxString),
 			"--lua-max-call-depth", strconv.Itoa(cfg.Limits.MaxCallDepth),
+			"--lua-max-worker-memory", strconv.FormatInt(cfg.Limits.MaxWorkerMemory, 10),
 		},
 	}
 	return nil

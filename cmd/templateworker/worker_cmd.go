@@ -35,6 +35,7 @@ func workerProcessFlags() []cli.Flag {
 		&cli.IntFlag{Name: "lua-max-call-depth", Hidden: true, Value: worker.DefaultLimits.MaxCallDepth},
 		&cli.IntFlag{Name: "max-result", Hidden: true, Value: worker.DefaultMaxResult},
 		&cli.Int64Flag{Name: "mesophyll-max-frame", Hidden: true},
+		&cli.Int64Flag{Name: "lua-max-worker-memory", Hidden: true, Value: worker.DefaultLimits.MaxWorkerMemory},
 	}
 }
 
@@ -80,6 +81,7 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 		MaxString:       c.Int("lua-max-string"),
 		MaxCallDepth:    c.Int("lua-max-call-depth"),
 		MaxResult:       c.Int("max-result"),
+		MaxWorkerMemory: c.Int64("lua-max-worker-memory"),
 	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
 		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token, MaxFrame: c.Int64("mesophyll-max-frame"),

@@ -6,6 +6,7 @@ package lua
 import (
 	"fmt"
 	"math"
+	"sync"
 )
 
 // Limits bounds what scripts running on a State (and all its threads) may
@@ -40,11 +41,106 @@ type Limits struct {
 	// quarter before the error.
 	MaxMemory int64
 
+	// Pool, if set, is a ceiling shared with other States (see
+	// MemoryPool): the State's measured live size counts toward it, and
+	// the State whose measurement takes the pool over its ceiling gets
+	// "not enough memory (worker limit N bytes)" (OnLimit kind "pool").
+	Pool *MemoryPool
+
 	// OnLimit, if set, is called just before a limit error is raised; kind
-	// is "string", "stack" or "memory" and limit the value that was
+	// is "string", "stack", "memory" or "pool" and limit the value that was
 	// exceeded. It must only record the event: it must not call into l.
 	OnLimit func(l *State, kind string, limit int64)
 }
+
+// MemoryPool is a memory ceiling shared by several States (limits patch),
+// such as all the tenant VMs of one worker, whose own MaxMemory limits may
+// add up to more. It holds each member's last measured live size
+// (ReachableBytes, taken at the member's memory checks). A member checks
+// at least every max(Max/64, live/4) allocated bytes and then compares
+// the sum of its new size and the other members' allocation counts (their
+// last size plus what they allocated since) with Max; over it, the other
+// members are measured again (their last size may be stale: a script that
+// dropped its data allocates nothing, so garbage never causes a false
+// positive) and the checking member gets the error if the measured sum is
+// still over. The sum may so overshoot Max by up to what the checking
+// member allocated since its previous check: max(Max/64, live/4).
+//
+// The members of a pool must not run concurrently: the re-measurement
+// walks the idle members from the goroutine of the one that is checking.
+// A pool itself is safe for concurrent use.
+type MemoryPool struct {
+	max     int64
+	mu      sync.Mutex
+	used    int64
+	members map[*globalState]int64 // last measured live size
+}
+
+// NewMemoryPool returns a pool with the ceiling max bytes.
+func NewMemoryPool(max int64) *MemoryPool {
+	return &MemoryPool{max: max, members: make(map[*globalState]int64)}
+}
+
+// Max returns the pool's ceiling.
+func (p *MemoryPool) Max() int64 { return p.max }
+
+// Used returns the sum of the members' last measured live sizes.
+func (p *MemoryPool) Used() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.used
+}
+
+// LeavePool removes l's State from its pool (its share no longer counts).
+// A State that joined a pool (at its first memory check) must leave it
+// when it is discarded: the pool refers to its members, so one that never
+// leaves stays alive and counted.
+func LeavePool(l *State) {
+	g := l.global
+	p := g.limits.Pool
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.used -= p.members[g]
+	delete(p.members, g)
+}
+
+// update records g's measured live size and reports whether the pool is
+// over its ceiling. The sum is estimated with each other member's
+// allocation count (its last measured size plus what it allocated since:
+// an upper bound of its live size); only when that estimate is over the
+// ceiling are the other members measured again.
+func (p *MemoryPool) update(g *globalState, live int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.used += live - p.members[g]
+	p.members[g] = live
+	est := live
+	for mg, share := range p.members {
+		if mg != g {
+			est += max64(share, mg.allocatedBytes)
+		}
+	}
+	if est <= p.max {
+		return false
+	}
+	for mg, share := range p.members {
+		if mg == g {
+			continue
+		}
+		now := ReachableBytes(mg.mainThread)
+		mg.measured(now)
+		p.used += now - share
+		p.members[mg] = now
+	}
+	return p.used > p.max
+}
+
+// poolStep is how many bytes a pool member may allocate between checks
+// (at least; see measured).
+func (p *MemoryPool) poolStep() int64 { return max64(p.max/64, 1) }
 
 // Estimated sizes, in bytes, of the objects the VM allocates (measured with
 // Go 1.26 on amd64; see limits_test.go for the heap checks).
@@ -88,6 +184,9 @@ func SetLimits(l *State, lim Limits) {
 	g.allocCheckAt = math.MaxInt64
 	if lim.MaxMemory > 0 {
 		g.allocCheckAt = lim.MaxMemory
+	}
+	if lim.Pool != nil {
+		g.allocCheckAt = min64(g.allocCheckAt, g.allocatedBytes+lim.Pool.poolStep())
 	}
 }
 
@@ -136,22 +235,20 @@ func (l *State) reservePending(n, pending int64) {
 }
 
 // checkMemory measures the live size of the VM plus pending bytes not yet
-// reachable and raises the memory error when it exceeds MaxMemory.
+// reachable and raises the memory error when it exceeds MaxMemory, or the
+// pool's when the pool goes over its ceiling.
 func (l *State) checkMemory(pending int64) {
 	g := l.global
-	lim := g.limits.MaxMemory
-	if lim <= 0 {
+	lim, pool := g.limits.MaxMemory, g.limits.Pool
+	if lim <= 0 && pool == nil {
 		g.allocCheckAt = math.MaxInt64
 		return
 	}
 	live := ReachableBytes(l) + pending
-	g.allocatedBytes = live
-	if live <= lim {
-		// Measure again after max(MaxMemory/8, live/4) more bytes: the
-		// walk costs time proportional to the live objects, so this bounds
-		// its amortized cost per allocated byte, at the price of letting
-		// the estimated live size overshoot MaxMemory by up to a quarter.
-		g.allocCheckAt = max64(lim, live+max64(lim/8, live/4))
+	over := lim > 0 && live > lim
+	poolOver := !over && pool != nil && pool.update(g, live) // limits patch: pool
+	g.measured(live)
+	if !over && !poolOver {
 		return
 	}
 	if l.protectFunction == nil {
@@ -160,8 +257,32 @@ func (l *State) checkMemory(pending int64) {
 		g.allocCheckAt = live
 		return
 	}
+	if poolOver {
+		// The next check is at the usual distance: re-measuring every
+		// member at every allocation would be too costly.
+		l.limitError("pool", pool.max, fmt.Sprintf("not enough memory (worker limit %d bytes)", pool.max))
+	}
 	g.allocCheckAt = lim // stay over: every further allocation rechecks
 	l.limitError("memory", lim, fmt.Sprintf("not enough memory (limit %d bytes)", lim))
+}
+
+// measured records a measurement of the live size and sets the threshold
+// of the next one: after max(MaxMemory/8, live/4) more bytes (the walk
+// costs time proportional to the live objects, so this bounds its
+// amortized cost per allocated byte, at the price of letting the estimated
+// live size overshoot MaxMemory by up to a quarter), or sooner, after
+// max(pool ceiling/64, live/4), for a pool member.
+func (g *globalState) measured(live int64) {
+	g.allocatedBytes = live
+	lim, pool := g.limits.MaxMemory, g.limits.Pool
+	next := int64(math.MaxInt64)
+	if lim > 0 {
+		next = max64(lim, live+max64(lim/8, live/4))
+	}
+	if pool != nil {
+		next = min64(next, live+max64(pool.poolStep(), live/4))
+	}
+	g.allocCheckAt = next
 }
 
 func (l *State) checkStringLength(n int) {
@@ -203,6 +324,13 @@ func (l *State) limitError(kind string, limit int64, message string) {
 		f(l, kind, limit)
 	}
 	l.runtimeError(message)
+}
+
+func min64(a, b int64) int64 {
+	if a < b {
+		return a
+	}
+	return b
 }
 
 func max64(a, b int64) int64 {

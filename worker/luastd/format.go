@@ -19,11 +19,13 @@ func (lib *library) format(l *lua.State) int {
 	top := l.Top()
 	arg := 1
 	var out []byte
+	b := lib.lim.budget(l)
 	for i := 0; i < len(fs); {
 		c := fs[i]
 		i++
 		if c != '%' {
 			out = append(out, c)
+			b.step(1)
 			continue
 		}
 		if i < len(fs) && fs[i] == '%' {
@@ -37,9 +39,12 @@ func (lib *library) format(l *lua.State) int {
 		}
 		var sp spec
 		i = scanSpec(l, fs, i, &sp)
-		out = append(out, lib.formatOne(l, arg, &sp)...)
+		piece := lib.formatOne(l, arg, &sp)
+		b.step(1 + len(piece)/16)
+		out = append(out, piece...)
 		lib.lim.checkLen(l, len(out))
 	}
+	b.flush()
 	l.PushString(string(out))
 	return 1
 }

@@ -13,7 +13,8 @@ type Limits struct {
 	// "string length exceeds limit (16777216 bytes)".
 	MaxString int
 	// Charge is called by long-running Go loops (the pattern matcher, gsub,
-	// sort, rep, concat) every so often with the number of abstract steps
+	// sort, rep, concat, format, byte, unpack, reverse, lower, upper, insert,
+	// remove) every so often, or before the work, with the number of abstract steps
 	// done since the last call. It may raise a Lua error (it then does not
 	// return: go-lua errors are panics). nil = no budget.
 	Charge func(l *lua.State, steps int)

@@ -119,6 +119,16 @@ func TestChargeCountsWork(t *testing.T) {
 		{`local t = {} for i = 1, 1000 do t[i] = -i end table.sort(t)`, 5000},
 		{`local t = {} for i = 1, 1000 do t[i] = "x" end return #table.concat(t)`, 1000},
 		{`return #string.rep("x", 5000)`, 5000},
+		{`return #string.format(("%s"):rep(100), ` + strings.Repeat(`("y"):rep(1000),`, 99) + `"y")`, 5000},
+		{`return #string.format(("x"):rep(5000))`, 5000},
+		{`return #string.reverse(("x"):rep(64000))`, 1000},
+		{`return #string.lower(("X"):rep(64000))`, 1000},
+		{`return #string.upper(("x"):rep(64000))`, 1000},
+		{`return select("#", string.byte(("x"):rep(5000), 1, -1))`, 5000},
+		{`local t = {} for i = 1, 5000 do t[i] = i end return select("#", table.unpack(t))`, 5000},
+		{`local t = {} for i = 1, 5000 do t[i] = i end return select("#", unpack(t))`, 5000},
+		{`return #string.char(string.byte(("x"):rep(200), 1, -1))`, 200},
+		{`return #(("x"):rep(64000)):sub(2, 30000)`, 400},
 	}
 	for _, c := range cases {
 		b := &stepBudget{max: 1 << 40}
@@ -128,6 +138,31 @@ func TestChargeCountsWork(t *testing.T) {
 		}
 		if b.used < c.minSteps || b.calls == 0 {
 			t.Errorf("%s: charged %d steps in %d calls, want at least %d", c.code, b.used, b.calls, c.minSteps)
+		}
+	}
+}
+
+// TestChargeStopsEveryFunction: every function that loops over its input
+// ends with the budget's error when the budget is smaller than its work,
+// before doing it.
+func TestChargeStopsEveryFunction(t *testing.T) {
+	// s is built by the VM (uncharged here), 2^20 bytes.
+	const big = `local s = "x" for i = 1, 20 do s = s .. s end `
+	for _, code := range []string{
+		big + `return string.format("%s%s", s, s)`,
+		big + `return string.format(s)`,
+		big + `return string.reverse(s)`,
+		big + `return string.lower(s)`,
+		big + `return string.upper(s)`,
+		big + `return string.byte(s, 1, 100000)`,
+		big + `return #s:sub(1, 400000)`,
+		`local t = {} t[100000] = 1 return unpack(t, 1, 100000)`,
+		`local t = {} t[100000] = 1 return table.unpack(t, 1, 100000)`,
+	} {
+		b := &stepBudget{max: 5_000}
+		got := runCode(t, newState(Limits{Charge: b.charge}), code)
+		if got != "error: case:1: budget exceeded" {
+			t.Errorf("%s: got %q, want the budget error", code, got)
 		}
 	}
 }

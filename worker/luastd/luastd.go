@@ -51,13 +51,15 @@ func Open(l *lua.State, lim Limits) {
 		{Name: "reverse", Function: lib.reverse},
 		{Name: "lower", Function: lib.lower},
 		{Name: "upper", Function: lib.upper},
+		{Name: "byte", Function: lib.byte},
+		{Name: "sub", Function: lib.sub},
 	})
 	install(l, "table", []lua.RegistryFunction{
 		{Name: "concat", Function: lib.concat},
 		{Name: "sort", Function: lib.sort},
 		{Name: "insert", Function: lib.insert},
 		{Name: "remove", Function: lib.remove},
-		{Name: "unpack", Function: tableUnpack},
+		{Name: "unpack", Function: lib.unpack},
 	})
 	install(l, "os", []lua.RegistryFunction{
 		{Name: "time", Function: osTime},

@@ -1,6 +1,8 @@
 package luastd
 
 import (
+	"strings"
+
 	lua "github.com/Shopify/go-lua"
 )
 
@@ -46,10 +48,19 @@ func (lib *library) rep(l *lua.State) int {
 // MaxString limit (like Lua's MAX_SIZET checks).
 const maxLen = 1<<31 - 1
 
+// chargeBytes charges n bytes of simple string work (a copy, a case
+// change) to the call's budget before it is done.
+func (lib *library) chargeBytes(l *lua.State, n int) {
+	b := lib.lim.budget(l)
+	b.step(1 + n/64)
+	b.flush()
+}
+
 // char implements string.char(...).
 func (lib *library) char(l *lua.State) int {
 	n := l.Top()
 	lib.lim.checkLen(l, n)
+	lib.chargeBytes(l, 16*n)
 	out := make([]byte, n)
 	for i := 1; i <= n; i++ {
 		c := checkInt(l, i, "char")
@@ -63,6 +74,7 @@ func (lib *library) char(l *lua.State) int {
 // reverse implements string.reverse(s) on bytes.
 func (lib *library) reverse(l *lua.State) int {
 	s := checkString(l, 1, "reverse")
+	lib.chargeBytes(l, len(s))
 	out := make([]byte, len(s))
 	for i := 0; i < len(s); i++ {
 		out[len(s)-1-i] = s[i]
@@ -74,6 +86,7 @@ func (lib *library) reverse(l *lua.State) int {
 // lower implements string.lower(s) for ASCII letters only (C locale).
 func (lib *library) lower(l *lua.State) int {
 	s := []byte(checkString(l, 1, "lower"))
+	lib.chargeBytes(l, len(s))
 	for i, c := range s {
 		if 'A' <= c && c <= 'Z' {
 			s[i] = c + 'a' - 'A'
@@ -86,11 +99,59 @@ func (lib *library) lower(l *lua.State) int {
 // upper implements string.upper(s) for ASCII letters only (C locale).
 func (lib *library) upper(l *lua.State) int {
 	s := []byte(checkString(l, 1, "upper"))
+	lib.chargeBytes(l, len(s))
 	for i, c := range s {
 		if 'a' <= c && c <= 'z' {
 			s[i] = c - 'a' + 'A'
 		}
 	}
 	l.PushString(string(s))
+	return 1
+}
+
+// byte implements string.byte(s [, i [, j]]), charging one step per value
+// pushed.
+func (lib *library) byte(l *lua.State) int {
+	s := checkString(l, 1, "byte")
+	start := posRelative(optInt(l, 2, "byte", 1), len(s))
+	end := posRelative(optInt(l, 3, "byte", start), len(s))
+	start = max(start, 1)
+	end = min(end, len(s))
+	if start > end {
+		return 0
+	}
+	n := end - start + 1
+	if n <= 0 || n >= maxUnpack || !l.CheckStack(n) {
+		lua.Errorf(l, "string slice too long")
+	}
+	b := lib.lim.budget(l)
+	b.step(n)
+	b.flush()
+	for _, c := range []byte(s[start-1 : end]) {
+		l.PushInteger(int(c))
+	}
+	return n
+}
+
+// sub implements string.sub(s, i [, j]). Like the patched go-lua's, it
+// copies a substring shorter than half of a source longer than 64 bytes
+// (so that it cannot keep the source alive unseen by the memory limit);
+// that copy is charged.
+func (lib *library) sub(l *lua.State) int {
+	s := checkString(l, 1, "sub")
+	start := posRelative(checkInt(l, 2, "sub"), len(s))
+	end := posRelative(optInt(l, 3, "sub", -1), len(s))
+	start = max(start, 1)
+	end = min(end, len(s))
+	if start > end {
+		l.PushString("")
+		return 1
+	}
+	r := s[start-1 : end]
+	if len(s) > 64 && 2*len(r) < len(s) {
+		lib.chargeBytes(l, len(r))
+		r = strings.Clone(r)
+	}
+	l.PushString(r)
 	return 1
 }

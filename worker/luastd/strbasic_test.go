@@ -2,8 +2,24 @@ package luastd
 
 import "testing"
 
-// string.rep/char/reverse/lower/upper cases and method-call visibility.
+// string.byte/rep/char/reverse/lower/upper cases and method-call visibility.
 var stringCases = []luaCase{
+	{code: `return string.byte("abc")`, want: `97`},
+	{code: `return string.byte("abc", -1)`, want: `99`},
+	{code: `return string.byte("abc", 2, 10)`, want: `98, 99`},
+	{code: `return string.byte("abc", -10, 1)`, want: `97`},
+	{code: `return select("#", string.byte("abc", 3, 2))`, want: `0`},
+	{code: `return select("#", string.byte("", 1))`, want: `0`},
+	{code: `return select("#", ("xyz"):byte(0))`, want: `0`},
+	{code: `return string.byte("abc", 1.5, 2.9)`, want: `97, 98`},
+	{code: `return ("hello"):sub(2)`, want: `"ello"`},
+	{code: `return ("hello"):sub(2, 3)`, want: `"el"`},
+	{code: `return ("hello"):sub(-3, -2)`, want: `"ll"`},
+	{code: `return ("hello"):sub(0)`, want: `"hello"`},
+	{code: `return ("hello"):sub(4, 2)`, want: `""`},
+	{code: `return ("hello"):sub(-100, 100)`, want: `"hello"`},
+	{code: `return ("hello"):sub(6)`, want: `""`},
+	{code: `return #(("x"):rep(100)):sub(10, 20)`, want: `11`},
 	{code: `return string.rep("ab", 3)`, want: `"ababab"`},
 	{code: `return string.rep("ab", 3, ",")`, want: `"ab,ab,ab"`},
 	{code: `return string.rep("ab", 1, ",")`, want: `"ab"`},

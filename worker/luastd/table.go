@@ -97,8 +97,9 @@ func (lib *library) remove(l *lua.State) int {
 // maxUnpack bounds table.unpack's results (like LUAI_MAXSTACK).
 const maxUnpack = 1000000
 
-// tableUnpack implements table.unpack(list [, i [, j]]).
-func tableUnpack(l *lua.State) int {
+// unpack implements table.unpack(list [, i [, j]]), charging one step per
+// value pushed.
+func (lib *library) unpack(l *lua.State) int {
 	checkTable(l, 1, "unpack")
 	i := optInt(l, 2, "unpack", 1)
 	var e int
@@ -114,6 +115,9 @@ func tableUnpack(l *lua.State) int {
 	if n <= 0 || n >= maxUnpack || !l.CheckStack(n) {
 		lua.Errorf(l, "too many results to unpack")
 	}
+	b := lib.lim.budget(l)
+	b.step(n)
+	b.flush()
 	for ; i <= e; i++ {
 		l.RawGetInt(1, i)
 	}

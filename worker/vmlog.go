@@ -1,0 +1,88 @@
+package worker
+
+import (
+	"strings"
+	"unicode/utf8"
+
+	lua "github.com/Shopify/go-lua"
+	"github.com/rs/zerolog"
+)
+
+// Log volume a template can produce (ctx.log.info/warn/error and print),
+// documented in the README's Limits section: one message is cut at
+// maxLogMessage bytes, with a marker saying how long it was; a call's
+// messages may total maxLogPerCall bytes, after which further messages are
+// dropped and one line at the end of the call says how many. Logging is
+// charged to the call's instruction budget.
+const (
+	maxLogMessage = 8 << 10
+	maxLogPerCall = 64 << 10
+)
+
+// logState is a call's log accounting (part of callState).
+type logState struct {
+	bytes        int // bytes of the messages logged so far
+	dropped      int // messages dropped past maxLogPerCall
+	droppedBytes int
+}
+
+// messageBuilder collects a log message, keeping at most maxLogMessage
+// bytes of it (whatever the script passes, nothing larger is built) and
+// its full length.
+type messageBuilder struct {
+	b     strings.Builder
+	total int
+}
+
+func (m *messageBuilder) WriteString(s string) {
+	m.total += len(s)
+	if room := maxLogMessage - m.b.Len(); room > 0 {
+		if len(s) > room {
+			s = s[:room]
+		}
+		m.b.WriteString(s)
+	}
+}
+
+// String returns the message, cut and marked if it was longer than
+// maxLogMessage.
+func (m *messageBuilder) String() string {
+	s := m.b.String()
+	if m.total <= maxLogMessage {
+		return s
+	}
+	// Cut on a character boundary: drop a character cut in the middle.
+	for i := 0; i < utf8.UTFMax-1 && len(s) > 0; i++ {
+		if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size != 1 {
+			break
+		}
+		s = s[:len(s)-1]
+	}
+	return s + "... (message cut: " + itoa(m.total) + " bytes, the limit is " + itoa(maxLogMessage) + ")"
+}
+
+// emitLog logs a template's message at level, charging it to the call
+// and applying the log bounds. It may raise the call's limit error.
+func (vm *VM) emitLog(l *lua.State, level zerolog.Level, m *messageBuilder) {
+	vm.charge(l, 1+m.b.Len()/64)
+	c := &vm.call.log
+	msg := m.String()
+	if c.bytes+len(msg) > maxLogPerCall {
+		c.dropped++
+		c.droppedBytes += m.total
+		return
+	}
+	c.bytes += len(msg)
+	vm.log.WithLevel(level).Str("tenant", vm.tenant.String()).Str("source", "template").Msg(msg)
+}
+
+// endLog writes the one line saying how many messages a call dropped.
+func (vm *VM) endLog() {
+	c := &vm.call.log
+	if c.dropped == 0 {
+		return
+	}
+	vm.log.Warn().Str("tenant", vm.tenant.String()).Str("source", "template").
+		Int("dropped_messages", c.dropped).Int("dropped_bytes", c.droppedBytes).
+		Msgf("%d log messages (%d bytes) dropped: a call may log %d bytes", c.dropped, c.droppedBytes, maxLogPerCall)
+}

@@ -1,0 +1,139 @@
+package worker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// syncBuffer is a log sink safe for the test to read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// lines returns the JSON log lines written so far, decoded, and resets.
+func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(&s.b)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line %q: %v", sc.Text(), err)
+		}
+		out = append(out, m)
+	}
+	s.b.Reset()
+	return out
+}
+
+// TestLogVolumeBounded: one message is cut at maxLogMessage with a marker
+// giving its length; a call's messages total at most maxLogPerCall, the
+// rest are dropped and one line says how many; the next call logs again.
+func TestLogVolumeBounded(t *testing.T) {
+	sink := &syncBuffer{}
+	vm, err := newVM(proto.GuildID(1), newMemStore(), DefaultLimits, zerolog.New(sink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	code := `local e, ctx = ...
+		local big = ("x"):rep(1100000) .. "é"
+		ctx.log.info(big)
+		print(big, big)
+		for i = 1, 300 do ctx.log.warn(("y"):rep(1000)) end
+		print("not logged")
+		return 1`
+	if _, err := vm.runCode(ctx, "log", code, proto.Event{Name: "E"}); err != nil {
+		t.Fatal(err)
+	}
+	lines := sink.lines(t)
+	total, dropped := 0, 0
+	for i, l := range lines {
+		msg, _ := l["message"].(string)
+		if len(msg) > maxLogMessage+100 {
+			t.Fatalf("line %d: a message of %d bytes", i, len(msg))
+		}
+		if l["dropped_messages"] != nil {
+			dropped++
+			if l["dropped_messages"].(float64) < 200 || !strings.Contains(msg, "dropped: a call may log 65536 bytes") {
+				t.Errorf("the dropped line: %v", l)
+			}
+			continue
+		}
+		if l["tenant"] != proto.GuildID(1).String() || l["source"] != "template" {
+			t.Errorf("line %d has no tenant/source: %v", i, l)
+		}
+		total += len(msg)
+	}
+	if !strings.Contains(lines[0]["message"].(string), "(message cut: 1100002 bytes, the limit is 8192)") {
+		t.Errorf("first line: %.200s", lines[0]["message"])
+	}
+	if !strings.Contains(lines[1]["message"].(string), "(message cut: 2200005 bytes") {
+		t.Errorf("print line: %.200s", lines[1]["message"])
+	}
+	if total > maxLogPerCall+200 || total < maxLogPerCall-2000 {
+		t.Errorf("the call logged %d bytes, the bound is %d", total, maxLogPerCall)
+	}
+	if dropped != 1 || lines[len(lines)-1]["dropped_messages"] == nil {
+		t.Errorf("%d dropped lines, want one, last", dropped)
+	}
+	// The bound is per call.
+	if _, err := vm.runCode(ctx, "log", `print("again") return 1`, proto.Event{Name: "E"}); err != nil {
+		t.Fatal(err)
+	}
+	if l := sink.lines(t); len(l) != 1 || l[0]["message"] != "again" {
+		t.Fatalf("next call: %v", l)
+	}
+}
+
+// TestLogCutKeepsUTF8: a cut in the middle of a character drops the
+// partial character.
+func TestLogCutKeepsUTF8(t *testing.T) {
+	var m messageBuilder
+	m.WriteString(strings.Repeat("a", maxLogMessage-1) + "é and more")
+	s := m.String()
+	if !strings.HasPrefix(s, strings.Repeat("a", maxLogMessage-1)+"... (message cut:") {
+		t.Fatalf("cut message ends %q", s[maxLogMessage-10:])
+	}
+}
+
+// TestPrintBuildsNoHugeMessage: print of many huge arguments neither
+// builds the whole message nor escapes the call's budget.
+func TestPrintBuildsNoHugeMessage(t *testing.T) {
+	sink := &syncBuffer{}
+	lim := DefaultLimits
+	lim.MaxInstructions = 100_000
+	vm, err := newVM(proto.GuildID(1), newMemStore(), lim, zerolog.New(sink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 5000 arguments of 1 MiB: 5 GiB if it were joined.
+	code := `local s = ("x"):rep(1024):rep(1024) local t = {} for i = 1, 5000 do t[i] = s end print(unpack(t)) return 1`
+	if _, err := vm.runCode(context.Background(), "p", code, proto.Event{Name: "E"}); err != nil {
+		t.Fatal(err)
+	}
+	// Logging forever ends with the budget.
+	_, err = vm.runCode(context.Background(), "p", `while true do print(("z"):rep(100)) end`, proto.Event{Name: "E"})
+	if proto.CodeOf(err) != proto.CodeCPULimit {
+		t.Fatalf("logging loop: %v", err)
+	}
+}
