@@ -1,0 +1,146 @@
+package lua
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Regression tests of the VM fixes described in PATCHES.md ("Lua 5.2
+// semantics"). Each case was checked against the reference interpreter
+// lua5.2.
+
+// budgetState is a State with the limits a host sets and a count hook that,
+// once budget instructions have run, raises an error at every further hook,
+// as the worker's instruction budget does.
+func budgetState(budget int) (*State, *int) {
+	l := NewState()
+	OpenLibraries(l)
+	SetLimits(l, Limits{MaxStringLength: 1 << 20, MaxCallDepth: 200, MaxMemory: 16 << 20})
+	hooks := new(int)
+	SetDebugHook(l, func(l *State, _ Debug) {
+		if *hooks++; *hooks*100 > budget {
+			Errorf(l, "budget exceeded")
+		}
+	}, MaskCount, 100)
+	return l, hooks
+}
+
+// runChunk runs code (chunk name "=x") and renders its results, or its
+// error object, with tostring. A run that does not end within a minute
+// fails the test (a wedge is the bug most of these tests guard against).
+func runChunk(t *testing.T, l *State, code string) (results []string, err error) {
+	t.Helper()
+	done := make(chan struct{}, 1)
+	go func() {
+		defer func() { done <- struct{}{} }()
+		if err = LoadBuffer(l, code, "=x", "t"); err != nil {
+			results = []string{l.ToValue(-1).(string)}
+			return
+		}
+		top := l.Top() - 1
+		err = l.ProtectedCall(0, MultipleReturns, 0)
+		for i := top + 1; i <= l.Top(); i++ {
+			s, _ := ToStringMeta(l, i)
+			l.Pop(1)
+			results = append(results, s)
+		}
+		l.SetTop(top)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%q did not end within a minute", code)
+	}
+	return results, err
+}
+
+func expectResults(t *testing.T, l *State, code string, want ...string) {
+	t.Helper()
+	got, err := runChunk(t, l, code)
+	if err != nil {
+		t.Fatalf("%s: %v %q", code, err, got)
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("%s:\n got  %q\n want %q", code, got, want)
+	}
+}
+
+func TestXpcallHandler(t *testing.T) {
+	l, _ := budgetState(1 << 30)
+	expectResults(t, l, `return xpcall(function() error("x") end, function(m) return m end)`, "false", "x:1: x")
+	expectResults(t, l, `return xpcall(function() error("x") end, function(m) return "h:" .. m end)`, "false", "h:x:1: x")
+	expectResults(t, l, `return xpcall(function(a, b) return a + b end, print, 1, 2)`, "true", "3")
+	expectResults(t, l, `return type(select(2, xpcall(error, function(m) return m end, {})))`, "table")
+	// An error in the handler calls the handler again, until Lua gives up.
+	expectResults(t, l, `return xpcall(error, function() local x = nil + 1 end)`, "false", "error in error handling")
+	// The handler that xpcall passes is the one called, at every depth.
+	expectResults(t, l, `local function f(n) if n == 0 then error("deep") end return f(n - 1) + 0 end
+		return xpcall(f, function(m) return "handled " .. m end, 50)`, "false", "handled x:1: deep")
+}
+
+func TestXpcallLoopingHandlerIsInterruptible(t *testing.T) {
+	for _, code := range []string{
+		`return xpcall(error, function() while true do end end)`,
+		`return xpcall(function() while true do end end, function() while true do end end)`,
+		`return xpcall(function() local x = nil + 1 end, function() while true do end end)`,
+	} {
+		l, hooks := budgetState(100_000)
+		got, err := runChunk(t, l, code)
+		if *hooks*100 <= 100_000 {
+			t.Fatalf("%s: ended before its budget (%d hooks): %q %v", code, *hooks, got, err)
+		}
+		// The budget error raised in the handler reaches the handler again
+		// until nested calls run out: "error in error handling".
+		if err != nil || len(got) != 2 || got[0] != "false" || got[1] != "error in error handling" {
+			t.Fatalf("%s: got %q %v", code, got, err)
+		}
+	}
+}
+
+// A count hook that fires as a function starts (before its first
+// instruction) can call Where: it used to index the line table at -1.
+func TestHookAtFunctionEntryCanRaise(t *testing.T) {
+	l := NewState()
+	OpenLibraries(l)
+	SetDebugHook(l, func(l *State, _ Debug) { Errorf(l, "stop") }, MaskCount, 1)
+	got, err := runChunk(t, l, `local function f() return 1 end return f()`)
+	if err == nil || len(got) != 1 || !strings.HasSuffix(got[0], "stop") {
+		t.Fatalf("got %q %v", got, err)
+	}
+}
+
+func TestErrorWithNonStringValue(t *testing.T) {
+	l, _ := budgetState(1 << 30)
+	expectResults(t, l, `local ok, e = pcall(error, {}) return ok, type(e)`, "false", "table")
+	expectResults(t, l, `local t = {} local ok, e = pcall(error, t) return ok, e == t`, "false", "true")
+	expectResults(t, l, `return pcall(error)`, "false", "nil")
+	expectResults(t, l, `return pcall(error, nil)`, "false", "nil")
+	expectResults(t, l, `local ok, e = pcall(error, 42) return ok, e, type(e)`, "false", "42", "string")
+	expectResults(t, l, `local ok, e = pcall(error, 42, 0) return ok, e, type(e)`, "false", "42", "number")
+	expectResults(t, l, `local ok, e = pcall(error, true) return ok, e`, "false", "true")
+	expectResults(t, l, `return pcall(error, "msg", 0)`, "false", "msg")
+	expectResults(t, l, `return pcall(error, "msg")`, "false", "msg")
+	expectResults(t, l, `return pcall(function() error("msg") end)`, "false", "x:1: msg")
+	expectResults(t, l, `return select("#", pcall(error))`, "2")
+	// The Go error of an unprotected non-string error names its type.
+	_, err := runChunk(t, l, `error({})`)
+	if err == nil || err.Error() != "runtime error: (error object is a table value)" {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// A panic with a value that is not an error (a bug in a host function) is
+// an error of the protected call, never a panic through it.
+func TestNonErrorPanicIsCaught(t *testing.T) {
+	l, _ := budgetState(1 << 30)
+	l.Register("gopanic", func(l *State) int { panic(262099) })
+	l.Register("goindex", func(l *State) int { var s []int; return s[CheckInteger(l, 1)] })
+	expectResults(t, l, `local ok, e = pcall(gopanic) return ok, e`, "false", "go-lua internal error: 262099")
+	expectResults(t, l, `local ok, e = pcall(goindex, 3) return ok, type(e), (e:find("index out of range", 1, true)) ~= nil`, "false", "string", "true")
+	_, err := runChunk(t, l, `gopanic()`)
+	if err == nil || !strings.Contains(fmt.Sprint(err), "262099") {
+		t.Fatalf("got %v", err)
+	}
+}
