@@ -17,6 +17,9 @@ var vmWedgeCases = []struct {
 }{
 	{"xpcall with a looping handler", `return xpcall(error, function() while true do end end)`, proto.CodeCPULimit, "instruction limit"},
 	{"xpcall looping body and handler", `return xpcall(function() while true do end end, function() while true do end end)`, proto.CodeCPULimit, "instruction limit"},
+	{"load with a recursive reader", `local f f = function() load(f) return nil end load(f)`, proto.CodeStackOverflow, "call depth"},
+	{"load with a looping reader", `return load(function() while true do end end)`, proto.CodeCPULimit, "instruction limit"},
+	{"load with an endless reader", `return load(function() return "x = 1 " end)`, proto.CodeCPULimit, "instruction limit"},
 	{"xpcall handler swallowing in a loop", `while true do xpcall(function() while true do end end, function(m) return m end) end`, proto.CodeCPULimit, "instruction limit"},
 }
 
@@ -48,6 +51,8 @@ func TestVMLua52Semantics(t *testing.T) {
 		{`return {xpcall(function() error("x") end, function(m) return m end)}`, `[false,"x:1: x"]`},
 		{`local ok, e = pcall(error, {code = 7}) return {ok, e.code}`, `[false,7]`},
 		{`return {pcall(error)}`, `[false]`},
+		{`local t = {nil, "return ", "3"} return load(function() return table.remove(t, 1) end)() == nil`, `true`},
+		{`local i, s = 0, "return 40 + 2" return load(function() i = i + 1 return s:sub(i, i) end)()`, `42`},
 	} {
 		v, err := m.RunScript(context.Background(), g1, "x", c.code, ev("x", ""))
 		if err != nil || string(v) != c.want {

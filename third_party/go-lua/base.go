@@ -96,15 +96,21 @@ func (r *genericReader) Read(b []byte) (n int, err error) {
 		l.PushValue(1)
 		if l.Call(0, 1); l.IsNil(-1) {
 			l.Pop(1)
+			r.e = io.EOF // limits patch: the chunk ends; never call the reader again
 			return 0, io.EOF
 		} else if !l.IsString(-1) {
 			Errorf(l, "reader function must return a string")
 		}
-		if s, ok := l.ToString(-1); ok {
-			r.r = strings.NewReader(s)
-		} else {
+		s, _ := l.ToString(-1)
+		l.Pop(1) // limits patch: the piece is copied into r.r; do not grow the stack per piece
+		if s == "" {
+			// limits patch: an empty piece ends the chunk, as in Lua
+			// (luaZ_fill: size 0 is EOZ); it used to be read as "no
+			// bytes yet" and the reader was called again.
+			r.e = io.EOF
 			return 0, io.EOF
 		}
+		r.r = strings.NewReader(s)
 	}
 	if n, err = r.r.Read(b); err == io.EOF {
 		r.r, err = nil, nil

@@ -144,3 +144,44 @@ func TestNonErrorPanicIsCaught(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestLoadReaderPieces(t *testing.T) {
+	l, _ := budgetState(1 << 30)
+	// calls.lua 224-233: a nil or empty piece ends the chunk.
+	expectResults(t, l, `local t = {nil, "return ", "3"} local f = load(function() return table.remove(t, 1) end) return f(), #t`, "nil", "2")
+	expectResults(t, l, `local t = {"return ", "1", "", "+ 2"} local i = 0 local f = load(function() i = i + 1 return t[i] end) return f(), i`, "1", "3")
+	expectResults(t, l, `local s, i = "return 'ab' .. 'c'", 0
+		local f = load(function() i = i + 1 return s:sub(i, i) end) return f(), i`, "abc", tostringInt(len("return 'ab' .. 'c'")+1))
+	expectResults(t, l, `return load(function() return nil end)() == nil`, "true")
+	expectResults(t, l, `local f, e = load(function() return true end) return f, e`, "nil", `x:1: reader function must return a string`)
+	// After the end of the chunk the reader is not called again.
+	expectResults(t, l, `local n = 0 load(function() n = n + 1 return nil end) return n`, "1")
+	expectResults(t, l, `local n = 0 load(function() n = n + 1 if n == 1 then return "x = 1" end end) return n`, "2")
+}
+
+func tostringInt(n int) string { return fmt.Sprint(n) }
+
+func TestLoadRecursiveReaderIsBounded(t *testing.T) {
+	l, _ := budgetState(1 << 30)
+	// Each reader call loads again: the recursion ends at the call depth
+	// limit, the innermost load fails, the others read an empty chunk.
+	expectResults(t, l, `local n = 0 local f f = function() n = n + 1 load(f) return nil end return type(load(f)), n > 10, n < 200`, "function", "true", "true")
+	expectResults(t, l, `local e local f f = function() local g, m = load(f) e = e or m return nil end load(f) return e`, "stack overflow (call depth limit 200)")
+}
+
+func TestLoadReaderIsInterruptible(t *testing.T) {
+	for _, code := range []string{
+		`return load(function() while true do end end)`,
+		`return load(function() return "x = 1 " end)`,
+		`local f f = function() load(f) while true do end end return load(f)`,
+	} {
+		l, hooks := budgetState(1_000_000)
+		got, err := runChunk(t, l, code)
+		if err != nil || len(got) != 2 || got[0] != "nil" || !strings.HasSuffix(got[1], "budget exceeded") {
+			t.Fatalf("%s: got %q %v", code, got, err)
+		}
+		if *hooks*100 <= 1_000_000 {
+			t.Fatalf("%s: ended before its budget", code)
+		}
+	}
+}
