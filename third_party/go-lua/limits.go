@@ -40,8 +40,26 @@ type Limits struct {
 	// quarter before the error.
 	MaxMemory int64
 
+	// MaxSourceLength is the longest chunk, in bytes of source text, that
+	// Load, LoadBuffer and load accept; a longer one fails to load with
+	// "chunk too long (limit N bytes)" (OnLimit kind "source"), before it
+	// is parsed when its length is known, else as soon as the reader has
+	// produced more.
+	MaxSourceLength int
+
+	// Charge, if set, is called with an estimate, in instruction-equivalent
+	// steps, of work the VM does that runs no Lua instruction and so is
+	// not seen by a count hook: parsing and compiling a chunk (every
+	// ChargeEvery steps of it, one step per token scanned plus per
+	// instruction emitted, times parseStepCost), and snapshotting a
+	// table's keys or indexing the snapshot for next (one step per
+	// workPerStep keys). Like a count hook it may raise an error (Error,
+	// Errorf) to stop the work: a parse stopped so fails to load with that
+	// error. It is only called inside a protected call.
+	Charge func(l *State, steps int)
+
 	// OnLimit, if set, is called just before a limit error is raised; kind
-	// is "string", "stack" or "memory" and limit the value that was
+	// is "string", "stack", "memory" or "source" and limit the value that was
 	// exceeded. It must only record the event: it must not call into l.
 	OnLimit func(l *State, kind string, limit int64)
 }
@@ -190,6 +208,28 @@ func (l *State) callDepthExceeded(depth int) {
 }
 
 const callDepthSlack = 20
+
+// Work charged through Limits.Charge (limits patch).
+const (
+	// ChargeEvery is how many steps of parsing are gathered between two
+	// calls of Limits.Charge.
+	ChargeEvery = 1000
+	// parseStepCost is the steps charged per token scanned and per
+	// instruction emitted: measured, one of each costs about as much as
+	// parseStepCost VM instructions (see PATCHES.md).
+	parseStepCost = 8
+	// workPerStep is how many keys next snapshots or indexes per step
+	// (copying a key costs about as much as a VM instruction).
+	workPerStep = 1
+)
+
+// chargeWork passes steps of work to Limits.Charge, inside protected calls
+// only (raising outside one would panic the host).
+func (l *State) chargeWork(steps int) {
+	if f := l.global.limits.Charge; f != nil && steps > 0 && l.protectFunction != nil {
+		f(l, steps)
+	}
+}
 
 // nestedCallsExceeded reports go-lua's own limit on nested Go calls.
 func (l *State) nestedCallsExceeded() {

@@ -185,3 +185,64 @@ func TestLoadReaderIsInterruptible(t *testing.T) {
 		}
 	}
 }
+
+func TestNextClearingFieldsDuringTraversal(t *testing.T) {
+	l, _ := budgetState(1 << 30)
+	// nextvar.lua 291-304.
+	expectResults(t, l, `local t = {[{1}] = 1, [{2}] = 2, [string.rep("x ", 4)] = 3, [100.3] = 4, [4] = 5}
+		local n = 0
+		for k, v in pairs(t) do
+			n = n + 1
+			assert(t[k] == v)
+			t[k] = nil
+			assert(t[k] == nil)
+		end
+		return n, next(t)`, "5", "nil")
+	expectResults(t, l, `local t = {} for i = 1, 1000 do t["k" .. i] = i t[i] = i end
+		local n, sum = 0, 0
+		for k, v in pairs(t) do n = n + 1 sum = sum + v t[k] = nil end
+		return n, sum, next(t)`, "2000", tostringInt(1000*1001), "nil")
+	// Assigning to existing fields during traversal is allowed too, and
+	// next sees the new values.
+	expectResults(t, l, `local t = {} for i = 1, 100 do t["k" .. i] = i end
+		for k, v in pairs(t) do t[k] = v * 2 end
+		local sum = 0 for k, v in pairs(t) do sum = sum + v end
+		return sum`, tostringInt(100*101))
+	expectResults(t, l, `local t = {a = 1, b = 2, c = 3}
+		local k1 = next(t) t[k1] = nil
+		local seen = 0 for k in pairs(t) do seen = seen + 1 end
+		return seen`, "2")
+	// Two interleaved traversals of one table, and next from any key.
+	expectResults(t, l, `local t = {} for i = 1, 500 do t["k" .. i] = i end
+		local a, b, n = nil, nil, 0
+		repeat a = next(t, a) b = next(t, b) if a then n = n + 1 end until a == nil
+		local m = 0 for k in pairs(t) do if next(t, k) then m = m + 1 end end
+		return n, m`, "500", "499")
+	expectResults(t, l, `return pcall(next, {a = 1}, "nokey")`, "false", "invalid key to 'next'")
+	expectResults(t, l, `local t = {1, 2, 3, x = 4} local n = 0 for k, v in pairs(t) do n = n + v end return n`, "10")
+}
+
+// The Go-side work of next (snapshotting the keys, indexing the snapshot
+// for an interleaved traversal) is passed to Limits.Charge, in proportion to
+// the table. (Traversal speed itself is measured by BenchmarkPairs100k.)
+func TestNextChargesSnapshotWork(t *testing.T) {
+	work := func(n int) int {
+		l := NewState()
+		OpenLibraries(l)
+		steps := 0
+		SetLimits(l, Limits{Charge: func(_ *State, s int) { steps += s }})
+		code := fmt.Sprintf(`local t = {} for i = 1, %d do t["k" .. i] = i end
+			local a, b = nil, nil
+			repeat a = next(t, a) b = next(t, b) until a == nil
+			for k in pairs(t) do t[k] = nil end`, n)
+		if err := DoString(l, code); err != nil {
+			t.Fatal(err)
+		}
+		return steps
+	}
+	small, big := work(10_000), work(100_000)
+	// One snapshot and one index of it: 2*n/workPerStep steps.
+	if small < 10_000/workPerStep || big < 100_000/workPerStep || big > 12*small {
+		t.Fatalf("charged %d steps for 10,000 keys, %d for 100,000", small, big)
+	}
+}
