@@ -18,13 +18,17 @@ func next(l *State) int {
 	return 1
 }
 
-func pairs(method string, isZero bool, iter Function) Function {
+// pairs returns pairs or ipairs. limits patch: the iterator is the
+// closure's upvalue, one value per State (ipairs{} == ipairs{}, and pairs'
+// iterator is next itself, as in Lua); PushGoFunction made a new value at
+// every call.
+func pairs(method string, isZero bool) Function {
 	return func(l *State) int {
 		if hasMetamethod := MetaField(l, 1, method); !hasMetamethod {
-			CheckType(l, 1, TypeTable) // argument must be a table
-			l.PushGoFunction(iter)     // will return generator,
-			l.PushValue(1)             // state,
-			if isZero {                // and initial value
+			CheckType(l, 1, TypeTable)   // argument must be a table
+			l.PushValue(UpValueIndex(1)) // will return generator,
+			l.PushValue(1)               // state,
+			if isZero {                  // and initial value
 				l.PushInteger(0)
 			} else {
 				l.PushNil()
@@ -177,7 +181,6 @@ var baseLibrary = []RegistryFunction{
 		MetaField(l, 1, "__metatable")
 		return 1
 	}},
-	{"ipairs", pairs("__ipairs", true, intPairs)},
 	{"loadfile", func(l *State) int {
 		f, m, e := OptString(l, 1, ""), OptString(l, 2, ""), 3
 		if l.IsNone(e) {
@@ -201,7 +204,6 @@ var baseLibrary = []RegistryFunction{
 		return loadHelper(l, err, e)
 	}},
 	{"next", next},
-	{"pairs", pairs("__pairs", false, next)},
 	{"pcall", func(l *State) int {
 		CheckAny(l, 1)
 		l.PushNil()
@@ -330,6 +332,13 @@ func BaseOpen(l *State) int {
 	l.PushGlobalTable()
 	l.SetField(-2, "_G")
 	SetFunctions(l, baseLibrary, 0)
+	// limits patch: pairs and ipairs hold their iterator as an upvalue.
+	l.Field(-1, "next")
+	l.PushGoClosure(pairs("__pairs", false), 1)
+	l.SetField(-2, "pairs")
+	l.PushGoFunction(intPairs)
+	l.PushGoClosure(pairs("__ipairs", true), 1)
+	l.SetField(-2, "ipairs")
 	l.PushString(VersionString)
 	l.SetField(-2, "_VERSION")
 	return 1

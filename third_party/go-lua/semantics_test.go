@@ -246,3 +246,14 @@ func TestNextChargesSnapshotWork(t *testing.T) {
 		t.Fatalf("charged %d steps for 10,000 keys, %d for 100,000", small, big)
 	}
 }
+
+func TestPairsIteratorIsOneValue(t *testing.T) {
+	l, _ := budgetState(1 << 30)
+	// nextvar.lua 34; in Lua pairs' iterator is next.
+	expectResults(t, l, `return type(ipairs{}) == "function", ipairs{} == ipairs{}, ipairs{} == ipairs{1, 2}, pairs{} == pairs{}, pairs{} == next`,
+		"true", "true", "true", "true", "true")
+	expectResults(t, l, `local s = 0 for i, v in ipairs{4, 5, 6} do s = s + i * v end for k, v in pairs{a = 1, 2} do s = s + v end return s`, "35")
+	expectResults(t, l, `local t = setmetatable({}, {__pairs = function(t) return function(_, k) if not k then return 1, 1 end end, t, nil end})
+		local n = 0 for k, v in pairs(t) do n = n + v end return n`, "1")
+	expectResults(t, l, `local ok, e = pcall(ipairs) return ok, e:find("table expected", 1, true) ~= nil`, "false", "true")
+}
