@@ -343,7 +343,7 @@ func (f *function) EncodeConstant(r, constant int) int {
 	if constant <= maxArgBx {
 		return f.encodeABx(opLoadConstant, r, constant)
 	}
-	pc := f.encodeABx(opLoadConstant, r, 0)
+	pc := f.encodeABx(opLoadConstantEx, r, 0) // limits patch: was opLoadConstant, which loaded constant 0
 	f.encodeExtraArg(constant)
 	return pc
 }

@@ -257,3 +257,20 @@ func TestPairsIteratorIsOneValue(t *testing.T) {
 		local n = 0 for k, v in pairs(t) do n = n + v end return n`, "1")
 	expectResults(t, l, `local ok, e = pcall(ipairs) return ok, e:find("table expected", 1, true) ~= nil`, "false", "true")
 }
+
+// big.lua 9-22: past 2^18 constants a constant is loaded with LOADKX and
+// EXTRAARG; the plain LOADK that was emitted loaded constant 0 instead.
+func TestMoreConstantsThanLoadKCanAddress(t *testing.T) {
+	l := NewState()
+	OpenLibraries(l)
+	expectResults(t, l, `local lim = 2^18 + 100
+		local prog = {"local y = {0"}
+		for i = 1, lim do prog[#prog + 1] = i end
+		prog[#prog + 1] = "}\n"
+		prog[#prog + 1] = "local z = 0.5 local s = 'past the limit'\n"
+		prog[#prog + 1] = ("assert(y[%d] == %d)"):format(lim - 1, lim - 2)
+		prog[#prog + 1] = "return y, z, s"
+		local f = assert(load(table.concat(prog, ";")))
+		local y, z, s = f()
+		return #y == lim + 1, y[lim + 1] == lim, z, s`, "true", "true", "0.5", "past the limit")
+}
