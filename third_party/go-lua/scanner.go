@@ -120,6 +120,13 @@ func (s *scanner) incrementLineNumber() {
 	}
 }
 
+// isNameStart reports whether c may start a name (limits patch): ASCII
+// letters and '_' only, as Lua's lislalpha in the C locale; unicode.IsLetter
+// accepted bytes >= 0x80 such as 0xAA or 0xC0-0xFF (literals.lua 87).
+func isNameStart(c rune) bool {
+	return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
 func (s *scanner) advance() {
 	if c, err := s.r.ReadByte(); err != nil {
 		s.current = endOfStream
@@ -491,8 +498,8 @@ func (s *scanner) scan() token {
 		default:
 			if unicode.IsDigit(c) {
 				return s.readNumber()
-			} else if c == '_' || unicode.IsLetter(c) {
-				for ; c == '_' || unicode.IsLetter(c) || unicode.IsDigit(c); c = s.current {
+			} else if isNameStart(c) {
+				for ; isNameStart(c) || unicode.IsDigit(c); c = s.current {
 					s.saveAndAdvance()
 				}
 				return s.reservedOrName()

@@ -274,3 +274,20 @@ func TestMoreConstantsThanLoadKCanAddress(t *testing.T) {
 		local y, z, s = f()
 		return #y == lim + 1, y[lim + 1] == lim, z, s`, "true", "true", "0.5", "past the limit")
 }
+
+// literals.lua 85-90: only [a-zA-Z_] start a name and [a-zA-Z_0-9]
+// continue it; bytes >= 0x80 are rejected as the reference does.
+func TestNamesAreASCII(t *testing.T) {
+	l := NewState()
+	OpenLibraries(l)
+	expectResults(t, l, `local bad = {}
+		local function alpha(i) return i == 95 or (i >= 65 and i <= 90) or (i >= 97 and i <= 122) end
+		for i = 0, 255 do
+			local s = string.char(i)
+			if alpha(i) ~= (load(s .. "=1") ~= nil) then bad[#bad + 1] = "start " .. i end
+			if (alpha(i) or (i >= 48 and i <= 57)) ~= (load("a" .. s .. "1 = 1") ~= nil) then bad[#bad + 1] = "in " .. i end
+		end
+		return #bad, table.concat(bad, ",")`, "0", "")
+	expectResults(t, l, `local f = load("\xC0 = 1") return f`, "nil")
+	expectResults(t, l, `return load("local _aZ9 = 3 return _aZ9")()`, "3")
+}
