@@ -23,6 +23,17 @@ type Limits struct {
 	// MaxCallDepth bounds nested calls, so deep recursion is an error
 	// rather than unbounded growth.
 	MaxCallDepth int
+	// MaxSource is the longest chunk, in bytes, that a template, a script
+	// or load may compile; 0 means MaxString.
+	MaxSource int
+}
+
+// maxSource is MaxSource, defaulting to MaxString.
+func (l Limits) maxSource() int {
+	if l.MaxSource > 0 {
+		return l.MaxSource
+	}
+	return l.MaxString
 }
 
 // DefaultLimits are the limits of a worker when none are configured.
@@ -40,8 +51,8 @@ const hookEvery = 1000
 
 // String describes the limits for logs.
 func (l Limits) String() string {
-	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d",
-		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth)
+	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d source=%d",
+		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth, l.maxSource())
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -73,6 +73,8 @@ func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM
 		MaxStringLength: limits.MaxString,
 		MaxCallDepth:    limits.MaxCallDepth,
 		MaxMemory:       limits.MaxMemory,
+		MaxSourceLength: limits.maxSource(),
+		Charge:          vm.charge, // parsing and next's snapshots, charged like instructions
 		OnLimit:         vm.onLimit,
 	})
 	lua.SetDebugHook(vm.l, vm.hook, lua.MaskCount, hookEvery)
@@ -85,6 +87,8 @@ func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM
 // its line) if not. It runs nothing.
 func Compile(name, code string) error {
 	l := lua.NewState()
+	// Bounded like a worker's compilation with the default limits.
+	lua.SetLimits(l, lua.Limits{MaxMemory: DefaultLimits.MaxMemory, MaxSourceLength: DefaultLimits.maxSource()})
 	if err := lua.LoadBuffer(l, code, "="+name, "t"); err != nil {
 		msg, _ := l.ToString(-1)
 		return proto.Errorf(proto.CodeCompileError, "%s", msg)
@@ -92,11 +96,16 @@ func Compile(name, code string) error {
 	return nil
 }
 
-// load compiles code and leaves the function on the stack.
+// load compiles code and leaves the function on the stack. Compiling is
+// charged to the call's budget (begin must have been called): a limit hit
+// while compiling is the call's error.
 func (vm *VM) load(name, code string) error {
 	if err := lua.LoadBuffer(vm.l, code, "="+name, "t"); err != nil {
 		msg, _ := vm.l.ToString(-1)
 		vm.l.Pop(1)
+		if a := vm.call.abort; a != nil {
+			return a
+		}
 		return proto.Errorf(proto.CodeCompileError, "%s", msg)
 	}
 	return nil
@@ -234,6 +243,8 @@ func (vm *VM) onLimit(_ *lua.State, kind string, limit int64) {
 		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "memory limit exceeded (%d bytes)", limit)
 	case "stack":
 		vm.call.abort = proto.Errorf(proto.CodeStackOverflow, "call depth limit exceeded (%d nested calls)", limit)
+	case "source":
+		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "source length limit exceeded (%d bytes)", limit)
 	default:
 		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "%s limit exceeded (%d)", kind, limit)
 	}

@@ -19,7 +19,8 @@ var vmWedgeCases = []struct {
 	{"xpcall looping body and handler", `return xpcall(function() while true do end end, function() while true do end end)`, proto.CodeCPULimit, "instruction limit"},
 	{"load with a recursive reader", `local f f = function() load(f) return nil end load(f)`, proto.CodeStackOverflow, "call depth"},
 	{"load with a looping reader", `return load(function() while true do end end)`, proto.CodeCPULimit, "instruction limit"},
-	{"load with an endless reader", `return load(function() return "x = 1 " end)`, proto.CodeCPULimit, "instruction limit"},
+	{"load with an endless reader", `return load(function() return "x = 1 " end)`, proto.CodeMemoryLimit, "source length limit exceeded (1048576 bytes)"},
+	{"huge chunk", `return load(("a.b.c.d.e=1 "):rep(80000))`, proto.CodeCPULimit, "instruction limit"},
 	{"xpcall handler swallowing in a loop", `while true do xpcall(function() while true do end end, function(m) return m end) end`, proto.CodeCPULimit, "instruction limit"},
 }
 

@@ -45,7 +45,10 @@ func chunkID(source string) string {
 
 func (l *State) runtimeError(message string) {
 	l.push(message)
-	if ci := l.callInfo; ci.isLua() {
+	// limits patch: the base CallInfo has a Lua part but no function; a
+	// runtime error raised with no Lua frame (a memory error while the host
+	// compiles a chunk) panicked here.
+	if ci := l.callInfo; ci.isLua() && ci != &l.baseCallInfo {
 		line, source := l.currentLine(ci), l.prototype(ci).source
 		if source == "" {
 			source = "?"

@@ -75,6 +75,7 @@ type scanner struct {
 	source               string
 	lookAheadToken       token
 	token
+	work parseWork // limits patch: charged steps and compiled bytes
 }
 
 func (s *scanner) assert(cond bool)           { s.l.assert(cond) }
@@ -511,6 +512,7 @@ func (s *scanner) scan() token {
 }
 
 func (s *scanner) next() {
+	s.work.step(s.l, parseStepCost) // limits patch
 	s.lastLine = s.lineNumber
 	if s.lookAheadToken.t != tkEOS {
 		s.token = s.lookAheadToken

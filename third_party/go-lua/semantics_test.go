@@ -291,3 +291,60 @@ func TestNamesAreASCII(t *testing.T) {
 	expectResults(t, l, `local f = load("\xC0 = 1") return f`, "nil")
 	expectResults(t, l, `return load("local _aZ9 = 3 return _aZ9")()`, "3")
 }
+
+// Parsing is charged through Limits.Charge and can be stopped by it; the
+// compiled code counts against MaxMemory; MaxSourceLength bounds a chunk.
+func TestParseIsChargedAndBounded(t *testing.T) {
+	src := strings.Repeat("a.b.c.d.e=1 ", 20_000)
+	l := NewState()
+	steps, calls := 0, 0
+	SetLimits(l, Limits{Charge: func(_ *State, n int) { steps += n; calls++ }})
+	if err := LoadBuffer(l, src, "=x", "t"); err != nil {
+		t.Fatal(err)
+	}
+	// 11 tokens and 5 instructions a statement, parseStepCost each.
+	if want := 20_000 * 16 * parseStepCost; steps < want*9/10 || calls < want/ChargeEvery-1 {
+		t.Fatalf("charged %d steps in %d calls; want about %d", steps, calls, want)
+	}
+
+	// A Charge that raises stops the parse: load fails with its error.
+	l, _ = budgetState(1 << 30)
+	var kinds []string
+	lim := l.Limits()
+	lim.Charge = func(l *State, n int) {
+		if steps += n; steps > 100_000 {
+			Errorf(l, "parse budget exceeded")
+		}
+	}
+	lim.OnLimit = func(_ *State, kind string, _ int64) { kinds = append(kinds, kind) }
+	SetLimits(l, lim)
+	l.PushString(src)
+	l.SetGlobal("src")
+	steps = 0
+	expectResults(t, l, `local f, e = load(src) return f, e:find("parse budget exceeded", 1, true) ~= nil`, "nil", "true")
+
+	// Memory: the compiled code is accounted while it is built.
+	lim.Charge, lim.MaxMemory = nil, 1<<20
+	SetLimits(l, lim)
+	expectResults(t, l, `local f, e = load(src) return f, e`, "nil", "not enough memory (limit 1048576 bytes)")
+	_, err := runChunk(t, l, `return 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// From the host, with no Lua frame.
+	l.SetTop(0)
+	if err := LoadBuffer(l, src, "=x", "t"); err == nil || l.ToValue(-1) != "not enough memory (limit 1048576 bytes)" {
+		t.Fatalf("host LoadBuffer: %v %v", err, l.ToValue(-1))
+	}
+	l.SetTop(0)
+
+	// Source length, known up front and from a reader.
+	lim.MaxMemory, lim.MaxSourceLength = 16<<20, 1000
+	SetLimits(l, lim)
+	expectResults(t, l, `return type(load(("x=1 "):rep(250)))`, "function")
+	expectResults(t, l, `return load(("x=1 "):rep(251))`, "nil", "chunk too long (limit 1000 bytes)")
+	expectResults(t, l, `local n = 0 return load(function() n = n + 1 if n <= 300 then return "x=1 " end end)`, "nil", "chunk too long (limit 1000 bytes)")
+	if strings.Join(kinds, ",") != "memory,memory,source,source" {
+		t.Fatalf("OnLimit kinds %v", kinds)
+	}
+}
