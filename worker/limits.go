@@ -32,6 +32,17 @@ type Limits struct {
 	// MaxMemory may exceed it. The VM whose allocation takes the worker
 	// over it fails with memory_limit; 0 = no worker-wide ceiling.
 	MaxWorkerMemory int64
+	// MaxSource is the longest chunk, in bytes, that a template, a script
+	// or load may compile; 0 means MaxString.
+	MaxSource int
+}
+
+// maxSource is MaxSource, defaulting to MaxString.
+func (l Limits) maxSource() int {
+	if l.MaxSource > 0 {
+		return l.MaxSource
+	}
+	return l.MaxString
 }
 
 // DefaultLimits are the limits of a worker when none are configured.
@@ -55,8 +66,8 @@ const hookEvery = 1000
 
 // String describes the limits for logs.
 func (l Limits) String() string {
-	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d result=%d worker_memory=%d",
-		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth, l.MaxResult, l.MaxWorkerMemory)
+	return fmt.Sprintf("instructions=%d timeout=%s memory=%d string=%d depth=%d source=%d result=%d worker_memory=%d",
+		l.MaxInstructions, l.Timeout, l.MaxMemory, l.MaxString, l.MaxCallDepth, l.maxSource(), l.MaxResult, l.MaxWorkerMemory)
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

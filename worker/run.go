@@ -15,7 +15,9 @@ func (vm *VM) runTemplate(ctx context.Context, t *proto.Template, ev proto.Event
 	if vm.broken {
 		return nil, proto.Errorf(proto.CodeTenantBroken, "tenant %s VM was dropped", vm.tenant)
 	}
+	vm.begin(ctx) // compiling is charged to the call
 	if err := vm.pushTemplate(t); err != nil {
+		vm.end()
 		return nil, err
 	}
 	return vm.callPushed(ctx, ev)
@@ -26,19 +28,22 @@ func (vm *VM) runCode(ctx context.Context, name, code string, ev proto.Event) (p
 	if vm.broken {
 		return nil, proto.Errorf(proto.CodeTenantBroken, "tenant %s VM was dropped", vm.tenant)
 	}
+	vm.begin(ctx) // compiling is charged to the call
 	if err := vm.load(name, code); err != nil {
+		vm.end()
 		return nil, err
 	}
 	return vm.callPushed(ctx, ev)
 }
 
-// callPushed calls the function on top of the stack with (event, ctx).
+// callPushed calls the function on top of the stack with (event, ctx),
+// within the budget that begin started.
 func (vm *VM) callPushed(ctx context.Context, ev proto.Event) (proto.Value, error) {
 	l := vm.l
 	base := l.Top() - 1
 	defer l.SetTop(base)
-	// The call's budget covers decoding the event and encoding the result.
-	vm.begin(ctx)
+	// The call's budget (begun before compiling) covers decoding the
+	// event and encoding the result too.
 	if err := vm.pushEvent(ev); err != nil {
 		vm.end()
 		if a := vm.call.abort; a != nil {

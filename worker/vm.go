@@ -89,6 +89,8 @@ func (vm *VM) setLimits(pool *lua.MemoryPool) {
 		MaxCallDepth:    vm.limits.MaxCallDepth,
 		MaxMemory:       vm.limits.MaxMemory,
 		Pool:            pool,
+		MaxSourceLength: vm.limits.maxSource(),
+		Charge:          vm.charge, // parsing and next's snapshots, charged like instructions
 		OnLimit:         vm.onLimit,
 	})
 }
@@ -104,6 +106,8 @@ func (vm *VM) close() {
 // its line) if not. It runs nothing.
 func Compile(name, code string) error {
 	l := lua.NewState()
+	// Bounded like a worker's compilation with the default limits.
+	lua.SetLimits(l, lua.Limits{MaxMemory: DefaultLimits.MaxMemory, MaxSourceLength: DefaultLimits.maxSource()})
 	if err := lua.LoadBuffer(l, code, "="+name, "t"); err != nil {
 		msg, _ := l.ToString(-1)
 		return proto.Errorf(proto.CodeCompileError, "%s", msg)
@@ -111,11 +115,16 @@ func Compile(name, code string) error {
 	return nil
 }
 
-// load compiles code and leaves the function on the stack.
+// load compiles code and leaves the function on the stack. Compiling is
+// charged to the call's budget (begin must have been called): a limit hit
+// while compiling is the call's error.
 func (vm *VM) load(name, code string) error {
 	if err := lua.LoadBuffer(vm.l, code, "="+name, "t"); err != nil {
 		msg, _ := vm.l.ToString(-1)
 		vm.l.Pop(1)
+		if a := vm.call.abort; a != nil {
+			return a
+		}
 		return proto.Errorf(proto.CodeCompileError, "%s", msg)
 	}
 	return nil
@@ -281,6 +290,8 @@ func (vm *VM) onLimit(_ *lua.State, kind string, limit int64) {
 			"worker memory limit exceeded (%d bytes across the tenants of this worker, --lua-max-worker-memory)", limit)
 	case "stack":
 		vm.call.abort = proto.Errorf(proto.CodeStackOverflow, "call depth limit exceeded (%d nested calls)", limit)
+	case "source":
+		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "source length limit exceeded (%d bytes)", limit)
 	default:
 		vm.call.abort = proto.Errorf(proto.CodeMemoryLimit, "%s limit exceeded (%d)", kind, limit)
 	}

@@ -18,13 +18,17 @@ func next(l *State) int {
 	return 1
 }
 
-func pairs(method string, isZero bool, iter Function) Function {
+// pairs returns pairs or ipairs. limits patch: the iterator is the
+// closure's upvalue, one value per State (ipairs{} == ipairs{}, and pairs'
+// iterator is next itself, as in Lua); PushGoFunction made a new value at
+// every call.
+func pairs(method string, isZero bool) Function {
 	return func(l *State) int {
 		if hasMetamethod := MetaField(l, 1, method); !hasMetamethod {
-			CheckType(l, 1, TypeTable) // argument must be a table
-			l.PushGoFunction(iter)     // will return generator,
-			l.PushValue(1)             // state,
-			if isZero {                // and initial value
+			CheckType(l, 1, TypeTable)   // argument must be a table
+			l.PushValue(UpValueIndex(1)) // will return generator,
+			l.PushValue(1)               // state,
+			if isZero {                  // and initial value
 				l.PushInteger(0)
 			} else {
 				l.PushNil()
@@ -96,15 +100,21 @@ func (r *genericReader) Read(b []byte) (n int, err error) {
 		l.PushValue(1)
 		if l.Call(0, 1); l.IsNil(-1) {
 			l.Pop(1)
+			r.e = io.EOF // limits patch: the chunk ends; never call the reader again
 			return 0, io.EOF
 		} else if !l.IsString(-1) {
 			Errorf(l, "reader function must return a string")
 		}
-		if s, ok := l.ToString(-1); ok {
-			r.r = strings.NewReader(s)
-		} else {
+		s, _ := l.ToString(-1)
+		l.Pop(1) // limits patch: the piece is copied into r.r; do not grow the stack per piece
+		if s == "" {
+			// limits patch: an empty piece ends the chunk, as in Lua
+			// (luaZ_fill: size 0 is EOZ); it used to be read as "no
+			// bytes yet" and the reader was called again.
+			r.e = io.EOF
 			return 0, io.EOF
 		}
+		r.r = strings.NewReader(s)
 	}
 	if n, err = r.r.Read(b); err == io.EOF {
 		r.r, err = nil, nil
@@ -171,7 +181,6 @@ var baseLibrary = []RegistryFunction{
 		MetaField(l, 1, "__metatable")
 		return 1
 	}},
-	{"ipairs", pairs("__ipairs", true, intPairs)},
 	{"loadfile", func(l *State) int {
 		f, m, e := OptString(l, 1, ""), OptString(l, 2, ""), 3
 		if l.IsNone(e) {
@@ -195,7 +204,6 @@ var baseLibrary = []RegistryFunction{
 		return loadHelper(l, err, e)
 	}},
 	{"next", next},
-	{"pairs", pairs("__pairs", false, next)},
 	{"pcall", func(l *State) int {
 		CheckAny(l, 1)
 		l.PushNil()
@@ -324,6 +332,13 @@ func BaseOpen(l *State) int {
 	l.PushGlobalTable()
 	l.SetField(-2, "_G")
 	SetFunctions(l, baseLibrary, 0)
+	// limits patch: pairs and ipairs hold their iterator as an upvalue.
+	l.Field(-1, "next")
+	l.PushGoClosure(pairs("__pairs", false), 1)
+	l.SetField(-2, "pairs")
+	l.PushGoFunction(intPairs)
+	l.PushGoClosure(pairs("__ipairs", true), 1)
+	l.SetField(-2, "ipairs")
 	l.PushString(VersionString)
 	l.SetField(-2, "_VERSION")
 	return 1

@@ -112,6 +112,7 @@ type function struct {
 }
 
 func (f *function) OpenFunction(line int) {
+	f.p.work.grow(f.p.l, nestedPrototypeBytes) // limits patch
 	f.f.prototypes = append(f.f.prototypes, prototype{source: f.p.source, maxStackSize: 2, lineDefined: line})
 	f.p.function = &function{f: &f.f.prototypes[len(f.f.prototypes)-1], constantLookup: make(map[value]int), previous: f, p: f.p, jumpPC: noJump, firstLocal: len(f.p.activeVariables)}
 	f.p.function.EnterBlock(false)
@@ -161,6 +162,7 @@ func (f *function) removeLocalVariables(level int) {
 
 func (f *function) MakeLocalVariable(name string) {
 	r := len(f.f.localVariables)
+	f.p.work.grow(f.p.l, localVariableBytes) // limits patch
 	f.f.localVariables = append(f.f.localVariables, localVariable{name: name})
 	f.p.checkLimit(len(f.p.activeVariables)+1-f.firstLocal, maxLocalVariables, "local variables")
 	f.p.activeVariables = append(f.p.activeVariables, r)
@@ -306,6 +308,8 @@ func (f *function) assertEqual(a, b interface{}) {
 func (f *function) encode(i instruction) int {
 	f.assert(len(f.f.code) == len(f.f.lineInfo))
 	f.dischargeJumpPC()
+	f.p.work.step(f.p.l, parseStepCost)    // limits patch
+	f.p.work.grow(f.p.l, instructionBytes) // limits patch
 	f.f.code = append(f.f.code, i)
 	f.f.lineInfo = append(f.f.lineInfo, int32(f.p.lastLine))
 	return len(f.f.code) - 1
@@ -343,7 +347,7 @@ func (f *function) EncodeConstant(r, constant int) int {
 	if constant <= maxArgBx {
 		return f.encodeABx(opLoadConstant, r, constant)
 	}
-	pc := f.encodeABx(opLoadConstant, r, 0)
+	pc := f.encodeABx(opLoadConstantEx, r, 0) // limits patch: was opLoadConstant, which loaded constant 0
 	f.encodeExtraArg(constant)
 	return pc
 }
@@ -532,6 +536,13 @@ func (f *function) addConstant(k, v value) int {
 		return index
 	}
 	index := len(f.f.constants)
+	// limits patch: account the constant (a string's bytes are new: the
+	// scanner built it).
+	if s, ok := v.(string); ok {
+		f.p.work.grow(f.p.l, constantBytes+int64(len(s)))
+	} else {
+		f.p.work.grow(f.p.l, constantBytes)
+	}
 	f.constantLookup[k] = index
 	f.f.constants = append(f.f.constants, v)
 	return index
@@ -1019,6 +1030,7 @@ func (f *function) AdjustAssignment(variableCount, expressionCount int, e exprDe
 
 func (f *function) makeUpValue(name string, e exprDesc) int {
 	f.p.checkLimit(len(f.f.upValues)+1, maxUpValue, "upvalues")
+	f.p.work.grow(f.p.l, upValueDescBytes) // limits patch
 	f.f.upValues = append(f.f.upValues, upValueDesc{name: name, isLocal: e.kind == kindLocal, index: e.info})
 	return len(f.f.upValues) - 1
 }

@@ -14,6 +14,12 @@ func (l *State) prototype(ci *callInfo) *prototype {
 	return l.stack[ci.function].(*luaClosure).prototype
 }
 func (l *State) currentLine(ci *callInfo) int {
+	// limits patch: a count hook that fires as a function starts (go-lua
+	// checks the hook before the first instruction is fetched) sees
+	// savedPC 0; Where from that hook indexed lineInfo[-1].
+	if ci.savedPC == 0 {
+		return int(l.prototype(ci).lineInfo[0])
+	}
 	return int(l.prototype(ci).lineInfo[ci.savedPC-1])
 }
 
@@ -39,7 +45,10 @@ func chunkID(source string) string {
 
 func (l *State) runtimeError(message string) {
 	l.push(message)
-	if ci := l.callInfo; ci.isLua() {
+	// limits patch: the base CallInfo has a Lua part but no function; a
+	// runtime error raised with no Lua frame (a memory error while the host
+	// compiles a chunk) panicked here.
+	if ci := l.callInfo; ci.isLua() && ci != &l.baseCallInfo {
 		line, source := l.currentLine(ci), l.prototype(ci).source
 		if source == "" {
 			source = "?"
@@ -130,9 +139,30 @@ func (l *State) errorMessage() {
 		l.stack[l.top] = l.stack[l.top-1] // move argument
 		l.stack[l.top-1] = errorFunction  // push function
 		l.top++
+		// limits patch: an error raised by a hook (the host's instruction
+		// budget or deadline) reaches here with hooks disabled; the handler
+		// must run with the count hook on, or a looping handler spins
+		// forever. The protected call that catches the error restores
+		// allowHook.
+		l.allowHook = true
 		l.call(l.top-2, 1, false)
 	}
-	l.throw(RuntimeError(CheckString(l, -1)))
+	// limits patch: any value is an error object (error({}), error());
+	// CheckString raised a new error about a bad argument instead.
+	l.throw(RuntimeError(l.errorObjectText(l.stack[l.top-1])))
+}
+
+// errorObjectText is the Go error text of a Lua error value (limits patch).
+func (l *State) errorObjectText(v value) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return numberToString(v)
+	case nil:
+		return "nil"
+	}
+	return "(error object is a " + l.valueToType(v).String() + " value)"
 }
 
 // SetDebugHook sets the debugging hook function.

@@ -5,6 +5,7 @@ package lua
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"sync"
 )
@@ -47,8 +48,26 @@ type Limits struct {
 	// "not enough memory (worker limit N bytes)" (OnLimit kind "pool").
 	Pool *MemoryPool
 
+	// MaxSourceLength is the longest chunk, in bytes of source text, that
+	// Load, LoadBuffer and load accept; a longer one fails to load with
+	// "chunk too long (limit N bytes)" (OnLimit kind "source"), before it
+	// is parsed when its length is known, else as soon as the reader has
+	// produced more.
+	MaxSourceLength int
+
+	// Charge, if set, is called with an estimate, in instruction-equivalent
+	// steps, of work the VM does that runs no Lua instruction and so is
+	// not seen by a count hook: parsing and compiling a chunk (every
+	// ChargeEvery steps of it, one step per token scanned plus per
+	// instruction emitted, times parseStepCost), and snapshotting a
+	// table's keys or indexing the snapshot for next (one step per
+	// workPerStep keys). Like a count hook it may raise an error (Error,
+	// Errorf) to stop the work: a parse stopped so fails to load with that
+	// error. It is only called inside a protected call.
+	Charge func(l *State, steps int)
+
 	// OnLimit, if set, is called just before a limit error is raised; kind
-	// is "string", "stack", "memory" or "pool" and limit the value that was
+	// is "string", "stack", "memory", "pool" or "source" and limit the value that was
 	// exceeded. It must only record the event: it must not call into l.
 	OnLimit func(l *State, kind string, limit int64)
 }
@@ -311,6 +330,103 @@ func (l *State) callDepthExceeded(depth int) {
 }
 
 const callDepthSlack = 20
+
+// Work charged through Limits.Charge (limits patch).
+const (
+	// ChargeEvery is how many steps of parsing are gathered between two
+	// calls of Limits.Charge.
+	ChargeEvery = 1000
+	// parseStepCost is the steps charged per token scanned and per
+	// instruction emitted. Measured on 2 shared cores: a token or an
+	// emitted instruction costs about 190 ns of parsing, a VM instruction
+	// of a plain loop 80-90 ns, so a unit of parsing is charged as about
+	// four instructions (up to twice its cost: on the safe side).
+	parseStepCost = 4
+	// workPerStep is how many keys next snapshots or indexes per step
+	// (copying a key costs about as much as a VM instruction).
+	workPerStep = 1
+)
+
+// Estimated bytes of what the compiler builds, with append's slack
+// (limits patch: parseWork.grow).
+const (
+	instructionBytes     = 16                               // one code and one lineInfo entry, each 4 bytes, doubled
+	constantBytes        = 104                              // a constants slot (doubled) and a constantLookup entry
+	localVariableBytes   = 96                               // a localVariables entry, doubled
+	upValueDescBytes     = 80                               // an upValues entry, doubled
+	nestedPrototypeBytes = 2*prototypeBytes0 + 2*tableBytes // a prototypes entry (doubled) and its function state
+)
+
+// parseWork is the compiler's account of its work (limits patch), kept in
+// the scanner: steps not yet passed to Limits.Charge, and the estimated
+// bytes of the prototypes being built, which nothing reachable holds yet.
+type parseWork struct {
+	steps int
+	bytes int64
+}
+
+// step counts n steps of parsing and passes them to Limits.Charge every
+// ChargeEvery steps.
+func (w *parseWork) step(l *State, n int) {
+	if w.steps += n; w.steps >= ChargeEvery {
+		steps := w.steps
+		w.steps = 0
+		l.chargeWork(steps)
+	}
+}
+
+// grow accounts n more bytes of the chunk being compiled: when the
+// allocation count passes its threshold, the live size plus everything
+// compiled so far is checked against MaxMemory.
+func (w *parseWork) grow(l *State, n int64) {
+	w.bytes += n
+	l.reservePending(n, w.bytes)
+}
+
+// sourceLimiter fails the parse once its reader has produced more than
+// MaxSourceLength bytes (limits patch).
+type sourceLimiter struct {
+	l    *State
+	r    io.Reader
+	left int
+}
+
+func (s *sourceLimiter) Read(b []byte) (int, error) {
+	if len(b) > s.left+1 {
+		b = b[:s.left+1]
+	}
+	n, err := s.r.Read(b)
+	if s.left -= n; s.left < 0 {
+		s.l.sourceTooLong()
+	}
+	return n, err
+}
+
+// limitSource returns r bounded by MaxSourceLength; a reader that tells
+// its length (LoadBuffer's) is refused before anything is read.
+func (l *State) limitSource(r io.Reader) io.Reader {
+	max := l.global.limits.MaxSourceLength
+	if max <= 0 {
+		return r
+	}
+	if n, ok := r.(interface{ Len() int }); ok && n.Len() > max {
+		l.sourceTooLong()
+	}
+	return &sourceLimiter{l: l, r: r, left: max}
+}
+
+func (l *State) sourceTooLong() {
+	max := l.global.limits.MaxSourceLength
+	l.limitError("source", int64(max), fmt.Sprintf("chunk too long (limit %d bytes)", max))
+}
+
+// chargeWork passes steps of work to Limits.Charge, inside protected calls
+// only (raising outside one would panic the host).
+func (l *State) chargeWork(steps int) {
+	if f := l.global.limits.Charge; f != nil && steps > 0 && l.protectFunction != nil {
+		f(l, steps)
+	}
+}
 
 // nestedCallsExceeded reports go-lua's own limit on nested Go calls.
 func (l *State) nestedCallsExceeded() {

@@ -400,7 +400,11 @@ func (l *State) ProtectedCallWithContinuation(argCount, resultCount, errorFuncti
 	l.checkResults(argCount, resultCount)
 	if errorFunction != 0 {
 		apiCheckStackIndex(errorFunction, l.indexToValue(errorFunction))
-		errorFunction = l.AbsIndex(errorFunction)
+		// limits patch: errorMessage reads l.stack[l.errorFunction], an
+		// absolute stack index; AbsIndex is relative to the current frame,
+		// so the handler called was whatever sat at the frame's offset
+		// (xpcall called its own caller again, recursing forever).
+		errorFunction = l.callInfo.function + l.AbsIndex(errorFunction)
 	}
 
 	f := l.top - (argCount + 1)

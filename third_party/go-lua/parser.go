@@ -674,7 +674,7 @@ func protectedParser(l *State, r io.Reader, name, chunkMode string) error {
 	l.nonYieldableCallCount++
 	err := l.protectedCall(func() {
 		var closure *luaClosure
-		b := bufio.NewReader(r)
+		b := bufio.NewReader(l.limitSource(r)) // limits patch: MaxSourceLength
 		if c, err := b.ReadByte(); err != nil {
 			l.checkMode(chunkMode, "text")
 			closure = l.parse(b, name)

@@ -157,7 +157,7 @@ func (w *walker) drain() {
 
 func (w *walker) table(t *table) {
 	w.total += tableBytes + int64(cap(t.array))*arraySlotBytes +
-		int64(max(len(t.hash), t.hashPeak))*hashEntryBytes + int64(cap(t.iterationKeys))*arraySlotBytes
+		int64(max(len(t.hash), t.hashPeak))*hashEntryBytes + int64(cap(t.iterationKeys)+cap(t.iterationValues))*arraySlotBytes + int64(len(t.iterationIndex))*hashEntryBytes
 	for _, v := range t.array {
 		w.value(v)
 	}

@@ -75,6 +75,7 @@ type scanner struct {
 	source               string
 	lookAheadToken       token
 	token
+	work parseWork // limits patch: charged steps and compiled bytes
 }
 
 func (s *scanner) assert(cond bool)           { s.l.assert(cond) }
@@ -118,6 +119,13 @@ func (s *scanner) incrementLineNumber() {
 	if s.lineNumber++; s.lineNumber >= maxInt {
 		s.syntaxError("chunk has too many lines")
 	}
+}
+
+// isNameStart reports whether c may start a name (limits patch): ASCII
+// letters and '_' only, as Lua's lislalpha in the C locale; unicode.IsLetter
+// accepted bytes >= 0x80 such as 0xAA or 0xC0-0xFF (literals.lua 87).
+func isNameStart(c rune) bool {
+	return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
 func (s *scanner) advance() {
@@ -491,8 +499,8 @@ func (s *scanner) scan() token {
 		default:
 			if unicode.IsDigit(c) {
 				return s.readNumber()
-			} else if c == '_' || unicode.IsLetter(c) {
-				for ; c == '_' || unicode.IsLetter(c) || unicode.IsDigit(c); c = s.current {
+			} else if isNameStart(c) {
+				for ; isNameStart(c) || unicode.IsDigit(c); c = s.current {
 					s.saveAndAdvance()
 				}
 				return s.reservedOrName()
@@ -504,6 +512,7 @@ func (s *scanner) scan() token {
 }
 
 func (s *scanner) next() {
+	s.work.step(s.l, parseStepCost) // limits patch
 	s.lastLine = s.lineNumber
 	if s.lookAheadToken.t != tkEOS {
 		s.token = s.lookAheadToken

@@ -1,6 +1,9 @@
 package lua
 
-import "log"
+import (
+	"fmt"
+	"log"
+)
 
 func (l *State) push(v value) {
 	l.stack[l.top] = v
@@ -417,7 +420,7 @@ func (l *State) protect(f func()) (err error) {
 	nestedGoCallCount, protectFunction := l.nestedGoCallCount, l.protectFunction
 	l.protectFunction = func() {
 		if e := recover(); e != nil {
-			err = e.(error)
+			err = l.recoveredError(e) // limits patch: was e.(error)
 			l.nestedGoCallCount, l.protectFunction = nestedGoCallCount, protectFunction
 			l.callDepthErrorRaised = false // limits patch: the depth error (if any) has been caught
 		}
@@ -426,6 +429,39 @@ func (l *State) protect(f func()) (err error) {
 	f()
 	l.nestedGoCallCount, l.protectFunction = nestedGoCallCount, protectFunction
 	return err
+}
+
+// recoveredError turns a recovered panic into the protected call's error
+// (limits patch). Errors thrown by the VM (RuntimeError, SyntaxError,
+// ErrorError, MemoryError, FileError) already have their error object on
+// the stack. Anything else, a Go runtime error inside the VM or a panic with
+// a value that is not an error at all, used to escape (e.(error) panicked
+// again) or left whatever sat on the stack top as the error object: it
+// becomes a runtime error whose error object is its text.
+func (l *State) recoveredError(e interface{}) error {
+	switch e := e.(type) {
+	case RuntimeError:
+		return e
+	case error:
+		switch e {
+		case SyntaxError, MemoryError, ErrorError, FileError:
+			return e
+		}
+		return l.pushRecovered(e.Error())
+	default:
+		return l.pushRecovered(fmt.Sprint(e))
+	}
+}
+
+func (l *State) pushRecovered(message string) error {
+	message = "go-lua internal error: " + message
+	if l.top < len(l.stack) {
+		l.stack[l.top] = message
+		l.top++
+	} else {
+		l.stack[l.top-1] = message
+	}
+	return RuntimeError(message)
 }
 
 func (l *State) hook(event, line int) {

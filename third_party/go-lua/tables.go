@@ -10,8 +10,15 @@ type table struct {
 	metaTable     *table
 	flags         byte
 	iterationKeys []value
-	hashPeak      int    // most entries the hash has held; Go maps never shrink (limits patch)
-	mark          uint32 // ReachableBytes walk epoch (limits patch)
+	// limits patch: where next resumes in iterationKeys, and an index of it
+	// built when a traversal does not resume where the last one stopped.
+	iterationPos   int
+	iterationIndex map[value]int
+	// iterationValues are the values of iterationKeys when snapshotted,
+	// dropped by the first write to the hash part after that.
+	iterationValues []value
+	hashPeak        int    // most entries the hash has held; Go maps never shrink (limits patch)
+	mark            uint32 // ReachableBytes walk epoch (limits patch)
 }
 
 func newTable() *table                     { return &table{hash: make(map[value]value)} }
@@ -53,6 +60,7 @@ func (t *table) extendArray(l *State, last int) {
 				if 0 < i && i <= len(t.array) {
 					t.array[i-1] = v
 					delete(t.hash, k)
+					t.hashWritten()
 				}
 			}
 		}
@@ -90,7 +98,7 @@ func (t *table) maybeResizeArray(l *State, key int) bool {
 
 func (t *table) addOrInsertHash(l *State, k, v value) {
 	if _, ok := t.hash[k]; !ok {
-		t.iterationKeys = nil // invalidate iterations when adding an entry
+		t.iterationKeys, t.iterationValues, t.iterationIndex = nil, nil, nil // invalidate iterations when adding an entry
 		t.hash[k] = v
 		// limits patch: account for the new entry (Go maps never shrink).
 		if n := len(t.hash); n > t.hashPeak {
@@ -100,6 +108,7 @@ func (t *table) addOrInsertHash(l *State, k, v value) {
 		return
 	}
 	t.hash[k] = v
+	t.hashWritten() // limits patch
 }
 
 func (t *table) putAtInt(l *State, k int, v value) {
@@ -109,6 +118,7 @@ func (t *table) putAtInt(l *State, k int, v value) {
 		t.array[k-1] = v
 	} else if v == nil {
 		delete(t.hash, float64(k))
+		t.hashWritten()
 	} else {
 		t.addOrInsertHash(l, float64(k), v)
 	}
@@ -142,18 +152,21 @@ func (t *table) put(l *State, k, v value) {
 			l.runtimeError("table index is NaN")
 		} else if v == nil {
 			delete(t.hash, k)
+			t.hashWritten()
 		} else {
 			t.addOrInsertHash(l, k, v)
 		}
 	case string:
 		if v == nil {
 			delete(t.hash, k)
+			t.hashWritten()
 		} else {
 			t.addOrInsertHash(l, k, v)
 		}
 	default:
 		if v == nil {
 			delete(t.hash, k)
+			t.hashWritten()
 		} else {
 			t.addOrInsertHash(l, k, v)
 		}
@@ -172,16 +185,19 @@ func (t *table) tryPut(l *State, k, v value) bool {
 			return false
 		} else if t.hash[k] != nil && v != nil {
 			t.hash[k] = v
+			t.hashWritten()
 			return true
 		}
 	case string:
 		if t.hash[k] != nil && v != nil {
 			t.hash[k] = v
+			t.hashWritten()
 			return true
 		}
 	default:
 		if t.hash[k] != nil && v != nil {
 			t.hash[k] = v
+			t.hashWritten()
 			return true
 		}
 	}
@@ -238,14 +254,32 @@ func arrayIndex(k value) int {
 }
 
 func (l *State) next(t *table, key int) bool {
+	// limits patch: linear traversal and clearing fields during traversal.
+	// Upstream searched the key snapshot from its start at every call
+	// (quadratic: 9,000 keys took seconds) and rejected a key that had just
+	// been assigned nil ("invalid key to 'next'"), which Lua allows. The
+	// snapshot position of the key last returned is remembered
+	// (iterationPos), so a traversal resumes there; a key found neither
+	// there nor in the snapshot is looked up in an index of the snapshot
+	// (built at most once per snapshot), so interleaved traversals stay
+	// linear too. Deleted keys stay in the snapshot and are skipped.
 	i, k := 0, l.stack[key]
+	start := 0    // snapshot position to resume the hash part from
 	if k == nil { // first iteration
 	} else if i = arrayIndex(k); 0 < i && i <= len(t.array) {
 		k = nil
-	} else if _, ok := t.hash[k]; !ok {
-		l.runtimeError("invalid key to 'next'") // key not found
 	} else {
-		i = len(t.array)
+		pos := t.iterationKeyPosition(l, k)
+		if pos < 0 {
+			if _, ok := t.hash[k]; !ok {
+				l.runtimeError("invalid key to 'next'") // key not found
+			}
+			t.buildIterationKeys(l)
+			if pos = t.iterationKeyPosition(l, k); pos < 0 {
+				l.runtimeError("invalid key to 'next'")
+			}
+		}
+		start, i = pos+1, len(t.array)
 	}
 	for ; i < len(t.array); i++ {
 		if t.array[i] != nil {
@@ -255,26 +289,73 @@ func (l *State) next(t *table, key int) bool {
 		}
 	}
 	if t.iterationKeys == nil {
-		l.allocated(int64(len(t.hash)) * arraySlotBytes) // limits patch
-		j, keys := 0, make([]value, len(t.hash))
-		for hk := range t.hash {
-			keys[j] = hk
-			j++
-		}
-		t.iterationKeys = keys
+		t.buildIterationKeys(l)
 	}
-	found := k == nil
-	for i, hk := range t.iterationKeys {
-		if hk == nil { // skip deleted key
-		} else if _, present := t.hash[hk]; !present {
-			t.iterationKeys[i] = nil // mark key as deleted
-		} else if found {
-			l.stack[key] = hk
-			l.stack[key+1] = t.hash[hk]
+	keys := t.iterationKeys
+	if t.iterationValues != nil {
+		// Nothing was written since the snapshot: every key is present
+		// with its snapshotted value, no lookup needed.
+		if start < len(keys) {
+			l.stack[key] = keys[start]
+			l.stack[key+1] = t.iterationValues[start]
+			t.iterationPos = start
 			return true
-		} else if l.equalObjects(hk, k) {
-			found = true
+		}
+		return false
+	}
+	for j := start; j < len(keys); j++ {
+		hk := keys[j]
+		if v, present := t.hash[hk]; present {
+			l.stack[key] = hk
+			l.stack[key+1] = v
+			t.iterationPos = j
+			return true
 		}
 	}
 	return false // no more elements
+}
+
+// buildIterationKeys snapshots the keys of t's hash part (limits patch:
+// split out of next, and accounted).
+func (t *table) buildIterationKeys(l *State) {
+	l.allocated(int64(len(t.hash)) * 2 * arraySlotBytes)
+	l.chargeWork(len(t.hash) / workPerStep)
+	j, keys, values := 0, make([]value, len(t.hash)), make([]value, len(t.hash))
+	for hk, hv := range t.hash {
+		keys[j], values[j] = hk, hv
+		j++
+	}
+	t.iterationKeys, t.iterationValues, t.iterationIndex, t.iterationPos = keys, values, nil, 0
+}
+
+// hashWritten drops the snapshot's values, which a write to the hash part
+// may have made stale (and which would keep old values alive unseen).
+func (t *table) hashWritten() {
+	if t.iterationValues != nil {
+		t.iterationValues = nil
+	}
+}
+
+// iterationKeyPosition returns the position of k in t's key snapshot, or -1
+// (limits patch).
+func (t *table) iterationKeyPosition(l *State, k value) int {
+	keys := t.iterationKeys
+	if keys == nil {
+		return -1
+	}
+	if p := t.iterationPos; p < len(keys) && keys[p] == k {
+		return p
+	}
+	if t.iterationIndex == nil {
+		l.allocated(int64(len(keys)) * hashEntryBytes)
+		l.chargeWork(len(keys) / workPerStep)
+		t.iterationIndex = make(map[value]int, len(keys))
+		for p, hk := range keys {
+			t.iterationIndex[hk] = p
+		}
+	}
+	if p, ok := t.iterationIndex[k]; ok {
+		return p
+	}
+	return -1
 }
