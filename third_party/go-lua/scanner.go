@@ -84,24 +84,38 @@ func (s *scanner) numberError()               { s.scanError("malformed number", 
 func isNewLine(c rune) bool                   { return c == '\n' || c == '\r' }
 func isDecimal(c rune) bool                   { return '0' <= c && c <= '9' }
 
+// tokenToString names a token kind as luaX_token2str does: "'x'" or
+// "char(N)" for single bytes, reserved words and symbols quoted, "<eof>",
+// "<number>", "<name>", "<string>" (errmsg patch: quoting as the reference).
 func (s *scanner) tokenToString(t rune) string {
 	switch {
-	case t == tkName || t == tkString:
-		return s.s
-	case t == tkNumber:
-		return fmt.Sprintf("%f", s.n)
 	case t < firstReserved:
-		return string(t) // TODO check for printable rune
+		if ' ' <= t && t < 0x7f {
+			return fmt.Sprintf("'%c'", t)
+		}
+		return fmt.Sprintf("char(%d)", t)
 	case t < tkEOS:
 		return fmt.Sprintf("'%s'", tokens[t-firstReserved])
 	}
 	return tokens[t-firstReserved]
 }
 
+// tokenText is the token an error is "near", as llex.c's txtToken: names,
+// strings and numbers as written in the source (the scanner's buffer, which
+// holds the text of the token being or last scanned), quoted (errmsg patch:
+// was the value of the previous token, numbers reformatted with %f).
+func (s *scanner) tokenText(t rune) string {
+	switch t {
+	case tkName, tkString, tkNumber:
+		return "'" + s.buffer.String() + "'"
+	}
+	return s.tokenToString(t)
+}
+
 func (s *scanner) scanError(message string, token rune) {
 	buff := chunkID(s.source)
 	if token != 0 {
-		message = fmt.Sprintf("%s:%d: %s near %s", buff, s.lineNumber, message, s.tokenToString(token))
+		message = fmt.Sprintf("%s:%d: %s near %s", buff, s.lineNumber, message, s.tokenText(token))
 	} else {
 		message = fmt.Sprintf("%s:%d: %s", buff, s.lineNumber, message)
 	}
@@ -182,8 +196,9 @@ func (s *scanner) readMultiLine(comment bool, sep int) (str string) {
 				if !comment {
 					str = s.buffer.String()
 					str = str[2+sep : len(str)-(2+sep)]
+				} else {
+					s.buffer.Reset() // errmsg patch: a string's text stays for messages until the next token
 				}
-				s.buffer.Reset()
 				return
 			}
 		case '\r':
@@ -227,7 +242,7 @@ func (s *scanner) readHexNumber(x float64) (n float64, c rune, i int) {
 		default:
 			return
 		}
-		s.advance()
+		s.saveAndAdvance() // errmsg patch: keep the text for messages (was advance)
 		c, n, i = s.current, n*16.0+float64(c), i+1
 	}
 }
@@ -240,11 +255,10 @@ func (s *scanner) readNumber() token {
 	if c == '0' && s.checkNext("Xx") { // hexadecimal
 		prefix := s.buffer.String()
 		s.assert(prefix == "0x" || prefix == "0X")
-		s.buffer.Reset()
-		var exponent int
+		var exponent int // errmsg patch: the buffer keeps the number's text for messages
 		fraction, c, i := s.readHexNumber(0)
 		if c == '.' {
-			s.advance()
+			s.saveAndAdvance()
 			fraction, c, exponent = s.readHexNumber(fraction)
 		}
 		if i == 0 && exponent == 0 {
@@ -252,24 +266,24 @@ func (s *scanner) readNumber() token {
 		}
 		exponent *= -4
 		if c == 'p' || c == 'P' {
-			s.advance()
+			s.saveAndAdvance()
 			var negativeExponent bool
 			if c = s.current; c == '+' || c == '-' {
 				negativeExponent = c == '-'
-				s.advance()
+				s.saveAndAdvance()
 			}
 			if !isDecimal(s.current) {
 				s.numberError()
 			}
+			mark := s.buffer.Len()
 			_ = s.readDigits()
-			if e, err := strconv.ParseInt(s.buffer.String(), base10, bits64); err != nil {
+			if e, err := strconv.ParseInt(s.buffer.String()[mark:], base10, bits64); err != nil {
 				s.numberError()
 			} else if negativeExponent {
 				exponent += int(-e)
 			} else {
 				exponent += int(e)
 			}
-			s.buffer.Reset()
 		}
 		return token{t: tkNumber, n: math.Ldexp(fraction, exponent)}
 	}
@@ -295,7 +309,6 @@ func (s *scanner) readNumber() token {
 	if err != nil {
 		s.numberError()
 	}
-	s.buffer.Reset()
 	return token{t: tkNumber, n: f}
 }
 
@@ -384,8 +397,7 @@ func (s *scanner) readString() token {
 		}
 	}
 	s.saveAndAdvance()
-	str := s.buffer.String()
-	s.buffer.Reset()
+	str := s.buffer.String() // errmsg patch: the buffer is reset when the next token starts
 	return token{t: tkString, s: str[1 : len(str)-1]}
 }
 
@@ -399,8 +411,7 @@ func isReserved(s string) bool {
 }
 
 func (s *scanner) reservedOrName() token {
-	str := s.buffer.String()
-	s.buffer.Reset()
+	str := s.buffer.String() // errmsg patch: the buffer is reset when the next token starts
 	for i, reserved := range tokens[:reservedCount] {
 		if str == reserved {
 			return token{t: rune(i + firstReserved), s: reserved}
@@ -412,6 +423,7 @@ func (s *scanner) reservedOrName() token {
 func (s *scanner) scan() token {
 	const comment, str = true, false
 	for {
+		s.buffer.Reset() // errmsg patch: the buffer holds the text of the token being scanned
 		switch c := s.current; c {
 		case '\n', '\r':
 			s.incrementLineNumber()
@@ -434,7 +446,7 @@ func (s *scanner) scan() token {
 		case '[':
 			if sep := s.skipSeparator(); sep >= 0 {
 				return token{t: tkString, s: s.readMultiLine(str, sep)}
-			} else if s.buffer.Reset(); sep == -1 {
+			} else if sep == -1 {
 				return token{t: '['}
 			}
 			s.scanError("invalid long string delimiter", tkString)
