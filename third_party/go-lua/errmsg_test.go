@@ -1,6 +1,7 @@
 package lua
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -125,10 +126,43 @@ func TestSyntaxErrorMessages(t *testing.T) {
 		{"x = = 0x10", `[string "x = = 0x10"]:1: unexpected symbol near '='`},
 		{"f(0x10 0x20)", `[string "f(0x10 0x20)"]:1: ')' expected near '0x20'`},
 		{"x = \x01", `[string "x = ` + "\x01" + `"]:1: unexpected symbol near char(1)`},
+		{"x = 1..2", `[string "x = 1..2"]:1: malformed number near '1..2'`},
+		{"x = 12abc", `[string "x = 12abc"]:1: malformed number near '12abc'`},
+		{"x = 1e5e3", `[string "x = 1e5e3"]:1: malformed number near '1e5e3'`},
+		{"x = 0x1p+", `[string "x = 0x1p+"]:1: malformed number near '0x1p+'`},
+		{"return 0x1g", `[string "return 0x1g"]:1: <eof> expected near 'g'`},
 	} {
 		if got := errmsgOf(t, c.code); got != c.want {
 			t.Errorf("%q\n got: %s\nwant: %s", c.code, got, c.want)
 		}
+	}
+}
+
+// Numerals are read greedily but valued as before (and as lua5.2 values them).
+func TestNumeralValues(t *testing.T) {
+	for _, c := range []struct {
+		text string
+		want float64
+	}{
+		{"1.", 1}, {".5", 0.5}, {"010", 10}, {"0e12", 0}, {"1e-400", 0}, {"0x10", 16},
+		{"0xA23p-4", 162.1875}, {"0x.8", 0.5}, {"0x1.", 1}, {"0X1.921FB54442D18P+1", 3.141592653589793},
+		{"1e+5", 100000}, {"5E-2", 0.05}, {"0x1P4", 16}, {"9007199254740993", 9007199254740992},
+	} {
+		l := errmsgState()
+		if err := DoString(l, "return "+c.text); err != nil {
+			t.Errorf("%s: %v", c.text, err)
+			continue
+		}
+		if n, _ := l.ToNumber(-1); n != c.want {
+			t.Errorf("%s = %v, want %v", c.text, n, c.want)
+		}
+	}
+	l := errmsgState()
+	if err := DoString(l, "return 1e400"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := l.ToNumber(-1); !math.IsInf(n, 1) {
+		t.Errorf("1e400 = %v, want +Inf (strtod's overflow value)", n)
 	}
 }
 

@@ -216,100 +216,115 @@ func (s *scanner) readMultiLine(comment bool, sep int) (str string) {
 	}
 }
 
-func (s *scanner) readDigits() (c rune) {
-	for c = s.current; isDecimal(c); c = s.current {
-		s.saveAndAdvance()
-	}
-	return
-}
-
 func isHexadecimal(c rune) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-func (s *scanner) readHexNumber(x float64) (n float64, c rune, i int) {
-	if c, n = s.current, x; !isHexadecimal(c) {
-		return
-	}
-	for {
-		switch {
-		case '0' <= c && c <= '9':
-			c = c - '0'
-		case 'a' <= c && c <= 'f':
-			c = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return
-		}
-		s.saveAndAdvance() // errmsg patch: keep the text for messages (was advance)
-		c, n, i = s.current, n*16.0+float64(c), i+1
-	}
-}
-
+// readNumber reads a numeral greedily as llex.c's read_numeral does (hex
+// digits, '.', and an exponent mark with its sign), so that a malformed
+// numeral is reported whole ("malformed number near '1..2'"), then
+// converts it as luaO_str2d does. errmsg patch: upstream stopped at the
+// first character that could not continue the number ("1..2" scanned as
+// "1." and ".2").
 func (s *scanner) readNumber() token {
-	const bits64, base10 = 64, 10
 	c := s.current
 	s.assert(isDecimal(c))
+	expo := "Ee"
 	s.saveAndAdvance()
 	if c == '0' && s.checkNext("Xx") { // hexadecimal
-		prefix := s.buffer.String()
-		s.assert(prefix == "0x" || prefix == "0X")
-		var exponent int // errmsg patch: the buffer keeps the number's text for messages
-		fraction, c, i := s.readHexNumber(0)
-		if c == '.' {
+		expo = "Pp"
+	}
+	for {
+		if s.checkNext(expo) {
+			s.checkNext("+-")
+		}
+		if isHexadecimal(s.current) || s.current == '.' {
 			s.saveAndAdvance()
-			fraction, c, exponent = s.readHexNumber(fraction)
-		}
-		if i == 0 && exponent == 0 {
-			s.numberError()
-		}
-		exponent *= -4
-		if c == 'p' || c == 'P' {
-			s.saveAndAdvance()
-			var negativeExponent bool
-			if c = s.current; c == '+' || c == '-' {
-				negativeExponent = c == '-'
-				s.saveAndAdvance()
-			}
-			if !isDecimal(s.current) {
-				s.numberError()
-			}
-			mark := s.buffer.Len()
-			_ = s.readDigits()
-			if e, err := strconv.ParseInt(s.buffer.String()[mark:], base10, bits64); err != nil {
-				s.numberError()
-			} else if negativeExponent {
-				exponent += int(-e)
-			} else {
-				exponent += int(e)
-			}
-		}
-		return token{t: tkNumber, n: math.Ldexp(fraction, exponent)}
-	}
-	c = s.readDigits()
-	if c == '.' {
-		s.saveAndAdvance()
-		c = s.readDigits()
-	}
-	if c == 'e' || c == 'E' {
-		s.saveAndAdvance()
-		if c = s.current; c == '+' || c == '-' {
-			s.saveAndAdvance()
-		}
-		_ = s.readDigits()
-	}
-	str := s.buffer.String()
-	if strings.HasPrefix(str, "0") {
-		if str = strings.TrimLeft(str, "0"); str == "" || !isDecimal(rune(str[0])) {
-			str = "0" + str
+		} else {
+			break
 		}
 	}
-	f, err := strconv.ParseFloat(str, bits64)
-	if err != nil {
+	n, ok := numeralValue(s.buffer.String())
+	if !ok {
 		s.numberError()
 	}
-	return token{t: tkNumber, n: f}
+	return token{t: tkNumber, n: n}
+}
+
+// numeralValue converts a numeral's text: hexadecimal as
+// lua_strx2number (digits, an optional fraction, an optional binary
+// exponent), decimal as strtod (out-of-range values become ±Inf or 0, as
+// strtod returns them). errmsg patch.
+func numeralValue(text string) (float64, bool) {
+	if len(text) > 1 && (text[1] == 'x' || text[1] == 'X') {
+		return hexNumeralValue(text[2:])
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil {
+		if ne, ok := err.(*strconv.NumError); !ok || ne.Err != strconv.ErrRange {
+			return 0, false
+		}
+	}
+	return f, true
+}
+
+func hexNumeralValue(text string) (float64, bool) {
+	var mantissa float64
+	exponent, digits, i := 0, 0, 0
+	hexValue := func(c byte) (int, bool) {
+		switch {
+		case '0' <= c && c <= '9':
+			return int(c - '0'), true
+		case 'a' <= c && c <= 'f':
+			return int(c-'a') + 10, true
+		case 'A' <= c && c <= 'F':
+			return int(c-'A') + 10, true
+		}
+		return 0, false
+	}
+	for ; i < len(text); i++ {
+		v, ok := hexValue(text[i])
+		if !ok {
+			break
+		}
+		mantissa, digits = mantissa*16+float64(v), digits+1
+	}
+	if i < len(text) && text[i] == '.' {
+		for i++; i < len(text); i++ {
+			v, ok := hexValue(text[i])
+			if !ok {
+				break
+			}
+			mantissa, digits, exponent = mantissa*16+float64(v), digits+1, exponent-4
+		}
+	}
+	if digits == 0 {
+		return 0, false
+	}
+	if i < len(text) && (text[i] == 'p' || text[i] == 'P') {
+		i++
+		negative := false
+		if i < len(text) && (text[i] == '+' || text[i] == '-') {
+			negative = text[i] == '-'
+			i++
+		}
+		if i == len(text) {
+			return 0, false
+		}
+		e, err := strconv.ParseInt(text[i:], 10, 32)
+		if err != nil {
+			return 0, false
+		}
+		if negative {
+			e = -e
+		}
+		exponent += int(e)
+		i = len(text)
+	}
+	if i != len(text) {
+		return 0, false
+	}
+	return math.Ldexp(mantissa, exponent), true
 }
 
 var escapes map[rune]rune = map[rune]rune{
