@@ -75,6 +75,17 @@ func TestErrorMessagesNameVariables(t *testing.T) {
 		{"print(print < print)", "attempt to compare two function values"},
 		{"x = {} <= {}", "attempt to compare two table values"},
 		{"x = 1 < nil", "attempt to compare number with nil"},
+		{"local _ENV = nil; x = 1", "attempt to index local '_ENV' (a nil value)"},
+		{"local _ENV = nil; (function() x = 1 end)()", "attempt to index upvalue '_ENV' (a nil value)"},
+		{"local _ENV = nil; (function() return x end)()", "attempt to index upvalue '_ENV' (a nil value)"},
+		{"for k in 3 do end", "attempt to call a number value"},
+		{"local s; x = s .. 'a'", "attempt to concatenate local 's' (a nil value)"},
+		{"local a = 'x' .. {} .. 'y'", "attempt to concatenate a table value"},
+		{"local t = setmetatable({}, {__index = 5}); return t.x", "attempt to index a number value"},
+		{"local u = {}; return u.a.b.c", "attempt to index field 'a' (a nil value)"},
+		{"return #nil", "attempt to get length of a nil value"},
+		{"local f = 5; f()", "attempt to call local 'f' (a number value)"},
+		{"local t = {}; t[1](2)", "attempt to call field '?' (a nil value)"},
 	} {
 		if got := errmsgOf(t, c.code); !strings.HasSuffix(got, "]:1: "+c.want) && !strings.HasSuffix(got, ": "+c.want) {
 			t.Errorf("%q\n got: %s\nwant: ...: %s", c.code, got, c.want)
