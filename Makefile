@@ -35,6 +35,8 @@ test: build vet
 
 test-go:
 	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 15m ./...
+	@echo "the patched go-lua's own tests (a nested module, not in ./...)"
+	cd third_party/go-lua && $(GO) test -race -count=1 -timeout 15m ./...
 	@echo "compiling and running every benchmark once (-benchtime 1x)"
 	@out=$$(TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./... 2>&1) || { echo "$$out" | grep -v '^Benchmark' | tail -60; exit 1; }
 

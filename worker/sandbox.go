@@ -18,6 +18,14 @@ import (
 // removedGlobals are base functions a tenant must not have.
 var removedGlobals = []string{"dofile", "loadfile", "require", "module", "loadstring"}
 
+// gcOptions are the options Lua 5.2's collectgarbage knows; templates may
+// use "count" only.
+var gcOptions = map[string]bool{
+	"stop": true, "restart": true, "collect": true, "count": true, "step": true,
+	"setpause": true, "setstepmul": true, "setmajorinc": true, "isrunning": true,
+	"generational": true, "incremental": true,
+}
+
 // keptOS are the os functions a tenant keeps.
 var keptOS = []string{"time", "clock", "date", "difftime"}
 
@@ -92,6 +100,10 @@ func (vm *VM) overrideBase() {
 	})
 	l.Register("collectgarbage", func(l *lua.State) int {
 		opt := lua.OptString(l, 1, "collect")
+		if !gcOptions[opt] {
+			// Not an option at all: the reference interpreter's message.
+			lua.ArgumentError(l, 1, "invalid option '"+opt+"'")
+		}
 		if opt != "count" {
 			lua.Errorf(l, "collectgarbage: only \"count\" is allowed in templates")
 		}

@@ -140,16 +140,25 @@ func ArgumentError(l *State, argCount int, extraMessage string) {
 	Errorf(l, "bad argument #%d to '%s' (%s)", argCount, d.Name, extraMessage)
 }
 
-func findField(l *State, objectIndex, level int) bool {
+// maxFindFieldEntries bounds the entries pushGlobalFunctionName visits:
+// a script with a huge global table must not make every argument error of a
+// Go function cost a walk over it (errmsg patch).
+const maxFindFieldEntries = 512
+
+func findField(l *State, objectIndex, level int, budget *int) bool {
 	if level == 0 || !l.IsTable(-1) {
 		return false
 	}
 	for l.PushNil(); l.Next(-2); l.Pop(1) { // for each pair in table
+		if *budget--; *budget < 0 {
+			l.Pop(2) // remove key and value
+			return false
+		}
 		if l.IsString(-2) { // ignore non-string keys
 			if l.RawEqual(objectIndex, -1) { // found object?
 				l.Pop(1) // remove value (but keep name)
 				return true
-			} else if findField(l, objectIndex, level-1) { // try recursively
+			} else if findField(l, objectIndex, level-1, budget) { // try recursively
 				l.Remove(-2) // remove table (but keep name)
 				l.PushString(".")
 				l.Insert(-2) // place "." between the two names
@@ -165,7 +174,8 @@ func pushGlobalFunctionName(l *State, f Frame) bool {
 	top := l.Top()
 	Info(l, "f", f) // push function
 	l.PushGlobalTable()
-	if findField(l, top+1, 2) {
+	budget := maxFindFieldEntries
+	if findField(l, top+1, 2, &budget) {
 		l.Copy(-1, top+1) // move name to proper place
 		l.Pop(2)          // remove pushed values
 		return true

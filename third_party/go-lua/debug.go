@@ -23,7 +23,13 @@ func (l *State) currentLine(ci *callInfo) int {
 	return int(l.prototype(ci).lineInfo[ci.savedPC-1])
 }
 
+// chunkID shortens a chunk name for messages as luaO_chunkid does with
+// LUA_IDSIZE 60 (errmsg patch: long file names keep their end, string
+// sources are cut at 45 bytes or their first newline, followed by "...").
 func chunkID(source string) string {
+	if source == "" {
+		return "[string \"\"]"
+	}
 	switch source[0] {
 	case '=': // "literal" source
 		if len(source) <= idSize {
@@ -34,13 +40,22 @@ func chunkID(source string) string {
 		if len(source) <= idSize {
 			return source[1:]
 		}
-		return "..." + source[1:idSize-3]
+		const keep = idSize - len("...") - 1 // bytes kept from the end of the name
+		return "..." + source[len(source)-keep:]
 	}
-	source = strings.Split(source, "\n")[0]
-	if l := len("[string \"...\"]"); len(source) > idSize-l {
-		return "[string \"" + source + "...\"]"
+	const pre, rets, pos = "[string \"", "...", "\"]"
+	max := idSize - len(pre+rets+pos) - 1 // bytes of the source kept
+	nl := strings.IndexByte(source, '\n')
+	if len(source) < max && nl < 0 {
+		return pre + source + pos
 	}
-	return "[string \"" + source + "\"]"
+	if nl >= 0 {
+		source = source[:nl]
+	}
+	if len(source) > max {
+		source = source[:max]
+	}
+	return pre + source + rets + pos
 }
 
 func (l *State) runtimeError(message string) {
@@ -60,46 +75,105 @@ func (l *State) runtimeError(message string) {
 	l.errorMessage()
 }
 
+// typeError raises "attempt to <operation> <kind> '<name>' (a <type> value)"
+// naming the variable holding v, as luaG_typeerror does (errmsg patch: the
+// variable is the operand of the current instruction, found by position as
+// the reference finds it by pointer, instead of the first upvalue or
+// register holding an equal value).
 func (l *State) typeError(v value, operation string) {
+	kind, name := l.varInfo(v)
+	l.typeErrorNamed(v, operation, kind, name)
+}
+
+func (l *State) typeErrorNamed(v value, operation, kind, name string) {
 	typeName := l.valueToType(v).String()
-	if ci := l.callInfo; ci.isLua() {
-		c := l.stack[ci.function].(*luaClosure)
-		var kind, name string
-		isUpValue := func() bool {
-			for i, uv := range c.upValues {
-				if uv.value() == v {
-					kind, name = "upvalue", c.prototype.upValueName(i)
-					return true
-				}
-			}
-			return false
-		}
-		frameIndex := 0
-		isInStack := func() bool {
-			for i, e := range ci.frame {
-				if e == v {
-					frameIndex = i
-					return true
-				}
-			}
-			return false
-		}
-		if !isUpValue() && isInStack() {
-			name, kind = c.prototype.objectName(frameIndex, ci.savedPC)
-		}
-		if kind != "" {
-			l.runtimeError(fmt.Sprintf("attempt to %s %s '%s' (a %s value)", operation, kind, name, typeName))
-		}
+	if kind != "" {
+		l.runtimeError(fmt.Sprintf("attempt to %s %s '%s' (a %s value)", operation, kind, name, typeName))
 	}
 	l.runtimeError(fmt.Sprintf("attempt to %s a %s value", operation, typeName))
 }
 
+// varInfo returns the kind and name of the variable of the running Lua
+// function that holds v as an operand of the instruction being executed
+// (the upvalue of GETTABUP/SETTABUP, the register indexed, called, negated,
+// measured or, for arithmetic, the first non-number operand), or "" when v
+// is not such an operand (a constant, a value reached through __index, a Go
+// caller). errmsg patch.
+func (l *State) varInfo(v value) (kind, name string) {
+	ci := l.callInfo
+	if !ci.isLua() || ci.savedPC == 0 {
+		return
+	}
+	c, ok := l.stack[ci.function].(*luaClosure)
+	if !ok {
+		return
+	}
+	p, pc := c.prototype, ci.savedPC-1
+	i, reg := p.code[pc], -1
+	switch i.opCode() {
+	case opGetTableUp:
+		if c.upValue(i.b()) == v {
+			return "upvalue", p.upValueName(i.b())
+		}
+		return
+	case opSetTableUp:
+		if c.upValue(i.a()) == v {
+			return "upvalue", p.upValueName(i.a())
+		}
+		return
+	case opGetTable, opSelf, opUnaryMinus, opLength:
+		reg = i.b()
+	case opSetTable, opCall, opTailCall:
+		reg = i.a()
+	case opTForCall:
+		reg = i.a() + 3
+	case opAdd, opSub, opMul, opDiv, opMod, opPow:
+		reg = i.b() // the first operand that is not a number, as arithError picks
+		if isConstant(reg) {
+			if _, ok := l.toNumber(p.constants[constantIndex(reg)]); !ok {
+				return
+			}
+		} else if reg < len(ci.frame) {
+			if _, ok := l.toNumber(ci.frame[reg]); !ok {
+				break
+			}
+		}
+		if reg = i.c(); isConstant(reg) {
+			return
+		}
+	}
+	if reg < 0 || reg >= len(ci.frame) || ci.frame[reg] != v {
+		return
+	}
+	name, kind = p.objectName(reg, pc)
+	return
+}
+
+// stackVarInfo is varInfo for a value known by its stack index (the
+// operands of CONCAT). errmsg patch.
+func (l *State) stackVarInfo(index int) (kind, name string) {
+	ci := l.callInfo
+	if !ci.isLua() || ci.savedPC == 0 {
+		return
+	}
+	c, ok := l.stack[ci.function].(*luaClosure)
+	if !ok {
+		return
+	}
+	if reg := index - ci.base(); 0 <= reg && reg < len(ci.frame) {
+		name, kind = c.prototype.objectName(reg, ci.savedPC-1)
+	}
+	return
+}
+
+// orderError: "attempt to compare two table values", "... number with nil"
+// (errmsg patch: type names unquoted, as luaG_ordererror writes them).
 func (l *State) orderError(left, right value) {
 	leftType, rightType := l.valueToType(left).String(), l.valueToType(right).String()
 	if leftType == rightType {
-		l.runtimeError(fmt.Sprintf("attempt to compare two '%s' values", leftType))
+		l.runtimeError(fmt.Sprintf("attempt to compare two %s values", leftType))
 	}
-	l.runtimeError(fmt.Sprintf("attempt to compare '%s' with '%s'", leftType, rightType))
+	l.runtimeError(fmt.Sprintf("attempt to compare %s with %s", leftType, rightType))
 }
 
 func (l *State) arithError(v1, v2 value) {
@@ -109,16 +183,21 @@ func (l *State) arithError(v1, v2 value) {
 	l.typeError(v2, "perform arithmetic on")
 }
 
-func (l *State) concatError(v1, v2 value) {
-	_, isString := v1.(string)
-	_, isNumber := v1.(float64)
-	if isString || isNumber {
-		v1 = v2
+// concatError reports the operand at stack index i1, or at i2 when the
+// first is a string or number (errmsg patch: by stack index, so that the
+// variable holding it can be named).
+func (l *State) concatError(i1, i2 int) {
+	switch l.stack[i1].(type) {
+	case string, float64:
+		i1 = i2
 	}
-	_, isString = v1.(string)
-	_, isNumber = v1.(float64)
-	l.assert(!isString && !isNumber)
-	l.typeError(v1, "concatenate")
+	v := l.stack[i1]
+	switch v.(type) {
+	case string, float64:
+		l.assert(false)
+	}
+	kind, name := l.stackVarInfo(i1)
+	l.typeErrorNamed(v, "concatenate", kind, name)
 }
 
 func (l *State) assert(cond bool) {
@@ -261,7 +340,7 @@ func (l *State) functionName(ci *callInfo) (name, kind string) {
 	}
 	var tm tm
 	p := l.prototype(ci)
-	pc := ci.savedPC
+	pc := ci.savedPC - 1 // the calling instruction (errmsg patch: was the next one)
 	switch i := p.code[pc]; i.opCode() {
 	case opCall, opTailCall:
 		return p.objectName(i.a(), pc)
@@ -415,7 +494,7 @@ func Info(l *State, what string, where Frame) (d Debug, ok bool) {
 		}
 	}
 	if hasF {
-		l.apiPush(f)
+		l.apiPush(fun) // errmsg patch: Go functions too (f is nil for them)
 	}
 	if hasL {
 		l.collectValidLines(f)

@@ -85,24 +85,38 @@ func (s *scanner) numberError()               { s.scanError("malformed number", 
 func isNewLine(c rune) bool                   { return c == '\n' || c == '\r' }
 func isDecimal(c rune) bool                   { return '0' <= c && c <= '9' }
 
+// tokenToString names a token kind as luaX_token2str does: "'x'" or
+// "char(N)" for single bytes, reserved words and symbols quoted, "<eof>",
+// "<number>", "<name>", "<string>" (errmsg patch: quoting as the reference).
 func (s *scanner) tokenToString(t rune) string {
 	switch {
-	case t == tkName || t == tkString:
-		return s.s
-	case t == tkNumber:
-		return fmt.Sprintf("%f", s.n)
 	case t < firstReserved:
-		return string(t) // TODO check for printable rune
+		if ' ' <= t && t < 0x7f {
+			return fmt.Sprintf("'%c'", t)
+		}
+		return fmt.Sprintf("char(%d)", t)
 	case t < tkEOS:
 		return fmt.Sprintf("'%s'", tokens[t-firstReserved])
 	}
 	return tokens[t-firstReserved]
 }
 
+// tokenText is the token an error is "near", as llex.c's txtToken: names,
+// strings and numbers as written in the source (the scanner's buffer, which
+// holds the text of the token being or last scanned), quoted (errmsg patch:
+// was the value of the previous token, numbers reformatted with %f).
+func (s *scanner) tokenText(t rune) string {
+	switch t {
+	case tkName, tkString, tkNumber:
+		return "'" + s.buffer.String() + "'"
+	}
+	return s.tokenToString(t)
+}
+
 func (s *scanner) scanError(message string, token rune) {
 	buff := chunkID(s.source)
 	if token != 0 {
-		message = fmt.Sprintf("%s:%d: %s near %s", buff, s.lineNumber, message, s.tokenToString(token))
+		message = fmt.Sprintf("%s:%d: %s near %s", buff, s.lineNumber, message, s.tokenText(token))
 	} else {
 		message = fmt.Sprintf("%s:%d: %s", buff, s.lineNumber, message)
 	}
@@ -190,8 +204,9 @@ func (s *scanner) readMultiLine(comment bool, sep int) (str string) {
 				if !comment {
 					str = s.buffer.String()
 					str = str[2+sep : len(str)-(2+sep)]
+				} else {
+					s.buffer.Reset() // errmsg patch: a string's text stays for messages until the next token
 				}
-				s.buffer.Reset()
 				return
 			}
 		case '\r':
@@ -209,102 +224,115 @@ func (s *scanner) readMultiLine(comment bool, sep int) (str string) {
 	}
 }
 
-func (s *scanner) readDigits() (c rune) {
-	for c = s.current; isDecimal(c); c = s.current {
-		s.saveAndAdvance()
-	}
-	return
-}
-
 func isHexadecimal(c rune) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-func (s *scanner) readHexNumber(x float64) (n float64, c rune, i int) {
-	if c, n = s.current, x; !isHexadecimal(c) {
-		return
-	}
-	for {
-		switch {
-		case '0' <= c && c <= '9':
-			c = c - '0'
-		case 'a' <= c && c <= 'f':
-			c = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return
-		}
-		s.advance()
-		c, n, i = s.current, n*16.0+float64(c), i+1
-	}
-}
-
+// readNumber reads a numeral greedily as llex.c's read_numeral does (hex
+// digits, '.', and an exponent mark with its sign), so that a malformed
+// numeral is reported whole ("malformed number near '1..2'"), then
+// converts it as luaO_str2d does. errmsg patch: upstream stopped at the
+// first character that could not continue the number ("1..2" scanned as
+// "1." and ".2").
 func (s *scanner) readNumber() token {
-	const bits64, base10 = 64, 10
 	c := s.current
 	s.assert(isDecimal(c))
+	expo := "Ee"
 	s.saveAndAdvance()
 	if c == '0' && s.checkNext("Xx") { // hexadecimal
-		prefix := s.buffer.String()
-		s.assert(prefix == "0x" || prefix == "0X")
-		s.buffer.Reset()
-		var exponent int
-		fraction, c, i := s.readHexNumber(0)
-		if c == '.' {
-			s.advance()
-			fraction, c, exponent = s.readHexNumber(fraction)
-		}
-		if i == 0 && exponent == 0 {
-			s.numberError()
-		}
-		exponent *= -4
-		if c == 'p' || c == 'P' {
-			s.advance()
-			var negativeExponent bool
-			if c = s.current; c == '+' || c == '-' {
-				negativeExponent = c == '-'
-				s.advance()
-			}
-			if !isDecimal(s.current) {
-				s.numberError()
-			}
-			_ = s.readDigits()
-			if e, err := strconv.ParseInt(s.buffer.String(), base10, bits64); err != nil {
-				s.numberError()
-			} else if negativeExponent {
-				exponent += int(-e)
-			} else {
-				exponent += int(e)
-			}
-			s.buffer.Reset()
-		}
-		return token{t: tkNumber, n: math.Ldexp(fraction, exponent)}
+		expo = "Pp"
 	}
-	c = s.readDigits()
-	if c == '.' {
-		s.saveAndAdvance()
-		c = s.readDigits()
-	}
-	if c == 'e' || c == 'E' {
-		s.saveAndAdvance()
-		if c = s.current; c == '+' || c == '-' {
+	for {
+		if s.checkNext(expo) {
+			s.checkNext("+-")
+		}
+		if isHexadecimal(s.current) || s.current == '.' {
 			s.saveAndAdvance()
-		}
-		_ = s.readDigits()
-	}
-	str := s.buffer.String()
-	if strings.HasPrefix(str, "0") {
-		if str = strings.TrimLeft(str, "0"); str == "" || !isDecimal(rune(str[0])) {
-			str = "0" + str
+		} else {
+			break
 		}
 	}
-	f, err := strconv.ParseFloat(str, bits64)
-	if err != nil {
+	n, ok := numeralValue(s.buffer.String())
+	if !ok {
 		s.numberError()
 	}
-	s.buffer.Reset()
-	return token{t: tkNumber, n: f}
+	return token{t: tkNumber, n: n}
+}
+
+// numeralValue converts a numeral's text: hexadecimal as
+// lua_strx2number (digits, an optional fraction, an optional binary
+// exponent), decimal as strtod (out-of-range values become ±Inf or 0, as
+// strtod returns them). errmsg patch.
+func numeralValue(text string) (float64, bool) {
+	if len(text) > 1 && (text[1] == 'x' || text[1] == 'X') {
+		return hexNumeralValue(text[2:])
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil {
+		if ne, ok := err.(*strconv.NumError); !ok || ne.Err != strconv.ErrRange {
+			return 0, false
+		}
+	}
+	return f, true
+}
+
+func hexNumeralValue(text string) (float64, bool) {
+	var mantissa float64
+	exponent, digits, i := 0, 0, 0
+	hexValue := func(c byte) (int, bool) {
+		switch {
+		case '0' <= c && c <= '9':
+			return int(c - '0'), true
+		case 'a' <= c && c <= 'f':
+			return int(c-'a') + 10, true
+		case 'A' <= c && c <= 'F':
+			return int(c-'A') + 10, true
+		}
+		return 0, false
+	}
+	for ; i < len(text); i++ {
+		v, ok := hexValue(text[i])
+		if !ok {
+			break
+		}
+		mantissa, digits = mantissa*16+float64(v), digits+1
+	}
+	if i < len(text) && text[i] == '.' {
+		for i++; i < len(text); i++ {
+			v, ok := hexValue(text[i])
+			if !ok {
+				break
+			}
+			mantissa, digits, exponent = mantissa*16+float64(v), digits+1, exponent-4
+		}
+	}
+	if digits == 0 {
+		return 0, false
+	}
+	if i < len(text) && (text[i] == 'p' || text[i] == 'P') {
+		i++
+		negative := false
+		if i < len(text) && (text[i] == '+' || text[i] == '-') {
+			negative = text[i] == '-'
+			i++
+		}
+		if i == len(text) {
+			return 0, false
+		}
+		e, err := strconv.ParseInt(text[i:], 10, 32)
+		if err != nil {
+			return 0, false
+		}
+		if negative {
+			e = -e
+		}
+		exponent += int(e)
+		i = len(text)
+	}
+	if i != len(text) {
+		return 0, false
+	}
+	return math.Ldexp(mantissa, exponent), true
 }
 
 var escapes map[rune]rune = map[rune]rune{
@@ -392,8 +420,7 @@ func (s *scanner) readString() token {
 		}
 	}
 	s.saveAndAdvance()
-	str := s.buffer.String()
-	s.buffer.Reset()
+	str := s.buffer.String() // errmsg patch: the buffer is reset when the next token starts
 	return token{t: tkString, s: str[1 : len(str)-1]}
 }
 
@@ -407,8 +434,7 @@ func isReserved(s string) bool {
 }
 
 func (s *scanner) reservedOrName() token {
-	str := s.buffer.String()
-	s.buffer.Reset()
+	str := s.buffer.String() // errmsg patch: the buffer is reset when the next token starts
 	for i, reserved := range tokens[:reservedCount] {
 		if str == reserved {
 			return token{t: rune(i + firstReserved), s: reserved}
@@ -420,6 +446,7 @@ func (s *scanner) reservedOrName() token {
 func (s *scanner) scan() token {
 	const comment, str = true, false
 	for {
+		s.buffer.Reset() // errmsg patch: the buffer holds the text of the token being scanned
 		switch c := s.current; c {
 		case '\n', '\r':
 			s.incrementLineNumber()
@@ -442,7 +469,7 @@ func (s *scanner) scan() token {
 		case '[':
 			if sep := s.skipSeparator(); sep >= 0 {
 				return token{t: tkString, s: s.readMultiLine(str, sep)}
-			} else if s.buffer.Reset(); sep == -1 {
+			} else if sep == -1 {
 				return token{t: '['}
 			}
 			s.scanError("invalid long string delimiter", tkString)

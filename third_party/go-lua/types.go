@@ -154,14 +154,14 @@ func (p *prototype) objectName(reg int, lastPC pc) (name, kind string) {
 			if b := i.b(); b < i.a() {
 				return p.objectName(b, pc)
 			}
-		case opGetTableUp:
-			name, kind = p.constantName(i.c(), pc), "local"
+		case opGetTableUp: // errmsg patch: "field" unless the table is _ENV (was "local")
+			name, kind = p.constantName(i.c(), pc), "field"
 			if p.upValueName(i.b()) == "_ENV" {
 				kind = "global"
 			}
 			return
 		case opGetTable:
-			name, kind = p.constantName(i.c(), pc), "local"
+			name, kind = p.constantName(i.c(), pc), "field"
 			if v, ok := p.localName(i.b()+1, pc); ok && v == "_ENV" {
 				kind = "global"
 			}
@@ -188,7 +188,7 @@ func (p *prototype) constantName(k int, pc pc) string {
 		if s, ok := p.constants[constantIndex(k)].(string); ok {
 			return s
 		}
-	} else if name, kind := p.objectName(k, pc); kind == "c" {
+	} else if name, kind := p.objectName(k, pc); kind == "constant" { // errmsg patch: was "c", never returned
 		return name
 	}
 	return "?"

@@ -174,7 +174,7 @@ func (l *State) concat(total int) {
 	put := func(i int, v value) { l.stack[l.top-i] = v }
 	concatTagMethod := func() {
 		if v, ok := l.callBinaryTagMethod(t(2), t(1), tmConcat); !ok {
-			l.concatError(t(2), t(1))
+			l.concatError(l.top-2, l.top-1) // errmsg patch: by stack index
 		} else {
 			put(2, v)
 		}

@@ -436,7 +436,7 @@ func TestLocIsCorrectOnFuncCall(t *testing.T) {
 	if err == nil {
 		t.Errorf("Expected error! Got none... :(")
 	} else {
-		if err.Error() != "runtime error: [string \"test\"]:4: attempt to call a nil value" {
+		if err.Error() != "runtime error: [string \"test\"]:4: attempt to call global 'isNotDefined' (a nil value)" { // errmsg patch: the reference's message
 			t.Errorf("Wrong error reported: %v", err)
 		}
 	}
@@ -454,7 +454,7 @@ func TestLocIsCorrectOnError(t *testing.T) {
 	if err == nil {
 		t.Errorf("Expected error! Got none... :(")
 	} else {
-		if err.Error() != "runtime error: [string \"test\"]:3: attempt to perform arithmetic on a nil value" {
+		if err.Error() != "runtime error: [string \"test\"]:3: attempt to perform arithmetic on global 'q' (a nil value)" { // errmsg patch: the reference's message
 			t.Errorf("Wrong error reported: %v", err)
 		}
 	}

@@ -1,18 +1,18 @@
 package luastd
 
 import (
-	"fmt"
-
 	lua "github.com/Shopify/go-lua"
 )
 
 // Argument checks that name the function in their errors ("bad argument
-// #1 to 'find' (string expected, got nil)"). go-lua's own checks cannot
-// find the names of Go functions and report '?'. Like go-lua's, they
-// count self in method calls.
+// #1 to 'find' (string expected, got nil)"). They raise lua.ArgumentError,
+// which takes the name from the calling instruction as luaL_argerror does
+// ("calling 'rep' on bad self", self not counted in method calls); fn, the
+// function's own name, documents the call sites only.
 
 func argError(l *lua.State, i int, fn, msg string) {
-	lua.Errorf(l, "%s", fmt.Sprintf("bad argument #%d to '%s' (%s)", i, fn, msg))
+	_ = fn
+	lua.ArgumentError(l, i, msg)
 }
 
 func argCheck(l *lua.State, ok bool, i int, fn, msg string) {

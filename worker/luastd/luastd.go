@@ -17,9 +17,6 @@
 //     reported as "invalid order function for sorting";
 //   - string.format("%s") keeps strings with embedded zeros whole (C's
 //     sprintf stops at the first zero);
-//   - argument errors count self in method calls ("x"):rep() reports
-//     argument #2 where Lua reports #1, because go-lua cannot tell method
-//     calls from plain ones in a Go function;
 //   - os.time ignores isdst, resolving ambiguous or skipped local times
 //     the way time.Date does.
 package luastd

@@ -62,8 +62,8 @@ var tableCases = []luaCase{
 	{code: `table.sort(nil)`, want: "error: case:1: bad argument #1 to 'sort' (table expected, got nil)"},
 	// go-lua's VM words comparison errors differently from Lua 5.2
 	// ("attempt to compare string with number").
-	{code: `local t = {3, 1, "x"} table.sort(t)`, want: "error: attempt to compare 'string' with 'number'", goOnly: true},
-	{code: `local t = {3, 1, "x"} return pcall(table.sort, t)`, want: `false, "attempt to compare 'string' with 'number'"`, goOnly: true},
+	{code: `local t = {3, 1, "x"} table.sort(t)`, want: "error: attempt to compare string with number"},
+	{code: `local t = {3, 1, "x"} return pcall(table.sort, t)`, want: `false, "attempt to compare string with number"`},
 	{code: `local t = {} for i = 1, 100 do t[i] = 1 end table.sort(t, function(a, b) return true end)`, want: "error: case:1: invalid order function for sorting"},
 	{code: `local t = {3, 1, 2} table.sort(t, function(a, b) error("cmp") end)`, want: "error: case:1: cmp"},
 	{code: `local t = setmetatable({}, {__lt = function(a, b) return a.v < b.v end}) local a = {} for i = 1, 5 do a[i] = setmetatable({v = 6 - i}, getmetatable(t)) end table.sort(a) return a[1].v, a[5].v`, want: `1, 5`},
