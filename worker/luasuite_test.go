@@ -69,14 +69,7 @@ var asideReasons = map[string]string{
 // pendingBugs are the go-lua bugs, fixed by other changes, that parts wait
 // for: the part's subtest skips with this text.
 var pendingBugs = map[string]string{
-	"error-value": "go-lua bug (helper vm): error() / error(v) with a non-string v",
-	"xpcall":      "go-lua bug (helper vm): xpcall with a message handler loops forever",
-	"next":        "go-lua bug (helper vm): next/pairs fail when fields are cleared during traversal",
-	"constants":   "go-lua bug (helper vm): functions with more than 2^18 constants",
-	"load-reader": "go-lua bug (helper vm): load(reader) does not end the chunk at a nil/empty piece",
-	"ident":       "go-lua bug (helper vm): identifiers accept bytes >= 0x80",
-	"ipairs-eq":   "go-lua bug (helper vm): ipairs{} == ipairs{} is false",
-	"coroutines":  "go-lua lacks coroutines (helper coro)",
+	"coroutines": "go-lua lacks coroutines (helper coro)",
 }
 
 // suitePart is lines from..to (1-based, inclusive) of a suite file.
@@ -182,25 +175,15 @@ var suiteAside = []suitePart{
 // go-lua fix is merged (a key of pendingBugs): each is a subtest that
 // skips. Remove a row when its fix is in; the file must then pass with it.
 var suitePending = []suitePart{
-	{"big.lua", 9, 22, "constants"},
 	{"big.lua", 23, 46, "coroutines"},
 	{"big.lua", 50, 53, "coroutines"},
-	{"calls.lua", 230, 233, "load-reader"},
 	{"coroutine.lua", 1, 2, "coroutines"},
 	{"coroutine.lua", 4, 152, "coroutines"},
 	{"coroutine.lua", 155, 207, "coroutines"},
 	{"coroutine.lua", 209, 513, "coroutines"},
 	{"coroutine.lua", 522, 728, "coroutines"},
-	{"errors.lua", 39, 39, "error-value"},
 	{"errors.lua", 173, 186, "coroutines"},
-	{"errors.lua", 334, 337, "xpcall"},
-	{"errors.lua", 342, 343, "xpcall"},
-	{"errors.lua", 352, 352, "ident"},
-	{"literals.lua", 84, 90, "ident"},
 	{"literals.lua", 212, 226, "coroutines"},
-	{"nextvar.lua", 34, 34, "ipairs-eq"},
-	{"nextvar.lua", 291, 299, "next"},
-	{"nextvar.lua", 301, 303, "next"},
 }
 
 // partsOf returns the parts of parts that belong to file.
