@@ -1,12 +1,14 @@
 package worker
 
 import (
+	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -22,13 +24,21 @@ type Manager struct {
 	limits    Limits
 	log       zerolog.Logger
 	tenants   map[proto.Id]*tenant
+	cache     CacheOptions
+	lru       *list.List // of *tenant, most recently used first
+	stats     CacheStats
+	now       func() time.Time
 }
 
 // tenant is the cached state of one tenant on this worker.
 type tenant struct {
+	id        proto.Id
 	templates []proto.Template // ordered by name
 	events    map[string][]int // event name → indexes into templates
 	vm        *VM              // nil until an event needs it
+	elem      *list.Element    // in Manager.lru
+	lastUsed  time.Time
+	busy      int // calls running; a busy tenant is never evicted
 }
 
 // NewManager returns the manager of worker id among total workers.
@@ -36,23 +46,23 @@ func NewManager(id, total int, store Store, limits Limits, log zerolog.Logger) *
 	return &Manager{
 		id: id, total: total, store: store, limits: limits, log: log,
 		tenants: make(map[proto.Id]*tenant),
+		cache:   CacheOptions{}.withDefaults(),
+		lru:     list.New(),
+		now:     time.Now,
 	}
 }
 
+// SetCache sets the bounds of the tenant cache (see CacheOptions). Call
+// it before the first dispatch.
+func (m *Manager) SetCache(c CacheOptions) { m.cache = c.withDefaults() }
+
 // Loaded returns the number of tenants whose VM is built.
-func (m *Manager) Loaded() int {
-	n := 0
-	for _, t := range m.tenants {
-		if t.vm != nil {
-			n++
-		}
-	}
-	return n
-}
+func (m *Manager) Loaded() int { return int(m.stats.vms.Load()) }
 
 // state returns the tenant's cached state, loading its templates once.
 func (m *Manager) state(ctx context.Context, id proto.Id) (*tenant, error) {
 	if t, ok := m.tenants[id]; ok {
+		m.touch(t)
 		return t, nil
 	}
 	tpls, err := m.store.Templates(ctx, id)
@@ -64,7 +74,7 @@ func (m *Manager) state(ctx context.Context, id proto.Id) (*tenant, error) {
 		return nil, e
 	}
 	sort.Slice(tpls, func(i, j int) bool { return tpls[i].Name < tpls[j].Name })
-	t := &tenant{templates: tpls, events: make(map[string][]int)}
+	t := &tenant{id: id, templates: tpls, events: make(map[string][]int)}
 	for i, tp := range tpls {
 		for _, ev := range tp.Events {
 			if idx := t.events[ev]; len(idx) == 0 || idx[len(idx)-1] != i {
@@ -72,7 +82,9 @@ func (m *Manager) state(ctx context.Context, id proto.Id) (*tenant, error) {
 			}
 		}
 	}
+	m.makeRoom()
 	m.tenants[id] = t
+	m.touch(t)
 	return t, nil
 }
 
@@ -85,7 +97,7 @@ func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.vm = vm
+	m.setVM(t, vm)
 	return vm, nil
 }
 
@@ -114,6 +126,8 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	out = append(out, '{')
 	var failures []string
 	var hostErr *proto.Error
+	t.busy++
+	defer func() { t.busy-- }()
 	for n, i := range subs {
 		tp := &t.templates[i]
 		res, err := vm.runTemplate(ctx, tp, ev)
@@ -173,7 +187,7 @@ func messageOf(err error) string {
 func (m *Manager) afterCall(id proto.Id, t *tenant) {
 	if t.vm != nil && t.vm.broken {
 		m.log.Warn().Str("tenant", id.String()).Msg("discarding tenant VM after an aborted call")
-		t.vm = nil
+		m.setVM(t, nil)
 	}
 }
 
@@ -192,7 +206,9 @@ func (m *Manager) RunScript(ctx context.Context, id proto.Id, name, code string,
 	if err != nil {
 		return nil, err
 	}
+	t.busy++
 	res, err := vm.runCode(ctx, name, code, ev)
+	t.busy--
 	m.afterCall(id, t)
 	if err != nil {
 		var pe *proto.Error
@@ -208,10 +224,7 @@ func (m *Manager) RunScript(ctx context.Context, id proto.Id, name, code string,
 // broken so any holder sees a clear error; the next call rebuilds it.
 func (m *Manager) Drop(id proto.Id) {
 	if t, ok := m.tenants[id]; ok {
-		if t.vm != nil {
-			t.vm.broken = true
-		}
-		delete(m.tenants, id)
+		m.forget(t)
 	}
 }
 

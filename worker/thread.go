@@ -34,6 +34,9 @@ type Options struct {
 	// threads. The thread topology locks it (its contract); a process
 	// worker, alone in its process, need not pay for the lock.
 	NoThreadLock bool
+	// Cache bounds the tenants the worker keeps loaded (--vm-cache-max,
+	// --vm-idle-ttl).
+	Cache CacheOptions
 }
 
 // DefaultQueueSize is the default bound of a worker's queue.
@@ -74,6 +77,7 @@ const (
 	msgDrop
 	msgDropAll
 	msgKill
+	msgSweep
 )
 
 type message struct {
@@ -111,7 +115,11 @@ func New(id, total int, opts Options) (*Thread, error) {
 		onNowait: opts.OnNowaitError,
 		done:     make(chan struct{}),
 	}
+	w.mgr.SetCache(opts.Cache)
 	go w.loop()
+	if ttl := w.mgr.cache.IdleTTL; ttl > 0 {
+		go w.sweeper(sweepEvery(ttl))
+	}
 	if !opts.NoStartup {
 		go w.startup()
 	}
@@ -222,6 +230,10 @@ func (w *Thread) handle(msg message) {
 		w.mgr.Drop(msg.id)
 	case msgDropAll:
 		w.mgr.DropAll()
+	case msgSweep:
+		if n := w.mgr.Sweep(); n > 0 {
+			w.log.Debug().Int("evicted", n).Msg("evicted idle tenants")
+		}
 	}
 	if msg.reply != nil {
 		msg.reply <- r
@@ -313,6 +325,24 @@ func (w *Thread) Kill(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// CacheStats returns the worker's tenant-cache counters.
+func (w *Thread) CacheStats() CacheSnapshot { return w.mgr.Stats().Snapshot() }
+
+// sweeper asks the worker goroutine to evict idle tenants every period
+// until the worker stops. A full queue skips a sweep: the next one comes.
+func (w *Thread) sweeper(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-t.C:
+			_ = w.enqueue(message{kind: msgSweep, ctx: context.Background()})
+		}
+	}
 }
 
 // startup dispatches OnStartup to the tenants this worker owns.
