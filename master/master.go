@@ -49,6 +49,8 @@ type Config struct {
 	WorkerQueue int
 	// Limits bound every Lua call.
 	Limits worker.Limits
+	// Cache bounds the tenants each worker keeps loaded.
+	Cache worker.CacheOptions
 	// Quota bounds each tenant's KV data.
 	Quota store.Quota
 	// DispatchTimeout bounds how long a waited call may wait for its worker
@@ -119,7 +121,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case cfg.ThreadWorkers > 0:
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
-			Store: st, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue, Logger: log,
+			Store: st, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue, Logger: log, Cache: cfg.Cache,
 			OnNowaitError: func(id proto.Id, err error) {
 				if c := proto.CodeOf(err); fatalCode(c) {
 					quarantine.Strike(id, c+" (nowait event)")

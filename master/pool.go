@@ -44,6 +44,15 @@ type WorkerStatus struct {
 	LastExit            string  `json:"last_exit,omitempty"`
 	InFlight            int     `json:"inflight"`
 	Queued              int     `json:"queued"`
+	// Cache is what the worker's tenant-VM cache holds and did (live VMs,
+	// cold starts, evictions); nil until a process worker's first
+	// heartbeat.
+	Cache *proto.CacheStats `json:"cache,omitempty"`
+	// HeapBytes and RSSBytes are the worker process's Go heap and resident
+	// set size (in the thread topology: the master's, shared by all its
+	// workers).
+	HeapBytes int64 `json:"heap_bytes,omitempty"`
+	RSSBytes  int64 `json:"rss_bytes,omitempty"`
 
 	restartReasons map[string]int // for metrics: restarts by reason
 }

@@ -87,9 +87,12 @@ type procWorker struct {
 	stopCh   chan struct{}
 	doneCh   chan struct{}
 	tenants  int
-	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
-	seq      uint64
-	inflight map[proto.Id]int // tenants with waited calls in flight
+	// cache, heapBytes and rssBytes are the last heartbeat's figures.
+	cache               *proto.CacheStats
+	heapBytes, rssBytes int64
+	nowait              map[uint64]nowaitEvent // unacknowledged nowait events by seq
+	seq                 uint64
+	inflight            map[proto.Id]int // tenants with waited calls in flight
 	// cutOff are the tenants whose calls failed because this spawn's
 	// connection ended: they were in flight when the process died.
 	cutOff map[proto.Id]bool
@@ -153,6 +156,7 @@ func (w *procWorker) supervise() {
 		w.lastExit = exit
 		w.conn, w.live = nil, nil
 		w.pid = 0
+		w.cache, w.heapBytes, w.rssBytes = nil, 0, 0
 		w.proc = nil
 		if w.stopping {
 			w.state = StateStopped

@@ -96,6 +96,7 @@ func (w *procWorker) onAck(ack proto.Ack) {
 func (w *procWorker) onHeartbeat(hb proto.Heartbeat) {
 	w.mu.Lock()
 	w.tenants = hb.Tenants
+	w.cache, w.heapBytes, w.rssBytes = hb.Cache, hb.HeapBytes, hb.RSSBytes
 	w.mu.Unlock()
 }
 
@@ -251,6 +252,7 @@ func (w *procWorker) Status() WorkerStatus {
 		ID: w.id, PID: w.pid, State: w.state, Tenants: w.tenants,
 		Restarts: w.restarts, ConsecutiveFailures: w.failures, LastExit: w.lastExit,
 		Queued: len(w.nowait),
+		Cache:  w.cache, HeapBytes: w.heapBytes, RSSBytes: w.rssBytes,
 	}
 	if w.pid != 0 {
 		s.UptimeSeconds = time.Since(w.started).Seconds()

@@ -21,6 +21,8 @@ func (w threadWorker) Status() WorkerStatus {
 		state = "stopped"
 	default:
 	}
+	cs := w.CacheStats()
+	heap, rss := worker.ProcessMemory()
 	return WorkerStatus{
 		ID:            w.ID(),
 		State:         state,
@@ -28,6 +30,9 @@ func (w threadWorker) Status() WorkerStatus {
 		UptimeSeconds: time.Since(w.started).Seconds(),
 		InFlight:      w.InFlight(),
 		Queued:        w.Queued(),
+		Cache:         &cs,
+		HeapBytes:     heap,
+		RSSBytes:      rss,
 	}
 }
 

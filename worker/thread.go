@@ -328,7 +328,7 @@ func (w *Thread) Kill(ctx context.Context) error {
 }
 
 // CacheStats returns the worker's tenant-cache counters.
-func (w *Thread) CacheStats() CacheSnapshot { return w.mgr.Stats().Snapshot() }
+func (w *Thread) CacheStats() proto.CacheStats { return w.mgr.Stats().Snapshot() }
 
 // sweeper asks the worker goroutine to evict idle tenants every period
 // until the worker stops. A full queue skips a sweep: the next one comes.

@@ -3,6 +3,8 @@ package worker
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/templateworker/templateworker/proto"
 )
 
 // CacheOptions bound how many tenants a worker keeps loaded. A worker
@@ -60,22 +62,9 @@ type CacheStats struct {
 	evictIdle  atomic.Int64
 }
 
-// CacheSnapshot is a copy of CacheStats.
-type CacheSnapshot struct {
-	// VMs is the number of tenant VMs currently built.
-	VMs int64 `json:"vms"`
-	// ColdStarts counts VMs built (a first event, or one after an
-	// eviction, a drop or an aborted call).
-	ColdStarts int64 `json:"cold_starts"`
-	// EvictionsLRU and EvictionsIdle count tenants evicted because the
-	// cache was full or because they were idle too long.
-	EvictionsLRU  int64 `json:"evictions_lru"`
-	EvictionsIdle int64 `json:"evictions_idle"`
-}
-
 // Snapshot copies the counters.
-func (s *CacheStats) Snapshot() CacheSnapshot {
-	return CacheSnapshot{
+func (s *CacheStats) Snapshot() proto.CacheStats {
+	return proto.CacheStats{
 		VMs:           s.vms.Load(),
 		ColdStarts:    s.coldStarts.Load(),
 		EvictionsLRU:  s.evictLRU.Load(),

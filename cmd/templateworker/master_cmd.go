@@ -42,6 +42,8 @@ func masterCommand() *cli.Command {
 			&cli.DurationFlag{Name: "lua-timeout", Value: worker.DefaultLimits.Timeout, Usage: "wall time one call may take", EnvVars: envVars("lua-timeout")},
 			&cli.StringFlag{Name: "lua-max-memory", Value: "64MiB", Usage: "memory ceiling of one tenant VM", EnvVars: envVars("lua-max-memory")},
 			&cli.StringFlag{Name: "lua-max-string", Value: "16MiB", Usage: "longest string a script may build", EnvVars: envVars("lua-max-string")},
+			&cli.IntFlag{Name: "vm-cache-max", Value: worker.DefaultVMCacheMax, Usage: "tenants (and VMs) one worker keeps loaded; the least recently used idle one is evicted past it (0: unlimited)", EnvVars: envVars("vm-cache-max")},
+			&cli.DurationFlag{Name: "vm-idle-ttl", Value: worker.DefaultVMIdleTTL, Usage: "evict a tenant's VM after this long unused (0: never)", EnvVars: envVars("vm-idle-ttl")},
 			&cli.IntFlag{Name: "kv-max-keys", Value: store.DefaultQuota.MaxKeys, Usage: "keys one tenant may store", EnvVars: envVars("kv-max-keys")},
 			&cli.StringFlag{Name: "kv-max-bytes", Value: "16MiB", Usage: "bytes of keys and values one tenant may store", EnvVars: envVars("kv-max-bytes")},
 			&cli.DurationFlag{Name: "dispatch-timeout", Value: 5 * time.Second, Usage: "how long a call may wait for its worker beyond --lua-timeout", EnvVars: envVars("dispatch-timeout")},
@@ -90,6 +92,9 @@ func runMaster(c *cli.Context) error {
 		},
 		Quota: store.Quota{MaxKeys: c.Int("kv-max-keys")},
 	}
+	if cfg.Cache, err = cacheOptions(c.Int("vm-cache-max"), c.Duration("vm-idle-ttl")); err != nil {
+		return err
+	}
 	if cfg.Limits.MaxMemory, err = parseSize("lua-max-memory", c.String("lua-max-memory")); err != nil {
 		return err
 	}
@@ -116,6 +121,25 @@ func runMaster(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return master.Run(ctx, cfg, log)
+}
+
+// cacheOptions turns --vm-cache-max and --vm-idle-ttl (0 meaning off) into
+// worker.CacheOptions (where negative means off).
+func cacheOptions(max int, ttl time.Duration) (worker.CacheOptions, error) {
+	if max < 0 {
+		return worker.CacheOptions{}, fmt.Errorf("--vm-cache-max must be 0 (unlimited) or positive, got %d", max)
+	}
+	if ttl < 0 {
+		return worker.CacheOptions{}, fmt.Errorf("--vm-idle-ttl must be 0 (never) or positive, got %s", ttl)
+	}
+	c := worker.CacheOptions{MaxTenants: max, IdleTTL: ttl}
+	if max == 0 {
+		c.MaxTenants = -1
+	}
+	if ttl == 0 {
+		c.IdleTTL = -1
+	}
+	return c, nil
 }
 
 // parseSize parses a byte size: a plain number of bytes, or a number with
@@ -201,6 +225,8 @@ func topology(c *cli.Context, cfg *master.Config) error {
 			"--lua-max-memory", strconv.FormatInt(cfg.Limits.MaxMemory, 10),
 			"--lua-max-string", strconv.Itoa(cfg.Limits.MaxString),
 			"--lua-max-call-depth", strconv.Itoa(cfg.Limits.MaxCallDepth),
+			"--vm-cache-max", strconv.Itoa(c.Int("vm-cache-max")),
+			"--vm-idle-ttl", c.Duration("vm-idle-ttl").String(),
 		},
 	}
 	return nil

@@ -33,6 +33,8 @@ func workerProcessFlags() []cli.Flag {
 		&cli.Int64Flag{Name: "lua-max-memory", Hidden: true, Value: worker.DefaultLimits.MaxMemory},
 		&cli.IntFlag{Name: "lua-max-string", Hidden: true, Value: worker.DefaultLimits.MaxString},
 		&cli.IntFlag{Name: "lua-max-call-depth", Hidden: true, Value: worker.DefaultLimits.MaxCallDepth},
+		&cli.IntFlag{Name: "vm-cache-max", Hidden: true, Value: worker.DefaultVMCacheMax},
+		&cli.DurationFlag{Name: "vm-idle-ttl", Hidden: true, Value: worker.DefaultVMIdleTTL},
 	}
 }
 
@@ -78,9 +80,13 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 		MaxString:       c.Int("lua-max-string"),
 		MaxCallDepth:    c.Int("lua-max-call-depth"),
 	}
+	cache, err := cacheOptions(c.Int("vm-cache-max"), c.Duration("vm-idle-ttl"))
+	if err != nil {
+		return err
+	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
 		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token,
-		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log},
+		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log, Cache: cache},
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("worker process ends")
