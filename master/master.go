@@ -51,6 +51,9 @@ type Config struct {
 	Limits worker.Limits
 	// Cache bounds the tenants each worker keeps loaded.
 	Cache worker.CacheOptions
+	// WorkerMemoryMax is each worker's memory budget (0: off); see
+	// worker.Options.MemoryMax and ProcessConfig.MemoryMax.
+	WorkerMemoryMax int64
 	// Quota bounds each tenant's KV data.
 	Quota store.Quota
 	// DispatchTimeout bounds how long a waited call may wait for its worker
@@ -122,6 +125,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
 			Store: st, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue, Logger: log, Cache: cfg.Cache,
+			MemoryMax: cfg.WorkerMemoryMax,
 			OnNowaitError: func(id proto.Id, err error) {
 				if c := proto.CodeOf(err); fatalCode(c) {
 					quarantine.Strike(id, c+" (nowait event)")

@@ -117,7 +117,7 @@ type Ack struct {
 
 // Heartbeat is sent by the worker every heartbeat interval, with its figures.
 //
-//	{"Heartbeat":{"tenants":3,"cache":{"vms":3,"cold_starts":5,"evictions_lru":2,"evictions_idle":0},"heap_bytes":4194304,"rss_bytes":16777216}}
+//	{"Heartbeat":{"tenants":3,"cache":{"vms":3,"cold_starts":5,"evictions_lru":2,"evictions_idle":0,"evictions_memory":0},"heap_bytes":4194304,"rss_bytes":16777216}}
 type Heartbeat struct {
 	// Tenants is the number of tenant VMs loaded.
 	Tenants int `json:"tenants"`
@@ -138,9 +138,12 @@ type CacheStats struct {
 	// eviction, a drop or an aborted call.
 	ColdStarts int64 `json:"cold_starts"`
 	// EvictionsLRU counts tenants evicted because the cache was full,
-	// EvictionsIdle those evicted after --vm-idle-ttl unused.
-	EvictionsLRU  int64 `json:"evictions_lru"`
-	EvictionsIdle int64 `json:"evictions_idle"`
+	// EvictionsIdle those evicted after --vm-idle-ttl unused,
+	// EvictionsMemory those evicted because the worker's heap passed the
+	// high watermark of --worker-memory-max.
+	EvictionsLRU    int64 `json:"evictions_lru"`
+	EvictionsIdle   int64 `json:"evictions_idle"`
+	EvictionsMemory int64 `json:"evictions_memory"`
 }
 
 // TemplatesFor asks the master for a tenant's templates.

@@ -49,8 +49,9 @@ func (c CacheOptions) withDefaults() CacheOptions {
 
 // Eviction reasons, as in templateworker_vm_evictions_total{reason}.
 const (
-	EvictLRU  = "lru"
-	EvictIdle = "idle"
+	EvictLRU    = "lru"
+	EvictIdle   = "idle"
+	EvictMemory = "memory"
 )
 
 // CacheStats counts what a worker's tenant cache did. The fields are read
@@ -60,15 +61,17 @@ type CacheStats struct {
 	coldStarts atomic.Int64
 	evictLRU   atomic.Int64
 	evictIdle  atomic.Int64
+	evictMem   atomic.Int64
 }
 
 // Snapshot copies the counters.
 func (s *CacheStats) Snapshot() proto.CacheStats {
 	return proto.CacheStats{
-		VMs:           s.vms.Load(),
-		ColdStarts:    s.coldStarts.Load(),
-		EvictionsLRU:  s.evictLRU.Load(),
-		EvictionsIdle: s.evictIdle.Load(),
+		VMs:             s.vms.Load(),
+		ColdStarts:      s.coldStarts.Load(),
+		EvictionsLRU:    s.evictLRU.Load(),
+		EvictionsIdle:   s.evictIdle.Load(),
+		EvictionsMemory: s.evictMem.Load(),
 	}
 }
 
@@ -123,6 +126,26 @@ func (m *Manager) Sweep() int {
 	return n
 }
 
+// EvictForMemory evicts least recently used idle tenants until the VMs
+// evicted account for at least need bytes (by each VM's own estimate of
+// its live size) or no idle tenant is left. It returns how many tenants it
+// evicted and the bytes their VMs held.
+func (m *Manager) EvictForMemory(need int64) (n int, freed int64) {
+	for e := m.lru.Back(); e != nil && freed < need; {
+		t := e.Value.(*tenant)
+		prev := e.Prev()
+		if t.busy == 0 {
+			if t.vm != nil {
+				freed += t.vm.liveBytes()
+			}
+			m.evict(t, EvictMemory)
+			n++
+		}
+		e = prev
+	}
+	return n, freed
+}
+
 // evict forgets tenant t: its VM and its cached templates.
 func (m *Manager) evict(t *tenant, reason string) {
 	switch reason {
@@ -130,6 +153,8 @@ func (m *Manager) evict(t *tenant, reason string) {
 		m.stats.evictLRU.Add(1)
 	case EvictIdle:
 		m.stats.evictIdle.Add(1)
+	case EvictMemory:
+		m.stats.evictMem.Add(1)
 	}
 	m.forget(t)
 }

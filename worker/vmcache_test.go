@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"runtime"
 	"testing"
 	"time"
 
@@ -214,4 +215,60 @@ func TestCacheOptionsDefaults(t *testing.T) {
 		}
 	}
 
+}
+
+func TestThreadEvictsIdleVMsAboveTheMemoryBudget(t *testing.T) {
+	s := newMemStore()
+	// Each tenant keeps about 8 MiB alive in a global between events.
+	const hog = `local event = ...
+big = big or string.rep(string.rep("x", 4096), 2048)
+calls = (calls or 0) + 1
+return calls`
+	for i := 1; i <= 12; i++ {
+		s.put(guild(i), "h", hog, "Ping")
+	}
+	runtime.GC()
+	budget := gcLiveHeap() + 48<<20
+	w, err := New(0, 1, Options{Store: s, NoStartup: true, MemoryMax: budget,
+		Cache: CacheOptions{IdleTTL: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Kill(context.Background())
+	calls := func(i int) string {
+		t.Helper()
+		v, err := w.DispatchEvent(context.Background(), guild(i), ev("Ping", "{}"))
+		if err != nil {
+			t.Fatalf("tenant %d: %v", i, err)
+		}
+		return string(v)
+	}
+	t0 := time.Now()
+	for i := 1; i <= 12; i++ {
+		calls(i)
+	}
+	t.Logf("dispatched in %s", time.Since(t0))
+	// 96 MiB of tenant data against a 48 MiB headroom: the worker must
+	// evict, oldest first, until its live heap is under the budget.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		runtime.GC()
+		st := w.CacheStats()
+		if st.EvictionsMemory > 0 && gcLiveHeap() < budget {
+			t.Logf("evicted %+v after %s", st, time.Since(t0))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no memory eviction brought the heap (%d) under the budget (%d): %+v", gcLiveHeap(), budget, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The most recent tenant kept its VM; the oldest was evicted and is
+	// served again by a fresh one.
+	if got := calls(12); got != `{"h":2}` {
+		t.Fatalf("most recently used tenant: %s, want its VM kept", got)
+	}
+	if got := calls(1); got != `{"h":1}` {
+		t.Fatalf("least recently used tenant: %s, want a fresh VM", got)
+	}
 }

@@ -44,6 +44,7 @@ func masterCommand() *cli.Command {
 			&cli.StringFlag{Name: "lua-max-string", Value: "16MiB", Usage: "longest string a script may build", EnvVars: envVars("lua-max-string")},
 			&cli.IntFlag{Name: "vm-cache-max", Value: worker.DefaultVMCacheMax, Usage: "tenants (and VMs) one worker keeps loaded; the least recently used idle one is evicted past it (0: unlimited)", EnvVars: envVars("vm-cache-max")},
 			&cli.DurationFlag{Name: "vm-idle-ttl", Value: worker.DefaultVMIdleTTL, Usage: "evict a tenant's VM after this long unused (0: never)", EnvVars: envVars("vm-idle-ttl")},
+			&cli.StringFlag{Name: "worker-memory-max", Value: "0", Usage: "memory budget of one worker (e.g. 512MiB; 0: off): its Go soft memory limit; above 90% of it in live heap it evicts idle VMs down to 70%; a process worker whose RSS stays above it is replaced by a planned restart", EnvVars: envVars("worker-memory-max")},
 			&cli.IntFlag{Name: "kv-max-keys", Value: store.DefaultQuota.MaxKeys, Usage: "keys one tenant may store", EnvVars: envVars("kv-max-keys")},
 			&cli.StringFlag{Name: "kv-max-bytes", Value: "16MiB", Usage: "bytes of keys and values one tenant may store", EnvVars: envVars("kv-max-bytes")},
 			&cli.DurationFlag{Name: "dispatch-timeout", Value: 5 * time.Second, Usage: "how long a call may wait for its worker beyond --lua-timeout", EnvVars: envVars("dispatch-timeout")},
@@ -94,6 +95,11 @@ func runMaster(c *cli.Context) error {
 	}
 	if cfg.Cache, err = cacheOptions(c.Int("vm-cache-max"), c.Duration("vm-idle-ttl")); err != nil {
 		return err
+	}
+	if v := strings.TrimSpace(c.String("worker-memory-max")); v != "0" && v != "" {
+		if cfg.WorkerMemoryMax, err = parseSize("worker-memory-max", v); err != nil {
+			return err
+		}
 	}
 	if cfg.Limits.MaxMemory, err = parseSize("lua-max-memory", c.String("lua-max-memory")); err != nil {
 		return err
@@ -227,6 +233,7 @@ func topology(c *cli.Context, cfg *master.Config) error {
 			"--lua-max-call-depth", strconv.Itoa(cfg.Limits.MaxCallDepth),
 			"--vm-cache-max", strconv.Itoa(c.Int("vm-cache-max")),
 			"--vm-idle-ttl", c.Duration("vm-idle-ttl").String(),
+			"--worker-memory-max", strconv.FormatInt(cfg.WorkerMemoryMax, 10),
 		},
 	}
 	return nil

@@ -35,6 +35,7 @@ func workerProcessFlags() []cli.Flag {
 		&cli.IntFlag{Name: "lua-max-call-depth", Hidden: true, Value: worker.DefaultLimits.MaxCallDepth},
 		&cli.IntFlag{Name: "vm-cache-max", Hidden: true, Value: worker.DefaultVMCacheMax},
 		&cli.DurationFlag{Name: "vm-idle-ttl", Hidden: true, Value: worker.DefaultVMIdleTTL},
+		&cli.Int64Flag{Name: "worker-memory-max", Hidden: true},
 	}
 }
 
@@ -86,7 +87,9 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
 		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token,
-		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log, Cache: cache},
+		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log, Cache: cache,
+			MemoryMax: c.Int64("worker-memory-max")},
+		MemoryLimit: c.Int64("worker-memory-max"),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("worker process ends")
