@@ -98,6 +98,7 @@ func (w *procWorker) onHeartbeat(hb proto.Heartbeat) {
 	w.tenants = hb.Tenants
 	w.cache, w.heapBytes, w.rssBytes = hb.Cache, hb.HeapBytes, hb.RSSBytes
 	w.mu.Unlock()
+	w.checkRSS(hb.RSSBytes)
 }
 
 // ready waits until the worker is connected, for at most DispatchTimeout
@@ -151,6 +152,7 @@ func (w *procWorker) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Ev
 		return nil, err
 	}
 	w.track(id)
+	w.countDispatch()
 	v, err := c.DispatchEvent(ctx, id, ev)
 	w.untrack(id, err)
 	return v, w.unavailable(err)
@@ -180,6 +182,7 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if c != nil {
 		_ = c.DispatchEventNoWait(id, ev, seq) // on failure it is redelivered after the restart
 	}
+	w.countDispatch()
 	return nil
 }
 
@@ -190,6 +193,7 @@ func (w *procWorker) RunScript(ctx context.Context, id proto.Id, name, code stri
 		return nil, err
 	}
 	w.track(id)
+	w.countDispatch()
 	v, err := c.RunScript(ctx, id, name, code, ev)
 	w.untrack(id, err)
 	return v, w.unavailable(err)
@@ -272,6 +276,14 @@ func (w *procWorker) Status() WorkerStatus {
 // acknowledged), then it is shut down and replaced, and Restart returns
 // once the new process is ready.
 func (w *procWorker) Restart(ctx context.Context) error {
+	return w.restart(ctx, ReasonRolling)
+}
+
+// restart is Restart for reason (ReasonRolling, ReasonMemory,
+// ReasonRecycle), counted under that reason.
+func (w *procWorker) restart(ctx context.Context, reason string) error {
+	w.restartMu.Lock()
+	defer w.restartMu.Unlock()
 	w.mu.Lock()
 	c := w.conn
 	if c == nil || w.stopping {
@@ -286,7 +298,7 @@ func (w *procWorker) Restart(ctx context.Context) error {
 	ready := w.readyCh
 	lastSent := w.seq // events after this are held for the next process
 	w.mu.Unlock()
-	w.log.Info().Msg("rolling restart: draining")
+	w.log.Info().Str("reason", reason).Msg("planned restart: draining")
 
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -305,7 +317,7 @@ func (w *procWorker) Restart(ctx context.Context) error {
 		}
 	}
 	w.mu.Lock()
-	w.planned = true
+	w.planned, w.plannedReason = true, reason
 	w.mu.Unlock()
 	_ = c.Shutdown(ctx)
 	select {

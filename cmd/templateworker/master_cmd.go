@@ -45,6 +45,7 @@ func masterCommand() *cli.Command {
 			&cli.IntFlag{Name: "vm-cache-max", Value: worker.DefaultVMCacheMax, Usage: "tenants (and VMs) one worker keeps loaded; the least recently used idle one is evicted past it (0: unlimited)", EnvVars: envVars("vm-cache-max")},
 			&cli.DurationFlag{Name: "vm-idle-ttl", Value: worker.DefaultVMIdleTTL, Usage: "evict a tenant's VM after this long unused (0: never)", EnvVars: envVars("vm-idle-ttl")},
 			&cli.StringFlag{Name: "worker-memory-max", Value: "0", Usage: "memory budget of one worker (e.g. 512MiB; 0: off): its Go soft memory limit; above 90% of it in live heap it evicts idle VMs down to 70%; a process worker whose RSS stays above it is replaced by a planned restart", EnvVars: envVars("worker-memory-max")},
+			&cli.Int64Flag{Name: "worker-max-dispatches", Usage: "recycle a worker process after about N calls (±10% jitter) with a planned restart (0: never)", EnvVars: envVars("worker-max-dispatches")},
 			&cli.IntFlag{Name: "kv-max-keys", Value: store.DefaultQuota.MaxKeys, Usage: "keys one tenant may store", EnvVars: envVars("kv-max-keys")},
 			&cli.StringFlag{Name: "kv-max-bytes", Value: "16MiB", Usage: "bytes of keys and values one tenant may store", EnvVars: envVars("kv-max-bytes")},
 			&cli.DurationFlag{Name: "dispatch-timeout", Value: 5 * time.Second, Usage: "how long a call may wait for its worker beyond --lua-timeout", EnvVars: envVars("dispatch-timeout")},
@@ -179,6 +180,9 @@ func topology(c *cli.Context, cfg *master.Config) error {
 		if threads <= 0 {
 			return fmt.Errorf("--thread-workers must be positive, got %d", threads)
 		}
+		if c.Int64("worker-max-dispatches") != 0 {
+			return errors.New("--worker-max-dispatches recycles worker processes: it needs --process-workers")
+		}
 		cfg.ThreadWorkers = threads
 		return nil
 	}
@@ -208,6 +212,9 @@ func topology(c *cli.Context, cfg *master.Config) error {
 	if c.Duration("heartbeat-interval") <= 0 {
 		return fmt.Errorf("--heartbeat-interval must be positive")
 	}
+	if c.Int64("worker-max-dispatches") < 0 {
+		return fmt.Errorf("--worker-max-dispatches must be 0 (never) or positive, got %d", c.Int64("worker-max-dispatches"))
+	}
 	format := c.String("log-format")
 	if format == "auto" {
 		format = "json" // workers write to a pipe the master re-logs
@@ -222,6 +229,8 @@ func topology(c *cli.Context, cfg *master.Config) error {
 		DispatchTimeout:   c.Duration("dispatch-timeout"),
 		HeartbeatInterval: c.Duration("heartbeat-interval"),
 		MaxFrame:          maxFrame,
+		MemoryMax:         cfg.WorkerMemoryMax,
+		MaxDispatches:     c.Int64("worker-max-dispatches"),
 		Args: []string{
 			"--log-format", format,
 			"--log-level", c.String("log-level"),
