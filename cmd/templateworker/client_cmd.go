@@ -381,7 +381,7 @@ func printWorkers(w io.Writer, raw []byte) error {
 		}
 		evicted, cold := "-", "-"
 		if cs := s.Cache; cs != nil {
-			evicted = strconv.FormatInt(cs.EvictionsLRU+cs.EvictionsIdle, 10)
+			evicted = strconv.FormatInt(cs.EvictionsLRU+cs.EvictionsIdle+cs.EvictionsMemory, 10)
 			cold = strconv.FormatInt(cs.ColdStarts, 10)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, pid,
