@@ -58,6 +58,11 @@ type Config struct {
 	HTTP HTTPConfig
 	// Limits bound every Lua call.
 	Limits worker.Limits
+	// Cache bounds the tenants each worker keeps loaded.
+	Cache worker.CacheOptions
+	// WorkerMemoryMax is each worker's memory budget (0: off); see
+	// worker.Options.MemoryMax and ProcessConfig.MemoryMax.
+	WorkerMemoryMax int64
 	// Quota bounds each tenant's KV data.
 	Quota store.Quota
 	// DispatchTimeout bounds how long a waited call may wait for its worker
@@ -130,7 +135,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
 			Store: newBoundedStore(st, cfg.MaxFrame), Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
-			QueueBytes: cfg.WorkerQueueBytes, Logger: log,
+			QueueBytes: cfg.WorkerQueueBytes, Logger: log, Cache: cfg.Cache, MemoryMax: cfg.WorkerMemoryMax,
 			OnNowaitError: func(id proto.Id, err error) {
 				if c := proto.CodeOf(err); fatalCode(c) {
 					quarantine.Strike(id, c+" (nowait event)")

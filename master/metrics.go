@@ -86,11 +86,16 @@ var (
 	descQueue    = prometheus.NewDesc("templateworker_worker_queue_depth", "Messages or unacknowledged nowait events waiting for the worker.", []string{"worker"}, nil)
 	descInflight = prometheus.NewDesc("templateworker_inflight", "Waited calls in flight on the worker.", []string{"worker"}, nil)
 	descLoaded   = prometheus.NewDesc("templateworker_tenants_loaded", "Tenant VMs loaded in the worker.", []string{"worker"}, nil)
+	descVMs      = prometheus.NewDesc("templateworker_vms", "Tenant VMs built in the worker now.", []string{"worker"}, nil)
+	descEvict    = prometheus.NewDesc("templateworker_vm_evictions_total", "Tenants evicted from the worker's VM cache, by reason (lru: the cache was full; idle: unused for --vm-idle-ttl; memory: the heap passed --worker-memory-max's high watermark). Resets when a worker process restarts.", []string{"worker", "reason"}, nil)
+	descCold     = prometheus.NewDesc("templateworker_vm_cold_starts_total", "Tenant VMs built (first events, and events after an eviction, a drop or an aborted call). Resets when a worker process restarts.", []string{"worker"}, nil)
+	descRSS      = prometheus.NewDesc("templateworker_worker_rss_bytes", "Resident set size of the worker process (thread topology: the master's).", []string{"worker"}, nil)
+	descHeap     = prometheus.NewDesc("templateworker_worker_heap_bytes", "Go heap in objects of the worker process (thread topology: the master's).", []string{"worker"}, nil)
 	descQuar     = prometheus.NewDesc("templateworker_tenants_quarantined", "Tenants currently quarantined.", nil, nil)
 )
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descRestarts, descFailures, descQueue, descInflight, descLoaded, descQuar} {
+	for _, d := range []*prometheus.Desc{descUp, descRestarts, descFailures, descQueue, descInflight, descLoaded, descVMs, descEvict, descCold, descRSS, descHeap, descQuar} {
 		ch <- d
 	}
 }
@@ -114,6 +119,19 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(s.Queued), w)
 		ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(s.InFlight), w)
 		ch <- prometheus.MustNewConstMetric(descLoaded, prometheus.GaugeValue, float64(s.Tenants), w)
+		if cs := s.Cache; cs != nil {
+			ch <- prometheus.MustNewConstMetric(descVMs, prometheus.GaugeValue, float64(cs.VMs), w)
+			ch <- prometheus.MustNewConstMetric(descEvict, prometheus.CounterValue, float64(cs.EvictionsLRU), w, "lru")
+			ch <- prometheus.MustNewConstMetric(descEvict, prometheus.CounterValue, float64(cs.EvictionsIdle), w, "idle")
+			ch <- prometheus.MustNewConstMetric(descEvict, prometheus.CounterValue, float64(cs.EvictionsMemory), w, "memory")
+			ch <- prometheus.MustNewConstMetric(descCold, prometheus.CounterValue, float64(cs.ColdStarts), w)
+		}
+		if s.RSSBytes > 0 {
+			ch <- prometheus.MustNewConstMetric(descRSS, prometheus.GaugeValue, float64(s.RSSBytes), w)
+		}
+		if s.HeapBytes > 0 {
+			ch <- prometheus.MustNewConstMetric(descHeap, prometheus.GaugeValue, float64(s.HeapBytes), w)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descQuar, prometheus.GaugeValue, float64(c.q.Count()))
 }

@@ -47,6 +47,15 @@ type WorkerStatus struct {
 	// QueuedBytes are the bytes of the nowait events held for the worker
 	// (bounded by --worker-queue-bytes).
 	QueuedBytes int64 `json:"queued_bytes"`
+	// Cache is what the worker's tenant-VM cache holds and did (live VMs,
+	// cold starts, evictions); nil until a process worker's first
+	// heartbeat.
+	Cache *proto.CacheStats `json:"cache,omitempty"`
+	// HeapBytes and RSSBytes are the worker process's Go heap and resident
+	// set size (in the thread topology: the master's, shared by all its
+	// workers).
+	HeapBytes int64 `json:"heap_bytes,omitempty"`
+	RSSBytes  int64 `json:"rss_bytes,omitempty"`
 
 	restartReasons map[string]int // for metrics: restarts by reason
 }

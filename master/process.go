@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +49,13 @@ type ProcessConfig struct {
 	HeartbeatInterval time.Duration
 	// MaxFrame is the largest Mesophyll frame accepted.
 	MaxFrame int64
+	// MemoryMax, when positive, is a worker's memory budget
+	// (--worker-memory-max): a worker whose RSS stays above it for
+	// memoryStrikes heartbeats is replaced by a planned restart.
+	MemoryMax int64
+	// MaxDispatches, when positive, recycles a worker after about that
+	// many calls (±10%) with a planned restart (--worker-max-dispatches).
+	MaxDispatches int64
 }
 
 // TokenEnv is the environment variable that carries a worker's Mesophyll
@@ -84,16 +92,30 @@ type procWorker struct {
 	live     *mesophyll.Conn // the current spawn's connection, even while draining
 	readyCh  chan struct{}   // closed when the current spawn is connected
 	planned  bool            // the current spawn is being replaced on purpose (rolling restart)
-	hung     bool            // the current spawn was killed for missing heartbeats
-	reasons  map[string]int  // restarts by reason, for metrics
-	stopping bool
-	stopCh   chan struct{}
-	doneCh   chan struct{}
-	tenants  int
-	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
-	held     worker.Backlog         // what the events in nowait hold, per tenant
-	seq      uint64
-	inflight map[proto.Id]int // tenants with waited calls in flight
+	// plannedReason is why (ReasonRolling when empty).
+	plannedReason string
+	// restartMu serialises planned restarts of this worker (rolling,
+	// memory, recycle).
+	restartMu sync.Mutex
+	replacing atomic.Bool // a memory or recycle replacement is under way
+	// dispatches counts calls sent to the current spawn; recycleAt is the
+	// count that recycles it (0: never). overMemory counts consecutive
+	// heartbeats with RSS above the budget.
+	dispatches, recycleAt int64
+	overMemory            int
+	hung                  bool           // the current spawn was killed for missing heartbeats
+	reasons               map[string]int // restarts by reason, for metrics
+	stopping              bool
+	stopCh                chan struct{}
+	doneCh                chan struct{}
+	tenants               int
+	// cache, heapBytes and rssBytes are the last heartbeat's figures.
+	cache               *proto.CacheStats
+	heapBytes, rssBytes int64
+	nowait              map[uint64]nowaitEvent // unacknowledged nowait events by seq
+	held                worker.Backlog         // what the events in nowait hold, per tenant
+	seq                 uint64
+	inflight            map[proto.Id]int // tenants with waited calls in flight
 	// cutOff are the tenants whose calls failed because this spawn's
 	// connection ended: they were in flight when the process died.
 	cutOff map[proto.Id]bool
@@ -145,7 +167,10 @@ func (w *procWorker) supervise() {
 		reason := "crash"
 		switch {
 		case w.planned:
-			reason, healthy = "rolling", true
+			reason, healthy = ReasonRolling, true
+			if w.plannedReason != "" {
+				reason = w.plannedReason
+			}
 		case w.hung:
 			reason = "hung"
 		case exit == "exit status 0":
@@ -154,10 +179,11 @@ func (w *procWorker) supervise() {
 		if !w.stopping && !w.planned {
 			suspects = w.suspectsLocked()
 		}
-		w.planned, w.hung = false, false
+		w.planned, w.hung, w.plannedReason = false, false, ""
 		w.lastExit = exit
 		w.conn, w.live = nil, nil
 		w.pid = 0
+		w.cache, w.heapBytes, w.rssBytes = nil, 0, 0
 		w.proc = nil
 		if w.stopping {
 			w.state = StateStopped
@@ -305,6 +331,7 @@ func (w *procWorker) runOnce() (healthy bool, exit string) {
 	}
 	start := time.Now()
 	w.pid, w.proc, w.started, w.readyAt = cmd.Process.Pid, cmd.Process, start, time.Time{}
+	w.dispatches, w.recycleAt, w.overMemory = 0, w.nextRecycleAt(), 0
 	w.mu.Unlock()
 	log := w.log.With().Int("pid", cmd.Process.Pid).Logger()
 	log.Info().Msg("worker started")

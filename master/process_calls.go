@@ -96,7 +96,9 @@ func (w *procWorker) onAck(ack proto.Ack) {
 func (w *procWorker) onHeartbeat(hb proto.Heartbeat) {
 	w.mu.Lock()
 	w.tenants = hb.Tenants
+	w.cache, w.heapBytes, w.rssBytes = hb.Cache, hb.HeapBytes, hb.RSSBytes
 	w.mu.Unlock()
+	w.checkRSS(hb.RSSBytes)
 }
 
 // ready waits until the worker is connected, for at most DispatchTimeout
@@ -150,6 +152,7 @@ func (w *procWorker) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Ev
 		return nil, err
 	}
 	w.track(id)
+	w.countDispatch()
 	v, err := c.DispatchEvent(ctx, id, ev)
 	w.untrack(id, err)
 	return v, w.unavailable(err)
@@ -187,6 +190,7 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if c != nil {
 		_ = c.DispatchEventNoWait(id, ev, seq) // on failure it is redelivered after the restart
 	}
+	w.countDispatch()
 	return nil
 }
 
@@ -207,6 +211,7 @@ func (w *procWorker) RunScript(ctx context.Context, id proto.Id, name, code stri
 		return nil, err
 	}
 	w.track(id)
+	w.countDispatch()
 	v, err := c.RunScript(ctx, id, name, code, ev)
 	w.untrack(id, err)
 	return v, w.unavailable(err)
@@ -269,6 +274,7 @@ func (w *procWorker) Status() WorkerStatus {
 		ID: w.id, PID: w.pid, State: w.state, Tenants: w.tenants,
 		Restarts: w.restarts, ConsecutiveFailures: w.failures, LastExit: w.lastExit,
 		Queued: len(w.nowait), QueuedBytes: w.held.Bytes(),
+		Cache: w.cache, HeapBytes: w.heapBytes, RSSBytes: w.rssBytes,
 	}
 	if w.pid != 0 {
 		s.UptimeSeconds = time.Since(w.started).Seconds()
@@ -288,6 +294,14 @@ func (w *procWorker) Status() WorkerStatus {
 // acknowledged), then it is shut down and replaced, and Restart returns
 // once the new process is ready.
 func (w *procWorker) Restart(ctx context.Context) error {
+	return w.restart(ctx, ReasonRolling)
+}
+
+// restart is Restart for reason (ReasonRolling, ReasonMemory,
+// ReasonRecycle), counted under that reason.
+func (w *procWorker) restart(ctx context.Context, reason string) error {
+	w.restartMu.Lock()
+	defer w.restartMu.Unlock()
 	w.mu.Lock()
 	c := w.conn
 	if c == nil || w.stopping {
@@ -302,7 +316,7 @@ func (w *procWorker) Restart(ctx context.Context) error {
 	ready := w.readyCh
 	lastSent := w.seq // events after this are held for the next process
 	w.mu.Unlock()
-	w.log.Info().Msg("rolling restart: draining")
+	w.log.Info().Str("reason", reason).Msg("planned restart: draining")
 
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -321,7 +335,7 @@ func (w *procWorker) Restart(ctx context.Context) error {
 		}
 	}
 	w.mu.Lock()
-	w.planned = true
+	w.planned, w.plannedReason = true, reason
 	w.mu.Unlock()
 	_ = c.Shutdown(ctx)
 	select {

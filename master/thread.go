@@ -21,6 +21,8 @@ func (w threadWorker) Status() WorkerStatus {
 		state = "stopped"
 	default:
 	}
+	cs := w.CacheStats()
+	heap, rss := worker.ProcessMemory()
 	return WorkerStatus{
 		ID:            w.ID(),
 		State:         state,
@@ -29,6 +31,9 @@ func (w threadWorker) Status() WorkerStatus {
 		InFlight:      w.InFlight(),
 		Queued:        w.Queued(),
 		QueuedBytes:   w.QueuedBytes(),
+		Cache:         &cs,
+		HeapBytes:     heap,
+		RSSBytes:      rss,
 	}
 }
 

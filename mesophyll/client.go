@@ -39,6 +39,13 @@ type Handler interface {
 	Tenants() int
 }
 
+// HeartbeatReporter is an optional interface of a Handler that reports
+// more than Tenants in every heartbeat.
+type HeartbeatReporter interface {
+	// Heartbeat returns the figures of the next heartbeat.
+	Heartbeat() proto.Heartbeat
+}
+
 // Inliner is an optional interface of a Handler. A worker that is idle —
 // nothing running and nothing queued — can run an event on the goroutine
 // that read it from the connection, which saves the hand-offs to and from
@@ -423,7 +430,11 @@ func (c *Client) sendHeartbeats(h Handler) {
 	t := time.NewTicker(c.heartbeat)
 	defer t.Stop()
 	for {
-		if err := c.link.sendMsg(context.Background(), &proto.Message{Heartbeat: &proto.Heartbeat{Tenants: h.Tenants()}}); err != nil {
+		hb := proto.Heartbeat{Tenants: h.Tenants()}
+		if r, ok := h.(HeartbeatReporter); ok {
+			hb = r.Heartbeat()
+		}
+		if err := c.link.sendMsg(context.Background(), &proto.Message{Heartbeat: &hb}); err != nil {
 			return
 		}
 		select {

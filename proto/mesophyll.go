@@ -117,10 +117,33 @@ type Ack struct {
 
 // Heartbeat is sent by the worker every heartbeat interval, with its figures.
 //
-//	{"Heartbeat":{"tenants":3}}
+//	{"Heartbeat":{"tenants":3,"cache":{"vms":3,"cold_starts":5,"evictions_lru":2,"evictions_idle":0,"evictions_memory":0},"heap_bytes":4194304,"rss_bytes":16777216}}
 type Heartbeat struct {
 	// Tenants is the number of tenant VMs loaded.
 	Tenants int `json:"tenants"`
+	// Cache is what the worker's tenant cache did (absent from workers
+	// that do not report it).
+	Cache *CacheStats `json:"cache,omitempty"`
+	// HeapBytes and RSSBytes are the worker process's live Go heap and
+	// resident set size.
+	HeapBytes int64 `json:"heap_bytes,omitempty"`
+	RSSBytes  int64 `json:"rss_bytes,omitempty"`
+}
+
+// CacheStats are the counters of a worker's tenant-VM cache.
+type CacheStats struct {
+	// VMs is the number of tenant VMs built now.
+	VMs int64 `json:"vms"`
+	// ColdStarts counts VMs built: first events, and events after an
+	// eviction, a drop or an aborted call.
+	ColdStarts int64 `json:"cold_starts"`
+	// EvictionsLRU counts tenants evicted because the cache was full,
+	// EvictionsIdle those evicted after --vm-idle-ttl unused,
+	// EvictionsMemory those evicted because the worker's heap passed the
+	// high watermark of --worker-memory-max.
+	EvictionsLRU    int64 `json:"evictions_lru"`
+	EvictionsIdle   int64 `json:"evictions_idle"`
+	EvictionsMemory int64 `json:"evictions_memory"`
 }
 
 // TemplatesFor asks the master for a tenant's templates.

@@ -32,6 +32,7 @@ type SQLite struct {
 	log     zerolog.Logger
 	version int
 	closed  atomic.Bool
+	stmts   stmtCache
 }
 
 var _ Store = (*SQLite)(nil)
@@ -90,6 +91,10 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*SQLite, error)
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.r.SetMaxOpenConns(n)
 	s.r.SetMaxIdleConns(n)
+	if err := s.prepareWriter(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("prepare sqlite statements: %w", err)
+	}
 	s.log.Debug().Str("path", abs).Int("schema_version", s.version).Msg("sqlite store open")
 	return s, nil
 }
@@ -151,6 +156,7 @@ func (s *SQLite) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.closeStmts()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
@@ -250,66 +256,42 @@ func (s *SQLite) Templates(ctx context.Context, tenant proto.Id) ([]proto.Templa
 	if err != nil {
 		return nil, err
 	}
-	id := idToDB(tenant.ID)
-	tx, err := s.r.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, s.fail("begin", err)
-	}
-	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT name, code, updated_at FROM templates
-		WHERE tenant_type = ? AND tenant_id = ? ORDER BY name`, kind, id)
+	// One statement reads the templates and their events together, so the
+	// two are consistent without a transaction.
+	st, err := s.stmt(ctx, s.r, `SELECT t.name, t.code, t.updated_at, e.event FROM templates t
+		LEFT JOIN template_events e
+			ON e.tenant_type = t.tenant_type AND e.tenant_id = t.tenant_id AND e.name = t.name
+		WHERE t.tenant_type = ? AND t.tenant_id = ? ORDER BY t.name, e.position`)
 	if err != nil {
 		return nil, s.fail("list templates", err)
 	}
+	rows, err := st.QueryContext(ctx, kind, idToDB(tenant.ID))
+	if err != nil {
+		return nil, s.fail("list templates", err)
+	}
+	defer rows.Close()
 	ts := []proto.Template{}
 	for rows.Next() {
 		var (
-			t    proto.Template
-			code []byte
-			at   int64
+			name  string
+			code  []byte
+			at    int64
+			event sql.NullString
 		)
-		if err := rows.Scan(&t.Name, &code, &at); err != nil {
-			rows.Close()
+		if err := rows.Scan(&name, &code, &at, &event); err != nil {
 			return nil, s.fail("list templates", err)
 		}
-		t.Code, t.UpdatedAt, t.Events = string(code), time.UnixMicro(at).UTC(), []string{}
-		ts = append(ts, t)
+		if n := len(ts); n == 0 || ts[n-1].Name != name {
+			ts = append(ts, proto.Template{Name: name, Code: string(code), UpdatedAt: time.UnixMicro(at).UTC(), Events: []string{}})
+		}
+		if event.Valid {
+			ts[len(ts)-1].Events = append(ts[len(ts)-1].Events, event.String)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.fail("list templates", err)
 	}
-	rows, err = tx.QueryContext(ctx, `SELECT name, event FROM template_events
-		WHERE tenant_type = ? AND tenant_id = ? ORDER BY name, position`, kind, id)
-	if err != nil {
-		return nil, s.fail("list template events", err)
-	}
-	defer rows.Close()
-	var name, event string
-	add := attachEvents(ts)
-	for rows.Next() {
-		if err := rows.Scan(&name, &event); err != nil {
-			return nil, s.fail("list template events", err)
-		}
-		add(name, event)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail("list template events", err)
-	}
 	return ts, nil
-}
-
-// attachEvents returns a function that appends event to the template name
-// in ts, which must be sorted by name, as must the calls.
-func attachEvents(ts []proto.Template) func(name, event string) {
-	i := 0
-	return func(name, event string) {
-		for i < len(ts) && ts[i].Name < name {
-			i++
-		}
-		if i < len(ts) && ts[i].Name == name {
-			ts[i].Events = append(ts[i].Events, event)
-		}
-	}
 }
 
 // TenantsWithEvent lists every tenant with a template subscribed to event,

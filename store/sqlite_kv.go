@@ -10,6 +10,27 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
+// The statements of the SQLite KV writes, prepared once on the writer
+// (see writerStmts).
+const (
+	qUsage  = `SELECT keys, bytes FROM kv_usage WHERE tenant_type = ? AND tenant_id = ?`
+	qSize   = `SELECT size FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key = ?`
+	qDelete = `DELETE FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key = ? RETURNING size`
+	qInsert = `INSERT INTO kv (tenant_type, tenant_id, key, value, size, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (tenant_type, tenant_id, key) DO UPDATE
+		SET value = excluded.value, size = excluded.size, updated_at = excluded.updated_at`
+	qPutUsage = `INSERT INTO kv_usage (tenant_type, tenant_id, keys, bytes) VALUES (?, ?, ?, ?)
+		ON CONFLICT (tenant_type, tenant_id) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes`
+	qDecUsage = `UPDATE kv_usage SET keys = keys - 1, bytes = bytes - ?
+		WHERE tenant_type = ? AND tenant_id = ?`
+)
+
+// writerStmts are prepared on the writer when the store opens: preparing
+// one later, while a write transaction holds the writer's only
+// connection, would wait for that connection forever.
+var writerStmts = []string{qUsage, qSize, qDelete, qInsert, qPutUsage, qDecUsage}
+
 // KvGet returns the value of key and whether it exists.
 func (s *SQLite) KvGet(ctx context.Context, tenant proto.Id, key string) (json.RawMessage, bool, error) {
 	kind, err := checkTenantKey(tenant, key)
@@ -17,8 +38,8 @@ func (s *SQLite) KvGet(ctx context.Context, tenant proto.Id, key string) (json.R
 		return nil, false, err
 	}
 	var v []byte
-	err = s.r.QueryRowContext(ctx, `SELECT value FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key = ?`,
-		kind, idToDB(tenant.ID), key).Scan(&v)
+	err = s.scan(ctx, s.r, nil, `SELECT value FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key = ?`,
+		[]any{kind, idToDB(tenant.ID), key}, &v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -41,14 +62,14 @@ func (s *SQLite) KvSet(ctx context.Context, tenant proto.Id, key string, value j
 	}
 	defer tx.Rollback()
 	var u usage
-	err = tx.QueryRowContext(ctx, `SELECT keys, bytes FROM kv_usage WHERE tenant_type = ? AND tenant_id = ?`,
-		kind, id).Scan(&u.keys, &u.bytes)
+	err = s.scan(ctx, s.w, tx, qUsage,
+		[]any{kind, id}, &u.keys, &u.bytes)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return s.fail("kv usage", err)
 	}
 	old := int64(-1)
-	err = tx.QueryRowContext(ctx, `SELECT size FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key = ?`,
-		kind, id, key).Scan(&old)
+	err = s.scan(ctx, s.w, tx, qSize,
+		[]any{kind, id, key}, &old)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return s.fail("kv set", err)
 	}
@@ -58,10 +79,7 @@ func (s *SQLite) KvSet(ctx context.Context, tenant proto.Id, key string, value j
 		return err
 	}
 	now := time.Now().UnixMicro()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO kv (tenant_type, tenant_id, key, value, size, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (tenant_type, tenant_id, key) DO UPDATE
-		SET value = excluded.value, size = excluded.size, updated_at = excluded.updated_at`,
+	if err := s.txExec(ctx, tx, qInsert,
 		kind, id, key, string(value), size, now, now); err != nil {
 		return s.fail("kv set", err)
 	}
@@ -73,8 +91,7 @@ func (s *SQLite) KvSet(ctx context.Context, tenant proto.Id, key string, value j
 
 // putUsage records the tenant's usage u.
 func (s *SQLite) putUsage(ctx context.Context, tx *sql.Tx, kind string, id int64, u usage) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO kv_usage (tenant_type, tenant_id, keys, bytes) VALUES (?, ?, ?, ?)
-		ON CONFLICT (tenant_type, tenant_id) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes`,
+	err := s.txExec(ctx, tx, qPutUsage,
 		kind, id, u.keys, u.bytes)
 	return s.fail("kv usage", err)
 }
@@ -92,16 +109,15 @@ func (s *SQLite) KvDelete(ctx context.Context, tenant proto.Id, key string) erro
 	}
 	defer tx.Rollback()
 	var size int64
-	err = tx.QueryRowContext(ctx, `DELETE FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key = ? RETURNING size`,
-		kind, id, key).Scan(&size)
+	err = s.scan(ctx, s.w, tx, qDelete,
+		[]any{kind, id, key}, &size)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
 	if err != nil {
 		return s.fail("kv delete", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE kv_usage SET keys = keys - 1, bytes = bytes - ?
-		WHERE tenant_type = ? AND tenant_id = ?`, size, kind, id); err != nil {
+	if err := s.txExec(ctx, tx, qDecUsage, size, kind, id); err != nil {
 		return s.fail("kv usage", err)
 	}
 	return s.fail("commit", tx.Commit())
@@ -127,7 +143,11 @@ func (s *SQLite) KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]
 		q += ` AND key < ?`
 		args = append(args, end)
 	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY key`, args...)
+	st, err := s.stmt(ctx, s.r, q+` ORDER BY key`)
+	if err != nil {
+		return nil, s.fail("kv find", err)
+	}
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, s.fail("kv find", err)
 	}

@@ -1,12 +1,14 @@
 package worker
 
 import (
+	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	lua "github.com/Shopify/go-lua"
 	"github.com/rs/zerolog"
@@ -26,14 +28,22 @@ type Manager struct {
 	// pool bounds the sum of the VMs' memory (Limits.MaxWorkerMemory); nil
 	// when unlimited. Its members all run on the manager's goroutine, as
 	// lua.MemoryPool requires.
-	pool *lua.MemoryPool
+	pool  *lua.MemoryPool
+	cache CacheOptions
+	lru   *list.List // of *tenant, most recently used first
+	stats CacheStats
+	now   func() time.Time
 }
 
 // tenant is the cached state of one tenant on this worker.
 type tenant struct {
+	id        proto.Id
 	templates []proto.Template // ordered by name
 	events    map[string][]int // event name → indexes into templates
 	vm        *VM              // nil until an event needs it
+	elem      *list.Element    // in Manager.lru
+	lastUsed  time.Time
+	busy      int // calls running; a busy tenant is never evicted
 }
 
 // NewManager returns the manager of worker id among total workers.
@@ -41,6 +51,9 @@ func NewManager(id, total int, store Store, limits Limits, log zerolog.Logger) *
 	m := &Manager{
 		id: id, total: total, store: store, limits: limits, log: log,
 		tenants: make(map[proto.Id]*tenant),
+		cache:   CacheOptions{}.withDefaults(),
+		lru:     list.New(),
+		now:     time.Now,
 	}
 	if limits.MaxWorkerMemory > 0 {
 		m.pool = lua.NewMemoryPool(limits.MaxWorkerMemory)
@@ -57,20 +70,17 @@ func (m *Manager) MemoryUsed() int64 {
 	return m.pool.Used()
 }
 
+// SetCache sets the bounds of the tenant cache (see CacheOptions). Call
+// it before the first dispatch.
+func (m *Manager) SetCache(c CacheOptions) { m.cache = c.withDefaults() }
+
 // Loaded returns the number of tenants whose VM is built.
-func (m *Manager) Loaded() int {
-	n := 0
-	for _, t := range m.tenants {
-		if t.vm != nil {
-			n++
-		}
-	}
-	return n
-}
+func (m *Manager) Loaded() int { return int(m.stats.vms.Load()) }
 
 // state returns the tenant's cached state, loading its templates once.
 func (m *Manager) state(ctx context.Context, id proto.Id) (*tenant, error) {
 	if t, ok := m.tenants[id]; ok {
+		m.touch(t)
 		return t, nil
 	}
 	tpls, err := m.store.Templates(ctx, id)
@@ -82,7 +92,7 @@ func (m *Manager) state(ctx context.Context, id proto.Id) (*tenant, error) {
 		return nil, e
 	}
 	sort.Slice(tpls, func(i, j int) bool { return tpls[i].Name < tpls[j].Name })
-	t := &tenant{templates: tpls, events: make(map[string][]int)}
+	t := &tenant{id: id, templates: tpls, events: make(map[string][]int)}
 	for i, tp := range tpls {
 		for _, ev := range tp.Events {
 			if idx := t.events[ev]; len(idx) == 0 || idx[len(idx)-1] != i {
@@ -90,7 +100,9 @@ func (m *Manager) state(ctx context.Context, id proto.Id) (*tenant, error) {
 			}
 		}
 	}
+	m.makeRoom()
 	m.tenants[id] = t
+	m.touch(t)
 	return t, nil
 }
 
@@ -109,7 +121,7 @@ func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 	if m.pool != nil {
 		vm.setLimits(m.pool)
 	}
-	t.vm = vm
+	m.setVM(t, vm)
 	return vm, nil
 }
 
@@ -138,6 +150,8 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	out = append(out, '{')
 	var failures failureList
 	var hostErr *proto.Error
+	t.busy++
+	defer func() { t.busy-- }()
 	for n, i := range subs {
 		tp := &t.templates[i]
 		res, err := vm.runTemplate(ctx, tp, ev)
@@ -231,8 +245,7 @@ func messageOf(err error) string {
 func (m *Manager) afterCall(id proto.Id, t *tenant) {
 	if t.vm != nil && t.vm.broken {
 		m.log.Warn().Str("tenant", id.String()).Msg("discarding tenant VM after an aborted call")
-		t.vm.close()
-		t.vm = nil
+		m.setVM(t, nil)
 	}
 }
 
@@ -251,7 +264,9 @@ func (m *Manager) RunScript(ctx context.Context, id proto.Id, name, code string,
 	if err != nil {
 		return nil, err
 	}
+	t.busy++
 	res, err := vm.runCode(ctx, name, code, ev)
+	t.busy--
 	m.afterCall(id, t)
 	if err != nil {
 		var pe *proto.Error
@@ -267,10 +282,7 @@ func (m *Manager) RunScript(ctx context.Context, id proto.Id, name, code string,
 // broken so any holder sees a clear error; the next call rebuilds it.
 func (m *Manager) Drop(id proto.Id) {
 	if t, ok := m.tenants[id]; ok {
-		if t.vm != nil {
-			t.vm.close()
-		}
-		delete(m.tenants, id)
+		m.forget(t)
 	}
 }
 

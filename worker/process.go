@@ -69,6 +69,14 @@ type processHandler struct{ *Thread }
 // Tenants reports the loaded VMs for heartbeats.
 func (h processHandler) Tenants() int { return h.Loaded() }
 
+// Heartbeat reports the worker's figures: loaded VMs, cache counters, Go
+// heap and RSS (mesophyll.HeartbeatReporter).
+func (h processHandler) Heartbeat() proto.Heartbeat {
+	cs := h.CacheStats()
+	heap, rss := ProcessMemory()
+	return proto.Heartbeat{Tenants: h.Loaded(), Cache: &cs, HeapBytes: heap, RSSBytes: rss}
+}
+
 // storeProxy adapts the Mesophyll client to the worker's Store.
 type storeProxy struct{ c *mesophyll.Client }
 

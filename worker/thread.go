@@ -38,7 +38,21 @@ type Options struct {
 	// threads. The thread topology locks it (its contract); a process
 	// worker, alone in its process, need not pay for the lock.
 	NoThreadLock bool
+	// Cache bounds the tenants the worker keeps loaded (--vm-cache-max,
+	// --vm-idle-ttl).
+	Cache CacheOptions
+	// MemoryMax, when positive, is the worker's memory budget
+	// (--worker-memory-max): above MemoryHighWater of it in live Go heap
+	// the worker evicts least recently used idle VMs down to
+	// MemoryLowWater.
+	MemoryMax int64
 }
+
+// The watermarks of Options.MemoryMax, in percent.
+const (
+	MemoryHighWater = 90
+	MemoryLowWater  = 70
+)
 
 // DefaultQueueSize is the default bound of a worker's queue.
 const DefaultQueueSize = 10000
@@ -57,6 +71,8 @@ type Thread struct {
 	timeout   time.Duration
 	lock      bool
 	onNowait  func(id proto.Id, err error)
+	memMax    int64
+	memWarned time.Time // last warning that nothing could be evicted
 
 	// exec is held while a message runs, when messages may also run
 	// inline (TryDispatchEvent, only without the thread lock); pending
@@ -83,6 +99,7 @@ const (
 	msgDrop
 	msgDropAll
 	msgKill
+	msgSweep
 )
 
 type message struct {
@@ -120,9 +137,17 @@ func New(id, total int, opts Options) (*Thread, error) {
 		lock:     !opts.NoThreadLock,
 		onNowait: opts.OnNowaitError,
 		maxHeld:  opts.QueueBytes,
+		memMax:   opts.MemoryMax,
 		done:     make(chan struct{}),
 	}
+	w.mgr.SetCache(opts.Cache)
 	go w.loop()
+	switch ttl := w.mgr.cache.IdleTTL; {
+	case w.memMax > 0:
+		go w.sweeper(min(sweepEvery(ttl), memoryCheckEvery))
+	case ttl > 0:
+		go w.sweeper(sweepEvery(ttl))
+	}
 	if !opts.NoStartup {
 		go w.startup()
 	}
@@ -239,6 +264,11 @@ func (w *Thread) handle(msg message) {
 		w.mgr.Drop(msg.id)
 	case msgDropAll:
 		w.mgr.DropAll()
+	case msgSweep:
+		if n := w.mgr.Sweep(); n > 0 {
+			w.log.Debug().Int("evicted", n).Msg("evicted idle tenants")
+		}
+		w.checkMemory()
 	}
 	if msg.reply != nil {
 		msg.reply <- r
@@ -338,6 +368,54 @@ func (w *Thread) Kill(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// CacheStats returns the worker's tenant-cache counters.
+func (w *Thread) CacheStats() proto.CacheStats { return w.mgr.Stats().Snapshot() }
+
+// memoryCheckEvery is how often a worker with a memory budget compares its
+// heap with the budget's watermarks.
+const memoryCheckEvery = 250 * time.Millisecond
+
+// checkMemory evicts least recently used idle VMs when the process's live
+// heap is above the high watermark of the memory budget, until what they
+// held would bring it down to the low watermark.
+func (w *Thread) checkMemory() {
+	if w.memMax <= 0 {
+		return
+	}
+	live := gcLiveHeap()
+	if live*100 <= w.memMax*MemoryHighWater {
+		return
+	}
+	need := live - w.memMax*MemoryLowWater/100
+	n, freed := w.mgr.EvictForMemory(need)
+	if n > 0 {
+		runtime.GC() // let the next check see what the eviction freed
+		w.log.Info().Int64("live_heap", live).Int64("budget", w.memMax).Int("evicted", n).
+			Int64("evicted_bytes", freed).Msg("heap above the memory budget's high watermark: evicted idle tenant VMs")
+		return
+	}
+	if now := time.Now(); now.Sub(w.memWarned) > 30*time.Second {
+		w.memWarned = now
+		w.log.Warn().Int64("live_heap", live).Int64("budget", w.memMax).
+			Msg("heap above the memory budget's high watermark and no idle tenant VM left to evict")
+	}
+}
+
+// sweeper asks the worker goroutine to evict idle tenants every period
+// until the worker stops. A full queue skips a sweep: the next one comes.
+func (w *Thread) sweeper(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-t.C:
+			_ = w.enqueue(message{kind: msgSweep, ctx: context.Background()})
+		}
+	}
 }
 
 // startup dispatches OnStartup to the tenants this worker owns.

@@ -102,6 +102,10 @@ func (vm *VM) close() {
 	lua.LeavePool(vm.l)
 }
 
+// liveBytes is the VM's own estimate of the memory it holds: what it
+// measured at its last memory check plus what it allocated since.
+func (vm *VM) liveBytes() int64 { return lua.Allocated(vm.l) }
+
 // Compile checks that code is valid Lua, returning the syntax error (with
 // its line) if not. It runs nothing.
 func Compile(name, code string) error {

@@ -373,17 +373,30 @@ func printWorkers(w io.Writer, raw []byte) error {
 		return fmt.Errorf("decode workers: %w", err)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tPID\tUPTIME\tRESTARTS\tFAILURES\tINFLIGHT\tQUEUED\tTENANTS\tLAST EXIT")
+	fmt.Fprintln(tw, "ID\tSTATE\tPID\tUPTIME\tRESTARTS\tFAILURES\tINFLIGHT\tQUEUED\tTENANTS\tEVICTED\tCOLD\tHEAP\tRSS\tLAST EXIT")
 	for _, s := range out.Workers {
 		pid := "-"
 		if s.PID != 0 {
 			pid = strconv.Itoa(s.PID)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", s.ID, s.State, pid,
+		evicted, cold := "-", "-"
+		if cs := s.Cache; cs != nil {
+			evicted = strconv.FormatInt(cs.EvictionsLRU+cs.EvictionsIdle+cs.EvictionsMemory, 10)
+			cold = strconv.FormatInt(cs.ColdStarts, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, pid,
 			(time.Duration(s.UptimeSeconds) * time.Second).String(), s.Restarts, s.ConsecutiveFailures,
-			s.InFlight, s.Queued, s.Tenants, s.LastExit)
+			s.InFlight, s.Queued, s.Tenants, evicted, cold, mib(s.HeapBytes), mib(s.RSSBytes), s.LastExit)
 	}
 	return tw.Flush()
+}
+
+// mib renders a byte count in MiB for the workers table ("-" when unknown).
+func mib(n int64) string {
+	if n <= 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + "MiB"
 }
 
 func restartWorkersCommand() *cli.Command {

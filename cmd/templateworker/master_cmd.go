@@ -44,6 +44,10 @@ func masterCommand() *cli.Command {
 			&cli.StringFlag{Name: "lua-max-memory", Value: "64MiB", Usage: "memory ceiling of one tenant VM", EnvVars: envVars("lua-max-memory")},
 			&cli.StringFlag{Name: "lua-max-string", Value: "16MiB", Usage: "longest string a script may build", EnvVars: envVars("lua-max-string")},
 			&cli.StringFlag{Name: "lua-max-worker-memory", Value: "512MiB", Usage: "memory ceiling of all the tenant VMs of one worker together", EnvVars: envVars("lua-max-worker-memory")},
+			&cli.IntFlag{Name: "vm-cache-max", Value: worker.DefaultVMCacheMax, Usage: "tenants (and VMs) one worker keeps loaded; the least recently used idle one is evicted past it (0: unlimited)", EnvVars: envVars("vm-cache-max")},
+			&cli.DurationFlag{Name: "vm-idle-ttl", Value: worker.DefaultVMIdleTTL, Usage: "evict a tenant's VM after this long unused (0: never)", EnvVars: envVars("vm-idle-ttl")},
+			&cli.StringFlag{Name: "worker-memory-max", Value: "0", Usage: "memory budget of one worker (e.g. 512MiB; 0: off): its Go soft memory limit; above 90% of it in live heap it evicts idle VMs down to 70%; a process worker whose RSS stays above it is replaced by a planned restart", EnvVars: envVars("worker-memory-max")},
+			&cli.Int64Flag{Name: "worker-max-dispatches", Usage: "recycle a worker process after about N calls (±10% jitter) with a planned restart (0: never)", EnvVars: envVars("worker-max-dispatches")},
 			&cli.IntFlag{Name: "kv-max-keys", Value: store.DefaultQuota.MaxKeys, Usage: "keys one tenant may store", EnvVars: envVars("kv-max-keys")},
 			&cli.StringFlag{Name: "kv-max-bytes", Value: "16MiB", Usage: "bytes of keys and values one tenant may store", EnvVars: envVars("kv-max-bytes")},
 			&cli.DurationFlag{Name: "dispatch-timeout", Value: 5 * time.Second, Usage: "how long a call may wait for its worker beyond --lua-timeout", EnvVars: envVars("dispatch-timeout")},
@@ -96,6 +100,14 @@ func runMaster(c *cli.Context) error {
 			MaxCallDepth:    worker.DefaultLimits.MaxCallDepth,
 		},
 		Quota: store.Quota{MaxKeys: c.Int("kv-max-keys")},
+	}
+	if cfg.Cache, err = cacheOptions(c.Int("vm-cache-max"), c.Duration("vm-idle-ttl")); err != nil {
+		return err
+	}
+	if v := strings.TrimSpace(c.String("worker-memory-max")); v != "0" && v != "" {
+		if cfg.WorkerMemoryMax, err = parseSize("worker-memory-max", v); err != nil {
+			return err
+		}
 	}
 	if cfg.Limits.MaxMemory, err = parseSize("lua-max-memory", c.String("lua-max-memory")); err != nil {
 		return err
@@ -171,6 +183,25 @@ func boundsConfig(c *cli.Context, cfg *master.Config) error {
 	return nil
 }
 
+// cacheOptions turns --vm-cache-max and --vm-idle-ttl (0 meaning off) into
+// worker.CacheOptions (where negative means off).
+func cacheOptions(max int, ttl time.Duration) (worker.CacheOptions, error) {
+	if max < 0 {
+		return worker.CacheOptions{}, fmt.Errorf("--vm-cache-max must be 0 (unlimited) or positive, got %d", max)
+	}
+	if ttl < 0 {
+		return worker.CacheOptions{}, fmt.Errorf("--vm-idle-ttl must be 0 (never) or positive, got %s", ttl)
+	}
+	c := worker.CacheOptions{MaxTenants: max, IdleTTL: ttl}
+	if max == 0 {
+		c.MaxTenants = -1
+	}
+	if ttl == 0 {
+		c.IdleTTL = -1
+	}
+	return c, nil
+}
+
 // parseSize parses a byte size: a plain number of bytes, or a number with
 // a KiB/MiB/GiB (or KB/MB/GB, powers of 1000) suffix.
 func parseSize(flag, s string) (int64, error) {
@@ -202,6 +233,9 @@ func topology(c *cli.Context, cfg *master.Config) error {
 		if threads <= 0 {
 			return fmt.Errorf("--thread-workers must be positive, got %d", threads)
 		}
+		if c.Int64("worker-max-dispatches") != 0 {
+			return errors.New("--worker-max-dispatches recycles worker processes: it needs --process-workers")
+		}
 		cfg.ThreadWorkers = threads
 		return nil
 	}
@@ -227,6 +261,9 @@ func topology(c *cli.Context, cfg *master.Config) error {
 	if c.Duration("heartbeat-interval") <= 0 {
 		return fmt.Errorf("--heartbeat-interval must be positive")
 	}
+	if c.Int64("worker-max-dispatches") < 0 {
+		return fmt.Errorf("--worker-max-dispatches must be 0 (never) or positive, got %d", c.Int64("worker-max-dispatches"))
+	}
 	format := c.String("log-format")
 	if format == "auto" {
 		format = "json" // workers write to a pipe the master re-logs
@@ -241,6 +278,8 @@ func topology(c *cli.Context, cfg *master.Config) error {
 		DispatchTimeout:   c.Duration("dispatch-timeout"),
 		HeartbeatInterval: c.Duration("heartbeat-interval"),
 		MaxFrame:          cfg.MaxFrame,
+		MemoryMax:         cfg.WorkerMemoryMax,
+		MaxDispatches:     c.Int64("worker-max-dispatches"),
 		Args: []string{
 			"--mesophyll-max-frame", strconv.FormatInt(cfg.MaxFrame, 10),
 			"--max-result", strconv.Itoa(cfg.Limits.MaxResult),
@@ -253,6 +292,9 @@ func topology(c *cli.Context, cfg *master.Config) error {
 			"--lua-max-string", strconv.Itoa(cfg.Limits.MaxString),
 			"--lua-max-call-depth", strconv.Itoa(cfg.Limits.MaxCallDepth),
 			"--lua-max-worker-memory", strconv.FormatInt(cfg.Limits.MaxWorkerMemory, 10),
+			"--vm-cache-max", strconv.Itoa(c.Int("vm-cache-max")),
+			"--vm-idle-ttl", c.Duration("vm-idle-ttl").String(),
+			"--worker-memory-max", strconv.FormatInt(cfg.WorkerMemoryMax, 10),
 		},
 	}
 	return nil

@@ -36,6 +36,9 @@ func workerProcessFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-result", Hidden: true, Value: worker.DefaultMaxResult},
 		&cli.Int64Flag{Name: "mesophyll-max-frame", Hidden: true},
 		&cli.Int64Flag{Name: "lua-max-worker-memory", Hidden: true, Value: worker.DefaultLimits.MaxWorkerMemory},
+		&cli.IntFlag{Name: "vm-cache-max", Hidden: true, Value: worker.DefaultVMCacheMax},
+		&cli.DurationFlag{Name: "vm-idle-ttl", Hidden: true, Value: worker.DefaultVMIdleTTL},
+		&cli.Int64Flag{Name: "worker-memory-max", Hidden: true},
 	}
 }
 
@@ -83,9 +86,15 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 		MaxResult:       c.Int("max-result"),
 		MaxWorkerMemory: c.Int64("lua-max-worker-memory"),
 	}
+	cache, err := cacheOptions(c.Int("vm-cache-max"), c.Duration("vm-idle-ttl"))
+	if err != nil {
+		return err
+	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
 		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token, MaxFrame: c.Int64("mesophyll-max-frame"),
-		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log},
+		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log, Cache: cache,
+			MemoryMax: c.Int64("worker-memory-max")},
+		MemoryLimit: c.Int64("worker-memory-max"),
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("worker process ends")

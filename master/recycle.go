@@ -1,0 +1,103 @@
+package master
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// Reasons of planned replacements, as in
+// templateworker_worker_restarts_total{reason}. A planned replacement never
+// counts as a failure toward the crash-loop abort.
+const (
+	ReasonRolling = "rolling"
+	ReasonMemory  = "memory"
+	ReasonRecycle = "recycle"
+)
+
+// memoryStrikes is how many consecutive heartbeats a worker's RSS may stay
+// above ProcessConfig.MemoryMax before it is replaced: the worker evicts
+// idle VMs first, and the eviction gets that long to bring it down.
+const memoryStrikes = 5
+
+// recycleJitter is the ± spread of ProcessConfig.MaxDispatches, so that
+// workers started together do not recycle together.
+const recycleJitter = 0.10
+
+// nextRecycleAt draws the dispatch count after which the current spawn is
+// recycled: MaxDispatches ± 10%, or 0 (never).
+func (w *procWorker) nextRecycleAt() int64 {
+	n := w.cfg.MaxDispatches
+	if n <= 0 {
+		return 0
+	}
+	f := 1 + recycleJitter*(2*rand.Float64()-1)
+	return max(1, int64(float64(n)*f))
+}
+
+// countDispatch counts one call sent to the current spawn and starts a
+// planned replacement when the spawn has served its share.
+func (w *procWorker) countDispatch() {
+	if w.cfg.MaxDispatches <= 0 {
+		return
+	}
+	w.mu.Lock()
+	w.dispatches++
+	due := w.recycleAt > 0 && w.dispatches >= w.recycleAt
+	if due {
+		w.recycleAt = 0 // once per spawn
+	}
+	n := w.dispatches
+	w.mu.Unlock()
+	if due {
+		w.log.Info().Int64("dispatches", n).Int64("max_dispatches", w.cfg.MaxDispatches).
+			Msg("worker served its share of dispatches: recycling it")
+		w.replace(ReasonRecycle)
+	}
+}
+
+// checkRSS counts heartbeats whose RSS is above the memory budget and
+// starts a planned replacement after memoryStrikes of them in a row.
+func (w *procWorker) checkRSS(rss int64) {
+	max := w.cfg.MemoryMax
+	if max <= 0 {
+		return
+	}
+	w.mu.Lock()
+	if rss <= max {
+		w.overMemory = 0
+		w.mu.Unlock()
+		return
+	}
+	w.overMemory++
+	due := w.overMemory == memoryStrikes
+	w.mu.Unlock()
+	if due {
+		w.log.Warn().Int64("rss_bytes", rss).Int64("memory_max", max).Int("heartbeats", memoryStrikes).
+			Msg("worker RSS stayed above --worker-memory-max after evicting idle VMs: replacing it")
+		w.replace(ReasonMemory)
+	}
+}
+
+// replace starts a planned replacement of the worker process for reason,
+// unless one is already running. Calls wait for the new process as in a
+// rolling restart; none fails.
+func (w *procWorker) replace(reason string) {
+	if !w.replacing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer w.replacing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), w.replaceTimeout())
+		defer cancel()
+		if err := w.restart(ctx, reason); err != nil {
+			w.log.Warn().Err(err).Str("reason", reason).Msg("planned replacement of the worker failed")
+		}
+	}()
+}
+
+// replaceTimeout bounds a planned replacement: the drain (a call may run
+// for the dispatch timeout) and the start of the new process.
+func (w *procWorker) replaceTimeout() time.Duration {
+	return 2*w.cfg.DispatchTimeout + w.cfg.ReadyTimeout
+}
