@@ -332,7 +332,7 @@ func TestNowaitQueueFullAndQuarantineDropsHeldEvents(t *testing.T) {
 	put(t, st, bad, "mark", mark, "Mark")
 	put(t, st, good, "mark", mark, "Mark")
 	cfg := pathsConfig(t)
-	cfg.QueueSize = 4
+	cfg.QueueSize = 8 // a tenant may hold a quarter: 2
 	q := NewQuarantine(1, time.Hour)
 	fatal := func(err error) { t.Errorf("process pool: %v", err) }
 	pp, err := startProcessPool(1, "unix", cfg, st, q, zerolog.Nop(), fatal)
@@ -357,23 +357,24 @@ func TestNowaitQueueFullAndQuarantineDropsHeldEvents(t *testing.T) {
 	go func() { restarted <- w.Restart(context.Background()) }()
 	waitUntil(t, "draining", func() bool { return w.Status().State == StateDraining })
 	// Held for the next process, in this order: bad's first.
-	for i, id := range []proto.Id{bad, bad, good, good} {
+	third, fourth := proto.GuildID(4<<22), proto.GuildID(5<<22)
+	for i, id := range []proto.Id{bad, bad, good, good, third, third, fourth, fourth} {
 		if err := pp.DispatchEventNoWait(id, eventOf("Mark", `{"n":`+itoa(i)+`}`)); err != nil {
 			t.Fatalf("nowait %d: %v", i, err)
 		}
 	}
-	err = pp.DispatchEventNoWait(good, eventOf("Mark", `{"n":99}`))
-	if pe := proto.AsError(err); pe == nil || pe.Code != proto.CodeWorkerOverloaded || pe.RetryAfter == 0 || !strings.Contains(pe.Message, "4 unacknowledged events") {
+	err = pp.DispatchEventNoWait(proto.GuildID(6<<22), eventOf("Mark", `{"n":99}`))
+	if pe := proto.AsError(err); pe == nil || pe.Code != proto.CodeWorkerOverloaded || pe.RetryAfter == 0 || !strings.Contains(pe.Message, "8 unacknowledged events") {
 		t.Fatalf("nowait beyond the queue: %v, want worker_overloaded with Retry-After", err)
 	}
-	if s := w.Status(); s.Queued != 4 {
-		t.Fatalf("queued %d, want 4", s.Queued)
+	if s := w.Status(); s.Queued != 8 {
+		t.Fatalf("queued %d, want 8", s.Queued)
 	}
 	if !q.Strike(bad, "test") {
 		t.Fatal("one strike did not quarantine with after=1")
 	}
-	if s := w.Status(); s.Queued != 2 {
-		t.Fatalf("after bad's quarantine %d events held, want good's 2", s.Queued)
+	if s := w.Status(); s.Queued != 6 {
+		t.Fatalf("after bad's quarantine %d events held, want the other tenants' 6", s.Queued)
 	}
 	st.release()
 	if err := <-callErr; err != nil {

@@ -125,7 +125,12 @@ func TestThreadQueueFullIsOverloaded(t *testing.T) {
 	s.put(g, "mark", `local event, ctx = ... ctx.kv.set("ran:" .. event.data.n, true)`, "Mark")
 	limits := DefaultLimits
 	limits.Timeout = 0
-	w, err := New(0, 1, Options{Store: s, Limits: limits, QueueSize: 2, Logger: zerolog.Nop(), NoStartup: true})
+	// A tenant may hold a quarter of the queue: four tenants fill it.
+	others := []proto.Id{proto.GuildID(2), proto.GuildID(3), proto.GuildID(4)}
+	for _, o := range others {
+		s.put(o, "mark", `local event, ctx = ... ctx.kv.set("ran:" .. event.data.n, true)`, "Mark")
+	}
+	w, err := New(0, 1, Options{Store: s, Limits: limits, QueueSize: 8, Logger: zerolog.Nop(), NoStartup: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,14 +146,16 @@ func TestThreadQueueFullIsOverloaded(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the gated call never reached the gate")
 	}
-	for i := 0; i < 2; i++ {
-		if err := w.DispatchEventNoWait(g, proto.Event{Name: "Mark", Data: proto.Value(`{"n":` + itoa(i) + `}`)}); err != nil {
-			t.Fatalf("nowait %d into a queue of 2: %v", i, err)
+	for _, id := range append([]proto.Id{g}, others...) {
+		for i := 0; i < 2; i++ {
+			if err := w.DispatchEventNoWait(id, proto.Event{Name: "Mark", Data: proto.Value(`{"n":` + itoa(i) + `}`)}); err != nil {
+				t.Fatalf("nowait %d of %s into a queue of 8: %v", i, id, err)
+			}
 		}
 	}
-	err = w.DispatchEventNoWait(g, proto.Event{Name: "Mark", Data: proto.Value(`{"n":9}`)})
-	if pe := proto.AsError(err); pe == nil || pe.Code != proto.CodeWorkerOverloaded || pe.RetryAfter == 0 || !strings.Contains(pe.Message, "queue is full (2 messages)") {
-		t.Fatalf("a third message into a full queue of 2: %v, want worker_overloaded", err)
+	err = w.DispatchEventNoWait(proto.GuildID(5), proto.Event{Name: "Mark", Data: proto.Value(`{"n":9}`)})
+	if pe := proto.AsError(err); pe == nil || pe.Code != proto.CodeWorkerOverloaded || pe.RetryAfter == 0 || !strings.Contains(pe.Message, "queue is full (8 messages)") {
+		t.Fatalf("a ninth message into a full queue of 8: %v, want worker_overloaded", err)
 	}
 	if _, err := w.DispatchEvent(ctx, g, proto.Event{Name: "Mark", Data: proto.Value(`{"n":8}`)}); proto.CodeOf(err) != proto.CodeWorkerOverloaded {
 		t.Fatalf("a waited call into the full queue: %v, want worker_overloaded", err)
@@ -166,7 +173,7 @@ func TestThreadQueueFullIsOverloaded(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the 2 queued events did not run: %d keys", n)
+			t.Fatalf("the tenant's 2 queued events did not run: %d keys", n)
 		}
 		time.Sleep(time.Millisecond)
 	}
