@@ -65,6 +65,13 @@ type Config struct {
 	QuarantineWindow time.Duration
 	// Cluster splits the tenants with other masters; off when zero.
 	Cluster ClusterConfig
+	// WatchdogGrace is how much longer than Limits.Timeout a call may run
+	// before the watchdog restarts its worker (see ProcessConfig.Watchdog
+	// and worker.Options.Watchdog).
+	WatchdogGrace time.Duration
+	// TestWedgeFunction is the watchdog's test hook
+	// (worker.Options.TestWedgeFunction); empty in production.
+	TestWedgeFunction string
 }
 
 // TokenFile and AddrFile are the files the master keeps in its data dir so
@@ -125,6 +132,11 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 					quarantine.Strike(id, c+" (nowait event)")
 				}
 			},
+			Watchdog: cfg.Limits.Timeout + cfg.WatchdogGrace,
+			OnWatchdog: func(id proto.Id, ran time.Duration) {
+				quarantine.Strike(id, "watchdog: its call ran "+ran.Round(time.Millisecond).String()+"; worker goroutine abandoned")
+			},
+			TestWedgeFunction: cfg.TestWedgeFunction,
 		})
 		if err != nil {
 			return err

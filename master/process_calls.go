@@ -268,7 +268,9 @@ func (w *procWorker) Status() WorkerStatus {
 // Restart replaces the worker process without failing a call: new calls
 // wait while it drains (in-flight calls finish, sent nowait events are
 // acknowledged), then it is shut down and replaced, and Restart returns
-// once the new process is ready.
+// once the new process is ready. The drain and the shutdown are bounded
+// by the watchdog's limit each (no call may legitimately run longer): a
+// worker that does not drain or stop in time — a wedged one — is killed.
 func (w *procWorker) Restart(ctx context.Context) error {
 	w.mu.Lock()
 	c := w.conn
@@ -286,26 +288,68 @@ func (w *procWorker) Restart(ctx context.Context) error {
 	w.mu.Unlock()
 	w.log.Info().Msg("rolling restart: draining")
 
+	bound := w.cfg.Watchdog
+	if bound <= 0 {
+		bound = time.Minute
+	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for drained := false; !drained; {
+	drainBy := time.NewTimer(bound)
+	defer drainBy.Stop()
+	replaced := false // the spawn died meanwhile (the watchdog, a crash)
+	for drained := false; !drained && !replaced; {
 		w.mu.Lock()
 		drained = len(w.inflight) == 0 && !w.unackedUpToLocked(lastSent)
+		replaced = w.live != c
 		w.mu.Unlock()
-		if drained {
+		if drained || replaced {
 			break
 		}
 		select {
 		case <-tick.C:
+		case <-drainBy.C:
+			w.log.Warn().Dur("bound", bound).Msg("rolling restart: drain timed out; stopping the worker anyway (unacknowledged nowait events will be redelivered)")
+			drained = true
 		case <-ctx.Done():
-			w.log.Warn().Msg("rolling restart: drain timed out; unacknowledged nowait events will be redelivered")
+			w.log.Warn().Msg("rolling restart: drain cut short; unacknowledged nowait events will be redelivered")
 			drained = true
 		}
 	}
 	w.mu.Lock()
-	w.planned = true
+	pid := w.pid
+	replaced = replaced || w.live != c
+	if !replaced {
+		w.planned = true
+	}
 	w.mu.Unlock()
-	_ = c.Shutdown(ctx)
+	if !replaced {
+		sctx, cancel := context.WithTimeout(ctx, bound)
+		_ = c.Shutdown(sctx)
+		cancel()
+		stopBy := time.NewTimer(bound)
+		defer stopBy.Stop()
+	wait:
+		for {
+			w.mu.Lock()
+			gone := w.live != c || w.pid != pid
+			w.mu.Unlock()
+			if gone {
+				break
+			}
+			select {
+			case <-tick.C:
+			case <-ready:
+				break wait
+			case <-stopBy.C:
+				w.log.Warn().Int("pid", pid).Dur("bound", bound).Msg("rolling restart: worker did not stop in time; killing it")
+				killGroup(pid)
+				break wait
+			case <-ctx.Done():
+				killGroup(pid)
+				break wait
+			}
+		}
+	}
 	select {
 	case <-ready:
 		w.log.Info().Msg("rolling restart: replaced")

@@ -64,11 +64,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 	fatalOnce := func(err error) { once.Do(func() { fatal(err) }) }
 	for i := range pp.workers {
 		pp.workers[i] = newProcWorker(i, n, &cfg, pp.meso, log, fatalOnce)
-		pp.workers[i].crashed = func(suspects []proto.Id, exit string) {
-			for _, id := range suspects {
-				q.Strike(id, "worker process died ("+exit+") with its call in flight")
-			}
-		}
+		pp.workers[i].crashed = func(guilty proto.Id, why string) { q.Strike(guilty, why) }
 	}
 	for _, w := range pp.workers {
 		w.failed = func(id proto.Id, code string) { q.Strike(id, code+" (nowait event)") }

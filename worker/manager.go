@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 
@@ -22,6 +23,14 @@ type Manager struct {
 	limits    Limits
 	log       zerolog.Logger
 	tenants   map[proto.Id]*tenant
+
+	// stop, when set, ends the running call of every VM at its next count
+	// hook (the worker abandoned them: see Thread).
+	stop *atomic.Bool
+	// wedge and released are the watchdog's test hook (see
+	// Options.TestWedgeFunction).
+	wedge    string
+	released <-chan struct{}
 }
 
 // tenant is the cached state of one tenant on this worker.
@@ -84,6 +93,10 @@ func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 	vm, err := newVM(id, m.store, m.limits, m.log)
 	if err != nil {
 		return nil, err
+	}
+	vm.stop = m.stop
+	if m.wedge != "" {
+		installWedge(vm.l, m.wedge, m.released)
 	}
 	t.vm = vm
 	return vm, nil
@@ -225,14 +238,20 @@ func (m *Manager) DropAll() {
 // StartupTenants lists the tenants this worker owns that subscribe to
 // OnStartup.
 func (m *Manager) StartupTenants(ctx context.Context) ([]proto.Id, error) {
-	ids, err := m.store.TenantsWithEvent(ctx, OnStartup)
+	return startupTenants(ctx, m.store, m.id, m.total)
+}
+
+// startupTenants lists the tenants of worker id of total in st that
+// subscribe to OnStartup.
+func startupTenants(ctx context.Context, st Store, id, total int) ([]proto.Id, error) {
+	ids, err := st.TenantsWithEvent(ctx, OnStartup)
 	if err != nil {
 		return nil, err
 	}
 	mine := ids[:0]
-	for _, id := range ids {
-		if id.WorkerID(m.total) == m.id {
-			mine = append(mine, id)
+	for _, t := range ids {
+		if t.WorkerID(total) == id {
+			mine = append(mine, t)
 		}
 	}
 	return mine, nil

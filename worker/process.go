@@ -25,6 +25,10 @@ type ProcessConfig struct {
 	// MemoryLimit, when positive, is the soft Go memory limit of the
 	// process (debug.SetMemoryLimit).
 	MemoryLimit int64
+	// ProgressFD, when positive, is the inherited descriptor of the page
+	// the worker shares with its master to record the call it runs (see
+	// Progress): the master's watchdog reads it.
+	ProgressFD int
 }
 
 // RunProcess connects to the master and serves until the master sends
@@ -40,9 +44,14 @@ func RunProcess(ctx context.Context, cfg ProcessConfig) error {
 	}
 	opts := cfg.Options
 	opts.Store = storeProxy{c}
-	// The only worker in this process: locking its goroutine to an OS
-	// thread would only add a thread wake-up to every call.
-	opts.NoThreadLock = true
+	if cfg.ProgressFD > 0 {
+		p, err := OpenProgress(uintptr(cfg.ProgressFD))
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("worker %d: %w", cfg.ID, err)
+		}
+		opts.Progress = p
+	}
 	w, err := New(cfg.ID, cfg.Total, opts)
 	if err != nil {
 		return fmt.Errorf("start worker %d: %w", cfg.ID, err)

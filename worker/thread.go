@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -30,39 +29,69 @@ type Options struct {
 	// OnNowaitError, if set, is told when a nowait event fails (the
 	// master counts limit errors against the tenant's quarantine).
 	OnNowaitError func(id proto.Id, err error)
-	// NoThreadLock leaves the worker's goroutine free to move between OS
-	// threads. The thread topology locks it (its contract); a process
-	// worker, alone in its process, need not pay for the lock.
+	// NoThreadLock is kept for callers written when the thread topology
+	// locked its worker goroutines to OS threads.
+	//
+	// Deprecated: it has no effect; no worker goroutine is locked.
 	NoThreadLock bool
+	// Watchdog, when positive, is how long one call may run on its own
+	// account (the Lua time limit plus a grace period) before the worker
+	// abandons its goroutine and its VMs and carries on with fresh ones
+	// (the thread topology's watchdog: see Thread). A process worker
+	// leaves it zero: its master watches the Progress record and kills
+	// the process instead.
+	Watchdog time.Duration
+	// OnWatchdog, if set, is told which tenant's call the watchdog cut.
+	OnWatchdog func(id proto.Id, ran time.Duration)
+	// Progress is where the worker records the call it runs; a fresh
+	// record in memory when nil. A process worker passes the page it
+	// shares with its master.
+	Progress *Progress
+	// TestWedgeFunction, when set, gives every VM a global function of
+	// that name that blocks in Go, never reaching the count hook: a VM
+	// that misbehaves, for the watchdog's tests. Set only from the
+	// operator's environment (TEMPLATEWORKER_TEST_WEDGE_FUNCTION), never
+	// by a tenant.
+	TestWedgeFunction string
 }
 
 // DefaultQueueSize is the default bound of a worker's queue.
 const DefaultQueueSize = 10000
 
-// Thread is a worker of the thread topology: one goroutine, locked to its
-// OS thread as the design requires, that owns the VMs of its tenants and
-// serves a bounded queue of messages. A panic in it aborts the process: a
-// corrupted VM must not keep serving. The lock has a price: an idle worker
-// parks its thread, so each message to it pays a wake-up of that thread
-// (BENCHMARKS.md measures it).
+// Thread is a worker: a goroutine that owns the VMs of its tenants and
+// serves a bounded queue of messages, or runs a call on its caller's
+// goroutine when it is idle (nothing queued, nothing running), saving two
+// goroutine hand-offs. A go-lua State needs one owner at a time, not one
+// OS thread: the worker's exec lock guarantees the first, so no goroutine
+// is locked to an OS thread. A panic in it aborts the process: a
+// corrupted VM must not keep serving.
+//
+// With Options.Watchdog, a call that runs longer than that on its own
+// account (its time waiting for the store excluded) makes the worker
+// abandon the goroutine running it and the VMs of that goroutine: a fresh
+// goroutine with a fresh Manager takes over (VMs are rebuilt on the next
+// call), the calls queued and in flight on the old one fail at once with
+// worker_unavailable, and the old goroutine is told to stop — if its VM
+// ever reaches the count hook again, the call ends there.
 type Thread struct {
 	id, total int
-	queue     chan message
-	mgr       *Manager
+	store     Store // the store as given, for OnStartup
+	limits    Limits
+	queueSize int
 	log       zerolog.Logger
-	timeout   time.Duration
-	lock      bool
 	onNowait  func(id proto.Id, err error)
+	watchdog  time.Duration
+	onCut     func(id proto.Id, ran time.Duration)
+	wedge     string
 
-	// exec is held while a message runs, when messages may also run
-	// inline (TryDispatchEvent, only without the thread lock); pending
-	// counts the messages queued or running on the worker goroutine.
-	exec    sync.Mutex
-	pending atomic.Int64
+	mu        sync.Mutex // held to replace cur
+	cur       atomic.Pointer[core]
+	abandoned atomic.Int64
 
 	loaded   atomic.Int64
 	inflight atomic.Int64
 	done     chan struct{}
+	doneOnce sync.Once
 	killOnce sync.Once
 }
 
@@ -103,15 +132,29 @@ func New(id, total int, opts Options) (*Thread, error) {
 	log := opts.Logger.With().Int("worker_id", id).Logger()
 	w := &Thread{
 		id: id, total: total,
-		queue:    make(chan message, opts.QueueSize),
-		mgr:      NewManager(id, total, opts.Store, opts.Limits, log),
-		log:      log,
-		timeout:  opts.Limits.Timeout,
-		lock:     !opts.NoThreadLock,
-		onNowait: opts.OnNowaitError,
-		done:     make(chan struct{}),
+		store:     opts.Store,
+		limits:    opts.Limits,
+		queueSize: opts.QueueSize,
+		log:       log,
+		onNowait:  opts.OnNowaitError,
+		watchdog:  opts.Watchdog,
+		onCut:     opts.OnWatchdog,
+		wedge:     opts.TestWedgeFunction,
+		done:      make(chan struct{}),
 	}
-	go w.loop()
+	if w.wedge != "" {
+		log.Warn().Str("function", w.wedge).Msg("TEST HOOK: tenant VMs get a function that wedges the worker; never set this in production")
+	}
+	p := opts.Progress
+	if p == nil {
+		p = NewProgress()
+	}
+	c := w.newCore(p)
+	w.cur.Store(c)
+	go w.loop(c)
+	if w.watchdog > 0 {
+		go w.watch()
+	}
 	if !opts.NoStartup {
 		go w.startup()
 	}
@@ -128,37 +171,19 @@ func (w *Thread) Len() int { return 1 }
 func (w *Thread) Loaded() int { return int(w.loaded.Load()) }
 
 // Queued returns the number of messages waiting.
-func (w *Thread) Queued() int { return len(w.queue) }
+func (w *Thread) Queued() int { return len(w.cur.Load().queue) }
 
 // InFlight returns the number of waited calls not yet answered.
 func (w *Thread) InFlight() int { return int(w.inflight.Load()) }
 
+// Abandoned returns how many times the watchdog abandoned a goroutine.
+func (w *Thread) Abandoned() int { return int(w.abandoned.Load()) }
+
+// Progress returns the record of the call the worker runs now.
+func (w *Thread) Progress() ProgressSnapshot { return w.cur.Load().progress.Snapshot() }
+
 // Done is closed when the worker has stopped.
 func (w *Thread) Done() <-chan struct{} { return w.done }
-
-func (w *Thread) loop() {
-	if w.lock {
-		runtime.LockOSThread()
-	}
-	defer close(w.done)
-	defer w.abortOnPanic()
-	for msg := range w.queue {
-		if !w.lock {
-			w.exec.Lock()
-		}
-		if msg.kind == msgKill {
-			w.mgr.tenants = nil
-			msg.reply <- result{}
-			return // exec stays locked: nothing runs inline any more
-		}
-		w.handle(msg)
-		w.loaded.Store(int64(w.mgr.Loaded()))
-		w.pending.Add(-1)
-		if !w.lock {
-			w.exec.Unlock()
-		}
-	}
-}
 
 // abortOnPanic, deferred where messages run, aborts the process on a
 // panic: a corrupted VM must not keep serving.
@@ -173,86 +198,77 @@ func (w *Thread) abortOnPanic() {
 // TryDispatchEvent runs ev for tenant id on the calling goroutine if the
 // worker is idle — nothing queued, nothing running — and reports whether
 // it did; a process worker calls it from the goroutine that read the
-// event, saving two goroutine hand-offs per call (mesophyll.Inliner). A
-// worker whose goroutine is locked to its OS thread never runs inline: the
-// VMs belong to that thread.
+// event (mesophyll.Inliner).
 func (w *Thread) TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, bool, error) {
-	if w.lock || w.pending.Load() != 0 || !w.exec.TryLock() {
-		return nil, false, nil
+	r, ran := w.tryInline(w.cur.Load(), message{kind: msgDispatch, ctx: ctx, id: id, event: ev})
+	return r.value, ran, r.err
+}
+
+// tryInline runs msg on the calling goroutine if core c is idle, and
+// reports whether it did.
+func (w *Thread) tryInline(c *core, msg message) (result, bool) {
+	if c.pending.Load() != 0 || !c.tryLock() {
+		return result{}, false
 	}
-	defer w.exec.Unlock()
-	if w.pending.Load() != 0 { // queued between the check and the lock
-		return nil, false, nil
+	defer c.unlock()
+	if c.pending.Load() != 0 || c.isDead() { // queued between the check and the lock
+		return result{}, false
 	}
 	select {
 	case <-w.done:
-		return nil, false, nil
+		return result{}, false
 	default:
 	}
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)
 	defer w.abortOnPanic()
-	v, err := w.mgr.Dispatch(ctx, id, ev)
-	w.loaded.Store(int64(w.mgr.Loaded()))
-	return v, true, err
+	r := c.run(msg)
+	if !c.abort.Load() {
+		w.loaded.Store(int64(c.mgr.Loaded()))
+	}
+	return r, true
 }
 
-func (w *Thread) handle(msg message) {
-	ctx := msg.ctx
-	if err := ctx.Err(); err != nil {
-		// The caller gave up while the message was queued.
-		if msg.reply != nil {
-			msg.reply <- result{err: proto.Errorf(proto.CodeTimeout, "call expired in the worker queue: %v", err)}
-		}
-		return
-	}
-	var r result
-	switch msg.kind {
-	case msgDispatch:
-		r.value, r.err = w.mgr.Dispatch(ctx, msg.id, msg.event)
-		if msg.reply == nil && r.err != nil {
-			w.log.Warn().Str("tenant", msg.id.String()).Str("event", msg.event.Name).Err(r.err).Msg("nowait dispatch failed")
-			if w.onNowait != nil {
-				w.onNowait(msg.id, r.err)
-			}
-		}
-	case msgRunScript:
-		r.value, r.err = w.mgr.RunScript(ctx, msg.id, msg.name, msg.code, msg.event)
-	case msgDrop:
-		w.mgr.Drop(msg.id)
-	case msgDropAll:
-		w.mgr.DropAll()
-	}
-	if msg.reply != nil {
-		msg.reply <- r
-	}
-}
-
-// enqueue puts msg on the queue without blocking.
-func (w *Thread) enqueue(msg message) error {
+// enqueue puts msg on core c's queue without blocking.
+func (w *Thread) enqueue(c *core, msg message) error {
 	select {
 	case <-w.done:
 		return proto.Errorf(proto.CodeWorkerUnavailable, "worker %d has stopped", w.id)
 	default:
 	}
-	w.pending.Add(1)
+	c.pending.Add(1)
 	select {
-	case w.queue <- msg:
-		return nil
+	case c.queue <- msg:
 	default:
-		w.pending.Add(-1)
+		c.pending.Add(-1)
 		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
-			Message: "worker " + itoa(w.id) + " queue is full (" + itoa(cap(w.queue)) + " messages)"}
+			Message: "worker " + itoa(w.id) + " queue is full (" + itoa(cap(c.queue)) + " messages)"}
 	}
+	if c.isDead() {
+		// Abandoned between the load and the send: its queue may have
+		// been emptied already.
+		return unavailable(w.id)
+	}
+	return nil
 }
 
-// call enqueues msg and waits for its reply or ctx.
+func unavailable(id int) error {
+	return &proto.Error{Code: proto.CodeWorkerUnavailable, RetryAfter: 1,
+		Message: "worker " + itoa(id) + " was restarted by its watchdog; try again"}
+}
+
+// call runs msg inline when the worker is idle, else queues it and waits
+// for its reply or ctx.
 func (w *Thread) call(ctx context.Context, msg message) (proto.Value, error) {
 	msg.ctx = ctx
+	c := w.cur.Load()
+	if r, ok := w.tryInline(c, msg); ok {
+		return r.value, r.err
+	}
 	msg.reply = make(chan result, 1)
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)
-	if err := w.enqueue(msg); err != nil {
+	if err := w.enqueue(c, msg); err != nil {
 		return nil, err
 	}
 	select {
@@ -260,6 +276,8 @@ func (w *Thread) call(ctx context.Context, msg message) (proto.Value, error) {
 		return r.value, r.err
 	case <-ctx.Done():
 		return nil, proto.Errorf(proto.CodeTimeout, "worker %d did not answer in time: %v", w.id, ctx.Err())
+	case <-c.dead:
+		return nil, unavailable(w.id)
 	case <-w.done:
 		return nil, proto.Errorf(proto.CodeWorkerUnavailable, "worker %d stopped", w.id)
 	}
@@ -275,7 +293,7 @@ func (w *Thread) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
-	return w.enqueue(message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev})
+	return w.enqueue(w.cur.Load(), message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev})
 }
 
 // RunScript runs ad-hoc code in tenant id's VM.
@@ -299,17 +317,26 @@ func (w *Thread) DropAll(ctx context.Context) error {
 func (w *Thread) Kill(ctx context.Context) error {
 	var err error
 	w.killOnce.Do(func() {
-		reply := make(chan result, 1)
-		select {
-		case w.queue <- message{kind: msgKill, ctx: ctx, reply: reply}:
-		case <-ctx.Done():
-			err = ctx.Err()
-			return
-		}
-		select {
-		case <-reply:
-		case <-ctx.Done():
-			err = ctx.Err()
+		for {
+			c := w.cur.Load()
+			reply := make(chan result, 1)
+			select {
+			case c.queue <- message{kind: msgKill, ctx: ctx, reply: reply}:
+			case <-c.dead:
+				continue // abandoned meanwhile: ask its successor
+			case <-ctx.Done():
+				err = ctx.Err()
+				return
+			}
+			select {
+			case <-reply:
+				return
+			case <-c.dead:
+				continue
+			case <-ctx.Done():
+				err = ctx.Err()
+				return
+			}
 		}
 	})
 	return err
@@ -319,7 +346,7 @@ func (w *Thread) Kill(ctx context.Context) error {
 func (w *Thread) startup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ids, err := w.mgr.StartupTenants(ctx)
+	ids, err := startupTenants(ctx, w.store, w.id, w.total)
 	if err != nil {
 		w.log.Error().Err(err).Msg("list OnStartup tenants")
 		return

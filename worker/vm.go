@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	lua "github.com/Shopify/go-lua"
@@ -27,6 +28,9 @@ type VM struct {
 	created  time.Time
 
 	call callState // the call in progress, if any
+	// stop, when set by the worker, ends the call at the next count hook:
+	// the worker abandoned this VM (its watchdog fired).
+	stop *atomic.Bool
 }
 
 // callState is the per-call budget and outcome, read by the count hook and
@@ -200,6 +204,9 @@ func (vm *VM) charge(l *lua.State, steps int) {
 	}
 	if c.abort != nil {
 		vm.raise(l, c.abort.Message)
+	}
+	if vm.stop != nil && vm.stop.Load() {
+		vm.abortCall(l, proto.Errorf(proto.CodeWorkerUnavailable, "the worker abandoned this VM (watchdog)"))
 	}
 	c.steps += int64(steps)
 	if max := vm.limits.MaxInstructions; max > 0 && c.steps > max {

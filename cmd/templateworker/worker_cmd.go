@@ -33,8 +33,14 @@ func workerProcessFlags() []cli.Flag {
 		&cli.Int64Flag{Name: "lua-max-memory", Hidden: true, Value: worker.DefaultLimits.MaxMemory},
 		&cli.IntFlag{Name: "lua-max-string", Hidden: true, Value: worker.DefaultLimits.MaxString},
 		&cli.IntFlag{Name: "lua-max-call-depth", Hidden: true, Value: worker.DefaultLimits.MaxCallDepth},
+		&cli.IntFlag{Name: "progress-fd", Hidden: true, Usage: "internal: the descriptor of the progress page shared with the master"},
 	}
 }
+
+// testWedgeEnv names the environment variable of the watchdog's test hook
+// (worker.Options.TestWedgeFunction): only an operator's environment can
+// set it, and the master logs a warning when it is set.
+const testWedgeEnv = "TEMPLATEWORKER_TEST_WEDGE_FUNCTION"
 
 // runWorkerProcessOrHelp runs a process worker when --worker-type is
 // given, and shows the help otherwise.
@@ -80,7 +86,9 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
 		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token,
-		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log},
+		ProgressFD: c.Int("progress-fd"),
+		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log,
+			TestWedgeFunction: os.Getenv(testWedgeEnv)},
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("worker process ends")
