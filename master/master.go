@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case cfg.ThreadWorkers > 0:
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
-			Store: st, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue, Logger: log,
+			Store: quarantinedOut{Store: st, q: quarantine}, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue, Logger: log,
 			OnNowaitError: func(id proto.Id, err error) {
 				if c := proto.CodeOf(err); fatalCode(c) {
 					quarantine.Strike(id, c+" (nowait event)")

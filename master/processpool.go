@@ -35,7 +35,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 	pp := &processPool{workers: make([]*procWorker, n)}
 	pp.meso = mesophyll.NewServer(mesophyll.ServerOptions{
 		Workers:           n,
-		Backend:           storeBackend{st: st, total: n},
+		Backend:           storeBackend{st: st, total: n, q: q},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		MaxFrame:          cfg.MaxFrame,
 		Logger:            log,
@@ -95,6 +95,7 @@ func (pp *processPool) Kill(ctx context.Context) error {
 type storeBackend struct {
 	st    store.Store
 	total int
+	q     *Quarantine // quarantined tenants get no OnStartup
 }
 
 func (b storeBackend) Templates(ctx context.Context, id proto.Id) ([]proto.Template, error) {
@@ -108,7 +109,9 @@ func (b storeBackend) TenantsFor(ctx context.Context, workerID int, event string
 	}
 	mine := ids[:0]
 	for _, id := range ids {
-		if id.WorkerID(b.total) == workerID {
+		// A quarantined tenant's OnStartup is not run: one that crashes
+		// its worker would otherwise do it again at every restart.
+		if id.WorkerID(b.total) == workerID && b.q.Check(id) == nil {
 			mine = append(mine, id)
 		}
 	}

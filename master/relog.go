@@ -40,8 +40,11 @@ func relogLines(wg *sync.WaitGroup, r io.Reader, log zerolog.Logger) {
 			}
 		}
 		if total > 0 {
-			if n := len(line); n > 0 && line[n-1] == '\n' {
-				line = line[:n-1]
+			if err == nil { // the line ends with its newline
+				total--
+				if n := len(line); n > 0 && line[n-1] == '\n' {
+					line = line[:n-1]
+				}
 			}
 			if total > maxRelogLine {
 				relogTruncated(log, line, total)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/worker"
 )
 
@@ -21,14 +22,39 @@ func (w threadWorker) Status() WorkerStatus {
 		state = "stopped"
 	default:
 	}
+	n := w.Abandoned()
 	return WorkerStatus{
 		ID:            w.ID(),
 		State:         state,
 		Tenants:       w.Loaded(),
 		UptimeSeconds: time.Since(w.started).Seconds(),
+		Restarts:      n,
 		InFlight:      w.InFlight(),
 		Queued:        w.Queued(),
+
+		restartReasons: map[string]int{"watchdog": n},
 	}
+}
+
+// quarantinedOut hides quarantined tenants from the OnStartup listing of
+// thread workers, as storeBackend does for process workers.
+type quarantinedOut struct {
+	worker.Store
+	q *Quarantine
+}
+
+func (s quarantinedOut) TenantsWithEvent(ctx context.Context, event string) ([]proto.Id, error) {
+	ids, err := s.Store.TenantsWithEvent(ctx, event)
+	if err != nil {
+		return nil, err
+	}
+	kept := ids[:0]
+	for _, id := range ids {
+		if s.q.Check(id) == nil {
+			kept = append(kept, id)
+		}
+	}
+	return kept, nil
 }
 
 // newThreadPool starts n thread workers.

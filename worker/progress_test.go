@@ -1,0 +1,58 @@
+package worker
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// TestProgressSharedPage maps a progress file twice, as the master (read)
+// and its worker (write) do, and reads what the writer recorded.
+func TestProgressSharedPage(t *testing.T) {
+	f, master, err := ProgressFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	fd, err := dupFD(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker, err := OpenProgress(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer worker.Close()
+
+	if s := master.Snapshot(); s.Running || s.Calls != 0 {
+		t.Fatalf("fresh page: %+v", s)
+	}
+	id := proto.UserID(99)
+	start := time.Now().Add(-2 * time.Second)
+	worker.begin(id, start)
+	s := master.Snapshot()
+	if !s.Running || s.Tenant != id || s.Calls != 1 || !s.Start.Equal(time.Unix(0, start.UnixNano())) {
+		t.Fatalf("running: %+v", s)
+	}
+	if own := s.Own(time.Now()); own < 2*time.Second {
+		t.Fatalf("own time %v, want ≥ 2s", own)
+	}
+	worker.storeWait(start.Add(time.Second))
+	if own := master.Snapshot().Own(time.Now()); own < time.Second || own > 1100*time.Millisecond {
+		t.Fatalf("own time while waiting for the store %v, want 1s", own)
+	}
+	worker.end()
+	if s := master.Snapshot(); s.Running || s.Calls != 1 || s.Own(time.Now()) != 0 {
+		t.Fatalf("ended: %+v", s)
+	}
+}
+
+// dupFD returns a new descriptor of f that outlives f.
+func dupFD(f *os.File) (uintptr, error) {
+	fd, err := syscall.Dup(int(f.Fd()))
+	return uintptr(fd), err
+}
