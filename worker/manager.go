@@ -38,6 +38,18 @@ type tenant struct {
 	templates []proto.Template // ordered by name
 	events    map[string][]int // event name → indexes into templates
 	vm        *VM              // nil until an event needs it
+	names     [][]byte         // the templates' names as JSON strings, built once
+}
+
+// quoted returns template i's name as a JSON string.
+func (t *tenant) quoted(i int) []byte {
+	if t.names == nil {
+		t.names = make([][]byte, len(t.templates))
+	}
+	if t.names[i] == nil {
+		t.names[i], _ = json.Marshal(t.templates[i].Name)
+	}
+	return t.names[i]
 }
 
 // NewManager returns the manager of worker id among total workers.
@@ -150,8 +162,7 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 		if n > 0 {
 			out = append(out, ',')
 		}
-		name, _ := json.Marshal(tp.Name)
-		out = append(out, name...)
+		out = append(out, t.quoted(i)...)
 		out = append(out, ':')
 		out = append(out, res...)
 	}
