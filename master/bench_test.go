@@ -95,9 +95,9 @@ func BenchmarkDispatchThread(b *testing.B) {
 }
 
 // BenchmarkDispatchThreadUnlocked is BenchmarkDispatchThread/sequential
-// with worker goroutines that are not locked to their OS threads — not
-// the thread topology's contract, which locks them: it shows the lock's
-// share of the figure.
+// with the deprecated NoThreadLock option. No worker goroutine is locked
+// to an OS thread any more, so it runs the same path; it stays for the
+// report's row that showed the lock's share of the figure.
 func BenchmarkDispatchThreadUnlocked(b *testing.B) {
 	pool, err := newThreadPool(2, worker.Options{Store: benchStore{code: loopChunk}, Logger: zerolog.Nop(), NoStartup: true, NoThreadLock: true})
 	if err != nil {
