@@ -29,11 +29,6 @@ type Options struct {
 	// OnNowaitError, if set, is told when a nowait event fails (the
 	// master counts limit errors against the tenant's quarantine).
 	OnNowaitError func(id proto.Id, err error)
-	// NoThreadLock is kept for callers written when the thread topology
-	// locked its worker goroutines to OS threads.
-	//
-	// Deprecated: it has no effect; no worker goroutine is locked.
-	NoThreadLock bool
 	// Watchdog, when positive, is how long one call may run on its own
 	// account (the Lua time limit plus a grace period) before the worker
 	// abandons its goroutine and its VMs and carries on with fresh ones
