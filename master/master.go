@@ -133,9 +133,10 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 				}
 			},
 			Watchdog: cfg.Limits.Timeout + cfg.WatchdogGrace,
-			OnWatchdog: func(id proto.Id, ran time.Duration) {
-				quarantine.Strike(id, "watchdog: its call ran "+ran.Round(time.Millisecond).String()+"; worker goroutine abandoned")
+			OnWatchdog: func(id proto.Id, why string) {
+				quarantine.Strike(id, why+"; worker goroutine abandoned")
 			},
+			AbandonOnPanic:    true,
 			TestWedgeFunction: cfg.TestWedgeFunction,
 		})
 		if err != nil {

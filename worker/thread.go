@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -36,8 +37,15 @@ type Options struct {
 	// leaves it zero: its master watches the Progress record and kills
 	// the process instead.
 	Watchdog time.Duration
-	// OnWatchdog, if set, is told which tenant's call the watchdog cut.
-	OnWatchdog func(id proto.Id, ran time.Duration)
+	// OnWatchdog, if set, is told which tenant's call the watchdog cut
+	// (or panicked, with AbandonOnPanic), and why.
+	OnWatchdog func(id proto.Id, why string)
+	// AbandonOnPanic makes a panic while a call runs abandon the worker's
+	// goroutine and VMs like the watchdog does (the call fails with
+	// internal), instead of aborting the process. The thread topology
+	// sets it: its process is the master. A process worker aborts, and
+	// its master restarts it.
+	AbandonOnPanic bool
 	// Progress is where the worker records the call it runs; a fresh
 	// record in memory when nil. A process worker passes the page it
 	// shares with its master.
@@ -76,7 +84,8 @@ type Thread struct {
 	log       zerolog.Logger
 	onNowait  func(id proto.Id, err error)
 	watchdog  time.Duration
-	onCut     func(id proto.Id, ran time.Duration)
+	onCut     func(id proto.Id, why string)
+	onPanic   bool // abandon the core on a panic instead of exiting
 	wedge     string
 
 	mu        sync.Mutex // held to replace cur
@@ -134,6 +143,7 @@ func New(id, total int, opts Options) (*Thread, error) {
 		onNowait:  opts.OnNowaitError,
 		watchdog:  opts.Watchdog,
 		onCut:     opts.OnWatchdog,
+		onPanic:   opts.AbandonOnPanic,
 		wedge:     opts.TestWedgeFunction,
 		done:      make(chan struct{}),
 	}
@@ -180,14 +190,21 @@ func (w *Thread) Progress() ProgressSnapshot { return w.cur.Load().progress.Snap
 // Done is closed when the worker has stopped.
 func (w *Thread) Done() <-chan struct{} { return w.done }
 
-// abortOnPanic, deferred where messages run, aborts the process on a
-// panic: a corrupted VM must not keep serving.
-func (w *Thread) abortOnPanic() {
-	if r := recover(); r != nil {
-		w.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).
-			Msg("worker panicked: aborting the process (a corrupted VM must not keep serving)")
+// recoverPanic handles r, a panic recovered where core c runs messages
+// (nil: none): a corrupted VM must not keep serving, so the process
+// aborts — or, with AbandonOnPanic, c and all its VMs are abandoned and a
+// fresh core takes over.
+func (w *Thread) recoverPanic(c *core, r any) {
+	if r == nil {
+		return
+	}
+	w.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).Bool("abandon", w.onPanic).
+		Msg("worker panicked (a corrupted VM must not keep serving)")
+	if !w.onPanic {
 		os.Exit(2)
 	}
+	s := c.progress.Snapshot()
+	w.abandon(c, s, "a call panicked ("+fmt.Sprint(r)+")")
 }
 
 // TryDispatchEvent runs ev for tenant id on the calling goroutine if the
@@ -216,8 +233,11 @@ func (w *Thread) tryInline(c *core, msg message) (result, bool) {
 	}
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)
-	defer w.abortOnPanic()
-	r := c.run(msg)
+	r := result{err: &proto.Error{Code: proto.CodeInternal, Message: "the worker failed running this call; its VMs were discarded"}}
+	func() {
+		defer func() { w.recoverPanic(c, recover()) }()
+		r = c.run(msg)
+	}()
 	if !c.abort.Load() {
 		w.loaded.Store(int64(c.mgr.Loaded()))
 	}

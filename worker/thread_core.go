@@ -65,9 +65,17 @@ func (c *core) isDead() bool {
 
 // loop serves core c's queue until Kill, or until c is abandoned.
 func (w *Thread) loop(c *core) {
-	defer w.abortOnPanic()
+	var msg message
+	defer func() {
+		if r := recover(); r != nil {
+			w.recoverPanic(c, r)
+			if msg.reply != nil {
+				msg.reply <- result{err: &proto.Error{Code: proto.CodeInternal, Message: "the worker failed running this call; its VMs were discarded"}}
+			}
+		}
+	}()
 	for {
-		var msg message
+		msg = message{}
 		select {
 		case msg = <-c.queue:
 		case <-c.dead:
@@ -150,17 +158,18 @@ func (w *Thread) watch() {
 			c := w.cur.Load()
 			s := c.progress.Snapshot()
 			if ran := s.Own(now); s.Running && ran > w.watchdog {
-				w.abandon(c, s, ran)
+				w.abandon(c, s, "watchdog: its call ran "+ran.Round(time.Millisecond).String()+
+					" (limit "+w.watchdog.String()+")")
 			}
 		}
 	}
 }
 
-// abandon replaces core c, whose call of s.Tenant has run for ran, with a
-// fresh core: c's callers and queued calls fail with worker_unavailable
+// abandon replaces core c, whose call of s.Tenant failed as why says,
+// with a fresh core: c's callers and queued calls fail with worker_unavailable
 // (nowait events move to the fresh core), and c's VMs end
 // their call if they ever reach the count hook.
-func (w *Thread) abandon(c *core, s ProgressSnapshot, ran time.Duration) {
+func (w *Thread) abandon(c *core, s ProgressSnapshot, why string) {
 	w.mu.Lock()
 	if w.cur.Load() != c || c.isDead() {
 		w.mu.Unlock()
@@ -180,10 +189,10 @@ func (w *Thread) abandon(c *core, s ProgressSnapshot, ran time.Duration) {
 	w.loaded.Store(0)
 	go w.loop(fresh)
 	w.mu.Unlock()
-	w.log.Error().Str("tenant", s.Tenant.String()).Dur("ran", ran.Round(time.Millisecond)).Dur("limit", w.watchdog).
-		Msg("watchdog: a call overran the time limit and its grace; abandoning the worker goroutine and its VMs, a fresh one takes over")
-	if w.onCut != nil {
-		w.onCut(s.Tenant, ran)
+	w.log.Error().Str("tenant", s.Tenant.String()).Str("why", why).
+		Msg("watchdog: abandoning the worker goroutine and its VMs; a fresh one takes over")
+	if w.onCut != nil && s.Running {
+		w.onCut(s.Tenant, why)
 	}
 	for {
 		select {

@@ -48,7 +48,7 @@ return "ok"`, "Ping")
 		// Long enough for the test to queue calls behind the wedge on a
 		// busy machine (which it does right after seeing the wedge run).
 		Watchdog: 2 * time.Second, TestWedgeFunction: "test_wedge",
-		OnWatchdog: func(id proto.Id, ran time.Duration) {
+		OnWatchdog: func(id proto.Id, why string) {
 			mu.Lock()
 			cut = append(cut, id)
 			mu.Unlock()
@@ -149,4 +149,78 @@ func (s *slowStore) KvGet(ctx context.Context, id proto.Id, key string) (json.Ra
 	time.Sleep(s.delay)
 	v, ok, err := s.memStore.KvGet(ctx, id, key)
 	return v, ok, err
+}
+
+// panicStore panics when the templates of one tenant are loaded: a stand-in
+// for a VM bug that panics while a call runs.
+type panicStore struct {
+	*memStore
+	bad proto.Id
+}
+
+func (s panicStore) Templates(ctx context.Context, id proto.Id) ([]proto.Template, error) {
+	if id == s.bad {
+		panic("test: corrupted state")
+	}
+	return s.memStore.Templates(ctx, id)
+}
+
+// TestThreadAbandonOnPanic: with AbandonOnPanic (the thread topology, whose
+// process is the master), a panic while a call runs fails that call with
+// internal, blames its tenant, and a fresh goroutine with fresh VMs serves
+// the others — the process does not abort.
+func TestThreadAbandonOnPanic(t *testing.T) {
+	ms := newMemStore()
+	bad, neighbour := proto.GuildID(11), proto.GuildID(12)
+	ms.put(neighbour, "quick", `return "ok"`, "Ping")
+	busy := proto.GuildID(13)
+	ms.put(busy, "slow", `local n = 0 while n < 2000000 do n = n + 1 end return n`, "Ping")
+	var (
+		mu  sync.Mutex
+		cut []proto.Id
+	)
+	lim := DefaultLimits
+	lim.Timeout, lim.MaxInstructions = 5*time.Minute, 1<<40
+	w, err := New(0, 1, Options{Limits: lim, Store: panicStore{memStore: ms, bad: bad}, Logger: zerolog.Nop(), NoStartup: true,
+		AbandonOnPanic: true,
+		OnWatchdog: func(id proto.Id, why string) {
+			mu.Lock()
+			cut = append(cut, id)
+			mu.Unlock()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() { _ = w.Kill(ctx) })
+	ping := proto.Event{Name: "Ping", Data: proto.Value(`{}`)}
+	for i, queued := range []bool{false, true} {
+		if queued {
+			// Keep the worker busy so the call goes through its queue.
+			slow := make(chan error, 1)
+			go func() {
+				_, err := w.DispatchEvent(ctx, busy, ping)
+				slow <- err
+			}()
+			waitUntil(t, time.Minute, "the slow call running", func() bool { return w.Progress().Running })
+			_, err := w.DispatchEvent(ctx, bad, ping)
+			if c := proto.CodeOf(err); c != proto.CodeInternal && c != proto.CodeWorkerUnavailable {
+				t.Fatalf("panicking call (queued): %v", err)
+			}
+			<-slow
+		} else if _, err := w.DispatchEvent(ctx, bad, ping); proto.CodeOf(err) != proto.CodeInternal {
+			t.Fatalf("panicking call (inline): %v, want internal", err)
+		}
+		if w.Abandoned() != i+1 {
+			t.Fatalf("Abandoned() = %d, want %d", w.Abandoned(), i+1)
+		}
+		if v, err := w.DispatchEvent(ctx, neighbour, ping); err != nil || string(v) != `{"quick":"ok"}` {
+			t.Fatalf("neighbour after the panic: %s %v", v, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(cut) != 2 || cut[0] != bad || cut[1] != bad {
+		t.Fatalf("blamed %v, want %v twice", cut, bad)
+	}
 }
