@@ -66,6 +66,9 @@ func (w *procWorker) onDisconnect(c *mesophyll.Conn, err error) {
 	if w.state == StateReady {
 		w.state = StateStarting
 	}
+	// Calls from now on wait for the next spawn (not for this one, whose
+	// ready channel is closed).
+	w.resetReadyLocked()
 	w.mu.Unlock()
 	if !stopping {
 		w.log.Warn().Err(err).Msg("worker connection lost; killing the process")
@@ -257,6 +260,9 @@ func (w *procWorker) Status() WorkerStatus {
 	}
 	for _, n := range w.inflight {
 		s.InFlight += n
+	}
+	if w.progress != nil {
+		s.Running = runningCall(w.progress.Snapshot())
 	}
 	s.restartReasons = make(map[string]int, len(w.reasons))
 	for r, n := range w.reasons {

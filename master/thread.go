@@ -31,6 +31,7 @@ func (w threadWorker) Status() WorkerStatus {
 		Restarts:      n,
 		InFlight:      w.InFlight(),
 		Queued:        w.Queued(),
+		Running:       runningCall(w.Progress()),
 
 		restartReasons: map[string]int{"watchdog": n},
 	}

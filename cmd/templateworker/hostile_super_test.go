@@ -34,6 +34,10 @@ type superWorker struct {
 	Restarts            int    `json:"restarts"`
 	ConsecutiveFailures int    `json:"consecutive_failures"`
 	InFlight            int    `json:"inflight"`
+	Running             *struct {
+		Tenant  proto.Id `json:"tenant"`
+		Seconds float64  `json:"seconds"`
+	} `json:"running"`
 }
 
 func (m *runningMaster) superWorkers(t *testing.T) []superWorker {
@@ -69,10 +73,11 @@ func (m *runningMaster) quarantined(t *testing.T) map[string]bool {
 	return set
 }
 
-// wedgeWithNeighbour starts a wedging call of attacker, waits until it is
-// in flight, queues a call of neighbour behind it on the same worker, and
-// returns both outcomes once they end.
-func wedgeWithNeighbour(t *testing.T, m *runningMaster, attacker, neighbour proto.Id) (attackErr, neighbourErr error) {
+// wedgeWithNeighbour starts a wedging call of attacker, waits until its
+// worker runs it, queues a call of neighbour behind it on the same worker,
+// and returns both outcomes once they end, and the pid of the worker that
+// ran it (0 in thread mode).
+func wedgeWithNeighbour(t *testing.T, m *runningMaster, attacker, neighbour proto.Id) (attackErr, neighbourErr error, pid int) {
 	t.Helper()
 	ctx := context.Background()
 	a := make(chan error, 1)
@@ -81,8 +86,14 @@ func wedgeWithNeighbour(t *testing.T, m *runningMaster, attacker, neighbour prot
 		a <- err
 	}()
 	waitFor(t, time.Minute, func() bool {
+		select {
+		case err := <-a:
+			t.Fatalf("the wedging call of %s ended before it ran: %v", attacker, err)
+		default:
+		}
 		for _, w := range m.superWorkers(t) {
-			if w.InFlight >= 1 {
+			if w.Running != nil && w.Running.Tenant == attacker {
+				pid = w.PID
 				return true
 			}
 		}
@@ -105,7 +116,7 @@ func wedgeWithNeighbour(t *testing.T, m *runningMaster, attacker, neighbour prot
 			t.Fatal("a call on the wedged worker never ended")
 		}
 	}
-	return attackErr, neighbourErr
+	return attackErr, neighbourErr, pid
 }
 
 // TestSuperWatchdogWedgedWorker: a call wedged in Go (the count hook never
@@ -130,7 +141,7 @@ func TestSuperWatchdogWedgedWorker(t *testing.T) {
 			if v, err := m.api.Dispatch(ctx, neighbour, proto.Event{Name: "Ping"}); err != nil || string(v) != `{"quick":"ok"}` {
 				t.Fatalf("neighbour before: %s %v", v, err)
 			}
-			aErr, nErr := wedgeWithNeighbour(t, m, attacker, neighbour)
+			aErr, nErr, _ := wedgeWithNeighbour(t, m, attacker, neighbour)
 			if proto.CodeOf(aErr) != proto.CodeWorkerUnavailable {
 				t.Fatalf("attacker: %v, want worker_unavailable", aErr)
 			}
@@ -189,7 +200,11 @@ func TestSuperRollingRestartWedgedWorker(t *testing.T) {
 		_, err := m.api.RunScript(ctx, attacker, "wedge", wedgeFn+`()`, nil)
 		wedged <- err
 	}()
-	waitFor(t, time.Minute, func() bool { return m.superWorkers(t)[0].InFlight >= 1 })
+	// /v1/workers shows the call the worker runs (its progress record).
+	waitFor(t, time.Minute, func() bool {
+		r := m.superWorkers(t)[0].Running
+		return r != nil && r.Tenant == attacker
+	})
 	restarted := make(chan error, 1)
 	go func() { restarted <- m.api.RestartWorkers(ctx) }()
 	select {
@@ -227,15 +242,22 @@ func TestSuperCrashLoopIgnoresTenantKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	const attacks = 50
+	attacked := 0 // the pid of the last worker killed
 	for i := 0; i < attacks; i++ {
-		m.waitReady(t)
+		// The next spawn serves (not the one just killed, which may still
+		// look ready for a moment).
+		waitFor(t, time.Minute, func() bool {
+			w := m.superWorkers(t)[0]
+			return w.State == "ready" && w.PID != 0 && w.PID != attacked
+		})
 		select {
 		case <-m.exited:
 			t.Fatalf("master exited after %d attacks", i)
 		default:
 		}
 		attacker := proto.GuildID(uint64(1000+i)<<22 | 3)
-		aErr, nErr := wedgeWithNeighbour(t, m, attacker, neighbour)
+		aErr, nErr, pid := wedgeWithNeighbour(t, m, attacker, neighbour)
+		attacked = pid
 		if proto.CodeOf(aErr) != proto.CodeWorkerUnavailable {
 			t.Fatalf("attack %d: %v, want worker_unavailable", i, aErr)
 		}
