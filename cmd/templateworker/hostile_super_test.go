@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -328,5 +329,70 @@ return "logged"`
 	waitFor(t, time.Minute, func() bool { return strings.Count(m.out.String(), strings.Repeat("y", 1000)) >= 300 })
 	if !strings.Contains(m.out.String(), `"truncated":true`) {
 		t.Log("the 2 MiB line reached the master cut by the worker already (no truncation mark needed)")
+	}
+}
+
+// TestSuperBlameOnlyTheRunningTenant: a worker killed from outside while
+// one tenant's call runs and two others wait behind it (a waited call and
+// a nowait event) blames the running tenant alone (quarantined after one
+// strike here); the waiting ones get 503 and no strike.
+func TestSuperBlameOnlyTheRunningTenant(t *testing.T) {
+	m := startMaster(t, "", "--process-workers", "1", "--quarantine-after", "1", "--restart-backoff", "50ms",
+		"--lua-timeout", "60s", "--lua-max-instructions", "100000000000")
+	ctx := context.Background()
+	runner, waiter, queued := proto.GuildID(21<<22|1), proto.GuildID(22<<22|1), proto.GuildID(23<<22|1)
+	spin := `local t = os.clock() while os.clock() - t < 50 do end return "done"`
+	if err := m.api.PutTemplate(ctx, runner, "spin", spin, []string{"Ping"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []proto.Id{waiter, queued} {
+		if err := m.api.PutTemplate(ctx, id, "quick", `local event, ctx = ... ctx.kv.set("ran", true) return "ok"`, []string{"Ping"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pid := m.waitReady(t)[0].PID
+	run := make(chan error, 1)
+	go func() {
+		_, err := m.api.Dispatch(ctx, runner, proto.Event{Name: "Ping"})
+		run <- err
+	}()
+	waitFor(t, time.Minute, func() bool {
+		r := m.superWorkers(t)[0].Running
+		return r != nil && r.Tenant == runner
+	})
+	wait := make(chan error, 1)
+	go func() {
+		_, err := m.api.Dispatch(ctx, waiter, proto.Event{Name: "Ping"})
+		wait <- err
+	}()
+	if err := m.api.DispatchNoWait(ctx, queued, proto.Event{Name: "Ping"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, func() bool { return m.superWorkers(t)[0].InFlight >= 2 })
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for name, ch := range map[string]chan error{"running": run, "waiting": wait} {
+		select {
+		case err := <-ch:
+			if proto.CodeOf(err) != proto.CodeWorkerUnavailable {
+				t.Fatalf("%s call: %v, want worker_unavailable", name, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("%s call did not fail with its worker", name)
+		}
+	}
+	m.waitReady(t)
+	// The nowait event is redelivered to the next process and runs.
+	waitFor(t, time.Minute, func() bool {
+		items, err := m.api.KV(ctx, queued, "ran")
+		return err == nil && len(items) == 1
+	})
+	q := m.quarantined(t)
+	if !q[runner.String()] || q[waiter.String()] || q[queued.String()] || len(q) != 1 {
+		t.Fatalf("quarantined %v: want only the running tenant %s", q, runner)
+	}
+	if v, err := m.api.Dispatch(ctx, waiter, proto.Event{Name: "Ping"}); err != nil || string(v) != `{"quick":"ok"}` {
+		t.Fatalf("waiting tenant after: %s %v", v, err)
 	}
 }
