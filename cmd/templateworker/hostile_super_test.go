@@ -396,3 +396,21 @@ func TestSuperBlameOnlyTheRunningTenant(t *testing.T) {
 		t.Fatalf("waiting tenant after: %s %v", v, err)
 	}
 }
+
+// TestSuperWedgeHookAbsentByDefault: without the operator's environment
+// variable no VM has the watchdog's test hook, so no tenant can reach it.
+func TestSuperWedgeHookAbsentByDefault(t *testing.T) {
+	for _, topo := range []string{"process", "thread"} {
+		t.Run(topo, func(t *testing.T) {
+			m := startMaster(t, "", "--"+topo+"-workers", "1")
+			v, err := m.api.RunScript(context.Background(), proto.GuildID(31<<22|1), "probe",
+				`return type(`+wedgeFn+`) .. "," .. type(_G["`+wedgeFn+`"])`, nil)
+			if err != nil || string(v) != `"nil,nil"` {
+				t.Fatalf("probe: %s %v, want the hook absent", v, err)
+			}
+			if strings.Contains(m.out.String(), "TEST HOOK") {
+				t.Fatal("the test hook's warning appears without the variable")
+			}
+		})
+	}
+}
