@@ -22,6 +22,7 @@ type watchdogCut struct {
 type watchdog struct {
 	limit  time.Duration
 	ticker *time.Ticker
+	watch  worker.ProgressWatch // the running call's own time, on this clock
 	// lastCalls is the record's call count when last seen changing (or
 	// when the worker last had nothing to do); since is when.
 	lastCalls uint64
@@ -31,7 +32,9 @@ type watchdog struct {
 func newWatchdog(limit time.Duration) *watchdog {
 	d := &watchdog{limit: limit, since: time.Now()}
 	if limit > 0 {
-		d.ticker = time.NewTicker(max(min(limit/20, 250*time.Millisecond), 10*time.Millisecond))
+		period := max(min(limit/20, 250*time.Millisecond), 10*time.Millisecond)
+		d.ticker = time.NewTicker(period)
+		d.watch.Period = period
 	}
 	return d
 }
@@ -57,6 +60,7 @@ func (d *watchdog) stop() {
 // The connection's end then fails the calls in flight at once.
 func (w *procWorker) checkProgress(d *watchdog, p *worker.Progress, now time.Time, pid int, log zerolog.Logger) {
 	s := p.Snapshot()
+	ran := d.watch.Observe(s, time.Now())
 	w.mu.Lock()
 	if w.cut != nil || w.stalled || w.stopping {
 		w.mu.Unlock()
@@ -64,7 +68,7 @@ func (w *procWorker) checkProgress(d *watchdog, p *worker.Progress, now time.Tim
 	}
 	if s.Running {
 		d.lastCalls, d.since = s.Calls, now
-		if ran := s.Own(now); ran > d.limit {
+		if ran > d.limit {
 			w.cut = &watchdogCut{tenant: s.Tenant, ran: ran}
 			w.mu.Unlock()
 			log.Error().Str("tenant", s.Tenant.String()).Dur("ran", ran.Round(time.Millisecond)).Dur("limit", d.limit).

@@ -183,3 +183,39 @@ func (p *Progress) Snapshot() ProgressSnapshot {
 		}
 	}
 }
+
+// ProgressWatch measures the running call's own time from successive
+// snapshots on the watcher's monotonic clock, so that a step of the wall
+// clock (in which the record's times are written, to be comparable
+// across processes) neither fakes an overrun nor hides one: only the
+// time the call had run when the watcher first saw it comes from the
+// record, and that is at most two periods of the watcher.
+type ProgressWatch struct {
+	// Period is how often the watcher takes a snapshot.
+	Period time.Duration
+
+	calls   uint64
+	running bool
+	own     time.Duration
+	last    time.Time
+}
+
+// Observe takes snapshot s, read at now (time.Now()), and returns how long
+// the running call has executed on its own account (0 when none runs).
+// Time the call spends waiting for the store is not counted.
+func (pw *ProgressWatch) Observe(s ProgressSnapshot, now time.Time) time.Duration {
+	if !s.Running {
+		pw.running = false
+		return 0
+	}
+	if !pw.running || s.Calls != pw.calls {
+		pw.running, pw.calls, pw.last = true, s.Calls, now
+		pw.own = min(max(s.Own(now), 0), 2*pw.Period)
+		return pw.own
+	}
+	if s.StoreSince.IsZero() {
+		pw.own += now.Sub(pw.last)
+	}
+	pw.last = now
+	return pw.own
+}

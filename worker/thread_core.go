@@ -148,16 +148,22 @@ func (c *core) run(msg message) result {
 // watch is the thread topology's watchdog: it abandons the current core
 // when its call has run longer than the watchdog allows.
 func (w *Thread) watch() {
-	tick := time.NewTicker(max(min(w.watchdog/10, 250*time.Millisecond), 10*time.Millisecond))
+	period := max(min(w.watchdog/10, 250*time.Millisecond), 10*time.Millisecond)
+	tick := time.NewTicker(period)
 	defer tick.Stop()
+	pw := ProgressWatch{Period: period}
+	var watched *core
 	for {
 		select {
 		case <-w.done:
 			return
-		case now := <-tick.C:
+		case <-tick.C:
 			c := w.cur.Load()
+			if c != watched {
+				watched, pw = c, ProgressWatch{Period: period}
+			}
 			s := c.progress.Snapshot()
-			if ran := s.Own(now); s.Running && ran > w.watchdog {
+			if ran := pw.Observe(s, time.Now()); ran > w.watchdog {
 				w.abandon(c, s, "watchdog: its call ran "+ran.Round(time.Millisecond).String()+
 					" (limit "+w.watchdog.String()+")")
 			}
@@ -183,7 +189,6 @@ func (w *Thread) abandon(c *core, s ProgressSnapshot, why string) {
 	}
 	fresh := w.newCore(NewProgress())
 	c.abort.Store(true)
-	close(c.dead)
 	w.cur.Store(fresh)
 	w.abandoned.Add(1)
 	w.loaded.Store(0)
@@ -191,9 +196,12 @@ func (w *Thread) abandon(c *core, s ProgressSnapshot, why string) {
 	w.mu.Unlock()
 	w.log.Error().Str("tenant", s.Tenant.String()).Str("why", why).
 		Msg("watchdog: abandoning the worker goroutine and its VMs; a fresh one takes over")
+	// The strike is recorded before the calls fail, so that what a caller
+	// does next already sees it.
 	if w.onCut != nil && s.Running {
 		w.onCut(s.Tenant, why)
 	}
+	close(c.dead)
 	for {
 		select {
 		case msg := <-c.queue:
