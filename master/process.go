@@ -153,15 +153,12 @@ func (w *procWorker) supervise() {
 	for {
 		healthy, exit, last := w.runOnce()
 		w.mu.Lock()
-		if len(w.inflight) > 0 {
-			w.lostCalls = true
-		}
-		w.mu.Unlock()
-		w.mu.Lock()
 		reason := "crash"
 		var guilty *proto.Id
 		var why string
-		work := w.lostCalls || len(w.nowait) > 0
+		// Work was cut: calls failed with the connection, calls are still
+		// being failed, or nowait events wait for redelivery.
+		work := w.lostCalls || len(w.inflight) > 0 || len(w.nowait) > 0
 		switch {
 		case w.planned:
 			reason, healthy = "rolling", true

@@ -66,8 +66,9 @@ const DefaultQueueSize = 10000
 // goroutine when it is idle (nothing queued, nothing running), saving two
 // goroutine hand-offs. A go-lua State needs one owner at a time, not one
 // OS thread: the worker's exec lock guarantees the first, so no goroutine
-// is locked to an OS thread. A panic in it aborts the process: a
-// corrupted VM must not keep serving.
+// is locked to an OS thread. A panic while a call runs aborts the process
+// (with Options.AbandonOnPanic, abandons the goroutine and its VMs like
+// the watchdog below): a corrupted VM must not keep serving.
 //
 // With Options.Watchdog, a call that runs longer than that on its own
 // account (its time waiting for the store excluded) makes the worker
