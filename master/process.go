@@ -151,14 +151,15 @@ func (w *procWorker) Len() int { return 1 }
 func (w *procWorker) supervise() {
 	defer close(w.doneCh)
 	for {
-		healthy, exit, last := w.runOnce()
+		healthy, ready, exit, last := w.runOnce()
 		w.mu.Lock()
 		reason := "crash"
 		var guilty *proto.Id
 		var why string
-		// Work was cut: calls failed with the connection, calls are still
-		// being failed, or nowait events wait for redelivery.
-		work := w.lostCalls || len(w.inflight) > 0 || len(w.nowait) > 0
+		// The spawn ran and work was cut: calls failed with the connection,
+		// calls are still being failed, or nowait events wait for
+		// redelivery. A spawn that never got ready ran nothing.
+		work := ready && (w.lostCalls || len(w.inflight) > 0 || len(w.nowait) > 0)
 		switch {
 		case w.planned:
 			reason, healthy = "rolling", true
@@ -273,17 +274,17 @@ func (w *procWorker) untrack(id proto.Id, err error) {
 	w.mu.Unlock()
 }
 
-// runOnce spawns one worker process and waits for it to end. healthy is
-// true when it got ready and ran at least MinUptime; last is its progress
-// record as the process left it.
-func (w *procWorker) runOnce() (healthy bool, exit string, last worker.ProgressSnapshot) {
+// runOnce spawns one worker process and waits for it to end. ready is true
+// when it connected, healthy when it also ran at least MinUptime; last is
+// its progress record as the process left it.
+func (w *procWorker) runOnce() (healthy, ready bool, exit string, last worker.ProgressSnapshot) {
 	token, err := mesophyll.NewToken()
 	if err != nil {
-		return false, "token: " + err.Error(), last
+		return false, false, "token: " + err.Error(), last
 	}
 	pf, progress, err := worker.ProgressFile()
 	if err != nil {
-		return false, err.Error(), last
+		return false, false, err.Error(), last
 	}
 	defer progress.Close()
 	w.server.SetToken(w.id, token)
@@ -302,14 +303,14 @@ func (w *procWorker) runOnce() (healthy bool, exit string, last worker.ProgressS
 	if w.stopping {
 		w.mu.Unlock()
 		pf.Close()
-		return true, "stopped before start", last
+		return true, false, "stopped before start", last
 	}
 	w.state = StateStarting
 	err = cmd.Start()
 	pf.Close() // the child has its own descriptor; the mapping stays
 	if err != nil {
 		w.mu.Unlock()
-		return false, "start: " + err.Error(), last
+		return false, false, "start: " + err.Error(), last
 	}
 	start := time.Now()
 	w.pid, w.proc, w.started, w.readyAt = cmd.Process.Pid, cmd.Process, start, time.Time{}
@@ -331,7 +332,7 @@ func (w *procWorker) runOnce() (healthy bool, exit string, last worker.ProgressS
 	}()
 	readyTimer := time.NewTimer(w.cfg.ReadyTimeout)
 	defer readyTimer.Stop()
-	ready := w.readyChan()
+	readyCh := w.readyChan()
 	dog := newWatchdog(w.cfg.Watchdog)
 	defer dog.stop()
 	for {
@@ -343,9 +344,9 @@ func (w *procWorker) runOnce() (healthy bool, exit string, last worker.ProgressS
 			wasReady := !w.readyAt.IsZero()
 			w.progress = nil
 			w.mu.Unlock()
-			return wasReady && time.Since(start) >= w.cfg.MinUptime, status, progress.Snapshot()
-		case <-ready:
-			ready = nil
+			return wasReady && time.Since(start) >= w.cfg.MinUptime, wasReady, status, progress.Snapshot()
+		case <-readyCh:
+			readyCh = nil
 			readyTimer.Stop()
 		case <-readyTimer.C:
 			w.mu.Lock()

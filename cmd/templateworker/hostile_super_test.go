@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/templateworker/templateworker/client"
+	"github.com/templateworker/templateworker/master"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -412,5 +416,40 @@ func TestSuperWedgeHookAbsentByDefault(t *testing.T) {
 				t.Fatal("the test hook's warning appears without the variable")
 			}
 		})
+	}
+}
+
+// TestSuperCrashLoopStillAbortsWithHeldEvents: a worker that cannot start
+// still trips the crash-loop abort when nowait events are held for it
+// (work waiting is not work that ran).
+func TestSuperCrashLoopStillAbortsWithHeldEvents(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "crash.sh")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\necho crashing >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := startMasterNoWait(t, "--process-workers", "1", "--worker-exe", exe,
+		"--restart-backoff", "500ms", "--restart-backoff-max", "500ms")
+	var addr string
+	waitFor(t, time.Minute, func() bool {
+		b, err := os.ReadFile(filepath.Join(m.dataDir, master.AddrFile))
+		addr = strings.TrimSpace(string(b))
+		return err == nil && addr != ""
+	})
+	tok, err := os.ReadFile(filepath.Join(m.dataDir, master.TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := client.New(addr, strings.TrimSpace(string(tok)))
+	if err := api.DispatchNoWait(context.Background(), proto.GuildID(1), proto.Event{Name: "Ping"}); err != nil {
+		t.Fatalf("nowait event: %v", err)
+	}
+	select {
+	case <-m.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("master did not give up on a worker that cannot start")
+	}
+	if !strings.Contains(m.out.String(), "failed 10 times in a row") {
+		t.Fatalf("fatal line missing:\n%s", tail(m.out.String(), 3000))
 	}
 }
