@@ -112,14 +112,13 @@ func (p *Progress) begin(id proto.Id, now time.Time) {
 	w[pwGen].Store(g + 2)
 }
 
-// end records that the running call has ended.
+// end records that the running call has ended. Start and StoreSince stay
+// as they were: they mean nothing while Kind is 0, and begin rewrites them.
 func (p *Progress) end() {
 	w := p.words
 	g := w[pwGen].Load()
 	w[pwGen].Store(g + 1)
 	w[pwKind].Store(0)
-	w[pwStart].Store(0)
-	w[pwStoreSince].Store(0)
 	w[pwGen].Store(g + 2)
 }
 
