@@ -79,6 +79,13 @@ type Config struct {
 	QuarantineWindow time.Duration
 	// Cluster splits the tenants with other masters; off when zero.
 	Cluster ClusterConfig
+	// WatchdogGrace is how much longer than Limits.Timeout a call may run
+	// before the watchdog restarts its worker (see ProcessConfig.Watchdog
+	// and worker.Options.Watchdog).
+	WatchdogGrace time.Duration
+	// TestWedgeFunction is the watchdog's test hook
+	// (worker.Options.TestWedgeFunction); empty in production.
+	TestWedgeFunction string
 }
 
 // TokenFile and AddrFile are the files the master keeps in its data dir so
@@ -134,13 +141,19 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case cfg.ThreadWorkers > 0:
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
-			Store: newBoundedStore(st, cfg.MaxFrame), Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
+			Store: quarantinedOut{Store: newBoundedStore(st, cfg.MaxFrame), q: quarantine}, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
 			QueueBytes: cfg.WorkerQueueBytes, Logger: log, Cache: cfg.Cache, MemoryMax: cfg.WorkerMemoryMax,
 			OnNowaitError: func(id proto.Id, err error) {
 				if c := proto.CodeOf(err); fatalCode(c) {
 					quarantine.Strike(id, c+" (nowait event)")
 				}
 			},
+			Watchdog: cfg.Limits.Timeout + cfg.WatchdogGrace,
+			OnWatchdog: func(id proto.Id, why string) {
+				quarantine.Strike(id, why+"; worker goroutine abandoned")
+			},
+			AbandonOnPanic:    true,
+			TestWedgeFunction: cfg.TestWedgeFunction,
 		})
 		if err != nil {
 			return err

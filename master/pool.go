@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/worker"
 )
 
 // WorkerLike is one worker or a pool of them: anything that can run a
@@ -56,8 +58,26 @@ type WorkerStatus struct {
 	// workers).
 	HeapBytes int64 `json:"heap_bytes,omitempty"`
 	RSSBytes  int64 `json:"rss_bytes,omitempty"`
+	// Running is the call the worker runs now, from its progress record.
+	Running *RunningCall `json:"running,omitempty"`
 
 	restartReasons map[string]int // for metrics: restarts by reason
+}
+
+// RunningCall is the call a worker runs, as /v1/workers shows it.
+type RunningCall struct {
+	Tenant proto.Id `json:"tenant"`
+	// Seconds is how long it has run on its own account (store waits
+	// excluded): what the watchdog compares with its limit.
+	Seconds float64 `json:"seconds"`
+}
+
+// runningCall describes s for the status, nil when no call runs.
+func runningCall(s worker.ProgressSnapshot) *RunningCall {
+	if !s.Running {
+		return nil
+	}
+	return &RunningCall{Tenant: s.Tenant, Seconds: s.Own(time.Now()).Seconds()}
 }
 
 // statusReporter is implemented by workers that can describe themselves.

@@ -1,10 +1,7 @@
 package master
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -56,6 +53,11 @@ type ProcessConfig struct {
 	// MaxDispatches, when positive, recycles a worker after about that
 	// many calls (±10%) with a planned restart (--worker-max-dispatches).
 	MaxDispatches int64
+	// Watchdog is how long one call may run on its own account (the Lua
+	// time limit plus --watchdog-grace) before the master SIGKILLs the
+	// worker process running it; it also bounds the drain of a rolling
+	// restart. Zero disables it.
+	Watchdog time.Duration
 }
 
 // TokenEnv is the environment variable that carries a worker's Mesophyll
@@ -103,25 +105,31 @@ type procWorker struct {
 	// heartbeats with RSS above the budget.
 	dispatches, recycleAt int64
 	overMemory            int
-	hung                  bool           // the current spawn was killed for missing heartbeats
-	reasons               map[string]int // restarts by reason, for metrics
-	stopping              bool
-	stopCh                chan struct{}
-	doneCh                chan struct{}
-	tenants               int
 	// cache, heapBytes and rssBytes are the last heartbeat's figures.
 	cache               *proto.CacheStats
 	heapBytes, rssBytes int64
-	nowait              map[uint64]nowaitEvent // unacknowledged nowait events by seq
-	held                worker.Backlog         // what the events in nowait hold, per tenant
-	seq                 uint64
-	inflight            map[proto.Id]int // tenants with waited calls in flight
-	// cutOff are the tenants whose calls failed because this spawn's
-	// connection ended: they were in flight when the process died.
-	cutOff map[proto.Id]bool
-	// crashed is told which tenants were in flight when the process died
-	// unexpectedly, so the quarantine can count it against them.
-	crashed func(suspects []proto.Id, exit string)
+	held                worker.Backlog // what the events in nowait hold, per tenant
+	hung                bool           // the current spawn was killed for missing heartbeats
+	// progress is the current spawn's shared progress record (nil while
+	// none runs); cut is set when the watchdog killed the spawn.
+	progress *worker.Progress
+	cut      *watchdogCut
+	stalled  bool // the watchdog killed the spawn for starting no call
+	// lostCalls says a waited call failed because this spawn's
+	// connection ended: the spawn died with work in flight.
+	lostCalls bool
+	reasons   map[string]int // restarts by reason, for metrics
+	stopping  bool
+	stopCh    chan struct{}
+	doneCh    chan struct{}
+	tenants   int
+	nowait    map[uint64]nowaitEvent // unacknowledged nowait events by seq
+	seq       uint64
+	inflight  map[proto.Id]int // tenants with waited calls in flight
+	// crashed is told which tenant was running when the process died
+	// unexpectedly (or was cut by the watchdog), so the quarantine counts
+	// it against that tenant alone.
+	crashed func(guilty proto.Id, reason string)
 	// failed is told when a nowait event of a tenant ended with a fatal
 	// limit, which counts against its quarantine like a waited call's.
 	failed func(id proto.Id, code string)
@@ -158,28 +166,52 @@ func (w *procWorker) ID() int { return w.id }
 func (w *procWorker) Len() int { return 1 }
 
 // supervise spawns the worker and restarts it until stopped.
+//
+// Blame and the crash-loop rule: a spawn that dies while its progress
+// record shows a call running (or that the watchdog cut) is charged to
+// that call's tenant alone, and its restart does not count toward
+// MaxFailures; neither does a planned restart, nor a death while calls
+// were in flight (it ran; the tenant may simply not be known). Only a
+// spawn that died with no work, before it was healthy — one that cannot
+// start or run at all — counts.
 func (w *procWorker) supervise() {
 	defer close(w.doneCh)
 	for {
-		healthy, exit := w.runOnce()
+		healthy, ready, exit, last := w.runOnce()
 		w.mu.Lock()
-		var suspects []proto.Id
 		reason := "crash"
+		var guilty *proto.Id
+		var why string
+		// The spawn ran and work was cut: calls failed with the connection,
+		// calls are still being failed, or nowait events wait for
+		// redelivery. A spawn that never got ready ran nothing.
+		work := ready && (w.lostCalls || len(w.inflight) > 0 || len(w.nowait) > 0)
 		switch {
 		case w.planned:
 			reason, healthy = ReasonRolling, true
 			if w.plannedReason != "" {
 				reason = w.plannedReason
 			}
+		case w.stopping:
+		case w.cut != nil:
+			reason = "watchdog"
+			guilty = &w.cut.tenant
+			why = "watchdog: its call ran " + w.cut.ran.Round(time.Millisecond).String() + " (limit " + w.cfg.Watchdog.String() + "); worker process killed"
+		case last.Running:
+			if w.hung {
+				reason = "hung"
+			}
+			guilty = &last.Tenant
+			why = "worker process died (" + exit + ") while running its call"
 		case w.hung:
 			reason = "hung"
+		case w.stalled:
+			reason = "stalled"
 		case exit == "exit status 0":
 			reason = "exit"
 		}
-		if !w.stopping && !w.planned {
-			suspects = w.suspectsLocked()
-		}
-		w.planned, w.hung, w.plannedReason = false, false, ""
+		counts := !healthy && guilty == nil && !work && !w.planned
+		w.planned, w.hung, w.cut, w.stalled, w.lostCalls, w.plannedReason = false, false, nil, false, false, ""
 		w.lastExit = exit
 		w.conn, w.live = nil, nil
 		w.pid = 0
@@ -190,9 +222,10 @@ func (w *procWorker) supervise() {
 			w.mu.Unlock()
 			return
 		}
-		if healthy {
+		switch {
+		case healthy:
 			w.failures = 0
-		} else {
+		case counts:
 			w.failures++
 		}
 		n := w.failures
@@ -206,17 +239,21 @@ func (w *procWorker) supervise() {
 			return
 		}
 		delay := time.Duration(0)
-		if n > 0 {
+		if n > 0 && counts {
 			delay = min(w.cfg.Backoff*time.Duration(n), w.cfg.BackoffMax)
 			w.state = StateBackoff
 		} else {
 			w.state = StateStarting
 		}
 		w.mu.Unlock()
-		if len(suspects) > 0 && w.crashed != nil {
-			w.crashed(suspects, exit)
+		ev := w.log.Warn().Str("exit", exit).Str("reason", reason).Int("consecutive_failures", n).Dur("restart_in", delay)
+		if guilty != nil {
+			ev = ev.Str("tenant", guilty.String())
+			if w.crashed != nil {
+				w.crashed(*guilty, why)
+			}
 		}
-		w.log.Warn().Str("exit", exit).Int("consecutive_failures", n).Dur("restart_in", delay).Msg("worker exited; restarting")
+		ev.Bool("counts_as_failure", counts).Msg("worker exited; restarting")
 		if delay > 0 {
 			select {
 			case <-time.After(delay):
@@ -228,39 +265,6 @@ func (w *procWorker) supervise() {
 			}
 		}
 	}
-}
-
-// suspectsLocked returns the tenants whose work may have taken the process
-// down: those with waited calls in flight, and the tenant of the oldest
-// unacknowledged nowait event (the worker runs its queue in order, so that
-// is the one it was running).
-func (w *procWorker) suspectsLocked() []proto.Id {
-	out := make([]proto.Id, 0, len(w.inflight)+len(w.cutOff)+1)
-	seen := make(map[proto.Id]bool)
-	for id := range w.inflight {
-		seen[id] = true
-		out = append(out, id)
-	}
-	for id := range w.cutOff {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, id)
-		}
-	}
-	w.cutOff = nil
-	var oldest uint64
-	for s := range w.nowait {
-		if oldest == 0 || s < oldest {
-			oldest = s
-		}
-	}
-	if oldest != 0 {
-		id := w.nowait[oldest].id
-		if !seen[id] {
-			out = append(out, id)
-		}
-	}
-	return out
 }
 
 // dropNowait discards the held nowait events of a quarantined tenant, so a
@@ -286,52 +290,62 @@ func (w *procWorker) track(id proto.Id) {
 }
 
 // untrack ends a call of tenant id that track started; err is how it
-// ended. A call cut off by the connection's end is remembered as a suspect
-// of the crash.
+// ended. A call cut off by the connection's end means the spawn died with
+// work in flight (which is not a failure to start or run), but blames
+// nobody: the progress record names the tenant that was running.
 func (w *procWorker) untrack(id proto.Id, err error) {
 	w.mu.Lock()
 	if w.inflight[id]--; w.inflight[id] <= 0 {
 		delete(w.inflight, id)
 	}
 	if proto.CodeOf(err) == proto.CodeWorkerUnavailable {
-		if w.cutOff == nil {
-			w.cutOff = make(map[proto.Id]bool)
-		}
-		w.cutOff[id] = true
+		w.lostCalls = true
 	}
 	w.mu.Unlock()
 }
 
-// runOnce spawns one worker process and waits for it to end. healthy is
-// true when it got ready and ran at least MinUptime.
-func (w *procWorker) runOnce() (healthy bool, exit string) {
+// runOnce spawns one worker process and waits for it to end. ready is true
+// when it connected, healthy when it also ran at least MinUptime; last is
+// its progress record as the process left it.
+func (w *procWorker) runOnce() (healthy, ready bool, exit string, last worker.ProgressSnapshot) {
 	token, err := mesophyll.NewToken()
 	if err != nil {
-		return false, "token: " + err.Error()
+		return false, false, "token: " + err.Error(), last
 	}
+	pf, progress, err := worker.ProgressFile()
+	if err != nil {
+		return false, false, err.Error(), last
+	}
+	defer progress.Close()
 	w.server.SetToken(w.id, token)
 	cmd := exec.Command(w.cfg.Exe, append([]string{
 		"--worker-type", "processpoolworker",
 		"--worker-id", strconv.Itoa(w.id),
 		"--process-workers", strconv.Itoa(w.total),
+		"--progress-fd", "3",
 	}, w.cfg.Args...)...)
 	cmd.Env = append(workerEnv(), TokenEnv+"="+token)
+	cmd.ExtraFiles = []*os.File{pf} // descriptor 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
 	w.mu.Lock()
 	if w.stopping {
 		w.mu.Unlock()
-		return true, "stopped before start"
+		pf.Close()
+		return true, false, "stopped before start", last
 	}
 	w.state = StateStarting
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	pf.Close() // the child has its own descriptor; the mapping stays
+	if err != nil {
 		w.mu.Unlock()
-		return false, "start: " + err.Error()
+		return false, false, "start: " + err.Error(), last
 	}
 	start := time.Now()
 	w.pid, w.proc, w.started, w.readyAt = cmd.Process.Pid, cmd.Process, start, time.Time{}
 	w.dispatches, w.recycleAt, w.overMemory = 0, w.nextRecycleAt(), 0
+	w.progress = progress
 	w.mu.Unlock()
 	log := w.log.With().Int("pid", cmd.Process.Pid).Logger()
 	log.Info().Msg("worker started")
@@ -349,7 +363,9 @@ func (w *procWorker) runOnce() (healthy bool, exit string) {
 	}()
 	readyTimer := time.NewTimer(w.cfg.ReadyTimeout)
 	defer readyTimer.Stop()
-	ready := w.readyChan()
+	readyCh := w.readyChan()
+	dog := newWatchdog(w.cfg.Watchdog)
+	defer dog.stop()
 	for {
 		select {
 		case <-exited:
@@ -357,10 +373,11 @@ func (w *procWorker) runOnce() (healthy bool, exit string) {
 			status := exitText(cmd.ProcessState, waitErr)
 			w.mu.Lock()
 			wasReady := !w.readyAt.IsZero()
+			w.progress = nil
 			w.mu.Unlock()
-			return wasReady && time.Since(start) >= w.cfg.MinUptime, status
-		case <-ready:
-			ready = nil
+			return wasReady && time.Since(start) >= w.cfg.MinUptime, wasReady, status, progress.Snapshot()
+		case <-readyCh:
+			readyCh = nil
 			readyTimer.Stop()
 		case <-readyTimer.C:
 			w.mu.Lock()
@@ -370,6 +387,8 @@ func (w *procWorker) runOnce() (healthy bool, exit string) {
 				log.Error().Dur("timeout", w.cfg.ReadyTimeout).Msg("worker did not connect in time; killing it")
 				killGroup(cmd.Process.Pid)
 			}
+		case now := <-dog.tick():
+			w.checkProgress(dog, progress, now, cmd.Process.Pid, log)
 		}
 	}
 }
@@ -403,33 +422,6 @@ func workerEnv() []string {
 		env = append(env, kv)
 	}
 	return env
-}
-
-// relogLines copies a worker's output into the master's log line by line,
-// with the master's worker_id and pid fields. A JSON log record keeps its
-// level, message and fields; any other line is logged as its text.
-func relogLines(wg *sync.WaitGroup, r io.Reader, log zerolog.Logger) {
-	defer wg.Done()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		var rec map[string]any
-		if len(line) > 1 && line[0] == '{' && json.Unmarshal(line, &rec) == nil {
-			level, _ := rec["level"].(string)
-			lvl, err := zerolog.ParseLevel(level)
-			if err != nil {
-				lvl = zerolog.InfoLevel
-			}
-			msg, _ := rec["message"].(string)
-			for _, k := range []string{"level", "message", "time", "worker_id", "pid"} {
-				delete(rec, k)
-			}
-			log.WithLevel(lvl).Fields(rec).Msg(msg)
-			continue
-		}
-		log.Info().Msg(string(line))
-	}
 }
 
 func exitText(ps *os.ProcessState, err error) string {

@@ -67,6 +67,9 @@ func (w *procWorker) onDisconnect(c *mesophyll.Conn, err error) {
 	if w.state == StateReady {
 		w.state = StateStarting
 	}
+	// Calls from now on wait for the next spawn (not for this one, whose
+	// ready channel is closed).
+	w.resetReadyLocked()
 	w.mu.Unlock()
 	if !stopping {
 		w.log.Warn().Err(err).Msg("worker connection lost; killing the process")
@@ -282,6 +285,9 @@ func (w *procWorker) Status() WorkerStatus {
 	for _, n := range w.inflight {
 		s.InFlight += n
 	}
+	if w.progress != nil {
+		s.Running = runningCall(w.progress.Snapshot())
+	}
 	s.restartReasons = make(map[string]int, len(w.reasons))
 	for r, n := range w.reasons {
 		s.restartReasons[r] = n
@@ -292,7 +298,9 @@ func (w *procWorker) Status() WorkerStatus {
 // Restart replaces the worker process without failing a call: new calls
 // wait while it drains (in-flight calls finish, sent nowait events are
 // acknowledged), then it is shut down and replaced, and Restart returns
-// once the new process is ready.
+// once the new process is ready. The drain and the shutdown are bounded
+// by the watchdog's limit each (no call may legitimately run longer): a
+// worker that does not drain or stop in time — a wedged one — is killed.
 func (w *procWorker) Restart(ctx context.Context) error {
 	return w.restart(ctx, ReasonRolling)
 }
@@ -318,26 +326,68 @@ func (w *procWorker) restart(ctx context.Context, reason string) error {
 	w.mu.Unlock()
 	w.log.Info().Str("reason", reason).Msg("planned restart: draining")
 
+	bound := w.cfg.Watchdog
+	if bound <= 0 {
+		bound = time.Minute
+	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for drained := false; !drained; {
+	drainBy := time.NewTimer(bound)
+	defer drainBy.Stop()
+	replaced := false // the spawn died meanwhile (the watchdog, a crash)
+	for drained := false; !drained && !replaced; {
 		w.mu.Lock()
 		drained = len(w.inflight) == 0 && !w.unackedUpToLocked(lastSent)
+		replaced = w.live != c
 		w.mu.Unlock()
-		if drained {
+		if drained || replaced {
 			break
 		}
 		select {
 		case <-tick.C:
+		case <-drainBy.C:
+			w.log.Warn().Dur("bound", bound).Msg("rolling restart: drain timed out; stopping the worker anyway (unacknowledged nowait events will be redelivered)")
+			drained = true
 		case <-ctx.Done():
-			w.log.Warn().Msg("rolling restart: drain timed out; unacknowledged nowait events will be redelivered")
+			w.log.Warn().Msg("rolling restart: drain cut short; unacknowledged nowait events will be redelivered")
 			drained = true
 		}
 	}
 	w.mu.Lock()
-	w.planned, w.plannedReason = true, reason
+	pid := w.pid
+	replaced = replaced || w.live != c
+	if !replaced {
+		w.planned, w.plannedReason = true, reason
+	}
 	w.mu.Unlock()
-	_ = c.Shutdown(ctx)
+	if !replaced {
+		sctx, cancel := context.WithTimeout(ctx, bound)
+		_ = c.Shutdown(sctx)
+		cancel()
+		stopBy := time.NewTimer(bound)
+		defer stopBy.Stop()
+	wait:
+		for {
+			w.mu.Lock()
+			gone := w.live != c || w.pid != pid
+			w.mu.Unlock()
+			if gone {
+				break
+			}
+			select {
+			case <-tick.C:
+			case <-ready:
+				break wait
+			case <-stopBy.C:
+				w.log.Warn().Int("pid", pid).Dur("bound", bound).Msg("rolling restart: worker did not stop in time; killing it")
+				killGroup(pid)
+				break wait
+			case <-ctx.Done():
+				killGroup(pid)
+				break wait
+			}
+		}
+	}
 	select {
 	case <-ready:
 		w.log.Info().Msg("rolling restart: replaced")

@@ -35,7 +35,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 	pp := &processPool{workers: make([]*procWorker, n)}
 	pp.meso = mesophyll.NewServer(mesophyll.ServerOptions{
 		Workers:           n,
-		Backend:           storeBackend{st: newBoundedStore(st, cfg.MaxFrame), total: n},
+		Backend:           storeBackend{st: newBoundedStore(st, cfg.MaxFrame), total: n, q: q},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		MaxFrame:          cfg.MaxFrame,
 		Logger:            log,
@@ -64,11 +64,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 	fatalOnce := func(err error) { once.Do(func() { fatal(err) }) }
 	for i := range pp.workers {
 		pp.workers[i] = newProcWorker(i, n, &cfg, pp.meso, log, fatalOnce)
-		pp.workers[i].crashed = func(suspects []proto.Id, exit string) {
-			for _, id := range suspects {
-				q.Strike(id, "worker process died ("+exit+") with its call in flight")
-			}
-		}
+		pp.workers[i].crashed = func(guilty proto.Id, why string) { q.Strike(guilty, why) }
 	}
 	for _, w := range pp.workers {
 		w.failed = func(id proto.Id, code string) { q.Strike(id, code+" (nowait event)") }
@@ -100,6 +96,7 @@ func (pp *processPool) Kill(ctx context.Context) error {
 type storeBackend struct {
 	st    boundedStore
 	total int
+	q     *Quarantine // quarantined tenants get no OnStartup
 }
 
 func (b storeBackend) Templates(ctx context.Context, id proto.Id) ([]proto.Template, error) {
@@ -113,7 +110,9 @@ func (b storeBackend) TenantsFor(ctx context.Context, workerID int, event string
 	}
 	mine := ids[:0]
 	for _, id := range ids {
-		if id.WorkerID(b.total) == workerID {
+		// A quarantined tenant's OnStartup is not run: one that crashes
+		// its worker would otherwise do it again at every restart.
+		if id.WorkerID(b.total) == workerID && b.q.Check(id) == nil {
 			mine = append(mine, id)
 		}
 	}

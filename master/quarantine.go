@@ -219,13 +219,24 @@ type guarded struct {
 	q *Quarantine
 }
 
-func (g guarded) observe(id proto.Id, err error) error {
-	if err != nil {
-		if c := proto.CodeOf(err); fatalCode(c) {
-			g.q.Strike(id, c)
-		}
+// observe counts a fatal limit of the tenant's own execution as a strike.
+// A call that ended because its caller's deadline passed (ctx) is not
+// one: its time went waiting behind other calls, and the call that made it
+// wait is the one the watchdog blames.
+func (g guarded) observe(ctx context.Context, id proto.Id, err error) error {
+	if err == nil {
+		return nil
+	}
+	if c := proto.CodeOf(err); fatalCode(c) && !callerExpired(ctx) {
+		g.q.Strike(id, c)
 	}
 	return err
+}
+
+// callerExpired reports whether ctx's deadline has passed.
+func callerExpired(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return (ok && !time.Now().Before(d)) || ctx.Err() != nil
 }
 
 func (g guarded) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, error) {
@@ -233,7 +244,7 @@ func (g guarded) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event)
 		return nil, err
 	}
 	v, err := g.WorkerLike.DispatchEvent(ctx, id, ev)
-	return v, g.observe(id, err)
+	return v, g.observe(ctx, id, err)
 }
 
 func (g guarded) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
@@ -248,5 +259,5 @@ func (g guarded) RunScript(ctx context.Context, id proto.Id, name, code string, 
 		return nil, err
 	}
 	v, err := g.WorkerLike.RunScript(ctx, id, name, code, ev)
-	return v, g.observe(id, err)
+	return v, g.observe(ctx, id, err)
 }

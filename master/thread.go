@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/worker"
 )
 
@@ -23,18 +24,44 @@ func (w threadWorker) Status() WorkerStatus {
 	}
 	cs := w.CacheStats()
 	heap, rss := worker.ProcessMemory()
+	n := w.Abandoned()
 	return WorkerStatus{
 		ID:            w.ID(),
 		State:         state,
 		Tenants:       w.Loaded(),
 		UptimeSeconds: time.Since(w.started).Seconds(),
+		Restarts:      n,
 		InFlight:      w.InFlight(),
 		Queued:        w.Queued(),
 		QueuedBytes:   w.QueuedBytes(),
 		Cache:         &cs,
 		HeapBytes:     heap,
 		RSSBytes:      rss,
+		Running:       runningCall(w.Progress()),
+
+		restartReasons: map[string]int{"watchdog": n},
 	}
+}
+
+// quarantinedOut hides quarantined tenants from the OnStartup listing of
+// thread workers, as storeBackend does for process workers.
+type quarantinedOut struct {
+	worker.Store
+	q *Quarantine
+}
+
+func (s quarantinedOut) TenantsWithEvent(ctx context.Context, event string) ([]proto.Id, error) {
+	ids, err := s.Store.TenantsWithEvent(ctx, event)
+	if err != nil {
+		return nil, err
+	}
+	kept := ids[:0]
+	for _, id := range ids {
+		if s.q.Check(id) == nil {
+			kept = append(kept, id)
+		}
+	}
+	return kept, nil
 }
 
 // newThreadPool starts n thread workers.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	lua "github.com/Shopify/go-lua"
@@ -33,6 +34,14 @@ type Manager struct {
 	lru   *list.List // of *tenant, most recently used first
 	stats CacheStats
 	now   func() time.Time
+
+	// stop, when set, ends the running call of every VM at its next count
+	// hook (the worker abandoned them: see Thread).
+	stop *atomic.Bool
+	// wedge and released are the watchdog's test hook (see
+	// Options.TestWedgeFunction).
+	wedge    string
+	released <-chan struct{}
 }
 
 // tenant is the cached state of one tenant on this worker.
@@ -43,7 +52,19 @@ type tenant struct {
 	vm        *VM              // nil until an event needs it
 	elem      *list.Element    // in Manager.lru
 	lastUsed  time.Time
-	busy      int // calls running; a busy tenant is never evicted
+	busy      int      // calls running; a busy tenant is never evicted
+	names     [][]byte // the templates' names as JSON strings, built once
+}
+
+// quoted returns template i's name as a JSON string.
+func (t *tenant) quoted(i int) []byte {
+	if t.names == nil {
+		t.names = make([][]byte, len(t.templates))
+	}
+	if t.names[i] == nil {
+		t.names[i], _ = json.Marshal(t.templates[i].Name)
+	}
+	return t.names[i]
 }
 
 // NewManager returns the manager of worker id among total workers.
@@ -118,6 +139,10 @@ func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
+	vm.stop = m.stop
+	if m.wedge != "" {
+		installWedge(vm.l, m.wedge, m.released)
+	}
 	if m.pool != nil {
 		vm.setLimits(m.pool)
 	}
@@ -175,8 +200,7 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 		if n > 0 {
 			out = append(out, ',')
 		}
-		name, _ := json.Marshal(tp.Name)
-		out = append(out, name...)
+		out = append(out, t.quoted(i)...)
 		out = append(out, ':')
 		out = append(out, res...)
 	}
@@ -296,14 +320,20 @@ func (m *Manager) DropAll() {
 // StartupTenants lists the tenants this worker owns that subscribe to
 // OnStartup.
 func (m *Manager) StartupTenants(ctx context.Context) ([]proto.Id, error) {
-	ids, err := m.store.TenantsWithEvent(ctx, OnStartup)
+	return startupTenants(ctx, m.store, m.id, m.total)
+}
+
+// startupTenants lists the tenants of worker id of total in st that
+// subscribe to OnStartup.
+func startupTenants(ctx context.Context, st Store, id, total int) ([]proto.Id, error) {
+	ids, err := st.TenantsWithEvent(ctx, OnStartup)
 	if err != nil {
 		return nil, err
 	}
 	mine := ids[:0]
-	for _, id := range ids {
-		if id.WorkerID(m.total) == m.id {
-			mine = append(mine, id)
+	for _, t := range ids {
+		if t.WorkerID(total) == id {
+			mine = append(mine, t)
 		}
 	}
 	return mine, nil

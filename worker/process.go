@@ -28,6 +28,10 @@ type ProcessConfig struct {
 	// MaxFrame is the largest Mesophyll frame the worker accepts
 	// (--mesophyll-max-frame, as the master's); default 4 MiB.
 	MaxFrame int64
+	// ProgressFD, when positive, is the inherited descriptor of the page
+	// the worker shares with its master to record the call it runs (see
+	// Progress): the master's watchdog reads it.
+	ProgressFD int
 }
 
 // RunProcess connects to the master and serves until the master sends
@@ -51,9 +55,14 @@ func RunProcess(ctx context.Context, cfg ProcessConfig) error {
 	if budget := proto.ValueBudget(int64(c.MaxFrame())); opts.Limits.MaxResult <= 0 || opts.Limits.MaxResult > budget {
 		opts.Limits.MaxResult = budget
 	}
-	// The only worker in this process: locking its goroutine to an OS
-	// thread would only add a thread wake-up to every call.
-	opts.NoThreadLock = true
+	if cfg.ProgressFD > 0 {
+		p, err := OpenProgress(uintptr(cfg.ProgressFD))
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("worker %d: %w", cfg.ID, err)
+		}
+		opts.Progress = p
+	}
 	w, err := New(cfg.ID, cfg.Total, opts)
 	if err != nil {
 		return fmt.Errorf("start worker %d: %w", cfg.ID, err)

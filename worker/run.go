@@ -87,19 +87,40 @@ func resultTooLarge(size, limit int) *proto.Error {
 	return proto.Errorf(proto.CodeResultTooLarge, "result is %d bytes, over the %d-byte limit (--max-result)", size, limit)
 }
 
+// Registry keys under which newVM keeps the event table's field names.
+var (
+	eventKeyName   any = "templateworker.key.name"
+	eventKeyAuthor any = "templateworker.key.author"
+	eventKeyData   any = "templateworker.key.data"
+)
+
+// registerEventKeys keeps the event table's field names in the registry,
+// so that pushEvent pushes them without allocating.
+func registerEventKeys(l *lua.State) {
+	for _, k := range [...]struct {
+		key  any
+		name string
+	}{{eventKeyName, "name"}, {eventKeyAuthor, "author"}, {eventKeyData, "data"}} {
+		l.PushString(k.name)
+		l.SetField(lua.RegistryIndex, k.key.(string))
+	}
+}
+
 // pushEvent pushes the event table {name=, author=, data=}.
 func (vm *VM) pushEvent(ev proto.Event) error {
 	l := vm.l
 	l.CreateTable(0, 3)
-	l.PushString("name")
+	// The keys come boxed from the registry: PushString would allocate
+	// each one again on every call.
+	l.RawGetValue(lua.RegistryIndex, eventKeyName)
 	l.PushString(ev.Name)
 	l.RawSet(-3)
 	if ev.Author != nil {
-		l.PushString("author")
+		l.RawGetValue(lua.RegistryIndex, eventKeyAuthor)
 		l.PushString(*ev.Author)
 		l.RawSet(-3)
 	}
-	l.PushString("data")
+	l.RawGetValue(lua.RegistryIndex, eventKeyData)
 	if err := pushJSON(l, ev.Data, vm.meter); err != nil {
 		l.Pop(2)
 		return err

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -34,10 +35,32 @@ type Options struct {
 	// OnNowaitError, if set, is told when a nowait event fails (the
 	// master counts limit errors against the tenant's quarantine).
 	OnNowaitError func(id proto.Id, err error)
-	// NoThreadLock leaves the worker's goroutine free to move between OS
-	// threads. The thread topology locks it (its contract); a process
-	// worker, alone in its process, need not pay for the lock.
-	NoThreadLock bool
+	// Watchdog, when positive, is how long one call may run on its own
+	// account (the Lua time limit plus a grace period) before the worker
+	// abandons its goroutine and its VMs and carries on with fresh ones
+	// (the thread topology's watchdog: see Thread). A process worker
+	// leaves it zero: its master watches the Progress record and kills
+	// the process instead.
+	Watchdog time.Duration
+	// OnWatchdog, if set, is told which tenant's call the watchdog cut
+	// (or panicked, with AbandonOnPanic), and why.
+	OnWatchdog func(id proto.Id, why string)
+	// AbandonOnPanic makes a panic while a call runs abandon the worker's
+	// goroutine and VMs like the watchdog does (the call fails with
+	// internal), instead of aborting the process. The thread topology
+	// sets it: its process is the master. A process worker aborts, and
+	// its master restarts it.
+	AbandonOnPanic bool
+	// Progress is where the worker records the call it runs; a fresh
+	// record in memory when nil. A process worker passes the page it
+	// shares with its master.
+	Progress *Progress
+	// TestWedgeFunction, when set, gives every VM a global function of
+	// that name that blocks in Go, never reaching the count hook: a VM
+	// that misbehaves, for the watchdog's tests. Set only from the
+	// operator's environment (TEMPLATEWORKER_TEST_WEDGE_FUNCTION), never
+	// by a tenant.
+	TestWedgeFunction string
 	// Cache bounds the tenants the worker keeps loaded (--vm-cache-max,
 	// --vm-idle-ttl).
 	Cache CacheOptions
@@ -57,37 +80,50 @@ const (
 // DefaultQueueSize is the default bound of a worker's queue.
 const DefaultQueueSize = 10000
 
-// Thread is a worker of the thread topology: one goroutine, locked to its
-// OS thread as the design requires, that owns the VMs of its tenants and
-// serves a bounded queue of messages. A panic in it aborts the process: a
-// corrupted VM must not keep serving. The lock has a price: an idle worker
-// parks its thread, so each message to it pays a wake-up of that thread
-// (BENCHMARKS.md measures it).
+// Thread is a worker: a goroutine that owns the VMs of its tenants and
+// serves a bounded queue of messages, or runs a call on its caller's
+// goroutine when it is idle (nothing queued, nothing running), saving two
+// goroutine hand-offs. A go-lua State needs one owner at a time, not one
+// OS thread: the worker's exec lock guarantees the first, so no goroutine
+// is locked to an OS thread. A panic while a call runs aborts the process
+// (with Options.AbandonOnPanic, abandons the goroutine and its VMs like
+// the watchdog below): a corrupted VM must not keep serving.
+//
+// With Options.Watchdog, a call that runs longer than that on its own
+// account (its time waiting for the store excluded) makes the worker
+// abandon the goroutine running it and the VMs of that goroutine: a fresh
+// goroutine with a fresh Manager takes over (VMs are rebuilt on the next
+// call), the calls queued and in flight on the old one fail at once with
+// worker_unavailable, and the old goroutine is told to stop — if its VM
+// ever reaches the count hook again, the call ends there.
 type Thread struct {
 	id, total int
-	queue     chan message
-	mgr       *Manager
+	store     Store // the store as given, for OnStartup
+	limits    Limits
+	queueSize int
 	log       zerolog.Logger
-	timeout   time.Duration
-	lock      bool
 	onNowait  func(id proto.Id, err error)
+	watchdog  time.Duration
+	onCut     func(id proto.Id, why string)
+	onPanic   bool // abandon the core on a panic instead of exiting
+	wedge     string
+	cache     CacheOptions
 	memMax    int64
-	memWarned time.Time // last warning that nothing could be evicted
-
-	// exec is held while a message runs, when messages may also run
-	// inline (TryDispatchEvent, only without the thread lock); pending
-	// counts the messages queued or running on the worker goroutine.
-	exec    sync.Mutex
-	pending atomic.Int64
+	memWarned time.Time // last warning that nothing could be evicted (core goroutine only)
 
 	// held counts the bytes of the nowait events queued, against
 	// maxHeld (0: no bound).
 	held    Backlog
 	maxHeld int64
 
+	mu        sync.Mutex // held to replace cur
+	cur       atomic.Pointer[core]
+	abandoned atomic.Int64
+
 	loaded   atomic.Int64
 	inflight atomic.Int64
 	done     chan struct{}
+	doneOnce sync.Once
 	killOnce sync.Once
 }
 
@@ -130,19 +166,34 @@ func New(id, total int, opts Options) (*Thread, error) {
 	log := opts.Logger.With().Int("worker_id", id).Logger()
 	w := &Thread{
 		id: id, total: total,
-		queue:    make(chan message, opts.QueueSize),
-		mgr:      NewManager(id, total, opts.Store, opts.Limits, log),
-		log:      log,
-		timeout:  opts.Limits.Timeout,
-		lock:     !opts.NoThreadLock,
-		onNowait: opts.OnNowaitError,
-		maxHeld:  opts.QueueBytes,
-		memMax:   opts.MemoryMax,
-		done:     make(chan struct{}),
+		store:     opts.Store,
+		limits:    opts.Limits,
+		queueSize: opts.QueueSize,
+		log:       log,
+		onNowait:  opts.OnNowaitError,
+		watchdog:  opts.Watchdog,
+		onCut:     opts.OnWatchdog,
+		onPanic:   opts.AbandonOnPanic,
+		wedge:     opts.TestWedgeFunction,
+		cache:     opts.Cache,
+		memMax:    opts.MemoryMax,
+		maxHeld:   opts.QueueBytes,
+		done:      make(chan struct{}),
 	}
-	w.mgr.SetCache(opts.Cache)
-	go w.loop()
-	switch ttl := w.mgr.cache.IdleTTL; {
+	if w.wedge != "" {
+		log.Warn().Str("function", w.wedge).Msg("TEST HOOK: tenant VMs get a function that wedges the worker; never set this in production")
+	}
+	p := opts.Progress
+	if p == nil {
+		p = NewProgress()
+	}
+	c := w.newCore(p)
+	w.cur.Store(c)
+	go w.loop(c)
+	if w.watchdog > 0 {
+		go w.watch()
+	}
+	switch ttl := c.mgr.cache.IdleTTL; {
 	case w.memMax > 0:
 		go w.sweeper(min(sweepEvery(ttl), memoryCheckEvery))
 	case ttl > 0:
@@ -164,150 +215,129 @@ func (w *Thread) Len() int { return 1 }
 func (w *Thread) Loaded() int { return int(w.loaded.Load()) }
 
 // Queued returns the number of messages waiting.
-func (w *Thread) Queued() int { return len(w.queue) }
+func (w *Thread) Queued() int { return len(w.cur.Load().queue) }
 
 // QueuedBytes returns the bytes of the nowait events waiting.
 func (w *Thread) QueuedBytes() int64 { return w.held.Bytes() }
 
+// CacheStats returns the tenant-cache counters of the worker's current
+// goroutine (they start again from zero when the watchdog replaces it).
+func (w *Thread) CacheStats() proto.CacheStats { return w.cur.Load().mgr.Stats().Snapshot() }
+
 // InFlight returns the number of waited calls not yet answered.
 func (w *Thread) InFlight() int { return int(w.inflight.Load()) }
+
+// Abandoned returns how many times the watchdog abandoned a goroutine.
+func (w *Thread) Abandoned() int { return int(w.abandoned.Load()) }
+
+// Progress returns the record of the call the worker runs now.
+func (w *Thread) Progress() ProgressSnapshot { return w.cur.Load().progress.Snapshot() }
 
 // Done is closed when the worker has stopped.
 func (w *Thread) Done() <-chan struct{} { return w.done }
 
-func (w *Thread) loop() {
-	if w.lock {
-		runtime.LockOSThread()
+// recoverPanic handles r, a panic recovered where core c runs messages
+// (nil: none): a corrupted VM must not keep serving, so the process
+// aborts — or, with AbandonOnPanic, c and all its VMs are abandoned and a
+// fresh core takes over.
+func (w *Thread) recoverPanic(c *core, r any) {
+	if r == nil {
+		return
 	}
-	defer close(w.done)
-	defer w.abortOnPanic()
-	for msg := range w.queue {
-		if !w.lock {
-			w.exec.Lock()
-		}
-		if msg.kind == msgKill {
-			w.mgr.tenants = nil
-			msg.reply <- result{}
-			return // exec stays locked: nothing runs inline any more
-		}
-		w.handle(msg)
-		if msg.size > 0 {
-			w.held.Release(msg.id, msg.size)
-		}
-		w.loaded.Store(int64(w.mgr.Loaded()))
-		w.pending.Add(-1)
-		if !w.lock {
-			w.exec.Unlock()
-		}
-	}
-}
-
-// abortOnPanic, deferred where messages run, aborts the process on a
-// panic: a corrupted VM must not keep serving.
-func (w *Thread) abortOnPanic() {
-	if r := recover(); r != nil {
-		w.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).
-			Msg("worker panicked: aborting the process (a corrupted VM must not keep serving)")
+	w.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).Bool("abandon", w.onPanic).
+		Msg("worker panicked (a corrupted VM must not keep serving)")
+	if !w.onPanic {
 		os.Exit(2)
 	}
+	s := c.progress.Snapshot()
+	w.abandon(c, s, "a call panicked ("+fmt.Sprint(r)+")")
 }
 
 // TryDispatchEvent runs ev for tenant id on the calling goroutine if the
 // worker is idle — nothing queued, nothing running — and reports whether
 // it did; a process worker calls it from the goroutine that read the
-// event, saving two goroutine hand-offs per call (mesophyll.Inliner). A
-// worker whose goroutine is locked to its OS thread never runs inline: the
-// VMs belong to that thread.
+// event (mesophyll.Inliner).
 func (w *Thread) TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, bool, error) {
-	if w.lock || w.pending.Load() != 0 || !w.exec.TryLock() {
-		return nil, false, nil
+	r, ran := w.tryInline(w.cur.Load(), message{kind: msgDispatch, ctx: ctx, id: id, event: ev})
+	return r.value, ran, r.err
+}
+
+// tryInline runs msg on the calling goroutine if core c is idle, and
+// reports whether it did.
+func (w *Thread) tryInline(c *core, msg message) (result, bool) {
+	if c.pending.Load() != 0 || !c.tryLock() {
+		return result{}, false
 	}
-	defer w.exec.Unlock()
-	if w.pending.Load() != 0 { // queued between the check and the lock
-		return nil, false, nil
+	defer c.unlock()
+	if c.pending.Load() != 0 || c.isDead() { // queued between the check and the lock
+		return result{}, false
 	}
 	select {
 	case <-w.done:
-		return nil, false, nil
+		return result{}, false
 	default:
 	}
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)
-	defer w.abortOnPanic()
-	v, err := w.mgr.Dispatch(ctx, id, ev)
-	w.loaded.Store(int64(w.mgr.Loaded()))
-	return v, true, err
+	r := result{err: &proto.Error{Code: proto.CodeInternal, Message: "the worker failed running this call; its VMs were discarded"}}
+	func() {
+		defer func() { w.recoverPanic(c, recover()) }()
+		r = c.run(msg)
+	}()
+	if !c.abort.Load() {
+		w.loaded.Store(int64(c.mgr.Loaded()))
+	}
+	return r, true
 }
 
-func (w *Thread) handle(msg message) {
-	ctx := msg.ctx
-	if err := ctx.Err(); err != nil {
-		// The caller gave up while the message was queued.
-		if msg.reply != nil {
-			msg.reply <- result{err: proto.Errorf(proto.CodeTimeout, "call expired in the worker queue: %v", err)}
-		}
-		return
-	}
-	var r result
-	switch msg.kind {
-	case msgDispatch:
-		r.value, r.err = w.mgr.Dispatch(ctx, msg.id, msg.event)
-		if msg.reply == nil && r.err != nil {
-			w.log.Warn().Str("tenant", msg.id.String()).Str("event", msg.event.Name).Err(r.err).Msg("nowait dispatch failed")
-			if w.onNowait != nil {
-				w.onNowait(msg.id, r.err)
-			}
-		}
-	case msgRunScript:
-		r.value, r.err = w.mgr.RunScript(ctx, msg.id, msg.name, msg.code, msg.event)
-	case msgDrop:
-		w.mgr.Drop(msg.id)
-	case msgDropAll:
-		w.mgr.DropAll()
-	case msgSweep:
-		if n := w.mgr.Sweep(); n > 0 {
-			w.log.Debug().Int("evicted", n).Msg("evicted idle tenants")
-		}
-		w.checkMemory()
-	}
-	if msg.reply != nil {
-		msg.reply <- r
-	}
-}
-
-// enqueue puts msg on the queue without blocking.
-func (w *Thread) enqueue(msg message) error {
+// enqueue puts msg on core c's queue without blocking.
+func (w *Thread) enqueue(c *core, msg message) error {
 	select {
 	case <-w.done:
 		return proto.Errorf(proto.CodeWorkerUnavailable, "worker %d has stopped", w.id)
 	default:
 	}
 	if msg.size > 0 {
-		if err := w.held.Hold(w.id, msg.id, msg.size, w.maxHeld, cap(w.queue)); err != nil {
+		if err := w.held.Hold(w.id, msg.id, msg.size, w.maxHeld, cap(c.queue)); err != nil {
 			return err
 		}
 	}
-	w.pending.Add(1)
+	c.pending.Add(1)
 	select {
-	case w.queue <- msg:
-		return nil
+	case c.queue <- msg:
 	default:
-		w.pending.Add(-1)
+		c.pending.Add(-1)
 		if msg.size > 0 {
 			w.held.Release(msg.id, msg.size)
 		}
 		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
-			Message: "worker " + itoa(w.id) + " queue is full (" + itoa(cap(w.queue)) + " messages)"}
+			Message: "worker " + itoa(w.id) + " queue is full (" + itoa(cap(c.queue)) + " messages)"}
 	}
+	if c.isDead() {
+		// Abandoned between the load and the send: its queue may have
+		// been emptied already.
+		return unavailable(w.id)
+	}
+	return nil
 }
 
-// call enqueues msg and waits for its reply or ctx.
+func unavailable(id int) error {
+	return &proto.Error{Code: proto.CodeWorkerUnavailable, RetryAfter: 1,
+		Message: "worker " + itoa(id) + " was restarted by its watchdog; try again"}
+}
+
+// call runs msg inline when the worker is idle, else queues it and waits
+// for its reply or ctx.
 func (w *Thread) call(ctx context.Context, msg message) (proto.Value, error) {
 	msg.ctx = ctx
+	c := w.cur.Load()
+	if r, ok := w.tryInline(c, msg); ok {
+		return r.value, r.err
+	}
 	msg.reply = make(chan result, 1)
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)
-	if err := w.enqueue(msg); err != nil {
+	if err := w.enqueue(c, msg); err != nil {
 		return nil, err
 	}
 	select {
@@ -315,6 +345,8 @@ func (w *Thread) call(ctx context.Context, msg message) (proto.Value, error) {
 		return r.value, r.err
 	case <-ctx.Done():
 		return nil, proto.Errorf(proto.CodeTimeout, "worker %d did not answer in time: %v", w.id, ctx.Err())
+	case <-c.dead:
+		return nil, unavailable(w.id)
 	case <-w.done:
 		return nil, proto.Errorf(proto.CodeWorkerUnavailable, "worker %d stopped", w.id)
 	}
@@ -330,7 +362,7 @@ func (w *Thread) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
-	return w.enqueue(message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev, size: EventSize(ev)})
+	return w.enqueue(w.cur.Load(), message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev, size: EventSize(ev)})
 }
 
 // RunScript runs ad-hoc code in tenant id's VM.
@@ -354,33 +386,55 @@ func (w *Thread) DropAll(ctx context.Context) error {
 func (w *Thread) Kill(ctx context.Context) error {
 	var err error
 	w.killOnce.Do(func() {
-		reply := make(chan result, 1)
-		select {
-		case w.queue <- message{kind: msgKill, ctx: ctx, reply: reply}:
-		case <-ctx.Done():
-			err = ctx.Err()
-			return
-		}
-		select {
-		case <-reply:
-		case <-ctx.Done():
-			err = ctx.Err()
+		for {
+			c := w.cur.Load()
+			reply := make(chan result, 1)
+			select {
+			case c.queue <- message{kind: msgKill, ctx: ctx, reply: reply}:
+			case <-c.dead:
+				continue // abandoned meanwhile: ask its successor
+			case <-ctx.Done():
+				err = ctx.Err()
+				return
+			}
+			select {
+			case <-reply:
+				return
+			case <-c.dead:
+				continue
+			case <-ctx.Done():
+				err = ctx.Err()
+				return
+			}
 		}
 	})
 	return err
 }
 
-// CacheStats returns the worker's tenant-cache counters.
-func (w *Thread) CacheStats() proto.CacheStats { return w.mgr.Stats().Snapshot() }
+// sweeper asks the worker's current goroutine to evict idle tenants (and,
+// with a memory budget, to check it) every period until the worker stops.
+// A full queue skips a sweep: the next one comes.
+func (w *Thread) sweeper(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-t.C:
+			_ = w.enqueue(w.cur.Load(), message{kind: msgSweep, ctx: context.Background()})
+		}
+	}
+}
 
 // memoryCheckEvery is how often a worker with a memory budget compares its
 // heap with the budget's watermarks.
 const memoryCheckEvery = 250 * time.Millisecond
 
-// checkMemory evicts least recently used idle VMs when the process's live
-// heap is above the high watermark of the memory budget, until what they
-// held would bring it down to the low watermark.
-func (w *Thread) checkMemory() {
+// checkMemory evicts least recently used idle VMs of mgr when the
+// process's live heap is above the high watermark of the memory budget,
+// until what they held would bring it down to the low watermark.
+func (w *Thread) checkMemory(mgr *Manager) {
 	if w.memMax <= 0 {
 		return
 	}
@@ -389,7 +443,7 @@ func (w *Thread) checkMemory() {
 		return
 	}
 	need := live - w.memMax*MemoryLowWater/100
-	n, freed := w.mgr.EvictForMemory(need)
+	n, freed := mgr.EvictForMemory(need)
 	if n > 0 {
 		runtime.GC() // let the next check see what the eviction freed
 		w.log.Info().Int64("live_heap", live).Int64("budget", w.memMax).Int("evicted", n).
@@ -403,26 +457,11 @@ func (w *Thread) checkMemory() {
 	}
 }
 
-// sweeper asks the worker goroutine to evict idle tenants every period
-// until the worker stops. A full queue skips a sweep: the next one comes.
-func (w *Thread) sweeper(every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.done:
-			return
-		case <-t.C:
-			_ = w.enqueue(message{kind: msgSweep, ctx: context.Background()})
-		}
-	}
-}
-
 // startup dispatches OnStartup to the tenants this worker owns.
 func (w *Thread) startup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ids, err := w.mgr.StartupTenants(ctx)
+	ids, err := startupTenants(ctx, w.store, w.id, w.total)
 	if err != nil {
 		w.log.Error().Err(err).Msg("list OnStartup tenants")
 		return

@@ -46,16 +46,7 @@ func TestTryDispatchEventRunsInlineOnlyWhenIdle(t *testing.T) {
 	limits := DefaultLimits
 	limits.Timeout = 0
 
-	locked, err := New(0, 1, Options{Store: s, Limits: limits, Logger: zerolog.Nop(), NoStartup: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = locked.Kill(ctx) })
-	if _, ran, _ := locked.TryDispatchEvent(ctx, g, ping); ran {
-		t.Fatal("a worker locked to its OS thread ran an event on another goroutine")
-	}
-
-	w, err := New(0, 1, Options{Store: s, Limits: limits, Logger: zerolog.Nop(), NoStartup: true, NoThreadLock: true})
+	w, err := New(0, 1, Options{Store: s, Limits: limits, Logger: zerolog.Nop(), NoStartup: true})
 	if err != nil {
 		t.Fatal(err)
 	}

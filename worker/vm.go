@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	lua "github.com/Shopify/go-lua"
@@ -27,6 +28,9 @@ type VM struct {
 	created  time.Time
 
 	call callState // the call in progress, if any
+	// stop, when set by the worker, ends the call at the next count hook:
+	// the worker abandoned this VM (its watchdog fired).
+	stop *atomic.Bool
 }
 
 // callState is the per-call budget and outcome, read by the count hook and
@@ -78,6 +82,7 @@ func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM
 	lua.SetDebugHook(vm.l, vm.hook, lua.MaskCount, hookEvery)
 	vm.l.NewTable()
 	vm.l.SetField(lua.RegistryIndex, templatesKey)
+	registerEventKeys(vm.l)
 	return vm, nil
 }
 
@@ -244,6 +249,10 @@ func (vm *VM) spend(steps int) *proto.Error {
 		return nil
 	}
 	if c.abort != nil {
+		return c.abort
+	}
+	if vm.stop != nil && vm.stop.Load() {
+		c.abort = proto.Errorf(proto.CodeWorkerUnavailable, "the worker abandoned this VM (watchdog)")
 		return c.abort
 	}
 	c.steps += int64(steps)

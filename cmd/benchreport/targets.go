@@ -6,17 +6,15 @@ package main
 var (
 	tThread = &target{
 		name: "thread dispatch ≤ 1.3× raw Lua call", pkg: "./master", profile: "BenchmarkDispatchThread/sequential",
-		why: "The cost is the thread topology's contract, not its code: each worker goroutine is locked to its OS thread " +
-			"(runtime.LockOSThread, as in the original design), so an idle worker parks its thread, and every message pays a " +
-			"futex wake-up of that thread and a hand-off of the P, and the reply the same back. " +
-			"`BenchmarkChanRoundTripLocked` measures exactly that with no Lua and no templateworker code at all — a channel " +
-			"request and reply to a goroutine locked to its thread — and on this 2-vCPU microVM it alone is several times " +
-			"the raw Lua call (figures of this run below). The same dispatch with unlocked worker goroutines " +
-			"(`BenchmarkDispatchThreadUnlocked`, not the contract) pays the Go scheduler's own hand-off, the tenant call's event table and protected call, and the JSON " +
-			"result; go-lua boxing every number it computes (`runtime.convT64`/`mallocgc`, 303 allocations for the loop alone) " +
-			"is in the raw call too. The lock is kept because the topology is specified with it; it is the development " +
-			"topology — the process topology, which production runs, does not lock (its worker is alone in its process) and " +
-			"runs an idle worker's events on the goroutine that read them. `runtime.futex` leads the profile below.",
+		why: "No worker goroutine is locked to an OS thread any more (a go-lua State needs one owning goroutine, which " +
+			"the worker's exec lock guarantees; runtime.LockOSThread cost a futex wake-up of the worker's thread and a " +
+			"hand-off of the P per message, and the reply the same back: `BenchmarkChanRoundTripLocked` shows that floor). " +
+			"An idle worker runs the call on the caller's goroutine, as process workers do for the events they read, so a " +
+			"sequential dispatch pays no goroutine hand-off at all; what it adds to the raw call is the tenant call's event " +
+			"table, the protected call, the progress record of the watchdog and the JSON result. go-lua boxing every number " +
+			"it computes (`runtime.convT64`/`mallocgc`, 303 allocations for the loop alone) is in the raw call too, so on a " +
+			"busy machine the garbage collector's share moves both figures. `BenchmarkDispatchThreadUnlocked` is now the " +
+			"same path as `BenchmarkDispatchThread`.",
 	}
 	tProcess = &target{
 		name: "process dispatch ≤ 1.5× (WS echo + raw Lua call)", pkg: "./master", profile: "BenchmarkDispatchProcess/sequential",
@@ -96,7 +94,7 @@ How each figure is measured:
   topology's own cost against the transport floors ` + "`BenchmarkChanRoundTrip`" + ` (master) and ` + "`BenchmarkWSEcho`" + `
   (mesophyll, a coder/websocket loopback echo).
 - **floors of the topologies themselves**: ` + "`BenchmarkChanRoundTripLocked`" + ` is the channel round trip with the
-  serving goroutine locked to its OS thread, as the thread topology's contract locks each worker;
+  serving goroutine locked to its OS thread, as the thread topology locked each worker until it dropped the lock;
   ` + "`BenchmarkWSEchoProcess`" + ` is the WebSocket echo with the echo server in a child process (the test binary
   re-executed), over TCP loopback and over a Unix socket, as a worker process is reached. Neither contains any
   templateworker code.

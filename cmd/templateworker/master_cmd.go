@@ -50,6 +50,7 @@ func masterCommand() *cli.Command {
 			&cli.Int64Flag{Name: "worker-max-dispatches", Usage: "recycle a worker process after about N calls (±10% jitter) with a planned restart (0: never)", EnvVars: envVars("worker-max-dispatches")},
 			&cli.IntFlag{Name: "kv-max-keys", Value: store.DefaultQuota.MaxKeys, Usage: "keys one tenant may store", EnvVars: envVars("kv-max-keys")},
 			&cli.StringFlag{Name: "kv-max-bytes", Value: "16MiB", Usage: "bytes of keys and values one tenant may store", EnvVars: envVars("kv-max-bytes")},
+			&cli.DurationFlag{Name: "watchdog-grace", Value: 5 * time.Second, Usage: "a call running longer than --lua-timeout plus this gets its worker killed and restarted (thread topology: its goroutine abandoned)", EnvVars: envVars("watchdog-grace")},
 			&cli.DurationFlag{Name: "dispatch-timeout", Value: 5 * time.Second, Usage: "how long a call may wait for its worker beyond --lua-timeout", EnvVars: envVars("dispatch-timeout")},
 			&cli.IntFlag{Name: "quarantine-after", Value: 3, Usage: "fatal incidents (limit hits, worker crashes) within --quarantine-window that quarantine a tenant; 0 disables", EnvVars: envVars("quarantine-after")},
 			&cli.DurationFlag{Name: "quarantine-window", Value: 10 * time.Minute, Usage: "window for counting incidents, and how long a quarantine lasts", EnvVars: envVars("quarantine-window")},
@@ -94,6 +95,10 @@ func runMaster(c *cli.Context) error {
 		ShutdownTimeout:  c.Duration("shutdown-timeout"),
 		QuarantineAfter:  c.Int("quarantine-after"),
 		QuarantineWindow: c.Duration("quarantine-window"),
+		WatchdogGrace:    c.Duration("watchdog-grace"),
+		// A test hook only the operator's environment can set: see
+		// worker.Options.TestWedgeFunction.
+		TestWedgeFunction: os.Getenv(testWedgeEnv),
 		Limits: worker.Limits{
 			MaxInstructions: c.Int64("lua-max-instructions"),
 			Timeout:         c.Duration("lua-timeout"),
@@ -138,6 +143,10 @@ func runMaster(c *cli.Context) error {
 	if cfg.Limits.MaxInstructions <= 0 || cfg.Limits.Timeout <= 0 {
 		return fmt.Errorf("--lua-max-instructions and --lua-timeout must be positive")
 	}
+	if cfg.WatchdogGrace < 0 {
+		return fmt.Errorf("--watchdog-grace must not be negative, got %s", cfg.WatchdogGrace)
+	}
+	cfg.Process.Watchdog = cfg.Limits.Timeout + cfg.WatchdogGrace
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return master.Run(ctx, cfg, log)

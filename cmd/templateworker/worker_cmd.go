@@ -39,8 +39,14 @@ func workerProcessFlags() []cli.Flag {
 		&cli.IntFlag{Name: "vm-cache-max", Hidden: true, Value: worker.DefaultVMCacheMax},
 		&cli.DurationFlag{Name: "vm-idle-ttl", Hidden: true, Value: worker.DefaultVMIdleTTL},
 		&cli.Int64Flag{Name: "worker-memory-max", Hidden: true},
+		&cli.IntFlag{Name: "progress-fd", Hidden: true, Usage: "internal: the descriptor of the progress page shared with the master"},
 	}
 }
+
+// testWedgeEnv names the environment variable of the watchdog's test hook
+// (worker.Options.TestWedgeFunction): only an operator's environment can
+// set it, and the master logs a warning when it is set.
+const testWedgeEnv = "TEMPLATEWORKER_TEST_WEDGE_FUNCTION"
 
 // runWorkerProcessOrHelp runs a process worker when --worker-type is
 // given, and shows the help otherwise.
@@ -92,8 +98,9 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
 		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token, MaxFrame: c.Int64("mesophyll-max-frame"),
+		ProgressFD: c.Int("progress-fd"),
 		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log, Cache: cache,
-			MemoryMax: c.Int64("worker-memory-max")},
+			MemoryMax: c.Int64("worker-memory-max"), TestWedgeFunction: os.Getenv(testWedgeEnv)},
 		MemoryLimit: c.Int64("worker-memory-max"),
 	})
 	if err != nil {

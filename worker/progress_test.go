@@ -1,0 +1,90 @@
+package worker
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// TestProgressSharedPage maps a progress file twice, as the master (read)
+// and its worker (write) do, and reads what the writer recorded.
+func TestProgressSharedPage(t *testing.T) {
+	f, master, err := ProgressFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	fd, err := dupFD(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker, err := OpenProgress(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer worker.Close()
+
+	if s := master.Snapshot(); s.Running || s.Calls != 0 {
+		t.Fatalf("fresh page: %+v", s)
+	}
+	id := proto.UserID(99)
+	start := time.Now().Add(-2 * time.Second)
+	worker.begin(id, start)
+	s := master.Snapshot()
+	if !s.Running || s.Tenant != id || s.Calls != 1 || !s.Start.Equal(time.Unix(0, start.UnixNano())) {
+		t.Fatalf("running: %+v", s)
+	}
+	if own := s.Own(time.Now()); own < 2*time.Second {
+		t.Fatalf("own time %v, want ≥ 2s", own)
+	}
+	worker.storeWait(start.Add(time.Second))
+	if own := master.Snapshot().Own(time.Now()); own < time.Second || own > 1100*time.Millisecond {
+		t.Fatalf("own time while waiting for the store %v, want 1s", own)
+	}
+	worker.end()
+	if s := master.Snapshot(); s.Running || s.Calls != 1 || s.Own(time.Now()) != 0 {
+		t.Fatalf("ended: %+v", s)
+	}
+}
+
+// dupFD returns a new descriptor of f that outlives f.
+func dupFD(f *os.File) (uintptr, error) {
+	fd, err := syscall.Dup(int(f.Fd()))
+	return uintptr(fd), err
+}
+
+// TestProgressWatchIgnoresWallClockSteps: a record whose start looks an
+// hour old (the wall clock stepped) is not an overrun; the own time then
+// grows on the watcher's clock, and not while the call waits for the store.
+func TestProgressWatchIgnoresWallClockSteps(t *testing.T) {
+	pw := ProgressWatch{Period: 100 * time.Millisecond}
+	now := time.Now()
+	s := ProgressSnapshot{Calls: 7, Running: true, Tenant: proto.GuildID(1), Start: now.Add(-time.Hour)}
+	if own := pw.Observe(s, now); own > 200*time.Millisecond {
+		t.Fatalf("first sight of a call that looks an hour old: own %v, want ≤ 2 periods", own)
+	}
+	first := pw.Observe(s, now)
+	if own := pw.Observe(s, now.Add(time.Second)); own != first+time.Second {
+		t.Fatalf("after 1s: own %v, want %v", own, first+time.Second)
+	}
+	s.StoreSince = now.Add(time.Second)
+	if own := pw.Observe(s, now.Add(3*time.Second)); own != first+time.Second {
+		t.Fatalf("while waiting for the store: own %v, want %v", own, first+time.Second)
+	}
+	s.StoreSince = time.Time{}
+	if own := pw.Observe(s, now.Add(4*time.Second)); own != first+2*time.Second {
+		t.Fatalf("after the store wait: own %v, want %v", own, first+2*time.Second)
+	}
+	// A new call starts afresh; no call: zero.
+	s.Calls, s.Start = 8, now.Add(4*time.Second)
+	if own := pw.Observe(s, now.Add(4*time.Second)); own != 0 {
+		t.Fatalf("new call: own %v, want 0", own)
+	}
+	if own := pw.Observe(ProgressSnapshot{Calls: 8}, now.Add(5*time.Second)); own != 0 {
+		t.Fatalf("idle: own %v", own)
+	}
+}
