@@ -383,7 +383,18 @@ func (w *procWorker) restart(ctx context.Context, reason string) error {
 				killGroup(pid)
 				break wait
 			case <-ctx.Done():
-				killGroup(pid)
+				// The caller stops waiting, but a call still in flight on
+				// the old process may finish: it is killed only if it has
+				// not stopped within the bound (a wedged one).
+				time.AfterFunc(bound, func() {
+					w.mu.Lock()
+					still := w.live == c && w.pid == pid
+					w.mu.Unlock()
+					if still {
+						w.log.Warn().Int("pid", pid).Dur("bound", bound).Msg("rolling restart: worker did not stop in time; killing it")
+						killGroup(pid)
+					}
+				})
 				break wait
 			}
 		}
