@@ -177,6 +177,8 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	var hostErr *proto.Error
 	t.busy++
 	defer func() { t.busy-- }()
+	vm.shareBudget() // the templates of one dispatch share one call's limits
+	defer vm.unshareBudget()
 	for n, i := range subs {
 		tp := &t.templates[i]
 		res, err := vm.runTemplate(ctx, tp, ev)

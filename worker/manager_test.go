@@ -223,3 +223,31 @@ func TestJSONRoundTrip(t *testing.T) {
 }
 
 func mustMarshal(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+// TestDispatchTemplatesShareOneBudget: the templates of one dispatch run
+// within one instruction budget, not one each, so a tenant cannot multiply
+// its CPU by subscribing many templates to an event.
+func TestDispatchTemplatesShareOneBudget(t *testing.T) {
+	s := newMemStore()
+	// Each template alone fits the budget (about 40% of it); together
+	// they do not.
+	spin := `local n = 0 for i = 1, 40000 do n = n + i end return n`
+	for _, name := range []string{"a", "b", "c"} {
+		s.put(g1, name, spin, "Ping")
+	}
+	s.put(proto.GuildID(7), "a", spin, "Ping")
+	limits := DefaultLimits
+	limits.MaxInstructions = 200_000 // a template is about 80,000 (2 per iteration)
+	m := NewManager(0, 1, s, limits, zerolog.Nop())
+	if _, err := m.Dispatch(context.Background(), proto.GuildID(7), ev("Ping", "{}")); err != nil {
+		t.Fatalf("one template within the budget: %v", err)
+	}
+	_, err := m.Dispatch(context.Background(), g1, ev("Ping", "{}"))
+	if proto.CodeOf(err) != proto.CodeCPULimit {
+		t.Fatalf("three templates of 40%% each: %v, want cpu_limit", err)
+	}
+	// The next dispatch starts a fresh budget.
+	if _, err := m.Dispatch(context.Background(), proto.GuildID(7), ev("Ping", "{}")); err != nil {
+		t.Fatalf("a later dispatch: %v", err)
+	}
+}

@@ -28,10 +28,28 @@ type VM struct {
 	created  time.Time
 
 	call callState // the call in progress, if any
+	// shared, while active, is the budget the templates of one dispatch
+	// share: one --lua-timeout from the first template's start, one
+	// instruction budget across them all.
+	shared sharedBudget
 	// stop, when set by the worker, ends the call at the next count hook:
 	// the worker abandoned this VM (its watchdog fired).
 	stop *atomic.Bool
 }
+
+// sharedBudget is what the calls of one dispatch have spent together.
+type sharedBudget struct {
+	active bool
+	start  time.Time
+	steps  int64
+}
+
+// shareBudget makes the calls until unshareBudget one call for the limits:
+// a dispatch's templates cannot each take a whole --lua-timeout.
+func (vm *VM) shareBudget() { vm.shared = sharedBudget{active: true, start: time.Now()} }
+
+// unshareBudget ends shareBudget.
+func (vm *VM) unshareBudget() { vm.shared = sharedBudget{} }
 
 // callState is the per-call budget and outcome, read by the count hook and
 // the host functions.
@@ -165,8 +183,12 @@ func (vm *VM) begin(ctx context.Context) {
 	c := &vm.call
 	*c = callState{ctx: ctx, active: true}
 	now := time.Now()
+	start := now
+	if vm.shared.active {
+		start, c.steps = vm.shared.start, vm.shared.steps
+	}
 	if vm.limits.Timeout > 0 {
-		c.deadline = now.Add(vm.limits.Timeout)
+		c.deadline = start.Add(vm.limits.Timeout)
 	}
 	if d, ok := ctx.Deadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
 		c.deadline = d
@@ -176,6 +198,9 @@ func (vm *VM) begin(ctx context.Context) {
 
 // end finishes a call; an aborted call breaks the VM.
 func (vm *VM) end() {
+	if vm.shared.active {
+		vm.shared.steps = vm.call.steps
+	}
 	vm.endLog()
 	if vm.call.abort != nil {
 		vm.broken = true
