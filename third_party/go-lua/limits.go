@@ -345,6 +345,14 @@ const (
 	// workPerStep is how many keys next snapshots or indexes per step
 	// (copying a key costs about as much as a VM instruction).
 	workPerStep = 1
+	// bytesPerStep and chargeBytesMin: a VM instruction that copies,
+	// compares or builds a string of chargeBytesMin bytes or more (..,
+	// ==, <, <=) is charged one step per bytesPerStep bytes besides the
+	// instruction itself, so that 8 MiB strings cannot make each
+	// instruction cost milliseconds (limits patch). Copying or comparing
+	// 256 bytes costs far less than an instruction: on the safe side.
+	bytesPerStep   = 256
+	chargeBytesMin = 4096
 )
 
 // Estimated bytes of what the compiler builds, with append's slack
@@ -418,6 +426,14 @@ func (l *State) limitSource(r io.Reader) io.Reader {
 func (l *State) sourceTooLong() {
 	max := l.global.limits.MaxSourceLength
 	l.limitError("source", int64(max), fmt.Sprintf("chunk too long (limit %d bytes)", max))
+}
+
+// chargeBytes charges the work of copying or comparing n bytes of string,
+// when n is large enough to matter (see bytesPerStep).
+func (l *State) chargeBytes(n int) {
+	if n >= chargeBytesMin {
+		l.chargeWork(n / bytesPerStep)
+	}
 }
 
 // chargeWork passes steps of work to Limits.Charge, inside protected calls

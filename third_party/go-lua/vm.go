@@ -111,6 +111,13 @@ func (l *State) equalObjects(t1, t2 value) bool {
 		} else if t2, ok := t2.(*table); ok {
 			tm = l.equalTagMethod(t1.metaTable, t2.metaTable, tmEq)
 		}
+	case string:
+		// limits patch: comparing two long strings of one length reads
+		// them whole; charged by their size.
+		if s2, ok := t2.(string); ok && len(s2) == len(t1) {
+			l.chargeBytes(len(t1))
+		}
+		return t1 == t2
 	default:
 		return t1 == t2
 	}
@@ -140,6 +147,7 @@ func (l *State) lessThan(left, right value) bool {
 		}
 	} else if ls, ok := left.(string); ok {
 		if rs, ok := right.(string); ok {
+			l.chargeBytes(min(len(ls), len(rs))) // limits patch
 			return ls < rs
 		}
 	}
@@ -157,6 +165,7 @@ func (l *State) lessOrEqual(left, right value) bool {
 		}
 	} else if ls, ok := left.(string); ok {
 		if rs, ok := right.(string); ok {
+			l.chargeBytes(min(len(ls), len(rs))) // limits patch
 			return ls <= rs
 		}
 	}
@@ -214,6 +223,7 @@ func (l *State) concat(total int) {
 			}
 			l.checkStringLength(size)
 			l.reserve(int64(size) + stringHeaderBytes)
+			l.chargeBytes(size) // limits patch: the copy is charged by its size
 			for i, j := 0, len(ss)-1; i < j; i, j = i+1, j-1 {
 				ss[i], ss[j] = ss[j], ss[i]
 			}
