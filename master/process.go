@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -308,6 +309,13 @@ func (w *procWorker) untrack(id proto.Id, err error) {
 // when it connected, healthy when it also ran at least MinUptime; last is
 // its progress record as the process left it.
 func (w *procWorker) runOnce() (healthy, ready bool, exit string, last worker.ProgressSnapshot) {
+	// Pdeathsig is sent when the *thread* that started the child exits,
+	// not the process: held by this goroutine until the child has exited,
+	// the thread cannot exit (or be the one a goroutine that locked it
+	// ends on) while the child lives, so the child is killed only with the
+	// master.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	token, err := mesophyll.NewToken()
 	if err != nil {
 		return false, false, "token: " + err.Error(), last
