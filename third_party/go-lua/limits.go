@@ -145,6 +145,7 @@ func (l *State) checkMemory(pending int64) {
 		return
 	}
 	live := ReachableBytes(l) + pending
+	g.sweepCoroutines() // coroutine patch: end the parked coroutines the walk did not reach
 	g.allocatedBytes = live
 	if live <= lim {
 		// Measure again after max(MaxMemory/8, live/4) more bytes: the
