@@ -81,6 +81,9 @@ func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 	if t.vm != nil && !t.vm.broken {
 		return t.vm, nil
 	}
+	if t.vm != nil {
+		t.vm.close()
+	}
 	vm, err := newVM(id, m.store, m.limits, m.log)
 	if err != nil {
 		return nil, err
@@ -173,6 +176,7 @@ func messageOf(err error) string {
 func (m *Manager) afterCall(id proto.Id, t *tenant) {
 	if t.vm != nil && t.vm.broken {
 		m.log.Warn().Str("tenant", id.String()).Msg("discarding tenant VM after an aborted call")
+		t.vm.close()
 		t.vm = nil
 	}
 }
@@ -209,7 +213,7 @@ func (m *Manager) RunScript(ctx context.Context, id proto.Id, name, code string,
 func (m *Manager) Drop(id proto.Id) {
 	if t, ok := m.tenants[id]; ok {
 		if t.vm != nil {
-			t.vm.broken = true
+			t.vm.close() // broken, and its coroutines ended
 		}
 		delete(m.tenants, id)
 	}

@@ -147,6 +147,7 @@ func (w *Thread) loop() {
 			w.exec.Lock()
 		}
 		if msg.kind == msgKill {
+			w.mgr.DropAll() // ends the VMs' suspended coroutines
 			w.mgr.tenants = nil
 			msg.reply <- result{}
 			return // exec stays locked: nothing runs inline any more

@@ -48,6 +48,13 @@ const (
 	goroutineBytes = 16 << 10
 )
 
+// What a resume and the start of a coroutine's goroutine count as, in
+// instructions, for a count hook (about their cost in time).
+const (
+	resumeCost = 100
+	startCost  = 400
+)
+
 // coroutineHandle is the Lua value (type thread) of a coroutine. It is
 // distinct from the coroutine's State, which its goroutine references, so
 // that it can become unreachable while the goroutine is parked.
@@ -206,6 +213,15 @@ func (l *State) resume(h *coroutineHandle, narg int) int {
 	co.nestedGoCallCount += level - co.nestedBase
 	co.nestedBase = level
 	co.depthBase = l.callInfo.depth + l.depthBase // one call depth budget
+	if l.hookMask&MaskCount != 0 {
+		// Charge the hand-over (and a goroutine's start) to the count, as
+		// that many instructions: it costs Go work no instruction counts.
+		cost := resumeCost
+		if c.link == nil {
+			cost += startCost
+		}
+		l.hookCount = max(1, l.hookCount-cost)
+	}
 	shareCount := l.hookMask&MaskCount != 0 && co.hookMask == l.hookMask && co.baseHookCount == l.baseHookCount
 	if shareCount { // one instruction count for all threads
 		co.hookCount = l.hookCount

@@ -1,0 +1,234 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/metrics"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// TestCoroutinesInTemplates: ordinary coroutine code runs in a tenant VM.
+func TestCoroutinesInTemplates(t *testing.T) {
+	m := NewManager(0, 1, newMemStore(), hostileLimits, zerolog.Nop())
+	code := `local words = {}
+local gen = coroutine.wrap(function(s) for w in s:gmatch("%S+") do coroutine.yield(w) end end)
+local w = gen("a bb ccc")
+while w do words[#words + 1] = w:upper(); w = gen() end
+local co = coroutine.create(function(a)
+  local ok, b = pcall(function() return coroutine.yield(a * 2) end)
+  return ok and b + 1
+end)
+local _, first = coroutine.resume(co, 5)
+local st = coroutine.status(co)
+local _, second = coroutine.resume(co, 100)
+local _, main = coroutine.running()
+return {words = words, first = first, second = second, st = st, dead = coroutine.status(co), main = main,
+  boundary = select(2, coroutine.resume(coroutine.create(function() table.sort({2, 1}, function() coroutine.yield() end) end)))}`
+	v, err := m.RunScript(context.Background(), g1, "s", code, ev("x", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"boundary":"attempt to yield across a C-call boundary","dead":"dead","first":10,"main":true,"second":101,"st":"suspended","words":["A","BB","CCC"]}`
+	if string(v) != want {
+		t.Fatalf("got  %s\nwant %s", v, want)
+	}
+}
+
+// neighbourCode is the neighbour tenant's template: it uses a coroutine
+// and runs it to its end (so it leaves no goroutine behind).
+const neighbourCode = `local co = coroutine.wrap(function() coroutine.yield("fine") return "done" end) local r = co() co() return r`
+
+// coroutineHostileCases extend the hostile corpus with coroutines.
+var coroutineHostileCases = []struct {
+	name, code, wantCode, wantMsg string
+}{
+	{"coroutine that never finishes", `coroutine.resume(coroutine.create(function() while true do end end))`, proto.CodeCPULimit, "instruction limit"},
+	{"resume swallows the limit", `while true do local ok = coroutine.resume(coroutine.create(function() while true do end end)) end`, proto.CodeCPULimit, "instruction limit"},
+	{"wrap in pcall swallows the limit", `while true do pcall(coroutine.wrap(function() while true do end end)) end`, proto.CodeCPULimit, "instruction limit"},
+	{"short coroutines share the budget", `while true do coroutine.wrap(function() for i = 1, 300 do end end)() end`, proto.CodeCPULimit, "instruction limit"},
+	{"yield ping-pong forever", `local co = coroutine.wrap(function() while true do coroutine.yield() end end) while true do co() end`, proto.CodeCPULimit, "instruction limit"},
+	{"abandoned coroutine bomb", `while true do local co = coroutine.create(function() coroutine.yield() end) coroutine.resume(co) end`, proto.CodeCPULimit, "instruction limit"},
+	{"kept coroutine bomb", `local t = {} while true do local co = coroutine.create(function() coroutine.yield() end) coroutine.resume(co) t[#t + 1] = co end`, proto.CodeMemoryLimit, "8388608 bytes"},
+	{"kept coroutine bomb in a coroutine", `coroutine.wrap(function() local t = {} while true do local co = coroutine.wrap(function() coroutine.yield() end) co() t[#t + 1] = co end end)()`, proto.CodeMemoryLimit, "8388608 bytes"},
+	{"memory bomb inside a coroutine", `coroutine.resume(coroutine.create(function() local t = {} while true do t[#t + 1] = {1, 2, 3} end end))`, proto.CodeMemoryLimit, "8388608 bytes"},
+	{"nested resumes", `local function f() coroutine.wrap(f)() end f()`, proto.CodeStackOverflow, "200"},
+	{"nested resumes in pcall", `local function f() coroutine.resume(coroutine.create(f)) end while true do pcall(f) end`, proto.CodeStackOverflow, "200"},
+	{"deep recursion in a coroutine", `local function r() return 1 + r() end coroutine.resume(coroutine.create(r))`, proto.CodeStackOverflow, "200"},
+	{"recursion split across coroutines", `local function r(n) if n % 50 == 0 then return coroutine.wrap(r)(n + 1) end return 1 + r(n + 1) end r(1)`, proto.CodeStackOverflow, ""},
+	{"yield in __index forever", `local t = setmetatable({}, {__index = function() while true do coroutine.yield() end end}) local co = coroutine.wrap(function() return t.x end) while true do co() end`, proto.CodeCPULimit, "instruction limit"},
+	{"yield in __tostring", `local o = setmetatable({}, {__tostring = function() coroutine.yield() end}) return coroutine.wrap(function() return tostring(o) end)()`, proto.CodeScriptError, "attempt to yield across a C-call boundary"},
+	{"yield in a sort comparator", `return coroutine.wrap(function() table.sort({3, 2, 1}, function(a, b) coroutine.yield() return a < b end) end)()`, proto.CodeScriptError, "attempt to yield across a C-call boundary"},
+	{"yield outside a coroutine", `coroutine.yield(1)`, proto.CodeScriptError, "attempt to yield from outside a coroutine"},
+	{"endless loop in __tostring of an error object", `coroutine.wrap(function() print(setmetatable({}, {__tostring = function() while true do end end})) end)()`, proto.CodeCPULimit, "instruction limit"},
+	{"error object whose __tostring errors", `coroutine.wrap(function() error(setmetatable({}, {__tostring = function() error("again") end})) end)()`, proto.CodeScriptError, ""},
+	{"error object whose __tostring errors, resumed", `local ok, e = coroutine.resume(coroutine.create(function() error(setmetatable({}, {__tostring = function() error("again") end})) end)) error(e)`, proto.CodeScriptError, ""},
+	{"error object whose __tostring yields", `coroutine.wrap(function() error(setmetatable({}, {__tostring = function() coroutine.yield() end})) end)()`, proto.CodeScriptError, ""},
+	{"timeout inside a suspended-and-resumed coroutine", `local co = coroutine.wrap(function() coroutine.yield() while true do end end) co() co()`, proto.CodeCPULimit, "instruction limit"},
+}
+
+func TestHostileCoroutines(t *testing.T) {
+	s := newMemStore()
+	victim, neighbour := proto.GuildID(1<<22), proto.GuildID(2<<22)
+	s.put(neighbour, "ok", neighbourCode, "Ping")
+	m := NewManager(0, 1, s, hostileLimits, zerolog.Nop())
+	ctx := context.Background()
+	for _, c := range coroutineHostileCases {
+		t.Run(c.name, func(t *testing.T) {
+			baseG := runtime.NumGoroutine()
+			if _, err := m.RunScript(ctx, victim, "setup", `marker = true; parked = coroutine.wrap(function() coroutine.yield() end); parked()`, ev("x", "")); err != nil {
+				t.Fatal(err)
+			}
+			_, err := m.RunScript(ctx, victim, "hostile", c.code, ev("x", ""))
+			pe := proto.AsError(err)
+			if err == nil || pe.Code != c.wantCode || !strings.Contains(pe.Message, c.wantMsg) {
+				t.Fatalf("got %.300v; want %s containing %q", err, c.wantCode, c.wantMsg)
+			}
+			if len(pe.Message) > 8<<10 {
+				t.Fatalf("error message is %d bytes", len(pe.Message))
+			}
+			if isLimit(c.wantCode) {
+				// The VM was discarded with its coroutines: no goroutine of
+				// it is left.
+				if n := runtime.NumGoroutine(); n > baseG {
+					t.Fatalf("%d goroutines after the aborted call; baseline %d", n, baseG)
+				}
+				v, err := m.RunScript(ctx, victim, "check", `return marker == nil`, ev("x", ""))
+				if err != nil || string(v) != "true" {
+					t.Fatalf("VM not discarded after %s: %s %v", c.wantCode, v, err)
+				}
+			}
+			v, err := m.Dispatch(ctx, neighbour, ev("Ping", "{}"))
+			if err != nil || string(v) != `{"ok":"fine"}` {
+				t.Fatalf("neighbour after hostile call: %s %v", v, err)
+			}
+		})
+	}
+	m.DropAll()
+}
+
+// TestHostileCoroutinesThreadWorker runs the coroutine corpus on a thread
+// worker while a neighbour tenant on the same worker keeps being served.
+func TestHostileCoroutinesThreadWorker(t *testing.T) {
+	s := newMemStore()
+	victim, neighbour := proto.GuildID(1<<22), proto.GuildID(2<<22)
+	s.put(neighbour, "ok", neighbourCode, "Ping")
+	w, err := New(0, 1, Options{Store: s, Limits: hostileLimits, Logger: zerolog.Nop(), NoStartup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Kill(context.Background())
+	ctx := context.Background()
+	stop := make(chan struct{})
+	served := make(chan error, 1)
+	go func() { // the neighbour's traffic, between the hostile calls
+		n := 0
+		for {
+			select {
+			case <-stop:
+				if n == 0 {
+					served <- fmt.Errorf("neighbour never served")
+				}
+				served <- nil
+				return
+			default:
+			}
+			v, err := w.DispatchEvent(ctx, neighbour, ev("Ping", "{}"))
+			if err != nil || string(v) != `{"ok":"fine"}` {
+				served <- fmt.Errorf("neighbour: %s %v", v, err)
+				return
+			}
+			n++
+		}
+	}()
+	for _, c := range coroutineHostileCases {
+		_, err := w.RunScript(ctx, victim, "hostile", c.code, ev("x", ""))
+		if pe := proto.AsError(err); err == nil || pe.Code != c.wantCode {
+			t.Errorf("%s: got %.200v; want %s", c.name, err, c.wantCode)
+		}
+	}
+	close(stop)
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func heapObjects() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached", what)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAbandonedCoroutinesReclaimedInTenantVM: 100,000 coroutines, each
+// resumed once and left suspended, in one tenant VM; afterwards the
+// goroutine count and the heap return to their baseline.
+func TestAbandonedCoroutinesReclaimedInTenantVM(t *testing.T) {
+	lim := DefaultLimits
+	lim.MaxInstructions = 0 // the run takes ~60M instructions with the resume charges
+	lim.Timeout = 5 * time.Minute
+	m := NewManager(0, 1, newMemStore(), lim, zerolog.Nop())
+	ctx := context.Background()
+	if _, err := m.RunScript(ctx, g1, "warm", `return 1`, ev("x", "")); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	baseG, baseHeap := runtime.NumGoroutine(), heapObjects()
+	start := time.Now()
+	v, err := m.RunScript(ctx, g1, "s", `local n = 0
+for i = 1, 100000 do
+  local co = coroutine.create(function(x) coroutine.yield(x) end)
+  local ok, x = coroutine.resume(co, i)
+  n = n + x
+end
+return n`, ev("x", ""))
+	if err != nil || string(v) != "5000050000" {
+		t.Fatalf("got %s %v", v, err)
+	}
+	elapsed := time.Since(start)
+	gAfter := runtime.NumGoroutine()
+	waitFor(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseG+2 })
+	waitFor(t, "heap back to baseline", func() bool { return heapObjects() <= baseHeap+4<<20 })
+	t.Logf("100000 abandoned coroutines in %v; goroutines: %d before, %d right after the call, %d after GC; heap %.1f MiB before, %.1f MiB after GC",
+		elapsed.Round(time.Millisecond), baseG, gAfter, runtime.NumGoroutine(), float64(baseHeap)/(1<<20), float64(heapObjects())/(1<<20))
+	// The VM still works.
+	if v, err := m.RunScript(ctx, g1, "s", `return coroutine.wrap(function() return 7 end)()`, ev("x", "")); err != nil || string(v) != "7" {
+		t.Fatalf("after: %s %v", v, err)
+	}
+}
+
+// TestDropEndsSuspendedCoroutines: dropping a tenant ends the goroutines of
+// its suspended coroutines at once.
+func TestDropEndsSuspendedCoroutines(t *testing.T) {
+	m := NewManager(0, 1, newMemStore(), hostileLimits, zerolog.Nop())
+	ctx := context.Background()
+	runtime.GC()
+	baseG := runtime.NumGoroutine()
+	if _, err := m.RunScript(ctx, g1, "s", `keep = {} for i = 1, 200 do local co = coroutine.wrap(function() coroutine.yield() end) co() keep[i] = co end`, ev("x", "")); err != nil {
+		t.Fatal(err)
+	}
+	if n := runtime.NumGoroutine(); n < baseG+200 {
+		t.Fatalf("%d goroutines; want the 200 suspended coroutines' on top of %d", n, baseG)
+	}
+	m.Drop(g1)
+	if n := runtime.NumGoroutine(); n > baseG {
+		t.Fatalf("%d goroutines after Drop; baseline %d", n, baseG)
+	}
+}
