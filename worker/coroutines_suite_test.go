@@ -48,7 +48,7 @@ func TestLuaSuiteCoroutines(t *testing.T) {
 	}
 	lim := DefaultLimits
 	lim.Timeout = 5 * time.Minute // a busy machine, -race
-	var out syncBuffer // print goes to the log
+	var out syncBuffer            // print goes to the log
 	m := NewManager(0, 1, newMemStore(), lim, zerolog.New(&out))
 	ctx := context.Background()
 	v, err := m.RunScript(ctx, g1, "probe", `return type(select(2, pcall(error, {}))) == "table"`, ev("x", ""))
