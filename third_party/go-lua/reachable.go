@@ -196,7 +196,7 @@ func (w *walker) thread(l *State) {
 	if c := l.coroutine; c != nil && c.link != nil { // coroutine patch
 		c.link.mark = w.epoch // reached: a sweep keeps it
 		if c.status != coDead {
-			w.total += goroutineBytes
+			w.total += goroutineBytes + int64(l.nestedGoCallCount-l.nestedBase)*nestedCallBytes
 		}
 	}
 }
