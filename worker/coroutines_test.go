@@ -232,3 +232,41 @@ func TestDropEndsSuspendedCoroutines(t *testing.T) {
 		t.Fatalf("%d goroutines after Drop; baseline %d", n, baseG)
 	}
 }
+
+// BenchmarkCoroutineRoundTrip measures one resume/yield round trip in a
+// tenant VM (limits and count hook on), called on the benchmark's
+// goroutine ("vm") and through a thread worker, whose goroutine is locked
+// to its OS thread ("thread-worker", 1,000 round trips per call).
+func BenchmarkCoroutineRoundTrip(b *testing.B) {
+	const perCall = 1000
+	code := `local co = coroutine.wrap(function() while true do coroutine.yield(1) end end)
+for i = 1, 1000 do co() end return 1`
+	b.Run("vm", func(b *testing.B) {
+		vm, err := newVM(proto.GuildID(1), newMemStore(), DefaultLimits, zerolog.Nop())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer vm.close()
+		ctx := context.Background()
+		for b.Loop() {
+			if _, err := vm.runCode(ctx, "b", code, ev("x", "")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/roundtrip")
+	})
+	b.Run("thread-worker", func(b *testing.B) {
+		w, err := New(0, 1, Options{Store: newMemStore(), Logger: zerolog.Nop(), NoStartup: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer w.Kill(context.Background())
+		ctx := context.Background()
+		for b.Loop() {
+			if _, err := w.RunScript(ctx, g1, "b", code, ev("x", "")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/roundtrip")
+	})
+}
