@@ -65,6 +65,7 @@ var coroutineHostileCases = []struct {
 	{"yield in __index forever", `local t = setmetatable({}, {__index = function() while true do coroutine.yield() end end}) local co = coroutine.wrap(function() return t.x end) while true do co() end`, proto.CodeCPULimit, "instruction limit"},
 	{"yield in __tostring", `local o = setmetatable({}, {__tostring = function() coroutine.yield() end}) return coroutine.wrap(function() return tostring(o) end)()`, proto.CodeScriptError, "attempt to yield across a C-call boundary"},
 	{"yield in a sort comparator", `return coroutine.wrap(function() table.sort({3, 2, 1}, function(a, b) coroutine.yield() return a < b end) end)()`, proto.CodeScriptError, "attempt to yield across a C-call boundary"},
+	{"yield in a gsub replacement", `return coroutine.wrap(function() return (string.gsub("abc", "%w", function(c) coroutine.yield() end)) end)()`, proto.CodeScriptError, "attempt to yield across a C-call boundary"},
 	{"yield outside a coroutine", `coroutine.yield(1)`, proto.CodeScriptError, "attempt to yield from outside a coroutine"},
 	{"endless loop in __tostring of an error object", `coroutine.wrap(function() print(setmetatable({}, {__tostring = function() while true do end end})) end)()`, proto.CodeCPULimit, "instruction limit"},
 	{"error object whose __tostring errors", `coroutine.wrap(function() error(setmetatable({}, {__tostring = function() error("again") end})) end)()`, proto.CodeScriptError, ""},
@@ -95,10 +96,9 @@ func TestHostileCoroutines(t *testing.T) {
 			}
 			if isLimit(c.wantCode) {
 				// The VM was discarded with its coroutines: no goroutine of
-				// it is left.
-				if n := runtime.NumGoroutine(); n > baseG {
-					t.Fatalf("%d goroutines after the aborted call; baseline %d", n, baseG)
-				}
+				// it is left (they have run their last deferred call when the
+				// call returns; waiting only lets them finish exiting).
+				waitGoroutines(t, baseG)
 				v, err := m.RunScript(ctx, victim, "check", `return marker == nil`, ev("x", ""))
 				if err != nil || string(v) != "true" {
 					t.Fatalf("VM not discarded after %s: %s %v", c.wantCode, v, err)
@@ -115,6 +115,35 @@ func TestHostileCoroutines(t *testing.T) {
 
 // TestHostileCoroutinesThreadWorker runs the coroutine corpus on a thread
 // worker while a neighbour tenant on the same worker keeps being served.
+// TestYieldInErrorHandler: a yield inside xpcall's message handler is
+// refused (the handler is not yieldable in Lua 5.2), so the handler fails
+// and the call ends with a coded error. An error inside a message handler
+// needs the vm helper's xpcall fix (before it, go-lua recursed without
+// end); the test runs once error(v) with a non-string v, fixed with it,
+// works.
+func TestYieldInErrorHandler(t *testing.T) {
+	m := NewManager(0, 1, newMemStore(), hostileLimits, zerolog.Nop())
+	ctx := context.Background()
+	v, err := m.RunScript(ctx, g1, "probe", `return type(select(2, pcall(error, {}))) == "table"`, ev("x", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(v) != "true" {
+		t.Skip("needs the go-lua xpcall/error(v) fixes (helper vm)")
+	}
+	_, err = m.RunScript(ctx, g1, "s", `local ok, e = coroutine.wrap(function()
+  return xpcall(function() error("x") end, function(m) coroutine.yield("escaped") return m end)
+end)()
+assert(ok == false and e ~= "escaped", tostring(e))
+error(e)`, ev("x", ""))
+	if c := proto.CodeOf(err); c != proto.CodeScriptError && c != proto.CodeStackOverflow {
+		t.Fatalf("got %v; want script_error or stack_overflow", err)
+	}
+	if v, err := m.RunScript(ctx, proto.GuildID(9<<22), "s", `return 1`, ev("x", "")); err != nil || string(v) != "1" {
+		t.Fatalf("neighbour: %s %v", v, err)
+	}
+}
+
 func TestHostileCoroutinesThreadWorker(t *testing.T) {
 	s := newMemStore()
 	victim, neighbour := proto.GuildID(1<<22), proto.GuildID(2<<22)
@@ -177,6 +206,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// waitGoroutines waits until at most n goroutines are left, without
+// collecting garbage (which would end abandoned coroutines by itself).
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines; want at most %d", runtime.NumGoroutine(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestAbandonedCoroutinesReclaimedInTenantVM: 100,000 coroutines, each
 // resumed once and left suspended, in one tenant VM; afterwards the
 // goroutine count and the heap return to their baseline.
@@ -228,9 +270,7 @@ func TestDropEndsSuspendedCoroutines(t *testing.T) {
 		t.Fatalf("%d goroutines; want the 200 suspended coroutines' on top of %d", n, baseG)
 	}
 	m.Drop(g1)
-	if n := runtime.NumGoroutine(); n > baseG {
-		t.Fatalf("%d goroutines after Drop; baseline %d", n, baseG)
-	}
+	waitGoroutines(t, baseG)
 }
 
 // BenchmarkCoroutineRoundTrip measures one resume/yield round trip in a
