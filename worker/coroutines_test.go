@@ -310,3 +310,24 @@ for i = 1, 1000 do co() end return 1`
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/roundtrip")
 	})
 }
+
+// TestCoroutineTimeout: a coroutine spinning forever ends at the call's
+// timeout, and at the caller's deadline, as the main thread does.
+func TestCoroutineTimeout(t *testing.T) {
+	lim := hostileLimits
+	lim.MaxInstructions = 0
+	lim.Timeout = 200 * time.Millisecond
+	m := NewManager(0, 1, newMemStore(), lim, zerolog.Nop())
+	_, err := m.RunScript(context.Background(), g1, "s", `coroutine.wrap(function() while true do end end)()`, ev("x", ""))
+	if pe := proto.AsError(err); pe.Code != proto.CodeTimeout || !strings.Contains(pe.Message, "200ms") {
+		t.Fatalf("got %v", err)
+	}
+	lim.Timeout = time.Minute
+	m = NewManager(0, 1, newMemStore(), lim, zerolog.Nop())
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = m.RunScript(ctx, g1, "s", `local co = coroutine.wrap(function() coroutine.yield() while true do end end) co() pcall(co)`, ev("x", ""))
+	if proto.CodeOf(err) != proto.CodeTimeout {
+		t.Fatalf("got %v", err)
+	}
+}
