@@ -184,25 +184,34 @@ func TestCoroutineErrorsKillOnlyTheCoroutine(t *testing.T) {
 	`)
 }
 
-// TestCoroutineCountHookSharedBudget: the count hook fires in coroutines,
-// and threads share one instruction count: a coroutine that never runs
-// 1000 instructions still advances the count.
+// TestCoroutineCountHookSharedBudget: the count hook fires in coroutines
+// too, with one count for all threads (resumes are charged to it), so a
+// loop of coroutines that each run fewer instructions than the hook's
+// period still reaches the budget. (A hook error inside a coroutine is a
+// resume result: the script re-raises it, as the worker's guard does.)
 func TestCoroutineCountHookSharedBudget(t *testing.T) {
 	l := coState(t)
 	const every = 100
-	var count int
-	SetDebugHook(l, func(l *State, _ Debug) {
+	var count, inCoroutines int
+	SetDebugHook(l, func(h *State, _ Debug) {
+		if h != l {
+			inCoroutines++
+		}
 		if count++; count > 2000 {
-			Errorf(l, "budget exceeded")
+			Errorf(h, "budget exceeded")
 		}
 	}, MaskCount, every)
 	err := DoString(l, `
 		while true do
 			local co = coroutine.create(function() for i = 1, 20 do end end)
-			coroutine.resume(co)
+			local ok, e = coroutine.resume(co)
+			if not ok then error(e, 0) end
 		end`)
 	if err == nil || !strings.Contains(err.Error(), "budget exceeded") {
 		t.Fatalf("err = %v; want the hook's budget error", err)
+	}
+	if inCoroutines == 0 {
+		t.Fatalf("the hook never ran in a coroutine (%d runs)", count)
 	}
 	// A coroutine spinning forever hits the hook too.
 	count = 0
