@@ -31,3 +31,16 @@ func (vm *VM) close() {
 	vm.broken = true
 	lua.CloseCoroutines(vm.l)
 }
+
+// minIdleSweep is the number of live coroutines above which the end of a
+// call sweeps the VM for unreachable ones (when the number has doubled
+// since the last sweep): what Go's collector cannot reclaim (a coroutine
+// whose own stack refers to it) does not wait for the VM's next call.
+const minIdleSweep = 64
+
+// sweepCoroutines runs at the end of a call.
+func (vm *VM) sweepCoroutines() {
+	if n := lua.LiveCoroutines(vm.l); n >= minIdleSweep && n >= 2*vm.coroutinesAfterSweep {
+		vm.coroutinesAfterSweep = lua.CollectCoroutines(vm.l)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	lua "github.com/Shopify/go-lua"
 	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
@@ -253,6 +254,29 @@ return n`, ev("x", ""))
 	// The VM still works.
 	if v, err := m.RunScript(ctx, g1, "s", `return coroutine.wrap(function() return 7 end)()`, ev("x", "")); err != nil || string(v) != "7" {
 		t.Fatalf("after: %s %v", v, err)
+	}
+}
+
+// TestSelfReferencingCoroutinesSweptAfterCall: abandoned coroutines whose
+// own stack refers to them (Go's collector cannot reclaim those) are ended
+// at the end of the call that left them, not at the VM's next use.
+func TestSelfReferencingCoroutinesSweptAfterCall(t *testing.T) {
+	m := NewManager(0, 1, newMemStore(), hostileLimits, zerolog.Nop())
+	ctx := context.Background()
+	if _, err := m.RunScript(ctx, g1, "warm", `return 1`, ev("x", "")); err != nil {
+		t.Fatal(err)
+	}
+	baseG := runtime.NumGoroutine()
+	if _, err := m.RunScript(ctx, g1, "s", `for i = 1, 500 do
+  local co; co = coroutine.create(function() local me = co; coroutine.yield() end)
+  coroutine.resume(co)
+end`, ev("x", "")); err != nil {
+		t.Fatal(err)
+	}
+	waitGoroutines(t, baseG+minIdleSweep)
+	vm := m.tenants[g1].vm
+	if n := lua.LiveCoroutines(vm.l); n >= minIdleSweep {
+		t.Fatalf("%d live coroutines after the call", n)
 	}
 }
 

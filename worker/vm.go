@@ -27,6 +27,8 @@ type VM struct {
 	created  time.Time
 
 	call callState // the call in progress, if any
+
+	coroutinesAfterSweep int // live coroutines after the last end-of-call sweep
 }
 
 // callState is the per-call budget and outcome, read by the count hook and
@@ -139,6 +141,8 @@ func (vm *VM) begin(ctx context.Context) {
 func (vm *VM) end() {
 	if vm.call.abort != nil {
 		vm.broken = true
+	} else {
+		vm.sweepCoroutines()
 	}
 	vm.call.active = false
 	vm.call.ctx = nil

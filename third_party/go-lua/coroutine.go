@@ -360,6 +360,20 @@ func (l *State) collectCoroutines() {
 	l.global.sweepCoroutines()
 }
 
+// CollectCoroutines ends the suspended coroutines of l's global state that
+// nothing reachable from its roots refers to (including those whose own
+// stack refers to them, which Go's collector cannot reclaim), and returns
+// the number of coroutines left alive. It walks everything reachable, like
+// ReachableBytes. A host may call it between calls, from the goroutine
+// that runs the state's Lua. It is part of the coroutine patch.
+func CollectCoroutines(l *State) int {
+	if l.global.coroutines == nil {
+		return 0
+	}
+	l.collectCoroutines()
+	return LiveCoroutines(l)
+}
+
 // sweepCoroutines ends the parked coroutines the last ReachableBytes walk
 // did not reach. It runs on the goroutine running Lua.
 func (g *globalState) sweepCoroutines() {
