@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,16 +19,11 @@ import (
 // unmodified) run through newVM, the construction every template VM gets:
 // the sandboxed libraries and the limits. Each file runs in a fresh VM as a
 // chunk named "=<file>" (as templates are), with the lines listed in
-// suiteAside and suitePending blanked out (line numbers are kept); no
-// assertion is edited.
+// suiteAside blanked out (line numbers are kept); no assertion is edited.
 //
-// Lines are left out for two reasons only:
-//   - set aside: they need what the sandbox leaves out on purpose; every
-//     reason is a term of the README's "Not available" list (checked by
-//     TestLuaSuiteTable);
-//   - pending: they fail because of a go-lua bug another change fixes;
-//     each has a subtest that skips naming the bug. Remove the row from
-//     suitePending once the fix is merged and the file must pass with it.
+// Lines are left out for one reason only: they need what the sandbox
+// leaves out on purpose; every reason is a term of the README's "Not
+// available" list (checked by TestLuaSuiteTable).
 //
 // Globals: _soft, _port and _no32 are set as all.lua sets them for "user
 // tests" (no long or memory-hungry tests, nothing non-portable, nothing
@@ -64,19 +58,14 @@ var asideReasons = map[string]string{
 	"dofile":    "`dofile`",
 	"setlocale": "`os.setlocale`",
 	"osexecute": "`os.execute`",
-}
-
-// pendingBugs are the go-lua bugs, fixed by other changes, that parts wait
-// for: the part's subtest skips with this text.
-var pendingBugs = map[string]string{
-	"coroutines": "go-lua lacks coroutines (helper coro)",
+	"stack":     "catching a stack overflow with `pcall`",
 }
 
 // suitePart is lines from..to (1-based, inclusive) of a suite file.
 type suitePart struct {
 	file     string
 	from, to int
-	why      string // a key of asideReasons (suiteAside) or pendingBugs (suitePending)
+	why      string // a key of asideReasons
 }
 
 // suiteFile is a file of the suite and the value of _soft it runs with.
@@ -86,20 +75,28 @@ type suiteFile struct {
 	note string
 }
 
+// suiteDrivers run a file's chunk (passed as the driver's argument) the
+// way all.lua does.
+var suiteDrivers = map[string]string{
+	// all.lua: local f = coroutine.wrap(assert(loadfile('big.lua')))
+	// assert(f() == 'b') assert(f() == 'a')
+	"big.lua": `local chunk = ... local f = coroutine.wrap(chunk) assert(f() == 'b') assert(f() == 'a')`,
+}
+
 // suiteFiles lists every .lua file of the suite (TestLuaSuiteTable checks
 // that none is missing).
 var suiteFiles = []suiteFile{
 	{"all.lua", true, "the driver: dofile()s the others, uses io, os.exit, debug"},
 	{"api.lua", true, "returns at once without T, the C test library"},
 	{"attrib.lua", true, "its require/package tests are under `if not _port`"},
-	{"big.lua", false, ""},
+	{"big.lua", false, "runs in a coroutine that yields 'b' then 'a', as all.lua runs it (suiteDrivers)"},
 	{"bitwise.lua", true, ""},
 	{"calls.lua", true, ""},
 	{"checktable.lua", true, "helper functions for T only"},
 	{"closure.lua", true, ""},
 	{"code.lua", true, "returns at once without T, the C test library"},
 	{"constructs.lua", true, ""},
-	{"coroutine.lua", true, "when coroutines land, check that no other line needs debug"},
+	{"coroutine.lua", true, "without T (the C test library) lines 260-416 take their \"testC not active\" branch and the file returns at 543"},
 	{"db.lua", true, ""},
 	{"errors.lua", true, ""},
 	{"events.lua", true, ""},
@@ -139,14 +136,16 @@ var suiteAside = []suitePart{
 	{"constructs.lua", 3, 3, "package"},
 	{"constructs.lua", 201, 201, "debug"},
 	{"coroutine.lua", 3, 3, "package"},
-	{"coroutine.lua", 153, 154, "debug"},
-	{"coroutine.lua", 208, 208, "gc"},
-	{"coroutine.lua", 514, 521, "debug"},
+	{"coroutine.lua", 151, 171, "debug"},
+	{"coroutine.lua", 192, 210, "weak"},
+	{"coroutine.lua", 241, 243, "stack"},
+	{"coroutine.lua", 513, 521, "debug"},
 	{"db.lua", 1, 631, "debug"},
 	{"errors.lua", 3, 3, "package"},
 	{"errors.lua", 94, 101, "debug"},
 	{"errors.lua", 105, 105, "io"},
 	{"errors.lua", 153, 153, "io"},
+	{"errors.lua", 175, 180, "stack"},
 	{"events.lua", 7, 7, "gc"},
 	{"events.lua", 47, 47, "gc"},
 	{"events.lua", 154, 154, "io"},
@@ -171,21 +170,6 @@ var suiteAside = []suitePart{
 	{"verybig.lua", 48, 144, "io"},
 }
 
-// suitePending lists the lines expected to pass once another change's
-// go-lua fix is merged (a key of pendingBugs): each is a subtest that
-// skips. Remove a row when its fix is in; the file must then pass with it.
-var suitePending = []suitePart{
-	{"big.lua", 23, 46, "coroutines"},
-	{"big.lua", 50, 53, "coroutines"},
-	{"coroutine.lua", 1, 2, "coroutines"},
-	{"coroutine.lua", 4, 152, "coroutines"},
-	{"coroutine.lua", 155, 207, "coroutines"},
-	{"coroutine.lua", 209, 513, "coroutines"},
-	{"coroutine.lua", 522, 728, "coroutines"},
-	{"errors.lua", 173, 186, "coroutines"},
-	{"literals.lua", 212, 226, "coroutines"},
-}
-
 // partsOf returns the parts of parts that belong to file.
 func partsOf(parts []suitePart, file string) []suitePart {
 	var out []suitePart
@@ -198,37 +182,31 @@ func partsOf(parts []suitePart, file string) []suitePart {
 }
 
 // TestLuaSuite runs every file of the suite, without its set-aside and
-// pending lines, in a fresh sandboxed VM, and requires it to finish
-// without error. Each pending range is a subtest that skips.
+// lines, in a fresh sandboxed VM, and requires it to finish without error.
 func TestLuaSuite(t *testing.T) {
 	for _, f := range suiteFiles {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
 			lines := readSuiteFile(t, f.name)
-			pending := partsOf(suitePending, f.name)
-			for _, r := range pending {
-				t.Run(fmt.Sprintf("pending_%d-%d", r.from, r.to), func(t *testing.T) {
-					t.Skipf("lines %d-%d: expected to pass once fixed: %s", r.from, r.to, pendingBugs[r.why])
-				})
-			}
-			left := append(partsOf(suiteAside, f.name), pending...)
+			left := partsOf(suiteAside, f.name)
 			code := blankLines(lines, left)
 			if strings.TrimSpace(code) == "" {
 				var why []string
 				for _, p := range left {
 					why = append(why, p.why)
 				}
-				t.Skipf("every line is set aside or pending (%s) %s", strings.Join(why, ", "), f.note)
+				t.Skipf("every line is set aside (%s) %s", strings.Join(why, ", "), f.note)
 			}
-			if err := runSuiteChunk(f.name, code, f.soft); err != nil {
+			if err := runSuiteChunk(f.name, code, f.soft, suiteDrivers[f.name]); err != nil {
 				t.Fatalf("%s: %v", f.name, err)
 			}
 		})
 	}
 }
 
-// runSuiteChunk runs code as the chunk "=name" in a new sandboxed VM.
-func runSuiteChunk(name, code string, soft bool) error {
+// runSuiteChunk runs code as the chunk "=name" in a new sandboxed VM,
+// through driver (a chunk given the file's chunk) when set.
+func runSuiteChunk(name, code string, soft bool, driver string) error {
 	vm, err := newVM(proto.GuildID(1<<22), newMemStore(), suiteLimits, zerolog.Nop())
 	if err != nil {
 		return err
@@ -239,12 +217,19 @@ func runSuiteChunk(name, code string, soft bool) error {
 		vm.l.PushBoolean(true)
 		vm.l.SetGlobal(g)
 	}
+	nargs := 0
+	if driver != "" {
+		if err := vm.load("all.lua", driver); err != nil {
+			return err
+		}
+		nargs = 1
+	}
 	if err := vm.load(name, code); err != nil {
 		return err
 	}
 	vm.begin(context.Background())
 	defer vm.end()
-	return vm.invoke(0)
+	return vm.invoke(nargs)
 }
 
 func readSuiteFile(t *testing.T, name string) []string {
@@ -269,8 +254,7 @@ func blankLines(lines []string, ranges []suitePart) string {
 
 // TestLuaSuiteTable checks suiteFiles itself: every .lua file of the suite
 // is listed, ranges are inside their file and do not overlap, every aside
-// reason is a term of the README's "Not available" list, every pending
-// reason a known bug.
+// reason is a term of the README's "Not available" list.
 func TestLuaSuiteTable(t *testing.T) {
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
@@ -281,7 +265,7 @@ func TestLuaSuiteTable(t *testing.T) {
 	for _, f := range suiteFiles {
 		listed[f.name] = true
 	}
-	for _, p := range append(append([]suitePart{}, suiteAside...), suitePending...) {
+	for _, p := range suiteAside {
 		if !listed[p.file] {
 			t.Errorf("%s %d-%d: not a file of suiteFiles", p.file, p.from, p.to)
 		}
@@ -295,12 +279,6 @@ func TestLuaSuiteTable(t *testing.T) {
 				t.Errorf("%s %d-%d: %q is not a set-aside reason", f.name, r.from, r.to, r.why)
 			} else if !strings.Contains(notAvailable, term) {
 				t.Errorf("%s %d-%d: the README's \"Not available\" list does not state %s", f.name, r.from, r.to, term)
-			}
-			all = append(all, r)
-		}
-		for _, r := range partsOf(suitePending, f.name) {
-			if _, ok := pendingBugs[r.why]; !ok {
-				t.Errorf("%s %d-%d: %q is not a pending bug", f.name, r.from, r.to, r.why)
 			}
 			all = append(all, r)
 		}
@@ -343,11 +321,11 @@ func notAvailableText(t *testing.T, readme string) string {
 // The harness must be able to fail: a chunk with a failing assertion, and
 // a set-aside library, are errors with the template's name and line.
 func TestLuaSuiteHarnessFails(t *testing.T) {
-	err := runSuiteChunk("fails.lua", "\nassert(1 == 2)", true)
+	err := runSuiteChunk("fails.lua", "\nassert(1 == 2)", true, "")
 	if err == nil || !strings.Contains(err.Error(), "fails.lua:2: assertion failed!") {
 		t.Fatalf("got %v", err)
 	}
-	err = runSuiteChunk("io.lua", "io.write('x')", true)
+	err = runSuiteChunk("io.lua", "io.write('x')", true, "")
 	if err == nil || !strings.Contains(err.Error(), "io.lua:1: attempt to index global 'io' (a nil value)") {
 		t.Fatalf("got %v", err)
 	}

@@ -11,8 +11,8 @@ import (
 
 // The sandbox: which libraries a tenant VM gets. Only base (without
 // dofile, loadfile and binary chunks; collectgarbage limited to "count";
-// print going to the log), string, table, math, bit32, os.time/clock/date,
-// json and the ctx host API. No io, debug, package or anything that reads
+// print going to the log), coroutine, string, table, math, bit32,
+// os.time/clock/date, json and the ctx host API. No io, debug, package or anything that reads
 // files, the environment or the network.
 
 // removedGlobals are base functions a tenant must not have.
@@ -37,6 +37,7 @@ func (vm *VM) openSandbox() error {
 		{Name: "table", Function: lua.TableOpen},
 		{Name: "math", Function: lua.MathOpen},
 		{Name: "bit32", Function: lua.Bit32Open},
+		{Name: "coroutine", Function: lua.CoroutineOpen},
 	} {
 		lua.Require(l, lib.Name, lib.Function, true)
 		l.Pop(1)
@@ -73,6 +74,7 @@ func (vm *VM) openSandbox() error {
 		l.SetGlobal(name)
 	}
 	vm.overrideBase()
+	vm.guardResume()
 	vm.openJSON()
 	vm.openCtx()
 	return nil

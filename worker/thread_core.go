@@ -93,6 +93,7 @@ func (w *Thread) loop(c *core) {
 			return
 		}
 		if msg.kind == msgKill {
+			c.mgr.DropAll() // ends the VMs' suspended coroutines
 			c.mgr.tenants = nil
 			w.doneOnce.Do(func() { close(w.done) })
 			msg.reply <- result{}

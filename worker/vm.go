@@ -35,6 +35,8 @@ type VM struct {
 	// stop, when set by the worker, ends the call at the next count hook:
 	// the worker abandoned this VM (its watchdog fired).
 	stop *atomic.Bool
+
+	coroutinesAfterSweep int // live coroutines after the last end-of-call sweep
 }
 
 // sharedBudget is what the calls of one dispatch have spent together.
@@ -118,13 +120,6 @@ func (vm *VM) setLimits(pool *lua.MemoryPool) {
 	})
 }
 
-// close releases what the VM holds outside itself (its share of the
-// worker's memory pool). The VM must not be used afterwards.
-func (vm *VM) close() {
-	vm.broken = true
-	lua.LeavePool(vm.l)
-}
-
 // liveBytes is the VM's own estimate of the memory it holds: what it
 // measured at its last memory check plus what it allocated since.
 func (vm *VM) liveBytes() int64 { return lua.Allocated(vm.l) }
@@ -204,6 +199,8 @@ func (vm *VM) end() {
 	vm.endLog()
 	if vm.call.abort != nil {
 		vm.broken = true
+	} else {
+		vm.sweepCoroutines()
 	}
 	vm.call.active = false
 	vm.call.ctx = nil

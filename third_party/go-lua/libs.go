@@ -34,7 +34,7 @@ func OpenLibraries(l *State, preloaded ...RegistryFunction) {
 	libs := []RegistryFunction{
 		{"_G", BaseOpen},
 		{"package", PackageOpen},
-		// {"coroutine", CoroutineOpen},
+		{"coroutine", CoroutineOpen}, // coroutine patch
 		{"table", TableOpen},
 		{"io", IOOpen},
 		{"os", OSOpen},

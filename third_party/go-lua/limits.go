@@ -264,6 +264,7 @@ func (l *State) checkMemory(pending int64) {
 		return
 	}
 	live := ReachableBytes(l) + pending
+	g.sweepCoroutines() // coroutine patch: end the parked coroutines the walk did not reach
 	over := lim > 0 && live > lim
 	poolOver := !over && pool != nil && pool.update(g, live) // limits patch: pool
 	g.measured(live)

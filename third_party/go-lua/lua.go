@@ -239,8 +239,11 @@ type State struct {
 	errorFunction         int      // current error handling function (stack index)
 	baseCallInfo          callInfo // callInfo for first level (go calling lua)
 	protectFunction       func()
-	callDepthErrorRaised  bool   // a call depth error is being handled (limits patch)
-	mark                  uint32 // ReachableBytes walk epoch (limits patch)
+	callDepthErrorRaised  bool       // a call depth error is being handled (limits patch)
+	mark                  uint32     // ReachableBytes walk epoch (limits patch)
+	coroutine             *coroutine // nil for the main thread (coroutine patch)
+	depthBase             int        // call depth of the resumers below this thread (coroutine patch)
+	nestedBase            int        // nested Go calls of the resumers below this thread (coroutine patch)
 }
 
 type globalState struct {
@@ -251,7 +254,8 @@ type globalState struct {
 	panicFunction      Function // to be called in unprotected errors
 	version            *float64 // pointer to version number
 	memoryErrorMessage string
-	limitState         // limits patch: see limits.go
+	limitState                       // limits patch: see limits.go
+	coroutines         *coroutineSet // coroutine patch: see coroutine.go
 	// seed uint // randomized seed for hashes
 	// upValueHead upValue // head of double-linked list of all open upvalues
 }
@@ -276,7 +280,7 @@ func (g *globalState) metaTable(o value) *table {
 		t = TypeFunction
 	case *userData:
 		t = TypeUserData
-	case *State:
+	case *State, *coroutineHandle: // coroutineHandle: coroutine patch
 		t = TypeThread
 	default:
 		return nil
@@ -412,13 +416,10 @@ func (l *State) ProtectedCallWithContinuation(argCount, resultCount, errorFuncti
 	if continuation == nil || l.nonYieldableCallCount > 0 {
 		err = l.protectedCall(func() { l.call(f, resultCount, false) }, f, errorFunction)
 	} else {
-		c := l.callInfo
-		c.continuation, c.context, c.extra, c.oldAllowHook, c.oldErrorFunction = continuation, context, f, l.allowHook, l.errorFunction
-		l.errorFunction = errorFunction
-		l.callInfo.setCallStatus(callStatusYieldableProtected)
-		l.call(f, resultCount, true)
-		l.callInfo.clearCallStatus(callStatusYieldableProtected)
-		l.errorFunction = c.oldErrorFunction
+		// coroutine patch: a coroutine runs on its own goroutine, so a yield
+		// inside f does not unwind this call: protect it as usual and only
+		// allow the yield (the continuation is never needed).
+		err = l.protectedCall(func() { l.call(f, resultCount, true) }, f, errorFunction)
 	}
 	l.adjustResults(resultCount)
 	return
@@ -657,7 +658,7 @@ func (l *State) valueToType(v value) Type {
 		return TypeFunction
 	case *userData:
 		return TypeUserData
-	case *State:
+	case *State, *coroutineHandle: // coroutineHandle: coroutine patch
 		return TypeThread
 	case *luaClosure:
 		return TypeFunction
@@ -861,8 +862,11 @@ func (l *State) ToUserData(index int) interface{} {
 //
 // http://www.lua.org/manual/5.2/manual.html#lua_tothread
 func (l *State) ToThread(index int) *State {
-	if t, ok := l.indexToValue(index).(*State); ok {
+	switch t := l.indexToValue(index).(type) {
+	case *State:
 		return t
+	case *coroutineHandle: // coroutine patch: the coroutine's own State
+		return t.thread
 	}
 	return nil
 }
@@ -880,7 +884,7 @@ func (l *State) ToThread(index int) *State {
 func (l *State) ToValue(index int) interface{} {
 	v := l.indexToValue(index)
 	switch v := v.(type) {
-	case string, float64, bool, *table, *luaClosure, *goClosure, *goFunction, *State:
+	case string, float64, bool, *table, *luaClosure, *goClosure, *goFunction, *State, *coroutineHandle: // coroutineHandle: coroutine patch
 	case *userData:
 		return v.data
 	default:
@@ -986,6 +990,14 @@ func (l *State) PushGoClosure(function Function, upValueCount uint8) {
 //
 // http://www.lua.org/manual/5.2/manual.html#lua_pushthread
 func (l *State) PushThread() bool {
+	if c := l.coroutine; c != nil { // coroutine patch: its Lua value is its handle
+		if h := c.self; h != nil {
+			l.apiPush(h)
+		} else {
+			l.apiPush(c.handle.Value())
+		}
+		return false
+	}
 	l.apiPush(l)
 	return l.global.mainThread == l
 }

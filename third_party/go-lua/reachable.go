@@ -27,6 +27,10 @@ func ReachableBytes(l *State) int64 {
 	}
 	w := walker{epoch: g.walkEpoch}
 	w.value(l)
+	for t := l; t.coroutine != nil && t.coroutine.resumer != nil; t = t.coroutine.resumer {
+		w.value(t.coroutine.self) // the running chain (coroutine patch)
+		w.value(t.coroutine.resumer)
+	}
 	w.value(g.mainThread)
 	w.value(g.registry)
 	for _, mt := range g.metaTables {
@@ -79,6 +83,12 @@ func (w *walker) value(v value) {
 		if v != nil && v.mark != w.epoch {
 			v.mark = w.epoch
 			w.work = append(w.work, v)
+		}
+	case *coroutineHandle: // coroutine patch
+		if v != nil && v.mark != w.epoch {
+			v.mark = w.epoch
+			w.total += coroutineBytes
+			w.value(v.thread)
 		}
 	}
 }
@@ -182,5 +192,11 @@ func (w *walker) thread(l *State) {
 	}
 	for uv := l.upValues; uv != nil; uv = uv.next {
 		w.total += openUpValueBytes
+	}
+	if c := l.coroutine; c != nil && c.link != nil { // coroutine patch
+		c.link.mark = w.epoch // reached: a sweep keeps it
+		if c.status != coDead {
+			w.total += goroutineBytes + int64(l.nestedGoCallCount-l.nestedBase)*nestedCallBytes
+		}
 	}
 }

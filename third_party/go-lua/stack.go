@@ -169,8 +169,8 @@ func (ci *callInfo) frameIndex(stackSlot int) int {
 }
 
 func (l *State) pushLuaFrame(function, base, resultCount int, p *prototype) *callInfo {
-	if l.callInfo.depth >= l.global.maxCallDepth { // limits patch
-		l.callDepthExceeded(l.callInfo.depth + 1)
+	if l.callInfo.depth+l.depthBase >= l.global.maxCallDepth { // limits patch; depthBase: coroutine patch
+		l.callDepthExceeded(l.callInfo.depth + l.depthBase + 1)
 	}
 	ci := l.callInfo.next
 	if ci == nil {
@@ -195,8 +195,8 @@ func (l *State) pushLuaFrame(function, base, resultCount int, p *prototype) *cal
 }
 
 func (l *State) pushGoFrame(function, resultCount int) {
-	if l.callInfo.depth >= l.global.maxCallDepth { // limits patch
-		l.callDepthExceeded(l.callInfo.depth + 1)
+	if l.callInfo.depth+l.depthBase >= l.global.maxCallDepth { // limits patch; depthBase: coroutine patch
+		l.callDepthExceeded(l.callInfo.depth + l.depthBase + 1)
 	}
 	ci := l.callInfo.next
 	if ci == nil {
@@ -417,17 +417,19 @@ func (l *State) throw(errorCode error) {
 }
 
 func (l *State) protect(f func()) (err error) {
-	nestedGoCallCount, protectFunction := l.nestedGoCallCount, l.protectFunction
+	// coroutine patch: the count is saved relative to nestedBase, which a
+	// resume may move while a coroutine is suspended inside f.
+	nestedGoCallCount, protectFunction := l.nestedGoCallCount-l.nestedBase, l.protectFunction
 	l.protectFunction = func() {
 		if e := recover(); e != nil {
 			err = l.recoveredError(e) // limits patch: was e.(error)
-			l.nestedGoCallCount, l.protectFunction = nestedGoCallCount, protectFunction
+			l.nestedGoCallCount, l.protectFunction = nestedGoCallCount+l.nestedBase, protectFunction
 			l.callDepthErrorRaised = false // limits patch: the depth error (if any) has been caught
 		}
 	}
 	defer l.protectFunction()
 	f()
-	l.nestedGoCallCount, l.protectFunction = nestedGoCallCount, protectFunction
+	l.nestedGoCallCount, l.protectFunction = nestedGoCallCount+l.nestedBase, protectFunction
 	return err
 }
 
