@@ -350,10 +350,12 @@ const (
 	// compares or builds a string of chargeBytesMin bytes or more (..,
 	// ==, <, <=) is charged one step per bytesPerStep bytes besides the
 	// instruction itself, so that 8 MiB strings cannot make each
-	// instruction cost milliseconds (limits patch). Copying or comparing
-	// 256 bytes costs far less than an instruction: on the safe side.
-	bytesPerStep   = 256
-	chargeBytesMin = 4096
+	// instruction cost milliseconds (limits patch). Copying 4 KiB costs a
+	// few instructions' time: the charge bounds the count hook's interval
+	// to about a millisecond of copying without making legitimate string
+	// building expensive.
+	bytesPerStep   = 4096
+	chargeBytesMin = 16 << 10
 )
 
 // Estimated bytes of what the compiler builds, with append's slack
