@@ -48,6 +48,9 @@ func suites() []*suite {
 		{pkg: "./worker", bench: "^Benchmark(NewVM|VMCall)$"},
 		{pkg: "./worker", bench: "^BenchmarkIdleTenantHeap$", benchtime: "1x"},
 		{pkg: "./store", bench: "^BenchmarkKV(Get|Set)(SQLite|Postgres)$"},
+		// Minutes per store at 1,000,000 tenants (make bench sets
+		// TEMPLATEWORKER_BENCH_TENANTS): once.
+		{pkg: "./master", bench: "^BenchmarkManyTenants$", benchtime: "1x", firstRound: true},
 	}
 }
 

@@ -75,6 +75,16 @@ var (
 		why: "The live heap of a loaded tenant is its go-lua State (stack, registry, the opened libraries' tables and Go " +
 			"closures) plus the compiled template.",
 	}
+	tScale = &target{
+		name: "many tenants: worker RSS ≤ 256 MiB with --vm-cache-max 20000", pkg: "./master",
+		why: "Issue 17. Each cached tenant keeps its go-lua State: the opened libraries' tables (Go maps with interface " +
+			"keys and values, about 60-90 bytes an entry with growth slack), their Go closures, the stack and the compiled " +
+			"template — the heap per idle tenant row. 20,000 of them are 20,000 times that figure live, and the Go collector " +
+			"lets the heap grow to about twice the live size before collecting (GOGC 100), so the RSS of a full cache is " +
+			"about 2 × 20,000 × the idle-tenant heap. Meeting 256 MiB needs VMs several times smaller (for example " +
+			"library tables built on first use) or --worker-memory-max, which sets the collector's soft limit and evicts " +
+			"idle VMs down to it.",
+	}
 	tNewVM = &target{
 		name: "VM creation ≤ 100 µs", pkg: "./worker", profile: "BenchmarkNewVM",
 		why: "Creating a VM opens every library (go-lua builds each library table function by function) and compiles the templates.",
