@@ -52,27 +52,7 @@ func benchHTTP(b *testing.B, base, token string, path func(i int) string) {
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	body := []byte(`{"name":"Ping","author":null,"data":{"who":"ops"}}`)
-	post := func(i int) error {
-		req, err := http.NewRequest(http.MethodPost, base+path(i), bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK || !bytes.Equal(got, constBody) {
-			return fmt.Errorf("status %d: %s", resp.StatusCode, got)
-		}
-		return nil
-	}
+	post := func(i int) error { return postEvent(client, base+path(i), token, body) }
 	for i := range httpTenants { // load every tenant, open connections
 		if err := post(i); err != nil {
 			b.Fatal(err)
@@ -94,6 +74,30 @@ func benchHTTP(b *testing.B, base, token string, path func(i int) string) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 	b.ReportMetric(float64(callers), "callers")
+}
+
+// postEvent posts body to url with the bearer token and checks that the
+// answer is constBody.
+func postEvent(client *http.Client, url, token string, body []byte) error {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, constBody) {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, got)
+	}
+	return nil
 }
 
 // BenchmarkHTTPConst is the HTTP floor: a net/http server answering every

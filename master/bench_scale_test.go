@@ -1,10 +1,8 @@
 package master
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"runtime"
@@ -202,7 +200,7 @@ func scaleLoad(b *testing.B, base, token string, count int, tenant func(i int) p
 				id := tenant(i)
 				url := base + "/v1/tenants/guild/" + strconv.FormatUint(id.ID, 10) + "/events"
 				start := time.Now()
-				err := postScale(client, url, token, body)
+				err := postEvent(client, url, token, body)
 				lat[i] = float64(time.Since(start).Microseconds())
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("tenant %s: %w", id, err) })
@@ -217,27 +215,6 @@ func scaleLoad(b *testing.B, base, token string, count int, tenant func(i int) p
 		b.Fatal(firstErr)
 	}
 	return lat
-}
-
-func postScale(client *http.Client, url, token string, body []byte) error {
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	got, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, constBody) {
-		return fmt.Errorf("status %d: %s", resp.StatusCode, got)
-	}
-	return nil
 }
 
 // percentile returns the p-th percentile of v (sorted in place).
