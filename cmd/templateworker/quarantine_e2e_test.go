@@ -51,6 +51,13 @@ func TestQuarantineAfterWorkerCrashes(t *testing.T) {
 		if err := <-done; proto.CodeOf(err) != proto.CodeWorkerUnavailable {
 			t.Fatalf("kill %d: slow call ended with %v, want worker_unavailable", i+1, err)
 		}
+		// The call fails as soon as the connection drops; the supervisor
+		// reaps the process and records the strike after that. Wait for
+		// the replacement, so that the next kill is not of the dead pid.
+		waitFor(t, time.Minute, func() bool {
+			rows := m.workers(t)
+			return len(rows) > 0 && rows[0].PID != 0 && rows[0].PID != pid && rows[0].State == "ready"
+		})
 	}
 	m.waitReady(t)
 	_, err := m.api.Dispatch(ctx, hostile, proto.Event{Name: "Ping"})
