@@ -46,6 +46,7 @@ func BenchmarkJSONCost(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			lim := DefaultLimits
 			lim.MaxInstructions = 1 << 50
+			lim.MaxResult = 0 // the big results are the point: no --max-result
 			vm, err := newVM(proto.GuildID(1), newMemStore(), lim, zerolog.Nop())
 			if err != nil {
 				b.Fatal(err)
