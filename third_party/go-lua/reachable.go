@@ -194,7 +194,7 @@ func (w *walker) thread(l *State) {
 		w.total += openUpValueBytes
 	}
 	if c := l.coroutine; c != nil && c.link != nil { // coroutine patch
-		c.link.mark = w.epoch // reached: a sweep keeps it
+		c.link.mark = w.epoch                           // reached: a sweep keeps it
 		if c.status != coDead && !c.link.ended.Load() { // an ended goroutine holds no stack
 			w.total += goroutineBytes + int64(l.nestedGoCallCount-l.nestedBase)*nestedCallBytes
 		}
