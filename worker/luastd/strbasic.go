@@ -121,12 +121,7 @@ func (lib *library) byte(l *lua.State) int {
 		return 0
 	}
 	n := end - start + 1
-	if n <= 0 || n >= maxUnpack || !l.CheckStack(n) {
-		lua.Errorf(l, "string slice too long")
-	}
-	b := lib.lim.budget(l)
-	b.step(n)
-	b.flush()
+	lib.reserveResults(l, n, "string slice too long")
 	for _, c := range []byte(s[start-1 : end]) {
 		l.PushInteger(int(c))
 	}

@@ -112,14 +112,21 @@ func (lib *library) unpack(l *lua.State) int {
 		return 0
 	}
 	n := e - i + 1
-	if n <= 0 || n >= maxUnpack || !l.CheckStack(n) {
-		lua.Errorf(l, "too many results to unpack")
-	}
-	b := lib.lim.budget(l)
-	b.step(n)
-	b.flush()
+	lib.reserveResults(l, n, "too many results to unpack")
 	for ; i <= e; i++ {
 		l.RawGetInt(1, i)
 	}
 	return n
+}
+
+// reserveResults makes room on the stack for n results and charges one
+// step per result, raising tooMany when n is out of range (table.unpack,
+// string.byte).
+func (lib *library) reserveResults(l *lua.State, n int, tooMany string) {
+	if n <= 0 || n >= maxUnpack || !l.CheckStack(n) {
+		lua.Errorf(l, "%s", tooMany)
+	}
+	b := lib.lim.budget(l)
+	b.step(n)
+	b.flush()
 }
