@@ -1,8 +1,8 @@
 package master
 
 import (
-	"bytes"
 	"encoding/json"
+	"github.com/templateworker/templateworker/internal/syncbuf"
 	"os/exec"
 	"strings"
 	"sync"
@@ -11,24 +11,6 @@ import (
 
 	"github.com/rs/zerolog"
 )
-
-// syncBuffer is a bytes.Buffer safe for the logger's writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRelogLinesLongLineDoesNotStallTheChild: a real child writes a 2 MiB
 // line and then more lines; the reader keeps reading (the child exits
@@ -48,7 +30,7 @@ echo last`
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	log := zerolog.New(&buf)
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -1,10 +1,10 @@
 package mesophyll
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/templateworker/templateworker/internal/syncbuf"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -185,7 +185,7 @@ type harness struct {
 	http    *httptest.Server
 	url     string
 	backend *fakeBackend
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 
 	connected    chan int
 	disconnected chan disconnect
@@ -199,30 +199,12 @@ type disconnect struct {
 	err error
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newHarness(t testing.TB, opts ServerOptions) *harness {
 	t.Helper()
 	h := &harness{
 		t:            t,
 		backend:      newFakeBackend(),
-		logs:         &syncBuffer{},
+		logs:         &syncbuf.Buffer{},
 		connected:    make(chan int, 16),
 		disconnected: make(chan disconnect, 16),
 		hung:         make(chan int, 16),

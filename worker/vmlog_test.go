@@ -5,8 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/templateworker/templateworker/internal/syncbuf"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -14,25 +14,12 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// syncBuffer is a log sink safe for the test to read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// lines returns the JSON log lines written so far, decoded, and resets.
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+// logLines returns the JSON log lines written to s so far, decoded, and
+// empties s.
+func logLines(t *testing.T, s *syncbuf.Buffer) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []map[string]any
-	sc := bufio.NewScanner(&s.b)
+	sc := bufio.NewScanner(bytes.NewReader(s.Take()))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var m map[string]any
@@ -41,7 +28,6 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 		}
 		out = append(out, m)
 	}
-	s.b.Reset()
 	return out
 }
 
@@ -49,7 +35,7 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 // giving its length; a call's messages total at most maxLogPerCall, the
 // rest are dropped and one line says how many; the next call logs again.
 func TestLogVolumeBounded(t *testing.T) {
-	sink := &syncBuffer{}
+	sink := &syncbuf.Buffer{}
 	vm, err := newVM(proto.GuildID(1), newMemStore(), DefaultLimits, zerolog.New(sink))
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +51,7 @@ func TestLogVolumeBounded(t *testing.T) {
 	if _, err := vm.runCode(ctx, "log", code, proto.Event{Name: "E"}); err != nil {
 		t.Fatal(err)
 	}
-	lines := sink.lines(t)
+	lines := logLines(t, sink)
 	total, dropped := 0, 0
 	for i, l := range lines {
 		msg, _ := l["message"].(string)
@@ -100,7 +86,7 @@ func TestLogVolumeBounded(t *testing.T) {
 	if _, err := vm.runCode(ctx, "log", `print("again") return 1`, proto.Event{Name: "E"}); err != nil {
 		t.Fatal(err)
 	}
-	if l := sink.lines(t); len(l) != 1 || l[0]["message"] != "again" {
+	if l := logLines(t, sink); len(l) != 1 || l[0]["message"] != "again" {
 		t.Fatalf("next call: %v", l)
 	}
 }
@@ -119,7 +105,7 @@ func TestLogCutKeepsUTF8(t *testing.T) {
 // TestPrintBuildsNoHugeMessage: print of many huge arguments neither
 // builds the whole message nor escapes the call's budget.
 func TestPrintBuildsNoHugeMessage(t *testing.T) {
-	sink := &syncBuffer{}
+	sink := &syncbuf.Buffer{}
 	lim := DefaultLimits
 	lim.MaxInstructions = 100_000
 	vm, err := newVM(proto.GuildID(1), newMemStore(), lim, zerolog.New(sink))

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/templateworker/templateworker/internal/syncbuf"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,24 +47,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// lockedBuffer collects a process's output safely.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // shortTempDir is a temp directory with a short path, for a master's
 // TMPDIR: its Mesophyll Unix socket lives there (a socket path has at most
 // 107 bytes), and a master killed with -9 leaves nothing in /tmp.
@@ -85,7 +67,7 @@ type runningMaster struct {
 	dataDir string
 	addr    string
 	token   string
-	out     *lockedBuffer
+	out     *syncbuf.Buffer
 	exited  chan struct{}
 	api     *client.Client
 }
@@ -101,7 +83,7 @@ func startMaster(t *testing.T, dataDir string, args ...string) *runningMaster {
 	full := append([]string{"master", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"}, args...)
 	cmd := exec.Command(binPath, full...)
 	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_API_TOKEN=", "TMPDIR="+shortTempDir(t))
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

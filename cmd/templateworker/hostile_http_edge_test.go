@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/templateworker/templateworker/internal/syncbuf"
 	"io"
 	"net"
 	"net/http"
@@ -91,7 +92,7 @@ func startMasterFDLimited(t *testing.T, fds int, args ...string) *runningMaster 
 		"master", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"}, args...)
 	cmd := exec.Command("sh", full...)
 	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_API_TOKEN=", "TMPDIR="+shortTempDir(t))
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/templateworker/templateworker/internal/pgtest"
+	"github.com/templateworker/templateworker/internal/syncbuf"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -265,7 +266,7 @@ func runBinary(t *testing.T, env []string, args ...string) (stdout, stderr strin
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binPath, args...)
 	cmd.Env = append(os.Environ(), env...)
-	var o, e lockedBuffer
+	var o, e syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok {

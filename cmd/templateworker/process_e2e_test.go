@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/templateworker/templateworker/internal/syncbuf"
 	"net"
 	"net/http"
 	"os"
@@ -464,7 +465,7 @@ func startMasterNoWait(t *testing.T, args ...string) *runningMaster {
 	full := append([]string{"master", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"}, args...)
 	cmd := exec.Command(binPath, full...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+shortTempDir(t))
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
