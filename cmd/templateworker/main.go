@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 
 	"github.com/urfave/cli/v2"
 
@@ -73,36 +74,18 @@ func newApp() *cli.App {
 }
 
 // setEnvVars gives every subcommand flag that has none the environment
-// variable TEMPLATEWORKER_<FLAG>, so that each can be set either way.
+// variable TEMPLATEWORKER_<FLAG>, so that each can be set either way. Every
+// flag type of urfave/cli keeps its variables in an EnvVars field.
 func setEnvVars(cmds []*cli.Command) {
 	for _, c := range cmds {
 		for _, f := range c.Flags {
-			name := f.Names()[0]
-			switch f := f.(type) {
-			case *cli.StringFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = envVars(name)
-				}
-			case *cli.IntFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = envVars(name)
-				}
-			case *cli.Int64Flag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = envVars(name)
-				}
-			case *cli.BoolFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = envVars(name)
-				}
-			case *cli.DurationFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = envVars(name)
-				}
-			case *cli.StringSliceFlag:
-				if len(f.EnvVars) == 0 {
-					f.EnvVars = envVars(name)
-				}
+			v := reflect.ValueOf(f)
+			if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+				continue
+			}
+			env := v.Elem().FieldByName("EnvVars")
+			if env.IsValid() && env.CanSet() && env.Len() == 0 {
+				env.Set(reflect.ValueOf(envVars(f.Names()[0])))
 			}
 		}
 		setEnvVars(c.Subcommands)
