@@ -55,6 +55,9 @@ type API struct {
 	// when 0): a tenant's template set must fit in one frame, in both
 	// topologies.
 	MaxFrame int64
+	// Events is the durable event queue (delayed events, dead letters,
+	// pending lists); nil answers those routes with store_unavailable.
+	Events EventQueue
 
 	guardOnce sync.Once
 	guarded   WorkerLike // Workers behind Quarantine, made once
@@ -77,6 +80,10 @@ func (a *API) Handler() http.Handler {
 	v1("POST /v1/workers/restart", a.restartWorkers)
 	v1("GET /v1/quarantine", a.listQuarantine)
 	v1("DELETE /v1/tenants/{kind}/{tid}/quarantine", a.liftQuarantine)
+	v1("GET /v1/events/pending", a.listPending)
+	v1("GET /v1/dead-letters", a.listDeadLetters)
+	v1("POST /v1/dead-letters/{id}/retry", a.retryDeadLetter)
+	v1("DELETE /v1/dead-letters/{id}", a.deleteDeadLetter)
 	a.HealthRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r); len(allow) > 0 {
@@ -330,12 +337,15 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ev, err := decodeEvent(r)
+	ev, deliverAt, err := a.delivery(r)
 	if err != nil {
 		return err
 	}
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "bad event: %v", err)
+	}
+	if !deliverAt.IsZero() {
+		return a.acceptDelayed(w, r, id, ev, deliverAt)
 	}
 	wait := ""
 	if r.URL.RawQuery != "" {
@@ -455,7 +465,7 @@ func (a *API) listKV(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) listWorkers(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]any{"workers": a.Workers.Status()})
+	writeJSON(w, http.StatusOK, map[string]any{"workers": a.workerStatus()})
 	return nil
 }
 

@@ -131,6 +131,9 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		default:
 		}
 	}
+	// The queue is opened once the workers run; their ctx.events calls
+	// wait for it (store_unavailable before).
+	events := &lateQueue{}
 	var (
 		pool     *Pool
 		kill     func(context.Context) error
@@ -141,7 +144,8 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case cfg.ThreadWorkers > 0:
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
-			Store: quarantinedOut{Store: newBoundedStore(st, cfg.MaxFrame), q: quarantine}, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
+			Store: quarantinedOut{Store: threadStore(st, events, cfg.MaxFrame), q: quarantine},
+			Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
 			QueueBytes: cfg.WorkerQueueBytes, Logger: log, Cache: cfg.Cache, MemoryMax: cfg.WorkerMemoryMax,
 			OnNowaitError: func(id proto.Id, err error) {
 				if c := proto.CodeOf(err); fatalCode(c) {
@@ -165,6 +169,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		pc.QueueSize = cfg.WorkerQueue
 		pc.QueueBytes = cfg.WorkerQueueBytes
 		pc.MaxFrame = cfg.MaxFrame
+		pc.events = events
 		pp, err := startProcessPool(cfg.ProcessWorkers, cfg.MesophyllListen, pc, st, quarantine, log, fatal)
 		if err != nil {
 			return err

@@ -49,6 +49,9 @@ type WorkerStatus struct {
 	// QueuedBytes are the bytes of the nowait events held for the worker
 	// (bounded by --worker-queue-bytes).
 	QueuedBytes int64 `json:"queued_bytes"`
+	// Pending is the number of events in the durable queue (nowait,
+	// delayed, scheduled, due or not) of the tenants routed to the worker.
+	Pending int `json:"pending"`
 	// Cache is what the worker's tenant-VM cache holds and did (live VMs,
 	// cold starts, evictions); nil until a process worker's first
 	// heartbeat.

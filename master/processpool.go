@@ -35,7 +35,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 	pp := &processPool{workers: make([]*procWorker, n)}
 	pp.meso = mesophyll.NewServer(mesophyll.ServerOptions{
 		Workers:           n,
-		Backend:           storeBackend{st: newBoundedStore(st, cfg.MaxFrame), total: n, q: q},
+		Backend:           storeBackend{st: newBoundedStore(st, cfg.MaxFrame), events: newWorkerEvents(cfg.events, cfg.MaxFrame), total: n, q: q},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		MaxFrame:          cfg.MaxFrame,
 		Logger:            log,
@@ -94,8 +94,9 @@ func (pp *processPool) Kill(ctx context.Context) error {
 // storeBackend answers the workers' store requests from the master's
 // store, bounded (boundedStore) so that every answer fits in a frame.
 type storeBackend struct {
-	st    boundedStore
-	total int
+	st     boundedStore
+	events workerEvents
+	total  int
 	q     *Quarantine // quarantined tenants get no OnStartup
 }
 
@@ -133,6 +134,36 @@ func (b storeBackend) KvDelete(ctx context.Context, id proto.Id, key string) err
 
 func (b storeBackend) KvFind(ctx context.Context, id proto.Id, prefix string) ([]proto.KVItem, error) {
 	return b.st.KvFind(ctx, id, prefix)
+}
+
+// owned refuses a ctx.events call of worker workerID about a tenant it
+// does not own: a worker acts only for the tenants routed to it.
+func (b storeBackend) owned(workerID int, id proto.Id) error {
+	if id.WorkerID(b.total) != workerID {
+		return proto.Errorf(proto.CodeBadRequest, "tenant %s is not routed to worker %d", id, workerID)
+	}
+	return nil
+}
+
+func (b storeBackend) ScheduleEvent(ctx context.Context, workerID int, id proto.Id, at time.Time, ev proto.Event) (string, error) {
+	if err := b.owned(workerID, id); err != nil {
+		return "", err
+	}
+	return b.events.ScheduleEvent(ctx, id, at, ev)
+}
+
+func (b storeBackend) CancelEvent(ctx context.Context, workerID int, id proto.Id, eventID string) (bool, error) {
+	if err := b.owned(workerID, id); err != nil {
+		return false, err
+	}
+	return b.events.CancelEvent(ctx, id, eventID)
+}
+
+func (b storeBackend) ScheduledEvents(ctx context.Context, workerID int, id proto.Id) ([]proto.ScheduledEvent, error) {
+	if err := b.owned(workerID, id); err != nil {
+		return nil, err
+	}
+	return b.events.ScheduledEvents(ctx, id)
 }
 
 // RollingRestart replaces the workers one at a time, each drained and
