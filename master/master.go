@@ -144,7 +144,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case cfg.ThreadWorkers > 0:
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
-			Store: quarantinedOut{Store: threadStore(st, events, cfg.MaxFrame), q: quarantine},
+			Store:  quarantinedOut{Store: threadStore(st, events, cfg.MaxFrame), q: quarantine},
 			Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
 			QueueBytes: cfg.WorkerQueueBytes, Logger: log, Cache: cfg.Cache, MemoryMax: cfg.WorkerMemoryMax,
 			OnNowaitError: func(id proto.Id, err error) {

@@ -97,7 +97,7 @@ type storeBackend struct {
 	st     boundedStore
 	events workerEvents
 	total  int
-	q     *Quarantine // quarantined tenants get no OnStartup
+	q      *Quarantine // quarantined tenants get no OnStartup
 }
 
 func (b storeBackend) Templates(ctx context.Context, id proto.Id) ([]proto.Template, error) {
