@@ -175,7 +175,7 @@ func (p *Postgres) PendingEvents(ctx context.Context, tenant proto.Id, scheduled
 func (p *Postgres) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
 	var out []TenantBacklog
 	err := p.read(ctx, "event backlog", func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, `SELECT tenant_type, tenant_id, COUNT(*), MIN(deliver_at) FROM events GROUP BY tenant_type, tenant_id`)
+		rows, err := c.Query(ctx, `SELECT tenant_type, tenant_id, COUNT(*), MIN(deliver_at), SUM(octet_length(event))::bigint FROM events GROUP BY tenant_type, tenant_id`)
 		if err != nil {
 			return err
 		}
@@ -187,7 +187,7 @@ func (p *Postgres) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
 				id   int64
 				b    TenantBacklog
 			)
-			if err := rows.Scan(&kind, &id, &b.Count, &b.FirstDue); err != nil {
+			if err := rows.Scan(&kind, &id, &b.Count, &b.FirstDue, &b.Bytes); err != nil {
 				return err
 			}
 			if b.Tenant, err = tenantFromDB(kind, id); err != nil {

@@ -177,7 +177,7 @@ func (s *SQLite) PendingEvents(ctx context.Context, tenant proto.Id, scheduledOn
 
 // EventBacklog returns every tenant with pending events.
 func (s *SQLite) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT tenant_type, tenant_id, COUNT(*), MIN(deliver_at) FROM events GROUP BY tenant_type, tenant_id`)
+	rows, err := s.r.QueryContext(ctx, `SELECT tenant_type, tenant_id, COUNT(*), MIN(deliver_at), SUM(LENGTH(event)) FROM events GROUP BY tenant_type, tenant_id`)
 	if err != nil {
 		return nil, s.fail("event backlog", err)
 	}
@@ -189,7 +189,7 @@ func (s *SQLite) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
 			id, due int64
 			b       TenantBacklog
 		)
-		if err := rows.Scan(&kind, &id, &b.Count, &due); err != nil {
+		if err := rows.Scan(&kind, &id, &b.Count, &due, &b.Bytes); err != nil {
 			return nil, s.fail("event backlog", err)
 		}
 		if b.Tenant, err = tenantFromDB(kind, id); err != nil {
