@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/queue"
 	"github.com/templateworker/templateworker/store"
 	"github.com/templateworker/templateworker/worker"
 )
@@ -34,6 +35,9 @@ var templateName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
 type API struct {
 	Store   store.Store
 	Workers *Pool
+	// Queue is the durable event queue of nowait events; nil: nowait
+	// events go to the workers' memory-only queues.
+	Queue *queue.Queue
 	// Quarantine refuses hostile tenants; nil disables it.
 	Quarantine *Quarantine
 	// Metrics records calls; nil disables it.
@@ -351,14 +355,30 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.RawQuery != "" {
 		wait = r.URL.Query().Get("wait")
 	}
+	ev.ID = "" // only the queue names events
 	switch wait {
 	case "false", "0":
-		err := a.calls().DispatchEventNoWait(id, ev)
+		if a.Queue == nil {
+			err := a.calls().DispatchEventNoWait(id, ev)
+			a.Metrics.observe(time.Now(), false, err)
+			if err != nil {
+				return err
+			}
+			writeJSON(w, http.StatusAccepted, map[string]bool{"accepted": true})
+			return nil
+		}
+		if a.Quarantine != nil {
+			if err := a.Quarantine.Check(id); err != nil {
+				a.Metrics.observe(time.Now(), false, err)
+				return err
+			}
+		}
+		eid, err := a.Queue.Accept(r.Context(), id, ev, time.Time{})
 		a.Metrics.observe(time.Now(), false, err)
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusAccepted, map[string]bool{"accepted": true})
+		writeAccepted(w, eid)
 		return nil
 	case "", "true", "1":
 	default:
@@ -374,6 +394,18 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeResult(w, v)
 	return nil
+}
+
+// writeAccepted answers 202 {"accepted":true,"id":"N"}: the event is
+// committed to the queue under id N (the event.id its template sees).
+func writeAccepted(w http.ResponseWriter, id string) {
+	b := make([]byte, 0, 48)
+	b = append(b, `{"accepted":true,"id":"`...)
+	b = append(b, id...)
+	b = append(b, "\"}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write(b)
 }
 
 // writeResult answers 200 {"result":v}, as writeJSON would, without

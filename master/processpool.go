@@ -70,8 +70,11 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 		w.failed = func(id proto.Id, code string) { q.Strike(id, code+" (nowait event)") }
 	}
 	q.OnQuarantine = func(id proto.Id) {
+		// Its queued events wait in the durable queue until the
+		// quarantine ends; only events held in the worker's own memory
+		// queue (none when the master has its queue) are dropped.
 		dropped := pp.workers[id.WorkerID(n)].dropNowait(id)
-		log.Warn().Str("tenant", id.String()).Int("dropped_nowait", dropped).Msg("tenant quarantined")
+		log.Warn().Str("tenant", id.String()).Int("dropped_nowait", dropped).Msg("tenant quarantined; its queued events wait for the quarantine to end")
 	}
 	list := make([]WorkerLike, n)
 	for i, w := range pp.workers {

@@ -168,7 +168,7 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 				lastDone = w
 			}
 			q.delivered.Add(1)
-			q.forget(id, t, recs, r.Seq)
+			q.forget(id, t, recs, r)
 		case Wait:
 			q.mu.Lock()
 			delete(t.delivering, r.Seq)
@@ -215,7 +215,7 @@ func (q *Queue) fail(id proto.Id, t *tenantState, r store.EventRecord, err error
 		q.deadLettered.Add(1)
 		q.log.Warn().Str("tenant", id.String()).Str("event", strconv.FormatInt(r.Seq, 10)).Int("attempts", attempts).
 			Str("code", pe.Code).Msg("event dead-lettered after its last attempt")
-		q.forget(id, t, nil, r.Seq)
+		q.forget(id, t, nil, r)
 		return true
 	}
 	backoff := q.backoff(attempts)
@@ -233,16 +233,20 @@ func (q *Queue) fail(id proto.Id, t *tenantState, r store.EventRecord, err error
 	return false
 }
 
-// forget counts event seq of id as gone from the queue.
-func (q *Queue) forget(id proto.Id, t *tenantState, page []store.EventRecord, seq int64) {
+// forget counts event gone of id as gone from the queue.
+func (q *Queue) forget(id proto.Id, t *tenantState, page []store.EventRecord, gone store.EventRecord) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if t.count > 0 {
 		t.count--
 		q.total--
 	}
+	t.bytes = max(t.bytes-eventBytes(gone.Event), 0)
+	if t.count == 0 {
+		t.bytes = 0
+	}
 	for i, r := range page {
-		if r.Seq == seq && i+1 < len(page) {
+		if r.Seq == gone.Seq && i+1 < len(page) {
 			t.oldest = page[i+1].DeliverAt
 		}
 	}

@@ -103,6 +103,11 @@ type Config struct {
 	// BacklogTenant and BacklogMax bound the pending events of one tenant
 	// and of all (--event-backlog-tenant, --event-backlog-max).
 	BacklogTenant, BacklogMax int
+	// BacklogTenantBytes bounds the bytes of one tenant's pending events
+	// (name, author and data; 0: no bound). BacklogBytesFlag names it in
+	// errors.
+	BacklogTenantBytes int64
+	BacklogBytesFlag   string
 	// Concurrency bounds the deliveries in flight at once.
 	Concurrency int
 	// CallTimeout bounds one delivery.
@@ -212,6 +217,7 @@ func (q *Queue) load(ctx context.Context) error {
 		}
 		t := q.tenantLocked(b.Tenant)
 		t.count = b.Count
+		t.bytes = b.Bytes
 		t.oldest = b.FirstDue
 		q.total += b.Count
 		n += b.Count
@@ -284,7 +290,8 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 		return "", proto.Errorf(proto.CodeBadRequest, "deliver_at is more than %s ahead", MaxDelay)
 	}
 	ev.ID = ""
-	if err := q.reserveSlot(tenant); err != nil {
+	size := eventBytes(ev)
+	if err := q.reserveSlot(tenant, size); err != nil {
 		return "", err
 	}
 	w := &write{add: &store.EventRecord{Tenant: tenant, Event: ev, AcceptedAt: now, DeliverAt: deliverAt, Scheduled: scheduled}}
@@ -293,6 +300,7 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 	q.reserve--
 	t := q.tenantLocked(tenant)
 	t.reserved--
+	t.reservedBytes -= size
 	if err != nil {
 		q.dropIfIdleLocked(tenant, t)
 		q.mu.Unlock()
@@ -302,6 +310,7 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 		t.oldest = deliverAt
 	}
 	t.count++
+	t.bytes += size
 	q.total++
 	q.wakeAtLocked(tenant, t, deliverAt, now)
 	q.mu.Unlock()
@@ -309,13 +318,19 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 }
 
 // reserveSlot counts an Accept in flight against the bounds.
-func (q *Queue) reserveSlot(tenant proto.Id) error {
+func (q *Queue) reserveSlot(tenant proto.Id, size int64) error {
 	if q.closed.Load() {
 		return proto.Errorf(proto.CodeShuttingDown, "the master is shutting down")
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	t := q.tenantLocked(tenant)
+	if n := q.cfg.BacklogTenantBytes; n > 0 && t.bytes+t.reservedBytes+size > n {
+		q.dropIfIdleLocked(tenant, t)
+		return &proto.Error{Code: proto.CodeBacklogFull, RetryAfter: 1,
+			Message: "tenant " + tenant.String() + " has " + strconv.FormatInt(t.bytes+t.reservedBytes, 10) + " bytes of pending events, the most one tenant may have is " +
+				strconv.FormatInt(n, 10) + " (" + q.cfg.BacklogBytesFlag + ")"}
+	}
 	if t.count+t.reserved >= q.cfg.BacklogTenant {
 		q.dropIfIdleLocked(tenant, t)
 		return &proto.Error{Code: proto.CodeBacklogFull, RetryAfter: 1,
@@ -327,8 +342,18 @@ func (q *Queue) reserveSlot(tenant proto.Id) error {
 			Message: "the master has " + strconv.Itoa(q.total+q.reserve) + " pending events, the most --event-backlog-max allows"}
 	}
 	t.reserved++
+	t.reservedBytes += size
 	q.reserve++
 	return nil
+}
+
+// eventBytes is what an event counts against BacklogTenantBytes.
+func eventBytes(ev proto.Event) int64 {
+	n := int64(len(ev.Name) + len(ev.Data) + 32)
+	if ev.Author != nil {
+		n += int64(len(*ev.Author))
+	}
+	return n
 }
 
 // Cancel deletes the tenant's pending event id, reporting whether there was
@@ -346,6 +371,9 @@ func (q *Queue) Cancel(ctx context.Context, tenant proto.Id, id string) (bool, e
 	if t := q.tenants[tenant]; t != nil && t.count > 0 {
 		t.count--
 		q.total--
+		if t.count == 0 {
+			t.bytes = 0
+		}
 		q.dropIfIdleLocked(tenant, t)
 	}
 	q.mu.Unlock()
@@ -398,6 +426,7 @@ func (q *Queue) RetryDeadLetter(ctx context.Context, id string) (Event, error) {
 		t.oldest = rec.DeliverAt
 	}
 	t.count++
+	t.bytes += eventBytes(rec.Event)
 	q.total++
 	q.wakeAtLocked(rec.Tenant, t, rec.DeliverAt, now)
 	q.mu.Unlock()

@@ -10,13 +10,16 @@ import (
 // tenantState is what the queue keeps in memory of one tenant with pending
 // events: counts and scheduling flags, never payloads.
 type tenantState struct {
-	count    int       // pending events in the store
-	reserved int       // Accepts of it in flight
-	oldest   time.Time // when its longest-waiting pending event became due (approximate)
-	queued   bool      // in the ready list
-	running  bool      // a deliverer serves it
-	again    bool      // made ready while running: serve again
-	wakeAt   time.Time // a timer wake is pending (zero: none)
+	count    int // pending events in the store
+	reserved int // Accepts of it in flight
+	// bytes and reservedBytes are count and reserved in eventBytes
+	// (approximate after a restart: the store counts encoded events).
+	bytes, reservedBytes int64
+	oldest               time.Time // when its longest-waiting pending event became due (approximate)
+	queued               bool      // in the ready list
+	running              bool      // a deliverer serves it
+	again                bool      // made ready while running: serve again
+	wakeAt               time.Time // a timer wake is pending (zero: none)
 
 	// delivering holds the seqs dispatched by the current serve whose
 	// deletion is not committed yet; cancelled the seqs Cancel deleted

@@ -65,6 +65,8 @@ type TenantBacklog struct {
 	Count int
 	// FirstDue is the earliest DeliverAt of them.
 	FirstDue time.Time
+	// Bytes is the size of their stored JSON.
+	Bytes int64
 }
 
 // EventStore is the durable event queue's part of the store. Events are
