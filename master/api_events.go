@@ -67,7 +67,7 @@ func (a *API) delivery(r *http.Request) (proto.Event, time.Time, error) {
 		ev, at = b.Event, b.DeliverAt
 	}
 	var delay string
-	if r.URL.RawQuery != "" {
+	if strings.Contains(r.URL.RawQuery, "delay") { // parsed only when there may be one
 		delay = r.URL.Query().Get("delay")
 	}
 	if delay == "" && at == nil {

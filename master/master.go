@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	}
 	// The queue is opened once the workers run; their ctx.events calls
 	// wait for it (store_unavailable before).
-	events := &lateQueue{}
+	workerQueue := &lateQueue{}
 	var (
 		pool     *Pool
 		kill     func(context.Context) error
@@ -149,7 +149,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case cfg.ThreadWorkers > 0:
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
-			Store:  quarantinedOut{Store: threadStore(st, events, cfg.MaxFrame), q: quarantine},
+			Store:  quarantinedOut{Store: threadStore(st, workerQueue, cfg.MaxFrame), q: quarantine},
 			Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
 			QueueBytes: cfg.WorkerQueueBytes, Logger: log, Cache: cfg.Cache, MemoryMax: cfg.WorkerMemoryMax,
 			OnNowaitError: func(id proto.Id, err error) {
@@ -174,7 +174,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		pc.QueueSize = cfg.WorkerQueue
 		pc.QueueBytes = cfg.WorkerQueueBytes
 		pc.MaxFrame = cfg.MaxFrame
-		pc.events = events
+		pc.events = workerQueue
 		pp, err := startProcessPool(cfg.ProcessWorkers, cfg.MesophyllListen, pc, st, quarantine, log, fatal)
 		if err != nil {
 			return err
@@ -191,6 +191,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		_ = kill(context.Background())
 		return err
 	}
+	workerQueue.Set(events)
 	stopQueue := func(ctx context.Context) {
 		if err := events.Close(ctx); err != nil {
 			log.Warn().Err(err).Msg("event queue: stopped before its deliveries in flight ended (their events stay queued)")
@@ -206,7 +207,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}
 	}(kill)
 	api := &API{
-		Store: st, Workers: pool, Token: token, Log: log, Queue: events,
+		Store: st, Workers: pool, Token: token, Log: log, Queue: events, Events: events,
 		Quarantine:     quarantine,
 		Metrics:        NewMetrics(topology, pool, quarantine),
 		CallTimeout:    cfg.Limits.Timeout + cfg.DispatchTimeout,
