@@ -320,7 +320,7 @@ func kvCommand() *cli.Command {
 func workersCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "workers",
-		Usage: "show the workers: state, pid, uptime, restarts, failures, in-flight and queued calls",
+		Usage: "show the workers: state, pid, uptime, restarts, failures, in-flight and queued calls, pending queued events",
 		Flags: clientFlags(
 			&cli.BoolFlag{Name: "json", Usage: "print the raw JSON"},
 			&cli.BoolFlag{Name: "watch", Usage: "redraw the table every second until interrupted"}),
@@ -373,7 +373,7 @@ func printWorkers(w io.Writer, raw []byte) error {
 		return fmt.Errorf("decode workers: %w", err)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tPID\tUPTIME\tRESTARTS\tFAILURES\tINFLIGHT\tQUEUED\tTENANTS\tEVICTED\tCOLD\tHEAP\tRSS\tLAST EXIT")
+	fmt.Fprintln(tw, "ID\tSTATE\tPID\tUPTIME\tRESTARTS\tFAILURES\tINFLIGHT\tQUEUED\tPENDING\tTENANTS\tEVICTED\tCOLD\tHEAP\tRSS\tLAST EXIT")
 	for _, s := range out.Workers {
 		pid := "-"
 		if s.PID != 0 {
@@ -384,9 +384,9 @@ func printWorkers(w io.Writer, raw []byte) error {
 			evicted = strconv.FormatInt(cs.EvictionsLRU+cs.EvictionsIdle+cs.EvictionsMemory, 10)
 			cold = strconv.FormatInt(cs.ColdStarts, 10)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, pid,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, pid,
 			(time.Duration(s.UptimeSeconds) * time.Second).String(), s.Restarts, s.ConsecutiveFailures,
-			s.InFlight, s.Queued, s.Tenants, evicted, cold, mib(s.HeapBytes), mib(s.RSSBytes), s.LastExit)
+			s.InFlight, s.Queued, s.Pending, s.Tenants, evicted, cold, mib(s.HeapBytes), mib(s.RSSBytes), s.LastExit)
 	}
 	return tw.Flush()
 }

@@ -52,6 +52,7 @@ func newApp() *cli.App {
 			workersCommand(),
 			restartWorkersCommand(),
 			quarantineCommand(),
+			deadLettersCommand(),
 			migrateCommand(),
 			clusterCommand(),
 			drillCommand(),
