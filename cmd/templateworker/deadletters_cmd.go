@@ -98,8 +98,9 @@ func optionalTenant(c *cli.Context) (*proto.Id, error) {
 }
 
 // eachDeadLetter applies do to the dead letters the arguments select (IDs,
-// --tenant or --all, exactly one of them), printing a line for each, and
-// fails when any failed.
+// --tenant or --all, exactly one of them), printing a line for each on
+// stdout, and fails (one line on stderr) when any failed: the others are
+// still done.
 func eachDeadLetter(ctx context.Context, c *cli.Context, api *client.Client, done string, do func(ctx context.Context, id string) (string, error)) error {
 	ids := c.Args().Slice()
 	tenant, err := optionalTenant(c)
@@ -134,10 +135,13 @@ func eachDeadLetter(ctx context.Context, c *cli.Context, api *client.Client, don
 	var last error
 	for _, id := range ids {
 		what, err := do(ctx, id)
+		if err != nil && len(ids) == 1 {
+			return err
+		}
 		if err != nil {
 			failed++
 			last = err
-			fmt.Fprintf(os.Stderr, "templateworker: dead letter %s: %s\n", id, errorLine(err))
+			fmt.Printf("dead letter %s not %s: %s\n", id, done, errorLine(err))
 			continue
 		}
 		if what != "" {
@@ -150,9 +154,6 @@ func eachDeadLetter(ctx context.Context, c *cli.Context, api *client.Client, don
 		fmt.Printf("more than %d dead letters: run the command again for the rest\n", deadLetterPage)
 	}
 	if failed > 0 {
-		if len(ids) == 1 {
-			return last
-		}
 		return fmt.Errorf("%d of %d dead letters not %s (last: %s)", failed, len(ids), done, errorLine(last))
 	}
 	return nil
