@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -155,5 +156,51 @@ func TestEventsChargedToTheCall(t *testing.T) {
 		for i = 1, 10000 do ctx.events.cancel("1") end`, ev("x", ""))
 	if proto.CodeOf(err) != proto.CodeCPULimit {
 		t.Fatalf("got %v, want cpu_limit", err)
+	}
+}
+
+// TestReadmeReminderTemplate runs the README's reminder template as
+// written there: set a reminder, list it, let it fire (twice, as a
+// redelivery would), cancel another.
+func TestReadmeReminderTemplate(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "A reminder template:")
+	if !ok {
+		t.Fatal("README has no reminder template")
+	}
+	_, rest, _ = strings.Cut(rest, "```lua\n")
+	code, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("README's reminder template is not closed")
+	}
+	s := newMemStore()
+	s.put(g1, "remind", code, "Remind", "Reminder", "Reminders")
+	m := newTestManager(t, s)
+	ctx := context.Background()
+	v, err := m.Dispatch(ctx, g1, ev("Remind", `{"who":"42","text":"tea","in":600}`))
+	if err != nil || string(v) != `{"remind":{"id":"1"}}` {
+		t.Fatalf("Remind: %s, %v", v, err)
+	}
+	v, err = m.Dispatch(ctx, g1, ev("Reminders", `null`))
+	if err != nil || !strings.HasPrefix(string(v), `{"remind":[{"at":"20`) || !strings.Contains(string(v), `"id":"1","text":"tea"}]}`) {
+		t.Fatalf("Reminders: %s, %v", v, err)
+	}
+	fire := s.events[g1][0].Event
+	fire.ID = "1"
+	for i, want := range []string{`{"remind":{"notify":"42","text":"tea"}}`, `{"remind":"duplicate"}`} {
+		if v, err := m.Dispatch(ctx, g1, fire); err != nil || string(v) != want {
+			t.Fatalf("Reminder delivery %d: %s, %v; want %s", i, v, err, want)
+		}
+	}
+	v, err = m.Dispatch(ctx, g1, ev("Reminders", `{"cancel":"1"}`))
+	if err != nil || string(v) != `{"remind":{"cancelled":true}}` {
+		t.Fatalf("cancel: %s, %v", v, err)
+	}
+	v, err = m.Dispatch(ctx, g1, ev("Reminders", `null`))
+	if err != nil || string(v) != `{"remind":[]}` {
+		t.Fatalf("empty list: %s, %v", v, err)
 	}
 }
