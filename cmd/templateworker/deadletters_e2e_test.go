@@ -123,3 +123,82 @@ func TestDeadLettersThroughCLIAndHTTP(t *testing.T) {
 		t.Fatalf("workers: %d %s %s", code, out, errOut)
 	}
 }
+
+// TestReadyzStaysUpWhileBacklogDrains: a tenant's backlog held behind a
+// failing event shows as pending in /v1/workers and the workers table,
+// /readyz stays 200 before and while it drains, and it drains to zero once
+// the template is fixed.
+func TestReadyzStaysUpWhileBacklogDrains(t *testing.T) {
+	m := startMaster(t, "", "--process-workers", "2", "--event-retry-backoff", "200ms", "--event-retry-backoff-max", "200ms",
+		"--event-max-attempts", "1000", "--lua-max-instructions", "200000", "--quarantine-after", "0")
+	g := proto.GuildID(1 << 22) // routed to worker 1 of 2
+	if out, errOut, code := m.cliStdin(poisonTemplate, "template", "put", "--tenant", g.String(), "--name", "poison", "--events", "Poison", "-"); code != 0 {
+		t.Fatalf("template put: %s %s", out, errOut)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n = 50
+	for i := 0; i < n; i++ {
+		if err := m.api.DispatchNoWait(ctx, g, proto.Event{Name: "Poison", Data: proto.Null}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ready := func() {
+		t.Helper()
+		resp, err := httpGet(m.addr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("/readyz answered %d with a backlog", resp.StatusCode)
+		}
+	}
+	pendingOf := func(worker int) int {
+		t.Helper()
+		raw, err := m.api.Workers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			Workers []struct {
+				ID      int `json:"id"`
+				Pending int `json:"pending"`
+			} `json:"workers"`
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range out.Workers {
+			if w.ID == worker {
+				return w.Pending
+			}
+		}
+		t.Fatalf("no worker %d in %s", worker, raw)
+		return 0
+	}
+	// The first event fails and is retried; the others wait behind it.
+	if p0, p1 := pendingOf(0), pendingOf(1); p0 != 0 || p1 != n {
+		t.Fatalf("pending by worker: 0 → %d, 1 → %d; want 0 and %d", p0, p1, n)
+	}
+	ready()
+	out, errOut, code := m.cli("workers")
+	if code != 0 || !strings.Contains(out, "PENDING") {
+		t.Fatalf("workers: %d %s %s", code, out, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || strings.Fields(lines[2])[8] != "50" {
+		t.Fatalf("workers table, want PENDING 50 for worker 1:\n%s", out)
+	}
+	if out, errOut, code := m.cliStdin(`local e, ctx = ... ctx.kv.set("fixed", true)`, "run", "--tenant", g.String(), "-"); code != 0 {
+		t.Fatalf("run: %s %s", out, errOut)
+	}
+	waitFor(t, time.Minute, func() bool {
+		ready()
+		return pendingOf(1) == 0
+	})
+	items, err := m.api.KV(ctx, g, "ran:")
+	if err != nil || len(items) != n {
+		t.Fatalf("%d events ran, want %d (%v)", len(items), n, err)
+	}
+}
