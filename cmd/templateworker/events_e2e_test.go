@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/templateworker/templateworker/internal/pgtest"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -50,7 +51,21 @@ ctx.kv.set("fired:" .. event.data.what, {id = event.id, no_author = event.author
 // the one cancelled never runs.
 func TestScheduledEventFiresOnceAcrossMasterKill(t *testing.T) {
 	dir := t.TempDir()
-	m := startMaster(t, dir, "--process-workers", "1")
+	scheduledAcrossKill(t, func() *runningMaster { return startMaster(t, dir, "--process-workers", "1") })
+}
+
+// TestPostgresScheduledEventFiresOnceAcrossMasterKill is the same on
+// PostgreSQL.
+func TestPostgresScheduledEventFiresOnceAcrossMasterKill(t *testing.T) {
+	base, _ := pgTestDatabase(t)
+	dsn, _, _ := pgtest.Schema(t, base)
+	scheduledAcrossKill(t, func() *runningMaster { return startPostgresMaster(t, dsn, "--process-workers", "1") })
+}
+
+// scheduledAcrossKill runs the scheduled-event test with masters that
+// start must start on the same store.
+func scheduledAcrossKill(t *testing.T, start func() *runningMaster) {
+	m := start()
 	g := proto.GuildID(1234567890123456789)
 	if out, errOut, code := m.cliStdin(reminderTemplate, "template", "put", "--tenant", g.String(), "--name", "remind", "--events", "Setup,Remind", "-"); code != 0 {
 		t.Fatalf("template put: %s %s", out, errOut)
@@ -93,7 +108,7 @@ func TestScheduledEventFiresOnceAcrossMasterKill(t *testing.T) {
 	killedAt := time.Now()
 	m.stop(syscall.SIGKILL)
 
-	m2 := startMaster(t, dir, "--process-workers", "1")
+	m2 := start()
 	waitFor(t, time.Minute, func() bool { return kvValue(t, m2, g, "fired:tea") != nil })
 	waitFor(t, time.Minute, func() bool {
 		p, err := m2.api.PendingEvents(ctx, g, false)
