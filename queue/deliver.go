@@ -237,12 +237,13 @@ func (q *Queue) fail(id proto.Id, t *tenantState, r store.EventRecord, err error
 func (q *Queue) forget(id proto.Id, t *tenantState, page []store.EventRecord, gone store.EventRecord) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if t.count > 0 {
-		t.count--
-		q.total--
-	}
-	t.bytes = max(t.bytes-eventBytes(gone.Event), 0)
-	if t.count == 0 {
+	// The count may go below zero for a moment: an event can be
+	// delivered between its commit and the count's increment by Accept
+	// (whose reservation keeps the state alive meanwhile).
+	t.count--
+	q.total--
+	t.bytes -= eventBytes(gone.Event)
+	if t.count <= 0 && t.reserved == 0 {
 		t.bytes = 0
 	}
 	for i, r := range page {

@@ -306,7 +306,7 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 		q.mu.Unlock()
 		return "", err
 	}
-	if t.count == 0 || deliverAt.Before(t.oldest) {
+	if t.count <= 0 || deliverAt.Before(t.oldest) {
 		t.oldest = deliverAt
 	}
 	t.count++
@@ -368,10 +368,10 @@ func (q *Queue) Cancel(ctx context.Context, tenant proto.Id, id string) (bool, e
 		return false, err
 	}
 	q.mu.Lock()
-	if t := q.tenants[tenant]; t != nil && t.count > 0 {
+	if t := q.tenants[tenant]; t != nil {
 		t.count--
 		q.total--
-		if t.count == 0 {
+		if t.count <= 0 && t.reserved == 0 {
 			t.bytes = 0
 		}
 		q.dropIfIdleLocked(tenant, t)
