@@ -49,6 +49,14 @@ func (c *Client) DispatchAt(ctx context.Context, id proto.Id, ev proto.Event, de
 	return out, err
 }
 
+// DispatchDelayed commits an event due delay from now by the master's
+// clock (POST …/events?wait=false&delay=) and returns its id.
+func (c *Client) DispatchDelayed(ctx context.Context, id proto.Id, ev proto.Event, delay time.Duration) (Accepted, error) {
+	var out Accepted
+	err := c.do(ctx, http.MethodPost, tenantPath(id)+"/events?wait=false&delay="+url.QueryEscape(delay.String()), ev, &out)
+	return out, err
+}
+
 // PendingEvents lists a tenant's pending events (immediate, delayed and
 // scheduled; only the scheduled ones with scheduledOnly) in delivery order.
 func (c *Client) PendingEvents(ctx context.Context, id proto.Id, scheduledOnly bool) ([]Event, error) {

@@ -237,7 +237,8 @@ func dispatchCommand() *cli.Command {
 		Name:  "dispatch",
 		Usage: "dispatch an event to a tenant and print the results as JSON",
 		Flags: clientFlags(append(eventFlags(true), tenantFlag(),
-			&cli.BoolFlag{Name: "nowait", Usage: "queue the event and return without waiting"})...),
+			&cli.BoolFlag{Name: "nowait", Usage: "queue the event and return without waiting"},
+			&cli.DurationFlag{Name: "delay", Usage: "queue the event to run this long from now, e.g. 30s or 2h (implies --nowait)"})...),
 		Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 			if err := required(c, "event"); err != nil {
 				return err
@@ -245,6 +246,13 @@ func dispatchCommand() *cli.Command {
 			ev, err := eventFromFlags(c, "")
 			if err != nil {
 				return err
+			}
+			if c.IsSet("delay") {
+				a, err := api.DispatchDelayed(ctx, id, ev, c.Duration("delay"))
+				if err != nil {
+					return err
+				}
+				return printJSON(a)
 			}
 			if c.Bool("nowait") {
 				if err := api.DispatchNoWait(ctx, id, ev); err != nil {

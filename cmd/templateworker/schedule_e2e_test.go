@@ -199,9 +199,28 @@ return {n = #ids, msg = msg}
 	if err != nil || len(p) != 3 || !p[0].Scheduled || string(p[2].Event.Data) != "3" {
 		t.Fatalf("pending %+v, %v", p, err)
 	}
+	// The CLI's --delay is refused the same way, in one line.
+	if out, errOut, code := m.cli("dispatch", "--tenant", g.String(), "--event", "Later", "--delay", "1m"); code != 1 ||
+		!strings.HasPrefix(errOut, "templateworker: backlog_full: ") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Fatalf("dispatch --delay past the bound: %d %q %q", code, out, errOut)
+	}
+	if out, errOut, code := m.cli("dispatch", "--tenant", g.String(), "--event", "Later", "--delay", "-1m"); code != 1 ||
+		!strings.Contains(errOut, "bad_request: delay \"-1m0s\" is negative") {
+		t.Fatalf("dispatch --delay -1m: %d %q %q", code, out, errOut)
+	}
 	// Another tenant is not affected by this one's full backlog.
 	other := proto.GuildID(42 << 22)
 	if a, err := m.api.DispatchAt(ctx, other, proto.Event{Name: "Later", Data: proto.Null}, time.Now().Add(time.Hour)); err != nil || a.ID == "" {
 		t.Fatalf("another tenant's delayed event: %+v, %v", a, err)
+	}
+	out, errOut, code = m.cli("dispatch", "--tenant", other.String(), "--event", "Later", "--delay", "90s")
+	var acc struct {
+		Accepted  bool      `json:"accepted"`
+		ID        string    `json:"id"`
+		DeliverAt time.Time `json:"deliver_at"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &acc) != nil || !acc.Accepted || acc.ID == "" ||
+		time.Until(acc.DeliverAt) < 30*time.Second || time.Until(acc.DeliverAt) > 90*time.Second {
+		t.Fatalf("dispatch --delay 90s: %d %s %s", code, out, errOut)
 	}
 }
