@@ -16,14 +16,25 @@ import (
 // EventQueue is what the API and the workers' ctx.events calls need of the
 // durable event queue (*queue.Queue); see package queue for the methods.
 type EventQueue interface {
+	// Accept commits ev for tenant, due at deliverAt (zero: now), and
+	// returns its id.
 	Accept(ctx context.Context, tenant proto.Id, ev proto.Event, deliverAt time.Time) (string, error)
+	// Schedule commits ev for tenant due at at, marked scheduled
+	// (ctx.events.schedule).
 	Schedule(ctx context.Context, tenant proto.Id, at time.Time, ev proto.Event) (string, error)
+	// Cancel deletes the tenant's pending event id; false if none.
 	Cancel(ctx context.Context, tenant proto.Id, id string) (bool, error)
+	// Pending lists the tenant's pending events in delivery order.
 	Pending(ctx context.Context, tenant proto.Id, scheduledOnly bool) ([]queue.Event, error)
+	// DeadLetters lists up to limit dead letters, of tenant if not nil.
 	DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]queue.Event, error)
+	// RetryDeadLetter moves dead letter id back into the queue.
 	RetryDeadLetter(ctx context.Context, id string) (queue.Event, error)
+	// DeleteDeadLetter deletes dead letter id (not_found if none).
 	DeleteDeadLetter(ctx context.Context, id string) error
+	// PendingCount is the tenant's pending events, from memory.
 	PendingCount(tenant proto.Id) int
+	// Stats are the queue's totals (pending by worker among them).
 	Stats() queue.Stats
 }
 

@@ -148,6 +148,7 @@ func (b storeBackend) owned(workerID int, id proto.Id) error {
 	return nil
 }
 
+// ScheduleEvent answers a worker's ctx.events.schedule for a tenant it owns.
 func (b storeBackend) ScheduleEvent(ctx context.Context, workerID int, id proto.Id, at time.Time, ev proto.Event) (string, error) {
 	if err := b.owned(workerID, id); err != nil {
 		return "", err
@@ -155,6 +156,7 @@ func (b storeBackend) ScheduleEvent(ctx context.Context, workerID int, id proto.
 	return b.events.ScheduleEvent(ctx, id, at, ev)
 }
 
+// CancelEvent answers a worker's ctx.events.cancel for a tenant it owns.
 func (b storeBackend) CancelEvent(ctx context.Context, workerID int, id proto.Id, eventID string) (bool, error) {
 	if err := b.owned(workerID, id); err != nil {
 		return false, err
@@ -162,6 +164,7 @@ func (b storeBackend) CancelEvent(ctx context.Context, workerID int, id proto.Id
 	return b.events.CancelEvent(ctx, id, eventID)
 }
 
+// ScheduledEvents answers a worker's ctx.events.list for a tenant it owns.
 func (b storeBackend) ScheduledEvents(ctx context.Context, workerID int, id proto.Id) ([]proto.ScheduledEvent, error) {
 	if err := b.owned(workerID, id); err != nil {
 		return nil, err
