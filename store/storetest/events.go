@@ -186,11 +186,16 @@ func testEventsSurviveReopen(t *testing.T, open Opener) {
 	for i := range many {
 		many[i] = fmt.Sprintf("E%03d", i)
 	}
-	addEvents(t, s, guild, time.Now(), many...)
+	seqs := addEvents(t, s, guild, time.Now(), many...)
 	s2, err := harness(t, s).Reopen(c, store.DefaultQuota)
 	must(t, err)
 	defer s2.Close()
 	due, _, err := s2.DueEvents(c, guild, time.Now(), 1000, true)
 	must(t, err)
 	equal(t, "events after reopen", eventNames(due), many)
+	for i, r := range due {
+		if r.Seq != seqs[i] {
+			t.Fatalf("event %s has seq %d, CommitEvents returned %d", r.Event.Name, r.Seq, seqs[i])
+		}
+	}
 }
