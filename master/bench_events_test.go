@@ -159,8 +159,8 @@ func BenchmarkHTTPNowait(b *testing.B) {
 	}
 	b.ReportMetric(rate, "req/s")
 	b.ReportMetric(healthRate, "healthz-req/s")
-	b.ReportMetric(pct(0.50), "p50-µs")
-	b.ReportMetric(pct(0.99), "p99-µs")
+	b.ReportMetric(pct(0.50), "p50-us")
+	b.ReportMetric(pct(0.99), "p99-us")
 	b.ReportMetric(float64(callers), "callers")
 }
 
