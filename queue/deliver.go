@@ -98,8 +98,11 @@ func (q *Queue) deliverer() {
 // first that must wait, and arranges the tenant's next serve.
 func (q *Queue) serve(id proto.Id, t *tenantState) {
 	now := time.Now()
+	q.mu.Lock()
+	wantNext, gen := t.delayed, t.delayedGen
+	q.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	recs, next, err := q.cfg.Store.DueEvents(ctx, id, now, pageSize)
+	recs, next, err := q.cfg.Store.DueEvents(ctx, id, now, pageSize, wantNext)
 	cancel()
 	if err != nil {
 		q.log.Warn().Err(err).Str("tenant", id.String()).Msg("event queue: cannot read the tenant's events; retrying")
@@ -108,6 +111,11 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 	}
 	q.mu.Lock()
 	clear(t.cancelled)
+	if wantNext && len(recs) < pageSize && next.IsZero() && gen == t.delayedGen {
+		// None is delayed any more; a delayed Accept from now on sets
+		// the flag again and arms its own wake.
+		t.delayed = false
+	}
 	switch {
 	case len(recs) > 0:
 		t.oldest = recs[0].DeliverAt

@@ -218,6 +218,7 @@ func (q *Queue) load(ctx context.Context) error {
 		t := q.tenantLocked(b.Tenant)
 		t.count = b.Count
 		t.bytes = b.Bytes
+		t.delayed = true
 		t.oldest = b.FirstDue
 		q.total += b.Count
 		n += b.Count
@@ -311,6 +312,10 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 	}
 	t.count++
 	t.bytes += size
+	if deliverAt.After(now) {
+		t.delayed = true
+		t.delayedGen++
+	}
 	q.total++
 	q.wakeAtLocked(tenant, t, deliverAt, now)
 	q.mu.Unlock()
@@ -427,6 +432,8 @@ func (q *Queue) RetryDeadLetter(ctx context.Context, id string) (Event, error) {
 	}
 	t.count++
 	t.bytes += eventBytes(rec.Event)
+	t.delayed = true
+	t.delayedGen++
 	q.total++
 	q.wakeAtLocked(rec.Tenant, t, rec.DeliverAt, now)
 	q.mu.Unlock()

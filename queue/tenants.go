@@ -20,6 +20,13 @@ type tenantState struct {
 	running              bool      // a deliverer serves it
 	again                bool      // made ready while running: serve again
 	wakeAt               time.Time // a timer wake is pending (zero: none)
+	// delayed: the tenant may have events not due yet, so a serve that
+	// finds fewer due than a page asks the store when the next one is.
+	// A delayed Accept sets it (and arms the timer itself).
+	delayed bool
+	// delayedGen counts the delayed Accepts, so that a serve clears
+	// delayed only if none came while it read the store.
+	delayedGen uint64
 
 	// delivering holds the seqs dispatched by the current serve whose
 	// deletion is not committed yet; cancelled the seqs Cancel deleted

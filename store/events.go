@@ -76,9 +76,10 @@ type EventStore interface {
 	// to each of b.Add, in order. On error nothing is written.
 	CommitEvents(ctx context.Context, b EventBatch) ([]int64, error)
 	// DueEvents returns up to limit of the tenant's events due at now
-	// (DeliverAt ≤ now) in Seq order, and, when fewer than limit are due,
-	// the earliest DeliverAt of its events not yet due (zero if none).
-	DueEvents(ctx context.Context, tenant proto.Id, now time.Time, limit int) ([]EventRecord, time.Time, error)
+	// (DeliverAt ≤ now) in Seq order, and, when wantNext and fewer than
+	// limit are due, the earliest DeliverAt of its events not yet due
+	// (zero if none).
+	DueEvents(ctx context.Context, tenant proto.Id, now time.Time, limit int, wantNext bool) ([]EventRecord, time.Time, error)
 	// PendingEvents lists up to limit of the tenant's events ordered by
 	// DeliverAt then Seq; scheduledOnly keeps the Scheduled ones.
 	PendingEvents(ctx context.Context, tenant proto.Id, scheduledOnly bool, limit int) ([]EventRecord, error)

@@ -114,7 +114,7 @@ func scanPgEvents(rows pgx.Rows) ([]EventRecord, error) {
 
 // DueEvents returns the tenant's due events in seq order and, when fewer
 // than limit are due, the earliest deliver_at of the others.
-func (p *Postgres) DueEvents(ctx context.Context, tenant proto.Id, now time.Time, limit int) ([]EventRecord, time.Time, error) {
+func (p *Postgres) DueEvents(ctx context.Context, tenant proto.Id, now time.Time, limit int, wantNext bool) ([]EventRecord, time.Time, error) {
 	kind, err := kindName(tenant.Kind)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -134,7 +134,7 @@ func (p *Postgres) DueEvents(ctx context.Context, tenant proto.Id, now time.Time
 			return err
 		}
 		next = nil
-		if len(out) >= limit {
+		if len(out) >= limit || !wantNext {
 			return nil
 		}
 		return c.QueryRow(ctx, `SELECT MIN(deliver_at) FROM events WHERE tenant_type = $1 AND tenant_id = $2 AND deliver_at > $3`,

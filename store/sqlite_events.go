@@ -3,15 +3,42 @@ package store
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/templateworker/templateworker/proto"
 )
 
 // Statements of the event queue's group commit, prepared on the writer.
+// Inserts and deletes of many rows go in multi-row statements of
+// eventChunks rows (a batch of n rows is split into n's binary digits), all
+// prepared when the store opens.
+var (
+	eventChunks   = []int{64, 32, 16, 8, 4, 2, 1}
+	qEventInserts = map[int]string{}
+	qEventDeletes = map[int]string{}
+)
+
+func init() {
+	for _, n := range eventChunks {
+		vals := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?),", n), ",")
+		qEventInserts[n] = `INSERT INTO events (tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled) VALUES ` + vals
+		qEventDeletes[n] = `DELETE FROM events WHERE seq IN (` + strings.TrimSuffix(strings.Repeat("?,", n), ",") + `)`
+		writerStmts = append(writerStmts, qEventInserts[n], qEventDeletes[n])
+	}
+}
+
+// chunk returns the largest of eventChunks that is at most n.
+func chunk(n int) int {
+	for _, c := range eventChunks {
+		if c <= n {
+			return c
+		}
+	}
+	return 1
+}
+
 const (
-	qEventInsert = `INSERT INTO events (tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled)
-		VALUES (?, ?, ?, ?, ?, ?)`
 	qEventFailed = `UPDATE events SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE seq = ?`
 	qEventDead   = `INSERT INTO dead_letters (seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, attempts, last_error, dead_at)
 		SELECT seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, ?, ?, ? FROM events WHERE seq = ?
@@ -49,21 +76,33 @@ func (s *SQLite) CommitEvents(ctx context.Context, b EventBatch) ([]int64, error
 	}
 	defer tx.Rollback()
 	seqs := make([]int64, len(b.Add))
-	if len(b.Add) > 0 {
-		st, err := s.txStmt(ctx, tx, qEventInsert)
+	args := make([]any, 0, 6*eventChunks[0])
+	for lo := 0; lo < len(b.Add); {
+		n := chunk(len(b.Add) - lo)
+		args = args[:0]
+		for i := lo; i < lo+n; i++ {
+			r := b.Add[i]
+			args = append(args, rows[i].kind, idToDB(r.Tenant.ID), rows[i].ev, r.AcceptedAt.UnixMicro(), r.DeliverAt.UnixMicro(), r.Scheduled)
+		}
+		st, err := s.txStmt(ctx, tx, qEventInserts[n])
 		if err != nil {
 			return nil, s.fail("add events", err)
 		}
-		for i, r := range b.Add {
-			res, err := st.ExecContext(ctx, rows[i].kind, idToDB(r.Tenant.ID), rows[i].ev,
-				r.AcceptedAt.UnixMicro(), r.DeliverAt.UnixMicro(), r.Scheduled)
-			if err != nil {
-				return nil, s.fail("add events", err)
-			}
-			if seqs[i], err = res.LastInsertId(); err != nil {
-				return nil, s.fail("add events", err)
-			}
+		res, err := st.ExecContext(ctx, args...)
+		if err != nil {
+			return nil, s.fail("add events", err)
 		}
+		last, err := res.LastInsertId()
+		if err != nil {
+			return nil, s.fail("add events", err)
+		}
+		// One statement on the only writer connection: its rows got
+		// consecutive seqs (AUTOINCREMENT takes the largest seq ever
+		// used plus one, row after row).
+		for i := 0; i < n; i++ {
+			seqs[lo+i] = last - int64(n-1-i)
+		}
+		lo += n
 	}
 	for _, f := range b.Failed {
 		if err := s.txExec(ctx, tx, qEventFailed, f.Attempts, encodeError(f.Err), micros(f.NextAttemptAt), f.Seq); err != nil {
@@ -79,10 +118,16 @@ func (s *SQLite) CommitEvents(ctx context.Context, b EventBatch) ([]int64, error
 			return nil, s.fail("dead-letter event", err)
 		}
 	}
-	for _, seq := range b.Done {
-		if err := s.txExec(ctx, tx, qEventDelete, seq); err != nil {
+	for lo := 0; lo < len(b.Done); {
+		n := chunk(len(b.Done) - lo)
+		args = args[:0]
+		for _, seq := range b.Done[lo : lo+n] {
+			args = append(args, seq)
+		}
+		if err := s.txExec(ctx, tx, qEventDeletes[n], args...); err != nil {
 			return nil, s.fail("delete delivered events", err)
 		}
+		lo += n
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, s.fail("commit events", err)
@@ -123,7 +168,7 @@ func scanEvents(rows *sql.Rows, dead bool) ([]EventRecord, error) {
 
 // DueEvents returns the tenant's due events in seq order and, when fewer
 // than limit are due, the earliest deliver_at of the others.
-func (s *SQLite) DueEvents(ctx context.Context, tenant proto.Id, now time.Time, limit int) ([]EventRecord, time.Time, error) {
+func (s *SQLite) DueEvents(ctx context.Context, tenant proto.Id, now time.Time, limit int, wantNext bool) ([]EventRecord, time.Time, error) {
 	kind, err := kindName(tenant.Kind)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -142,7 +187,7 @@ func (s *SQLite) DueEvents(ctx context.Context, tenant proto.Id, now time.Time, 
 	if err != nil {
 		return nil, time.Time{}, s.fail("due events", err)
 	}
-	if len(out) >= limit {
+	if len(out) >= limit || !wantNext {
 		return out, time.Time{}, nil
 	}
 	var next sql.NullInt64

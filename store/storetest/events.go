@@ -56,7 +56,7 @@ func testEventsCommitAndDue(t *testing.T, open Opener) {
 	addEvents(t, s, guild, later, "Later")
 	addEvents(t, s, user, now.Add(-time.Second), "U1") // same snowflake, other kind
 
-	due, next, err := s.DueEvents(c, guild, now, 10)
+	due, next, err := s.DueEvents(c, guild, now, 10, true)
 	must(t, err)
 	equal(t, "due events", eventNames(due), []string{"A1", "A2", "A3"})
 	if !next.Equal(later) {
@@ -68,7 +68,7 @@ func testEventsCommitAndDue(t *testing.T, open Opener) {
 		t.Fatalf("first due event = %+v", r)
 	}
 	// A full page reports no next.
-	if due, next, err := s.DueEvents(c, guild, now, 2); err != nil || len(due) != 2 || !next.IsZero() {
+	if due, next, err := s.DueEvents(c, guild, now, 2, true); err != nil || len(due) != 2 || !next.IsZero() {
 		t.Fatalf("DueEvents limit 2 = %d, %v, %v", len(due), next, err)
 	}
 	pend, err := s.PendingEvents(c, guild, false, 100)
@@ -96,7 +96,7 @@ func testEventsCommitAndDue(t *testing.T, open Opener) {
 	// Done deletes; a missing seq is no error.
 	_, err = s.CommitEvents(c, store.EventBatch{Done: []int64{a[0], a[1], 999999999}})
 	must(t, err)
-	due, _, err = s.DueEvents(c, guild, now, 10)
+	due, _, err = s.DueEvents(c, guild, now, 10, true)
 	must(t, err)
 	equal(t, "due after done", eventNames(due), []string{"A3"})
 
@@ -121,7 +121,7 @@ func testEventsFailDeadRevive(t *testing.T, open Opener) {
 	_, err := s.CommitEvents(c, store.EventBatch{Failed: []store.EventFailure{{Seq: seqs[0], Attempts: 1, NextAttemptAt: retryAt,
 		Err: &proto.Error{Code: proto.CodeCPULimit, Message: "too many instructions"}}}})
 	must(t, err)
-	due, _, err := s.DueEvents(c, guild, now.Add(time.Second), 10)
+	due, _, err := s.DueEvents(c, guild, now.Add(time.Second), 10, true)
 	must(t, err)
 	if len(due) != 2 || due[0].Attempts != 1 || due[0].LastError == nil || due[0].LastError.Code != proto.CodeCPULimit ||
 		!due[0].NextAttemptAt.Equal(retryAt) || due[1].Attempts != 0 || !due[1].NextAttemptAt.IsZero() {
@@ -131,7 +131,7 @@ func testEventsFailDeadRevive(t *testing.T, open Opener) {
 	_, err = s.CommitEvents(c, store.EventBatch{Dead: []store.EventFailure{{Seq: seqs[0], Attempts: 5,
 		Err: &proto.Error{Code: proto.CodeWorkerUnavailable, Message: "worker died"}}}, Done: []int64{seqs[1]}})
 	must(t, err)
-	if due, _, err := s.DueEvents(c, guild, now.Add(time.Second), 10); err != nil || len(due) != 0 {
+	if due, _, err := s.DueEvents(c, guild, now.Add(time.Second), 10, true); err != nil || len(due) != 0 {
 		t.Fatalf("events after dead-lettering = %+v, %v", due, err)
 	}
 	dl, err := s.DeadLetters(c, nil, 10)
@@ -152,7 +152,7 @@ func testEventsFailDeadRevive(t *testing.T, open Opener) {
 	if r.Seq != seqs[0] || r.Attempts != 0 || r.LastError != nil || r.Event.Name != "P" {
 		t.Fatalf("revived = %+v", r)
 	}
-	due, _, err = s.DueEvents(c, guild, now.Add(time.Second), 10)
+	due, _, err = s.DueEvents(c, guild, now.Add(time.Second), 10, true)
 	must(t, err)
 	if len(due) != 1 || due[0].Seq != seqs[0] || due[0].Attempts != 0 || due[0].LastError != nil {
 		t.Fatalf("after revive: %+v", due)
@@ -186,11 +186,16 @@ func testEventsSurviveReopen(t *testing.T, open Opener) {
 	for i := range many {
 		many[i] = fmt.Sprintf("E%03d", i)
 	}
-	addEvents(t, s, guild, time.Now(), many...)
+	seqs := addEvents(t, s, guild, time.Now(), many...)
 	s2, err := harness(t, s).Reopen(c, store.DefaultQuota)
 	must(t, err)
 	defer s2.Close()
-	due, _, err := s2.DueEvents(c, guild, time.Now(), 1000)
+	due, _, err := s2.DueEvents(c, guild, time.Now(), 1000, true)
 	must(t, err)
 	equal(t, "events after reopen", eventNames(due), many)
+	for i, r := range due {
+		if r.Seq != seqs[i] {
+			t.Fatalf("event %s has seq %d, CommitEvents returned %d", r.Event.Name, r.Seq, seqs[i])
+		}
+	}
 }
