@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/queue"
 	"github.com/templateworker/templateworker/store"
 	"github.com/templateworker/templateworker/worker"
 )
@@ -34,6 +35,9 @@ var templateName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
 type API struct {
 	Store   store.Store
 	Workers *Pool
+	// Queue is the durable event queue of nowait events; nil: nowait
+	// events go to the workers' memory-only queues.
+	Queue *queue.Queue
 	// Quarantine refuses hostile tenants; nil disables it.
 	Quarantine *Quarantine
 	// Metrics records calls; nil disables it.
@@ -55,6 +59,9 @@ type API struct {
 	// when 0): a tenant's template set must fit in one frame, in both
 	// topologies.
 	MaxFrame int64
+	// Events is the durable event queue (delayed events, dead letters,
+	// pending lists); nil answers those routes with store_unavailable.
+	Events EventQueue
 
 	guardOnce sync.Once
 	guarded   WorkerLike // Workers behind Quarantine, made once
@@ -77,6 +84,10 @@ func (a *API) Handler() http.Handler {
 	v1("POST /v1/workers/restart", a.restartWorkers)
 	v1("GET /v1/quarantine", a.listQuarantine)
 	v1("DELETE /v1/tenants/{kind}/{tid}/quarantine", a.liftQuarantine)
+	v1("GET /v1/events/pending", a.listPending)
+	v1("GET /v1/dead-letters", a.listDeadLetters)
+	v1("POST /v1/dead-letters/{id}/retry", a.retryDeadLetter)
+	v1("DELETE /v1/dead-letters/{id}", a.deleteDeadLetter)
 	a.HealthRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := allowedMethods(mux, r); len(allow) > 0 {
@@ -330,25 +341,44 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ev, err := decodeEvent(r)
+	ev, deliverAt, err := a.delivery(r)
 	if err != nil {
 		return err
 	}
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "bad event: %v", err)
 	}
+	if !deliverAt.IsZero() {
+		return a.acceptDelayed(w, r, id, ev, deliverAt)
+	}
 	wait := ""
 	if r.URL.RawQuery != "" {
 		wait = r.URL.Query().Get("wait")
 	}
+	ev.ID = "" // only the queue names events
 	switch wait {
 	case "false", "0":
-		err := a.calls().DispatchEventNoWait(id, ev)
+		if a.Queue == nil {
+			err := a.calls().DispatchEventNoWait(id, ev)
+			a.Metrics.observe(time.Now(), false, err)
+			if err != nil {
+				return err
+			}
+			writeJSON(w, http.StatusAccepted, map[string]bool{"accepted": true})
+			return nil
+		}
+		if a.Quarantine != nil {
+			if err := a.Quarantine.Check(id); err != nil {
+				a.Metrics.observe(time.Now(), false, err)
+				return err
+			}
+		}
+		eid, err := a.Queue.Accept(r.Context(), id, ev, time.Time{})
 		a.Metrics.observe(time.Now(), false, err)
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusAccepted, map[string]bool{"accepted": true})
+		writeAccepted(w, eid)
 		return nil
 	case "", "true", "1":
 	default:
@@ -364,6 +394,18 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeResult(w, v)
 	return nil
+}
+
+// writeAccepted answers 202 {"accepted":true,"id":"N"}: the event is
+// committed to the queue under id N (the event.id its template sees).
+func writeAccepted(w http.ResponseWriter, id string) {
+	b := make([]byte, 0, 48)
+	b = append(b, `{"accepted":true,"id":"`...)
+	b = append(b, id...)
+	b = append(b, "\"}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write(b)
 }
 
 // writeResult answers 200 {"result":v}, as writeJSON would, without
@@ -455,7 +497,7 @@ func (a *API) listKV(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) listWorkers(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]any{"workers": a.Workers.Status()})
+	writeJSON(w, http.StatusOK, map[string]any{"workers": a.workerStatus()})
 	return nil
 }
 

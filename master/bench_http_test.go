@@ -126,7 +126,7 @@ func BenchmarkHTTPDispatch(b *testing.B) {
 		start func(b *testing.B, st store.Store) *Pool
 	}{
 		{"thread", func(b *testing.B, st store.Store) *Pool {
-			p, err := newThreadPool(2, worker.Options{Store: st, Logger: zerolog.Nop(), NoStartup: true})
+			p, err := newThreadPool(2, worker.Options{Store: threadStore(st, nil, 0), Logger: zerolog.Nop(), NoStartup: true})
 			if err != nil {
 				b.Fatal(err)
 			}

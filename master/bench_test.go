@@ -299,3 +299,12 @@ func benchChanRoundTrip(b *testing.B, lock bool) {
 	}
 	reportWakeups(b, self, nil, false)
 }
+func (s benchStore) ScheduleEvent(ctx context.Context, id proto.Id, at time.Time, ev proto.Event) (string, error) {
+	return "", errNoQueue
+}
+func (s benchStore) CancelEvent(ctx context.Context, id proto.Id, eventID string) (bool, error) {
+	return false, nil
+}
+func (s benchStore) ScheduledEvents(ctx context.Context, id proto.Id) ([]proto.ScheduledEvent, error) {
+	return nil, nil
+}

@@ -27,7 +27,7 @@ var topologies = []struct {
 	start func(t testing.TB, st store.Store, n int) *Pool
 }{
 	{"thread", func(t testing.TB, st store.Store, n int) *Pool {
-		p, err := newThreadPool(n, worker.Options{Store: st, Limits: conformanceLimits, Logger: zerolog.Nop()})
+		p, err := newThreadPool(n, worker.Options{Store: threadStore(st, nil, 0), Limits: conformanceLimits, Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
 		}

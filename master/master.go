@@ -79,6 +79,11 @@ type Config struct {
 	QuarantineWindow time.Duration
 	// Cluster splits the tenants with other masters; off when zero.
 	Cluster ClusterConfig
+	// Events configures the durable event queue of nowait events.
+	Events EventsConfig
+	// SQLiteSynchronous is SQLite's synchronous setting, "normal" (the
+	// default) or "full" (--sqlite-synchronous).
+	SQLiteSynchronous string
 	// WatchdogGrace is how much longer than Limits.Timeout a call may run
 	// before the watchdog restarts its worker (see ProcessConfig.Watchdog
 	// and worker.Options.Watchdog).
@@ -109,7 +114,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	st, err := store.Open(ctx, store.Config{
 		DataDir:     cfg.DataDir,
 		DatabaseURL: cfg.DatabaseURL,
-		Options:     store.Options{Quota: cfg.Quota, Logger: log},
+		Options:     store.Options{Quota: cfg.Quota, Logger: log, Synchronous: cfg.SQLiteSynchronous},
 	})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -131,6 +136,9 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		default:
 		}
 	}
+	// The queue is opened once the workers run; their ctx.events calls
+	// wait for it (store_unavailable before).
+	workerQueue := &lateQueue{}
 	var (
 		pool     *Pool
 		kill     func(context.Context) error
@@ -141,7 +149,8 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	case cfg.ThreadWorkers > 0:
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
-			Store: quarantinedOut{Store: newBoundedStore(st, cfg.MaxFrame), q: quarantine}, Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
+			Store:  quarantinedOut{Store: threadStore(st, workerQueue, cfg.MaxFrame), q: quarantine},
+			Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
 			QueueBytes: cfg.WorkerQueueBytes, Logger: log, Cache: cfg.Cache, MemoryMax: cfg.WorkerMemoryMax,
 			OnNowaitError: func(id proto.Id, err error) {
 				if c := proto.CodeOf(err); fatalCode(c) {
@@ -165,6 +174,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		pc.QueueSize = cfg.WorkerQueue
 		pc.QueueBytes = cfg.WorkerQueueBytes
 		pc.MaxFrame = cfg.MaxFrame
+		pc.events = workerQueue
 		pp, err := startProcessPool(cfg.ProcessWorkers, cfg.MesophyllListen, pc, st, quarantine, log, fatal)
 		if err != nil {
 			return err
@@ -176,8 +186,28 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	default:
 		return errors.New("no topology: give --process-workers N or --thread-workers N")
 	}
+	events, err := startQueue(ctx, cfg, st, pool, quarantine, owns, log)
+	if err != nil {
+		_ = kill(context.Background())
+		return err
+	}
+	workerQueue.Set(events)
+	stopQueue := func(ctx context.Context) {
+		if err := events.Close(ctx); err != nil {
+			log.Warn().Err(err).Msg("event queue: stopped before its deliveries in flight ended (their events stay queued)")
+		}
+	}
+	defer stopQueue(context.Background())
+	kill = func(kill func(context.Context) error) func(context.Context) error {
+		// The queue stops before the workers: a delivery cut short
+		// stays in the store.
+		return func(ctx context.Context) error {
+			stopQueue(ctx)
+			return kill(ctx)
+		}
+	}(kill)
 	api := &API{
-		Store: st, Workers: pool, Token: token, Log: log,
+		Store: st, Workers: pool, Token: token, Log: log, Queue: events, Events: events,
 		Quarantine:     quarantine,
 		Metrics:        NewMetrics(topology, pool, quarantine),
 		CallTimeout:    cfg.Limits.Timeout + cfg.DispatchTimeout,
@@ -185,6 +215,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		RollingRestart: rolling,
 		MaxFrame:       cfg.MaxFrame,
 	}
+	api.Metrics.WatchQueue(events, pool.Len())
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		_ = kill(context.Background())

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/queue"
 	"github.com/templateworker/templateworker/worker"
 )
 
@@ -49,6 +50,9 @@ type WorkerStatus struct {
 	// QueuedBytes are the bytes of the nowait events held for the worker
 	// (bounded by --worker-queue-bytes).
 	QueuedBytes int64 `json:"queued_bytes"`
+	// Pending is the number of events in the durable queue (nowait,
+	// delayed, scheduled, due or not) of the tenants routed to the worker.
+	Pending int `json:"pending"`
 	// Cache is what the worker's tenant-VM cache holds and did (live VMs,
 	// cold starts, evictions); nil until a process worker's first
 	// heartbeat.
@@ -88,7 +92,17 @@ type statusReporter interface {
 // Pool routes each tenant to worker (id >> 22) % N.
 type Pool struct {
 	workers []WorkerLike
+	// queue, when set, is the nowait path: DispatchEventNoWait commits
+	// the event to it, and it delivers through the workers.
+	queue *queue.Queue
 }
+
+// direct is the pool without its queue: nowait events go to the workers'
+// own (memory-only) queues. The queue delivers through it.
+func (p *Pool) direct() *Pool { return &Pool{workers: p.workers} }
+
+// Queue returns the durable event queue, nil when there is none.
+func (p *Pool) Queue() *queue.Queue { return p.queue }
 
 // NewPool builds n workers with newWorker(id, n) — the Poolable-style
 // constructor of a topology. On error the workers already built are
@@ -128,8 +142,13 @@ func (p *Pool) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (
 	return p.For(id).DispatchEvent(ctx, id, ev)
 }
 
-// DispatchEventNoWait routes to the tenant's worker.
+// DispatchEventNoWait commits ev to the durable queue, which delivers it
+// to the tenant's worker; without a queue it goes to the worker's own.
 func (p *Pool) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
+	if p.queue != nil {
+		_, err := p.queue.Accept(context.Background(), id, ev, time.Time{})
+		return err
+	}
 	return p.For(id).DispatchEventNoWait(id, ev)
 }
 

@@ -59,6 +59,10 @@ type ProcessConfig struct {
 	// worker process running it; it also bounds the drain of a rolling
 	// restart. Zero disables it.
 	Watchdog time.Duration
+
+	// events answers the workers' ctx.events calls once set (nil: they
+	// fail with store_unavailable).
+	events *lateQueue
 }
 
 // TokenEnv is the environment variable that carries a worker's Mesophyll

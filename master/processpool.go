@@ -35,7 +35,7 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 	pp := &processPool{workers: make([]*procWorker, n)}
 	pp.meso = mesophyll.NewServer(mesophyll.ServerOptions{
 		Workers:           n,
-		Backend:           storeBackend{st: newBoundedStore(st, cfg.MaxFrame), total: n, q: q},
+		Backend:           storeBackend{st: newBoundedStore(st, cfg.MaxFrame), events: newWorkerEvents(cfg.events, cfg.MaxFrame), total: n, q: q},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		MaxFrame:          cfg.MaxFrame,
 		Logger:            log,
@@ -70,8 +70,11 @@ func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q
 		w.failed = func(id proto.Id, code string) { q.Strike(id, code+" (nowait event)") }
 	}
 	q.OnQuarantine = func(id proto.Id) {
+		// Its queued events wait in the durable queue until the
+		// quarantine ends; only events held in the worker's own memory
+		// queue (none when the master has its queue) are dropped.
 		dropped := pp.workers[id.WorkerID(n)].dropNowait(id)
-		log.Warn().Str("tenant", id.String()).Int("dropped_nowait", dropped).Msg("tenant quarantined")
+		log.Warn().Str("tenant", id.String()).Int("dropped_nowait", dropped).Msg("tenant quarantined; its queued events wait for the quarantine to end")
 	}
 	list := make([]WorkerLike, n)
 	for i, w := range pp.workers {
@@ -94,9 +97,10 @@ func (pp *processPool) Kill(ctx context.Context) error {
 // storeBackend answers the workers' store requests from the master's
 // store, bounded (boundedStore) so that every answer fits in a frame.
 type storeBackend struct {
-	st    boundedStore
-	total int
-	q     *Quarantine // quarantined tenants get no OnStartup
+	st     boundedStore
+	events workerEvents
+	total  int
+	q      *Quarantine // quarantined tenants get no OnStartup
 }
 
 func (b storeBackend) Templates(ctx context.Context, id proto.Id) ([]proto.Template, error) {
@@ -133,6 +137,39 @@ func (b storeBackend) KvDelete(ctx context.Context, id proto.Id, key string) err
 
 func (b storeBackend) KvFind(ctx context.Context, id proto.Id, prefix string) ([]proto.KVItem, error) {
 	return b.st.KvFind(ctx, id, prefix)
+}
+
+// owned refuses a ctx.events call of worker workerID about a tenant it
+// does not own: a worker acts only for the tenants routed to it.
+func (b storeBackend) owned(workerID int, id proto.Id) error {
+	if id.WorkerID(b.total) != workerID {
+		return proto.Errorf(proto.CodeBadRequest, "tenant %s is not routed to worker %d", id, workerID)
+	}
+	return nil
+}
+
+// ScheduleEvent answers a worker's ctx.events.schedule for a tenant it owns.
+func (b storeBackend) ScheduleEvent(ctx context.Context, workerID int, id proto.Id, at time.Time, ev proto.Event) (string, error) {
+	if err := b.owned(workerID, id); err != nil {
+		return "", err
+	}
+	return b.events.ScheduleEvent(ctx, id, at, ev)
+}
+
+// CancelEvent answers a worker's ctx.events.cancel for a tenant it owns.
+func (b storeBackend) CancelEvent(ctx context.Context, workerID int, id proto.Id, eventID string) (bool, error) {
+	if err := b.owned(workerID, id); err != nil {
+		return false, err
+	}
+	return b.events.CancelEvent(ctx, id, eventID)
+}
+
+// ScheduledEvents answers a worker's ctx.events.list for a tenant it owns.
+func (b storeBackend) ScheduledEvents(ctx context.Context, workerID int, id proto.Id) ([]proto.ScheduledEvent, error) {
+	if err := b.owned(workerID, id); err != nil {
+		return nil, err
+	}
+	return b.events.ScheduledEvents(ctx, id)
 }
 
 // RollingRestart replaces the workers one at a time, each drained and

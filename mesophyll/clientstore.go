@@ -3,6 +3,7 @@ package mesophyll
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/templateworker/templateworker/proto"
 )
@@ -127,4 +128,31 @@ func (c *Client) pumpCall(ctx context.Context, req uint64, frame []byte) (proto.
 			return nil, proto.Errorf(proto.CodeTimeout, "master did not answer in time: %v", ctx.Err())
 		}
 	}
+}
+
+// ScheduleEvent asks the master to store ev for tenant, due at at, and
+// returns its id.
+func (c *Client) ScheduleEvent(ctx context.Context, tenant proto.Id, at time.Time, ev proto.Event) (string, error) {
+	req := c.link.reqID()
+	var out string
+	err := c.storeCall(ctx, req, &proto.Message{ScheduleEvent: &proto.ScheduleEvent{ReqID: req, ID: tenant, At: at, Event: ev}}, &out)
+	return out, err
+}
+
+// CancelEvent asks the master to cancel the tenant's pending scheduled
+// event id; false when there is none.
+func (c *Client) CancelEvent(ctx context.Context, tenant proto.Id, id string) (bool, error) {
+	req := c.link.reqID()
+	var out bool
+	err := c.storeCall(ctx, req, &proto.Message{CancelEvent: &proto.CancelEvent{ReqID: req, ID: tenant, EventID: id}}, &out)
+	return out, err
+}
+
+// ScheduledEvents lists the tenant's pending scheduled events in delivery
+// order.
+func (c *Client) ScheduledEvents(ctx context.Context, tenant proto.Id) ([]proto.ScheduledEvent, error) {
+	req := c.link.reqID()
+	var out []proto.ScheduledEvent
+	err := c.storeCall(ctx, req, &proto.Message{ScheduledEvents: &proto.ScheduledEvents{ReqID: req, ID: tenant}}, &out)
+	return out, err
 }

@@ -38,6 +38,10 @@ func encodeDispatchEvent(q *proto.DispatchEvent) ([]byte, error) {
 	}
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
+	if q.Event.ID != "" {
+		b = append(b, `,"id":`...)
+		b = appendString(b, q.Event.ID)
+	}
 	b = append(b, '}')
 	if q.ReqID != 0 {
 		b = append(b, `,"req_id":`...)

@@ -213,6 +213,27 @@ func (c *Conn) handle(m *proto.Message) error {
 	case m.KvFind != nil:
 		q := m.KvFind
 		c.store(q.ReqID, proto.CodeKVResultTooLarge, func(ctx context.Context) (any, error) { return c.srv.opts.Backend.KvFind(ctx, q.ID, q.Prefix) })
+	case m.ScheduleEvent != nil:
+		q := m.ScheduleEvent
+		c.store(q.ReqID, proto.CodeInternal, func(ctx context.Context) (any, error) {
+			id, err := c.srv.opts.Backend.ScheduleEvent(ctx, c.workerID, q.ID, q.At, q.Event)
+			return id, err
+		})
+	case m.CancelEvent != nil:
+		q := m.CancelEvent
+		c.store(q.ReqID, proto.CodeInternal, func(ctx context.Context) (any, error) {
+			ok, err := c.srv.opts.Backend.CancelEvent(ctx, c.workerID, q.ID, q.EventID)
+			return ok, err
+		})
+	case m.ScheduledEvents != nil:
+		q := m.ScheduledEvents
+		c.store(q.ReqID, proto.CodeKVResultTooLarge, func(ctx context.Context) (any, error) {
+			list, err := c.srv.opts.Backend.ScheduledEvents(ctx, c.workerID, q.ID)
+			if list == nil && err == nil {
+				list = []proto.ScheduledEvent{}
+			}
+			return list, err
+		})
 	default:
 		name, _ := messageName(m)
 		return &frameError{websocket.StatusPolicyViolation, "unexpected " + name + " from worker"}

@@ -327,6 +327,9 @@ func messageName(m *proto.Message) (string, int) {
 	see(m.KvDelete != nil, "KvDelete")
 	see(m.KvFind != nil, "KvFind")
 	see(m.Batch != nil, "Batch")
+	see(m.ScheduleEvent != nil, "ScheduleEvent")
+	see(m.CancelEvent != nil, "CancelEvent")
+	see(m.ScheduledEvents != nil, "ScheduledEvents")
 	return name, n
 }
 

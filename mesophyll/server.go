@@ -38,6 +38,15 @@ type Backend interface {
 	KvDelete(ctx context.Context, tenant proto.Id, key string) error
 	// KvFind lists the keys starting with prefix, ordered by key.
 	KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]proto.KVItem, error)
+	// ScheduleEvent stores ev for tenant, due at at, for worker workerID
+	// (which must own the tenant), and returns its id.
+	ScheduleEvent(ctx context.Context, workerID int, tenant proto.Id, at time.Time, ev proto.Event) (string, error)
+	// CancelEvent cancels the tenant's pending scheduled event id; false
+	// when there is none.
+	CancelEvent(ctx context.Context, workerID int, tenant proto.Id, id string) (bool, error)
+	// ScheduledEvents lists the tenant's pending scheduled events in
+	// delivery order.
+	ScheduledEvents(ctx context.Context, workerID int, tenant proto.Id) ([]proto.ScheduledEvent, error)
 }
 
 // ServerOptions configure a Server. Callbacks may be nil; they run on the
@@ -91,6 +100,15 @@ func (noBackend) KvGet(context.Context, proto.Id, string) (json.RawMessage, bool
 func (noBackend) KvSet(context.Context, proto.Id, string, json.RawMessage) error { return errNoBackend }
 func (noBackend) KvDelete(context.Context, proto.Id, string) error               { return errNoBackend }
 func (noBackend) KvFind(context.Context, proto.Id, string) ([]proto.KVItem, error) {
+	return nil, errNoBackend
+}
+func (noBackend) ScheduleEvent(context.Context, int, proto.Id, time.Time, proto.Event) (string, error) {
+	return "", errNoBackend
+}
+func (noBackend) CancelEvent(context.Context, int, proto.Id, string) (bool, error) {
+	return false, errNoBackend
+}
+func (noBackend) ScheduledEvents(context.Context, int, proto.Id) ([]proto.ScheduledEvent, error) {
 	return nil, errNoBackend
 }
 

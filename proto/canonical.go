@@ -13,7 +13,8 @@ import (
 // encoding/json. Whatever they accept, encoding/json decodes to the same
 // Event or Value.
 
-// ParseCanonicalEvent parses {"name":"N","author":null|"A","data":D}.
+// ParseCanonicalEvent parses {"name":"N","author":null|"A","data":D} and
+// {"name":"N","author":null|"A","data":D,"id":"DIGITS"}.
 func ParseCanonicalEvent(b []byte) (Event, bool) {
 	var ev Event
 	rest, ok := bytes.CutPrefix(b, []byte(`{"name":`))
@@ -39,11 +40,38 @@ func ParseCanonicalEvent(b []byte) (Event, bool) {
 		return Event{}, false
 	}
 	data, ok := bytes.CutSuffix(rest, []byte("}"))
-	if !ok || !IsCanonicalValue(data) {
+	if !ok {
+		return Event{}, false
+	}
+	if d, id, ok := cutEventID(data); ok && IsCanonicalValue(d) {
+		ev.Data, ev.ID = bytes.Clone(d), id
+		return ev, true
+	}
+	if !IsCanonicalValue(data) {
 		return Event{}, false
 	}
 	ev.Data = bytes.Clone(data)
 	return ev, true
+}
+
+// cutEventID splits D,"id":"DIGITS" into D and DIGITS.
+func cutEventID(b []byte) ([]byte, string, bool) {
+	b, ok := bytes.CutSuffix(b, []byte(`"`))
+	if !ok {
+		return nil, "", false
+	}
+	i := len(b)
+	for i > 0 && b[i-1] >= '0' && b[i-1] <= '9' {
+		i--
+	}
+	if i == len(b) {
+		return nil, "", false
+	}
+	d, ok := bytes.CutSuffix(b[:i], []byte(`,"id":"`))
+	if !ok {
+		return nil, "", false
+	}
+	return d, string(b[i:]), true
 }
 
 // IsCanonicalValue reports whether b is one JSON value with no whitespace

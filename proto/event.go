@@ -16,6 +16,11 @@ type Event struct {
 	Author *string `json:"author"`
 	// Data is the event's payload, any JSON value (null when absent).
 	Data Value `json:"data"`
+	// ID is set on an event delivered from the master's durable queue
+	// (nowait, delayed, scheduled): the same for every delivery of one
+	// event, so that a template can recognise a redelivery. Waited
+	// dispatches have none.
+	ID string `json:"id,omitempty"`
 }
 
 // Validate reports whether the event can be dispatched.

@@ -10,7 +10,7 @@ import "encoding/json"
 // Server (master) to worker: Hello, DispatchEvent, RunScript, DropTenant,
 // DropAll, Shutdown and StoreResponse. Worker to server: DispatchResponse, Ack,
 // Heartbeat and the store requests TemplatesFor, TenantsFor, KvGet, KvSet,
-// KvDelete and KvFind. The README's protocol section shows each one.
+// KvDelete, KvFind, ScheduleEvent, CancelEvent and ScheduledEvents. The README's protocol section shows each one.
 type Message struct {
 	Hello            *Hello            `json:"Hello,omitempty"`
 	DispatchEvent    *DispatchEvent    `json:"DispatchEvent,omitempty"`
@@ -35,6 +35,11 @@ type Message struct {
 	//
 	//	{"Batch":[{"DispatchResponse":{"req_id":7,"result":1}},{"Ack":{"seq":3}}]}
 	Batch []Message `json:"Batch,omitempty"`
+	// ScheduleEvent, CancelEvent and ScheduledEvents are the store
+	// requests of ctx.events (worker to master).
+	ScheduleEvent   *ScheduleEvent   `json:"ScheduleEvent,omitempty"`
+	CancelEvent     *CancelEvent     `json:"CancelEvent,omitempty"`
+	ScheduledEvents *ScheduledEvents `json:"ScheduledEvents,omitempty"`
 }
 
 // Hello is the first frame the master sends on a new connection.

@@ -21,6 +21,12 @@ type Options struct {
 	// Logger receives migration and connection events. The zero Logger
 	// discards them.
 	Logger zerolog.Logger
+	// Synchronous is SQLite's synchronous setting: "normal" (the default:
+	// in WAL mode a commit survives a crash of the process, and a power
+	// loss may lose the last commits) or "full" (a commit also survives a
+	// power loss, at the cost of an fsync per commit). PostgreSQL ignores
+	// it.
+	Synchronous string
 }
 
 // Config says which database to open.

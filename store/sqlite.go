@@ -57,8 +57,16 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (*SQLite, error)
 	}
 	s := &SQLite{path: abs, quota: opts.Quota, log: opts.Logger}
 	busy := fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds())
+	sync := "synchronous(NORMAL)"
+	switch opts.Synchronous {
+	case "", "normal", "NORMAL":
+	case "full", "FULL":
+		sync = "synchronous(FULL)"
+	default:
+		return nil, fmt.Errorf("sqlite synchronous setting %q: want normal or full", opts.Synchronous)
+	}
 	s.w, err = sql.Open("sqlite", sqliteDSN(abs, url.Values{
-		"_pragma": {busy, "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(1)"},
+		"_pragma": {busy, "journal_mode(WAL)", sync, "foreign_keys(1)"},
 		// Write transactions take the write lock at BEGIN, so that one
 		// never fails upgrading a read lock when another process writes.
 		"_txlock": {"immediate"},

@@ -93,6 +93,9 @@ type Store interface {
 	// tenant, and removes those that have ended.
 	Quarantines(ctx context.Context, now time.Time) ([]proto.Quarantine, error)
 
+	// EventStore is the master's durable event queue.
+	EventStore
+
 	// Ping reports whether the database is reachable.
 	Ping(ctx context.Context) error
 	// Close releases the database.

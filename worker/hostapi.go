@@ -27,6 +27,7 @@ type Store interface {
 	KvSet(ctx context.Context, tenant proto.Id, key string, value json.RawMessage) error
 	KvDelete(ctx context.Context, tenant proto.Id, key string) error
 	KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]proto.KVItem, error)
+	EventStore
 }
 
 // storeTimeout bounds one store call made by a script when the call itself
@@ -109,6 +110,9 @@ func (vm *VM) openCtx() {
 		{Name: "error", Function: vm.logAt(zerolog.ErrorLevel)},
 	})
 	l.SetField(-2, "log")
+	// ctx.events
+	vm.openEvents()
+	l.SetField(-2, "events")
 	l.SetField(lua.RegistryIndex, ctxKey)
 }
 
@@ -154,6 +158,11 @@ func (vm *VM) checkKey(l *lua.State, fn string) string {
 // storeFailed raises a store error as a Lua error, remembering it so an
 // unhandled one reaches the caller with its own code.
 func (vm *VM) storeFailed(l *lua.State, fn string, err error) {
+	vm.hostFailed(l, "ctx.kv."+fn, err)
+}
+
+// hostFailed is storeFailed for the host function named fn.
+func (vm *VM) hostFailed(l *lua.State, fn string, err error) {
 	e := proto.AsError(err)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		e = proto.Errorf(proto.CodeTimeout, "store call timed out")
@@ -161,12 +170,12 @@ func (vm *VM) storeFailed(l *lua.State, fn string, err error) {
 	if e.Code == proto.CodeInternal {
 		e = proto.Errorf(proto.CodeStoreUnavailable, "%v", err)
 	}
-	if e.Code != proto.CodeInvalidKV {
+	if e.Code != proto.CodeInvalidKV && e.Code != proto.CodeBadRequest {
 		// Infrastructure and quota failures keep their own code if the
 		// script does not handle them; a bad argument is a script error.
 		vm.call.hostErr = e
 	}
-	vm.raise(l, "ctx.kv."+fn+": "+e.Code+": "+e.Message)
+	vm.raise(l, fn+": "+e.Code+": "+e.Message)
 }
 
 func (vm *VM) kvGet(l *lua.State) int {

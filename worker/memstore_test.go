@@ -17,6 +17,11 @@ type memStore struct {
 	kv        map[proto.Id]map[string]json.RawMessage
 	loads     int
 	fail      error
+	// scheduled events (ctx.events), bounded per tenant by eventBound
+	// when it is above 0.
+	events     map[proto.Id][]proto.ScheduledEvent
+	nextEvent  int
+	eventBound int
 }
 
 func newMemStore() *memStore {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
@@ -111,4 +112,16 @@ func (s storeProxy) KvDelete(ctx context.Context, id proto.Id, key string) error
 
 func (s storeProxy) KvFind(ctx context.Context, id proto.Id, prefix string) ([]proto.KVItem, error) {
 	return s.c.KvFind(ctx, id, prefix)
+}
+
+func (s storeProxy) ScheduleEvent(ctx context.Context, id proto.Id, at time.Time, ev proto.Event) (string, error) {
+	return s.c.ScheduleEvent(ctx, id, at, ev)
+}
+
+func (s storeProxy) CancelEvent(ctx context.Context, id proto.Id, eventID string) (bool, error) {
+	return s.c.CancelEvent(ctx, id, eventID)
+}
+
+func (s storeProxy) ScheduledEvents(ctx context.Context, id proto.Id) ([]proto.ScheduledEvent, error) {
+	return s.c.ScheduledEvents(ctx, id)
 }

@@ -92,6 +92,7 @@ var (
 	eventKeyName   any = "templateworker.key.name"
 	eventKeyAuthor any = "templateworker.key.author"
 	eventKeyData   any = "templateworker.key.data"
+	eventKeyID     any = "templateworker.key.id"
 )
 
 // registerEventKeys keeps the event table's field names in the registry,
@@ -100,13 +101,13 @@ func registerEventKeys(l *lua.State) {
 	for _, k := range [...]struct {
 		key  any
 		name string
-	}{{eventKeyName, "name"}, {eventKeyAuthor, "author"}, {eventKeyData, "data"}} {
+	}{{eventKeyName, "name"}, {eventKeyAuthor, "author"}, {eventKeyData, "data"}, {eventKeyID, "id"}} {
 		l.PushString(k.name)
 		l.SetField(lua.RegistryIndex, k.key.(string))
 	}
 }
 
-// pushEvent pushes the event table {name=, author=, data=}.
+// pushEvent pushes the event table {name=, author=, data=, id=}.
 func (vm *VM) pushEvent(ev proto.Event) error {
 	l := vm.l
 	l.CreateTable(0, 3)
@@ -126,5 +127,10 @@ func (vm *VM) pushEvent(ev proto.Event) error {
 		return err
 	}
 	l.RawSet(-3)
+	if ev.ID != "" {
+		l.RawGetValue(lua.RegistryIndex, eventKeyID)
+		l.PushString(ev.ID)
+		l.RawSet(-3)
+	}
 	return nil
 }

@@ -281,3 +281,21 @@ func (s progressStore) KvFind(ctx context.Context, id proto.Id, prefix string) (
 	defer s.p.storeWait(time.Time{})
 	return s.Store.KvFind(ctx, id, prefix)
 }
+
+func (s progressStore) ScheduleEvent(ctx context.Context, id proto.Id, at time.Time, ev proto.Event) (string, error) {
+	s.p.storeWait(time.Now())
+	defer s.p.storeWait(time.Time{})
+	return s.Store.ScheduleEvent(ctx, id, at, ev)
+}
+
+func (s progressStore) CancelEvent(ctx context.Context, id proto.Id, eventID string) (bool, error) {
+	s.p.storeWait(time.Now())
+	defer s.p.storeWait(time.Time{})
+	return s.Store.CancelEvent(ctx, id, eventID)
+}
+
+func (s progressStore) ScheduledEvents(ctx context.Context, id proto.Id) ([]proto.ScheduledEvent, error) {
+	s.p.storeWait(time.Now())
+	defer s.p.storeWait(time.Time{})
+	return s.Store.ScheduledEvents(ctx, id)
+}

@@ -41,6 +41,8 @@ func suites() []*suite {
 		// The transport floors right after the dispatches they are the
 		// floors of.
 		{pkg: "./mesophyll", bench: "^Benchmark(WSEcho|WSEchoProcess|MesophyllDispatch|MesophyllDispatchParallel|Codec)$"},
+		{pkg: "./master", bench: "^BenchmarkHTTPNowait$"},
+		{pkg: "./master", bench: "^BenchmarkEventDrain$", benchtime: "100000x"},
 		{pkg: "./master", bench: "^BenchmarkRecovery$", benchtime: "20x"},
 		// Every kill waits for the worker to have run the default
 		// --min-uptime (10 s): few kills.

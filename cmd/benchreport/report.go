@@ -269,6 +269,8 @@ func (r *report) build() {
 		r.rows = append(r.rows, rw)
 	}
 
+	r.eventRows()
+
 	// Recovery.
 	r.recoveryRows("BenchmarkRecovery", "", tRecovery, tRestarts)
 	r.recoveryRows("BenchmarkRecoveryDefaultMinUptime", ", default --min-uptime (each worker killed after running 10 s)", tRecoveryDefault, tRestartsDefault)
@@ -465,10 +467,10 @@ func (r *report) scaleRows() {
 		}
 		r.rows = append(r.rows, rw)
 		cps, _ := r.get(b, "cold-dispatch/s")
-		c50, _ := r.get(b, "cold-p50-µs")
-		c99, _ := r.get(b, "cold-p99-µs")
-		h50, _ := r.get(b, "hit-p50-µs")
-		h99, _ := r.get(b, "hit-p99-µs")
+		c50, _ := r.get(b, "cold-p50-us")
+		c99, _ := r.get(b, "cold-p99-us")
+		h50, _ := r.get(b, "hit-p50-us")
+		h99, _ := r.get(b, "hit-p99-us")
 		start, _ := r.get(b, "start-to-ready-ms")
 		seed, _ := r.get(b, "seed-s")
 		r.rows = append(r.rows,
@@ -477,4 +479,35 @@ func (r *report) scaleRows() {
 			row{what: what + ": workers' start to ready over that store", figure: fmt.Sprintf("%.0f ms (store seeded in %.1f s)", start, seed), floor: "—", ratio: "—", goal: "—", status: "info"},
 		)
 	}
+}
+
+// eventRows adds the durable queue's rows (issue 16): nowait throughput
+// against GET /healthz of the same server in the same run, the accept
+// latency, and the drain rate of a backlog.
+func (r *report) eventRows() {
+	nS := r.series("BenchmarkHTTPNowait", "req/s")
+	hS := r.series("BenchmarkHTTPNowait", "healthz-req/s")
+	n, nOK := nS.median()
+	h, hOK := hS.median()
+	share, shareOK := nS.over(hS).median()
+	rw := row{what: "POST …/events?wait=false (durable queue, SQLite group commit), process topology, 2 workers, 64 clients",
+		figure: rps(n, nOK), floor: rps(h, hOK) + " (GET /healthz, same server and run)", ratio: "n/a", goal: "≥ 50%"}
+	if shareOK {
+		rw.ratio = fmt.Sprintf("%.0f%%", 100*share)
+	}
+	r.judge(&rw, tNowait, shareOK, share >= 0.5)
+	r.rows = append(r.rows, rw)
+	p50, ok50 := r.get("BenchmarkHTTPNowait", "p50-us")
+	p99, ok99 := r.get("BenchmarkHTTPNowait", "p99-us")
+	lat := "n/a"
+	if ok50 && ok99 {
+		lat = fmt.Sprintf("p50 %s, p99 %s", dur(p50*1000), dur(p99*1000))
+	}
+	r.rows = append(r.rows, row{what: "accept latency of a nowait call (202 once committed), same run", figure: lat, floor: "—", ratio: "—", goal: "—", status: "info"})
+	d, dOK := r.get("BenchmarkEventDrain", "events/s")
+	fig := "n/a"
+	if dOK {
+		fig = thousands(d) + " events/s"
+	}
+	r.rows = append(r.rows, row{what: "drain of a 100,000-event backlog (64 tenants, 2 process workers, SQLite) after a start", figure: fig, floor: "—", ratio: "—", goal: "—", status: "info"})
 }

@@ -237,7 +237,8 @@ func dispatchCommand() *cli.Command {
 		Name:  "dispatch",
 		Usage: "dispatch an event to a tenant and print the results as JSON",
 		Flags: clientFlags(append(eventFlags(true), tenantFlag(),
-			&cli.BoolFlag{Name: "nowait", Usage: "queue the event and return without waiting"})...),
+			&cli.BoolFlag{Name: "nowait", Usage: "queue the event and return without waiting"},
+			&cli.DurationFlag{Name: "delay", Usage: "queue the event to run this long from now, e.g. 30s or 2h (implies --nowait)"})...),
 		Action: withTenant(func(ctx context.Context, c *cli.Context, api *client.Client, id proto.Id) error {
 			if err := required(c, "event"); err != nil {
 				return err
@@ -245,6 +246,13 @@ func dispatchCommand() *cli.Command {
 			ev, err := eventFromFlags(c, "")
 			if err != nil {
 				return err
+			}
+			if c.IsSet("delay") {
+				a, err := api.DispatchDelayed(ctx, id, ev, c.Duration("delay"))
+				if err != nil {
+					return err
+				}
+				return printJSON(a)
 			}
 			if c.Bool("nowait") {
 				if err := api.DispatchNoWait(ctx, id, ev); err != nil {
@@ -320,7 +328,7 @@ func kvCommand() *cli.Command {
 func workersCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "workers",
-		Usage: "show the workers: state, pid, uptime, restarts, failures, in-flight and queued calls",
+		Usage: "show the workers: state, pid, uptime, restarts, failures, in-flight and queued calls, pending queued events",
 		Flags: clientFlags(
 			&cli.BoolFlag{Name: "json", Usage: "print the raw JSON"},
 			&cli.BoolFlag{Name: "watch", Usage: "redraw the table every second until interrupted"}),
@@ -373,7 +381,7 @@ func printWorkers(w io.Writer, raw []byte) error {
 		return fmt.Errorf("decode workers: %w", err)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tPID\tUPTIME\tRESTARTS\tFAILURES\tINFLIGHT\tQUEUED\tTENANTS\tEVICTED\tCOLD\tHEAP\tRSS\tLAST EXIT")
+	fmt.Fprintln(tw, "ID\tSTATE\tPID\tUPTIME\tRESTARTS\tFAILURES\tINFLIGHT\tQUEUED\tPENDING\tTENANTS\tEVICTED\tCOLD\tHEAP\tRSS\tLAST EXIT")
 	for _, s := range out.Workers {
 		pid := "-"
 		if s.PID != 0 {
@@ -384,9 +392,9 @@ func printWorkers(w io.Writer, raw []byte) error {
 			evicted = strconv.FormatInt(cs.EvictionsLRU+cs.EvictionsIdle+cs.EvictionsMemory, 10)
 			cold = strconv.FormatInt(cs.ColdStarts, 10)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, pid,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, pid,
 			(time.Duration(s.UptimeSeconds) * time.Second).String(), s.Restarts, s.ConsecutiveFailures,
-			s.InFlight, s.Queued, s.Tenants, evicted, cold, mib(s.HeapBytes), mib(s.RSSBytes), s.LastExit)
+			s.InFlight, s.Queued, s.Pending, s.Tenants, evicted, cold, mib(s.HeapBytes), mib(s.RSSBytes), s.LastExit)
 	}
 	return tw.Flush()
 }

@@ -55,12 +55,12 @@ func masterCommand() *cli.Command {
 			&cli.IntFlag{Name: "quarantine-after", Value: 3, Usage: "fatal incidents (limit hits, worker crashes) within --quarantine-window that quarantine a tenant; 0 disables", EnvVars: envVars("quarantine-after")},
 			&cli.DurationFlag{Name: "quarantine-window", Value: 10 * time.Minute, Usage: "window for counting incidents, and how long a quarantine lasts", EnvVars: envVars("quarantine-window")},
 			&cli.StringFlag{Name: "max-result", Value: "1MiB", Usage: "largest result of one call, encoded as JSON (result_too_large past it); at most --mesophyll-max-frame minus 4KiB", EnvVars: envVars("max-result")},
-			&cli.StringFlag{Name: "worker-queue-bytes", Value: "64MiB", Usage: "bytes of nowait events held for one worker before calls fail with backlog_full", EnvVars: envVars("worker-queue-bytes")},
+			&cli.StringFlag{Name: "worker-queue-bytes", Value: "64MiB", Usage: "bytes of nowait events held for one worker before calls fail with backlog_full; a quarter of it bounds the bytes of one tenant's pending queued events", EnvVars: envVars("worker-queue-bytes")},
 			&cli.IntFlag{Name: "max-connections", Value: master.DefaultMaxConnections, Usage: "HTTP connections served at once (503 too_many_connections past it; lowered to fit the file descriptor limit)", EnvVars: envVars("max-connections")},
 			&cli.DurationFlag{Name: "http-read-timeout", Value: master.DefaultReadTimeout, Usage: "time a client has to send one request, headers and body", EnvVars: envVars("http-read-timeout")},
 			&cli.DurationFlag{Name: "http-idle-timeout", Value: master.DefaultIdleTimeout, Usage: "an idle keep-alive connection is closed after this", EnvVars: envVars("http-idle-timeout")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "how long in-flight calls may finish on SIGTERM", EnvVars: envVars("shutdown-timeout")},
-		}, append(clusterFlags(), commonFlags()...)...),
+		}, append(append(eventQueueFlags(), clusterFlags()...), commonFlags()...)...),
 		Action: runMaster,
 	}
 }
@@ -132,6 +132,9 @@ func runMaster(c *cli.Context) error {
 		return err
 	}
 	if cfg.Cluster, err = clusterConfig(c); err != nil {
+		return err
+	}
+	if err := eventsConfig(c, &cfg); err != nil {
 		return err
 	}
 	if err := topology(c, &cfg); err != nil {

@@ -46,7 +46,7 @@ type test struct {
 }
 
 // tests is the whole suite; the files of this package fill it in.
-var tests = concat(templateTests, bulkTests, kvTests, limitTests, quotaTests, concurrencyTests, quarantineTests, lifecycleTests)
+var tests = concat(templateTests, bulkTests, kvTests, limitTests, quotaTests, concurrencyTests, quarantineTests, eventTests, lifecycleTests)
 
 // Run runs the conformance suite against the stores open returns, one
 // subtest per behaviour.

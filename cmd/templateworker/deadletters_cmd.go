@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/templateworker/templateworker/client"
+	"github.com/templateworker/templateworker/proto"
+)
+
+// deadLetterPage is the most dead letters one list, or one retry/purge by
+// --tenant or --all, handles.
+const deadLetterPage = 10000
+
+func deadLettersCommand() *cli.Command {
+	selectFlags := func() []cli.Flag {
+		return clientFlags(
+			&cli.StringFlag{Name: "tenant", Usage: "every dead letter of this tenant (guild:<id> or user:<id>) instead of IDs"},
+			&cli.BoolFlag{Name: "all", Usage: "every dead letter instead of IDs"})
+	}
+	return &cli.Command{
+		Name:  "dead-letters",
+		Usage: "list, retry and purge events that failed --event-max-attempts times",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "list",
+				Usage: "list dead letters, oldest first: id, tenant, event, attempts, when, last error",
+				Flags: clientFlags(
+					&cli.StringFlag{Name: "tenant", Usage: "only this tenant's (guild:<id> or user:<id>)"},
+					&cli.IntFlag{Name: "limit", Value: 1000, Usage: "list at most this many (1 to 10000)"},
+					&cli.BoolFlag{Name: "json", Usage: "print the raw JSON, with each event's data"}),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					tenant, err := optionalTenant(c)
+					if err != nil {
+						return err
+					}
+					if n := c.Int("limit"); n < 1 || n > deadLetterPage {
+						return fmt.Errorf("bad --limit %d: want 1 to %d", n, deadLetterPage)
+					}
+					list, err := api.DeadLetters(ctx, tenant, c.Int("limit"))
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						if list == nil {
+							list = []client.Event{}
+						}
+						return printJSON(map[string]any{"dead_letters": list})
+					}
+					return printDeadLetters(os.Stdout, list)
+				}),
+			},
+			{
+				Name:      "retry",
+				Usage:     "put dead letters back into their tenant's queue, attempts reset: by ID, or --tenant / --all",
+				ArgsUsage: "[ID...]",
+				Flags:     selectFlags(),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					return eachDeadLetter(ctx, c, api, "requeued", func(ctx context.Context, id string) (string, error) {
+						ev, err := api.RetryDeadLetter(ctx, id)
+						return ev.Tenant.String() + " " + ev.Event.Name, err
+					})
+				}),
+			},
+			{
+				Name:      "purge",
+				Usage:     "delete dead letters for good: by ID, or --tenant / --all",
+				ArgsUsage: "[ID...]",
+				Flags:     selectFlags(),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					return eachDeadLetter(ctx, c, api, "purged", func(ctx context.Context, id string) (string, error) {
+						return "", api.DeleteDeadLetter(ctx, id)
+					})
+				}),
+			},
+		},
+	}
+}
+
+// optionalTenant parses --tenant when it is given.
+func optionalTenant(c *cli.Context) (*proto.Id, error) {
+	if c.String("tenant") == "" {
+		return nil, nil
+	}
+	id, err := tenantArg(c)
+	if err != nil {
+		return nil, err
+	}
+	return &id, nil
+}
+
+// eachDeadLetter applies do to the dead letters the arguments select (IDs,
+// --tenant or --all, exactly one of them), printing a line for each on
+// stdout, and fails (one line on stderr) when any failed: the others are
+// still done.
+func eachDeadLetter(ctx context.Context, c *cli.Context, api *client.Client, done string, do func(ctx context.Context, id string) (string, error)) error {
+	ids := c.Args().Slice()
+	tenant, err := optionalTenant(c)
+	if err != nil {
+		return err
+	}
+	chosen := 0
+	for _, b := range []bool{len(ids) > 0, tenant != nil, c.Bool("all")} {
+		if b {
+			chosen++
+		}
+	}
+	if chosen != 1 {
+		return errors.New("give dead letter IDs, or --tenant guild:<id>, or --all (exactly one of them)")
+	}
+	more := false
+	if len(ids) == 0 {
+		list, err := api.DeadLetters(ctx, tenant, deadLetterPage)
+		if err != nil {
+			return err
+		}
+		for _, e := range list {
+			ids = append(ids, e.ID)
+		}
+		more = len(list) == deadLetterPage
+		if len(ids) == 0 {
+			fmt.Println("no dead letters")
+			return nil
+		}
+	}
+	failed := 0
+	var last error
+	for _, id := range ids {
+		what, err := do(ctx, id)
+		if err != nil && len(ids) == 1 {
+			return err
+		}
+		if err != nil {
+			failed++
+			last = err
+			fmt.Printf("dead letter %s not %s: %s\n", id, done, errorLine(err))
+			continue
+		}
+		if what != "" {
+			fmt.Printf("dead letter %s %s (%s)\n", id, done, what)
+		} else {
+			fmt.Printf("dead letter %s %s\n", id, done)
+		}
+	}
+	if more {
+		fmt.Printf("more than %d dead letters: run the command again for the rest\n", deadLetterPage)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d dead letters not %s (last: %s)", failed, len(ids), done, errorLine(last))
+	}
+	return nil
+}
+
+// printDeadLetters renders dead letters as a table.
+func printDeadLetters(w io.Writer, list []client.Event) error {
+	if len(list) == 0 {
+		fmt.Fprintln(w, "no dead letters")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTENANT\tEVENT\tATTEMPTS\tACCEPTED\tDEAD\tLAST ERROR")
+	for _, e := range list {
+		dead, last := "-", "-"
+		if e.DeadAt != nil {
+			dead = e.DeadAt.Local().Format(time.DateTime)
+		}
+		if e.LastError != nil {
+			last = e.LastError.Code + ": " + e.LastError.Message
+			if r := []rune(last); len(r) > 80 {
+				last = string(r[:77]) + "..."
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", e.ID, e.Tenant, e.Event.Name, e.Attempts,
+			e.AcceptedAt.Local().Format(time.DateTime), dead, strings.ReplaceAll(last, "\n", " "))
+	}
+	return tw.Flush()
+}

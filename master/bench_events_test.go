@@ -1,0 +1,204 @@
+package master
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/queue"
+	"github.com/templateworker/templateworker/store"
+	"github.com/templateworker/templateworker/worker"
+)
+
+// benchQueue starts the durable queue over st delivering to pool, with
+// bounds no benchmark reaches; it is closed when b ends.
+func benchQueue(b *testing.B, st store.Store, pool *Pool) *queue.Queue {
+	b.Helper()
+	cfg := Config{Limits: worker.DefaultLimits, DispatchTimeout: 10 * time.Second,
+		Events: EventsConfig{BacklogTenant: 1 << 30, BacklogMax: 1 << 30}}
+	eq, err := startQueue(context.Background(), cfg, st, pool, NewQuarantine(3, time.Minute), nil, zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = eq.Close(context.Background()) })
+	return eq
+}
+
+// waitDelivered waits until the queue delivered n events in all.
+func waitDelivered(b *testing.B, eq *queue.Queue, n uint64) {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Minute)
+	for eq.Stats().Delivered < n {
+		if time.Now().After(deadline) {
+			b.Fatalf("queue delivered %d of %d events: %+v", eq.Stats().Delivered, n, eq.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// BenchmarkHTTPNowait is POST /v1/tenants/{tenant}/events?wait=false
+// through the real API over the durable queue (SQLite, group commit), the
+// process topology with 2 workers draining the queue meanwhile, from
+// httpClients keep-alive clients; before it, GET /healthz on the same
+// server with the same clients (healthz-req/s), the floor of its goal. It
+// reports the accept latency percentiles, and checks that every accepted
+// event was delivered.
+func BenchmarkHTTPNowait(b *testing.B) {
+	st := openTestStore(b)
+	for i := range httpTenants {
+		put(b, st, httpTenant(i), "echo", echoTemplate, "Ping")
+	}
+	pool := startBenchPool(b, st, benchProcessConfig(b)).Pool
+	eq := benchQueue(b, st, pool)
+	q := NewQuarantine(3, time.Minute)
+	api := &API{
+		Store: st, Workers: pool, Queue: eq, Quarantine: q, Metrics: NewMetrics("process", pool, q),
+		Token: "bench-token", CallTimeout: 10 * time.Second, Log: zerolog.Nop(),
+	}
+	base := serveLoopback(b, api.Handler())
+	tr := &http.Transport{MaxIdleConns: httpClients, MaxIdleConnsPerHost: httpClients, MaxConnsPerHost: httpClients}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	body := []byte(`{"name":"Ping","author":null,"data":{"who":"ops"}}`)
+	nowait := func(i int) error {
+		id := httpTenant(i)
+		req, err := http.NewRequest(http.MethodPost, base+"/v1/tenants/guild/"+strconv.FormatUint(id.ID, 10)+"/events?wait=false", strings.NewReader(string(body)))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+api.Token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted || !strings.HasPrefix(string(got), `{"accepted":true,"id":"`) {
+			return fmt.Errorf("status %d: %s", resp.StatusCode, got)
+		}
+		return nil
+	}
+	healthz := func() error {
+		resp, err := client.Get(base + "/healthz")
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("healthz status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	for i := range httpTenants { // load every tenant, open connections
+		if err := nowait(i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	warm := uint64(httpTenants)
+	waitDelivered(b, eq, warm)
+	callers := setCallers(b, httpClients)
+	b.ReportAllocs()
+
+	// The floor: GET /healthz, b.N requests.
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := healthz(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	healthRate := float64(b.N) / time.Since(start).Seconds()
+
+	// Nowait events, b.N requests, each timed.
+	var (
+		mu  sync.Mutex
+		lat []time.Duration
+	)
+	start = time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		mine := make([]time.Duration, 0, 1024)
+		i := 0
+		for pb.Next() {
+			i++
+			t0 := time.Now()
+			if err := nowait(i); err != nil {
+				b.Error(err)
+				return
+			}
+			mine = append(mine, time.Since(t0))
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	rate := float64(b.N) / time.Since(start).Seconds()
+	b.StopTimer()
+	// Measured what the name says: every accepted event committed and
+	// delivered by the workers.
+	waitDelivered(b, eq, warm+uint64(b.N))
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds())
+	}
+	b.ReportMetric(rate, "req/s")
+	b.ReportMetric(healthRate, "healthz-req/s")
+	b.ReportMetric(pct(0.50), "p50-us")
+	b.ReportMetric(pct(0.99), "p99-us")
+	b.ReportMetric(float64(callers), "callers")
+}
+
+// BenchmarkEventDrain is the rate at which a backlog of b.N queued events
+// (64 tenants on 2 process workers, SQLite) drains after a start of the
+// queue: the backlog's load from the store, every event's delivery and
+// its deletion.
+func BenchmarkEventDrain(b *testing.B) {
+	st := openTestStore(b)
+	for i := range httpTenants {
+		put(b, st, httpTenant(i), "echo", echoTemplate, "Ping")
+	}
+	pool := startBenchPool(b, st, benchProcessConfig(b)).Pool
+	ctx := context.Background()
+	now := time.Now()
+	ev := proto.Event{Name: "Ping", Data: proto.Value(`{"who":"ops"}`)}
+	for lo := 0; lo < b.N; lo += 1000 {
+		var batch store.EventBatch
+		for i := lo; i < min(lo+1000, b.N); i++ {
+			batch.Add = append(batch.Add, store.EventRecord{Tenant: httpTenant(i), Event: ev, AcceptedAt: now, DeliverAt: now})
+		}
+		if _, err := st.CommitEvents(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	start := time.Now()
+	eq := benchQueue(b, st, pool)
+	if n := eq.Stats().Pending; n != b.N {
+		b.Fatalf("queue loaded %d events, want %d", n, b.N)
+	}
+	waitDelivered(b, eq, uint64(b.N))
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+	b.StopTimer()
+	if err := eq.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if left, err := st.EventBacklog(ctx); err != nil || len(left) != 0 {
+		b.Fatalf("after the drain the store holds %+v, %v", left, err)
+	}
+}

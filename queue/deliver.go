@@ -1,0 +1,293 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/store"
+)
+
+// pageSize is how many due events of a tenant one serve loads and
+// delivers before the tenant goes to the back of the ready list.
+const pageSize = 64
+
+// waitRetry is how long a tenant waits after a failure that is not the
+// event's fault (the worker restarting or overloaded, the store away).
+const waitRetry = 200 * time.Millisecond
+
+// Outcome is what a delivery's result means for its event.
+type Outcome int
+
+// Outcomes of a delivery (see Classify).
+const (
+	// Delivered: the worker ran the event (its template may have raised
+	// an error of its own); it is deleted.
+	Delivered Outcome = iota
+	// Failed: the run ended with a fatal limit or took its worker down;
+	// the attempt counts, and the event is retried after a backoff or
+	// dead-lettered.
+	Failed
+	// Wait: the event did not run through no fault of its own (worker
+	// restarting or overloaded, tenant quarantined, store unavailable,
+	// shutting down); it is tried again later, the attempt not counted.
+	Wait
+)
+
+// Classify maps a delivery's error to its outcome: nil and the errors a
+// template raises itself (script_error, kv_quota_exceeded,
+// result_too_large, ...) are Delivered — running it again would raise them
+// again; fatal limits, worker deaths and internal errors are Failed; an
+// event that could not reach a worker must Wait.
+func Classify(err error) Outcome {
+	if err == nil {
+		return Delivered
+	}
+	if errors.Is(err, context.Canceled) {
+		return Wait
+	}
+	switch proto.CodeOf(err) {
+	case proto.CodeCPULimit, proto.CodeTimeout, proto.CodeMemoryLimit, proto.CodeStackOverflow,
+		proto.CodeWorkerUnavailable, proto.CodeInternal:
+		return Failed
+	case proto.CodeTenantQuarantined, proto.CodeWorkerOverloaded, proto.CodeBacklogFull,
+		proto.CodeStoreUnavailable, proto.CodeShuttingDown, proto.CodeShardUnavailable:
+		return Wait
+	}
+	return Delivered
+}
+
+// deliverer serves tenants from the ready list until the queue stops.
+func (q *Queue) deliverer() {
+	defer q.wg.Done()
+	for {
+		q.mu.Lock()
+		for len(q.ready) == 0 && !q.closed.Load() {
+			q.cond.Wait()
+		}
+		if q.closed.Load() {
+			q.mu.Unlock()
+			return
+		}
+		id := q.ready[0]
+		q.ready[0] = proto.Id{}
+		q.ready = q.ready[1:]
+		t := q.tenants[id]
+		if t == nil {
+			q.mu.Unlock()
+			continue
+		}
+		t.queued, t.running, t.again = false, true, false
+		q.mu.Unlock()
+
+		q.serve(id, t)
+
+		q.mu.Lock()
+		t.running = false
+		if t.again && t.count > 0 {
+			q.readyLocked(id, t)
+		}
+		q.dropIfIdleLocked(id, t)
+		q.mu.Unlock()
+	}
+}
+
+// serve delivers up to a page of id's due events in order, stopping at the
+// first that must wait, and arranges the tenant's next serve.
+func (q *Queue) serve(id proto.Id, t *tenantState) {
+	now := time.Now()
+	q.mu.Lock()
+	wantNext, gen := t.delayed, t.delayedGen
+	q.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	recs, next, err := q.cfg.Store.DueEvents(ctx, id, now, pageSize, wantNext)
+	cancel()
+	if err != nil {
+		q.log.Warn().Err(err).Str("tenant", id.String()).Msg("event queue: cannot read the tenant's events; retrying")
+		q.later(id, t, time.Second)
+		return
+	}
+	q.mu.Lock()
+	clear(t.cancelled)
+	if wantNext && len(recs) < pageSize && next.IsZero() && gen == t.delayedGen {
+		// None is delayed any more; a delayed Accept from now on sets
+		// the flag again and arms its own wake.
+		t.delayed = false
+	}
+	switch {
+	case len(recs) > 0:
+		t.oldest = recs[0].DeliverAt
+	case !next.IsZero():
+		t.oldest = next
+	}
+	q.mu.Unlock()
+
+	var lastDone *write
+	defer func() {
+		// The next serve reads the store again: it must not find the
+		// events this one delivered.
+		if lastDone != nil {
+			<-lastDone.reply
+		}
+		q.mu.Lock()
+		clear(t.delivering)
+		q.mu.Unlock()
+	}()
+	for _, r := range recs {
+		if q.closed.Load() {
+			return
+		}
+		if wait := r.NextAttemptAt.Sub(time.Now()); wait > 0 {
+			q.later(id, t, wait)
+			return
+		}
+		if q.cfg.Quarantined != nil {
+			if err := q.cfg.Quarantined(id); err != nil {
+				q.later(id, t, quarantineWait(err))
+				return
+			}
+		}
+		q.mu.Lock()
+		if t.cancelled[r.Seq] {
+			q.mu.Unlock()
+			continue
+		}
+		if t.delivering == nil {
+			t.delivering = make(map[int64]bool)
+		}
+		t.delivering[r.Seq] = true
+		q.mu.Unlock()
+
+		ev := r.Event
+		ev.ID = strconv.FormatInt(r.Seq, 10)
+		dctx, cancel := context.WithTimeout(context.Background(), q.cfg.CallTimeout)
+		_, err := q.cfg.Dispatch(dctx, id, ev)
+		cancel()
+		switch q.classify(err) {
+		case Delivered:
+			if err != nil {
+				q.log.Debug().Str("tenant", id.String()).Str("event", ev.ID).Str("code", proto.CodeOf(err)).
+					Msg("queued event ran with an error of its template")
+			}
+			w := &write{done: r.Seq}
+			if q.submitAsync(w) {
+				lastDone = w
+			}
+			q.delivered.Add(1)
+			q.forget(id, t, recs, r)
+		case Wait:
+			q.mu.Lock()
+			delete(t.delivering, r.Seq)
+			q.mu.Unlock()
+			if q.cfg.Quarantined != nil && proto.CodeOf(err) == proto.CodeTenantQuarantined {
+				q.later(id, t, quarantineWait(err))
+			} else {
+				q.later(id, t, waitRetry)
+			}
+			return
+		case Failed:
+			if !q.fail(id, t, r, err) {
+				return
+			}
+		}
+	}
+	if len(recs) == pageSize {
+		q.mu.Lock()
+		t.again = true
+		q.mu.Unlock()
+	} else if !next.IsZero() {
+		q.mu.Lock()
+		q.wakeAtLocked(id, t, next, time.Now())
+		q.mu.Unlock()
+	}
+}
+
+// fail records a failed delivery of r: a retry after a backoff, or, at
+// MaxAttempts, the dead-letter table. It reports whether the tenant's next
+// event may be delivered now (r was dead-lettered).
+func (q *Queue) fail(id proto.Id, t *tenantState, r store.EventRecord, err error) bool {
+	pe := proto.AsError(err)
+	attempts := r.Attempts + 1
+	f := store.EventFailure{Seq: r.Seq, Attempts: attempts, Err: &proto.Error{Code: pe.Code, Message: pe.Message}}
+	if attempts >= q.cfg.MaxAttempts {
+		_, werr := q.submit(context.Background(), &write{dead: &f})
+		if werr != nil {
+			q.mu.Lock()
+			delete(t.delivering, r.Seq)
+			q.mu.Unlock()
+			q.later(id, t, time.Second)
+			return false
+		}
+		q.deadLettered.Add(1)
+		q.log.Warn().Str("tenant", id.String()).Str("event", strconv.FormatInt(r.Seq, 10)).Int("attempts", attempts).
+			Str("code", pe.Code).Msg("event dead-lettered after its last attempt")
+		q.forget(id, t, nil, r)
+		return true
+	}
+	backoff := q.backoff(attempts)
+	f.NextAttemptAt = time.Now().Add(backoff)
+	if _, werr := q.submit(context.Background(), &write{failed: &f}); werr != nil {
+		q.log.Warn().Err(werr).Str("tenant", id.String()).Msg("event queue: cannot record a failed delivery")
+	}
+	q.retried.Add(1)
+	q.log.Info().Str("tenant", id.String()).Str("event", strconv.FormatInt(r.Seq, 10)).Int("attempts", attempts).
+		Str("code", pe.Code).Dur("backoff", backoff).Msg("event delivery failed; retrying after a backoff")
+	q.mu.Lock()
+	delete(t.delivering, r.Seq)
+	q.mu.Unlock()
+	q.later(id, t, backoff)
+	return false
+}
+
+// forget counts event gone of id as gone from the queue.
+func (q *Queue) forget(id proto.Id, t *tenantState, page []store.EventRecord, gone store.EventRecord) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	// The count may go below zero for a moment: an event can be
+	// delivered between its commit and the count's increment by Accept
+	// (whose reservation keeps the state alive meanwhile).
+	t.count--
+	q.total--
+	t.bytes -= eventBytes(gone.Event)
+	if t.count <= 0 && t.reserved == 0 {
+		t.bytes = 0
+	}
+	for i, r := range page {
+		if r.Seq == gone.Seq && i+1 < len(page) {
+			t.oldest = page[i+1].DeliverAt
+		}
+	}
+}
+
+// later makes id ready again after d.
+func (q *Queue) later(id proto.Id, t *tenantState, d time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.wakeAtLocked(id, t, time.Now().Add(d), time.Now())
+}
+
+// backoff is the wait after the attempts-th failed delivery.
+func (q *Queue) backoff(attempts int) time.Duration {
+	d := q.cfg.RetryBackoff
+	for i := 1; i < attempts && d < q.cfg.RetryBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, q.cfg.RetryBackoffMax)
+}
+
+// classify is Config.Classify or Classify.
+func (q *Queue) classify(err error) Outcome {
+	if q.cfg.Classify != nil {
+		return q.cfg.Classify(err)
+	}
+	return Classify(err)
+}
+
+// quarantineWait is how long a quarantined tenant's events wait before the
+// quarantine is checked again: until it ends, at most a second (an
+// operator may lift it sooner).
+func quarantineWait(error) time.Duration {
+	return time.Second
+}

@@ -1,0 +1,136 @@
+package queue
+
+import (
+	"context"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/store"
+)
+
+// maxBatch bounds the writes of one group commit.
+const maxBatch = 2048
+
+// commitTimeout bounds one group commit.
+const commitTimeout = 10 * time.Second
+
+// write is one request to the writer; exactly one field is set.
+type write struct {
+	add    *store.EventRecord
+	failed *store.EventFailure
+	dead   *store.EventFailure
+	done   int64
+
+	seq   int64 // of add, once committed
+	err   error
+	reply chan struct{} // closed once committed (or failed)
+}
+
+// submit hands w to the writer and waits for its commit. It does not give
+// up when ctx ends: the commit is bounded by commitTimeout, and a caller
+// must know whether its write was committed.
+func (q *Queue) submit(ctx context.Context, w *write) (int64, error) {
+	w.reply = make(chan struct{})
+	q.submitMu.RLock()
+	if q.writerClosed {
+		q.submitMu.RUnlock()
+		return 0, proto.Errorf(proto.CodeShuttingDown, "the master is shutting down")
+	}
+	q.writes <- w
+	q.submitMu.RUnlock()
+	<-w.reply
+	return w.seq, w.err
+}
+
+// submitAsync hands w to the writer without waiting; w.reply closes once
+// it is committed.
+func (q *Queue) submitAsync(w *write) bool {
+	w.reply = make(chan struct{})
+	q.submitMu.RLock()
+	defer q.submitMu.RUnlock()
+	if q.writerClosed {
+		return false
+	}
+	q.writes <- w
+	return true
+}
+
+// writer commits the writes that arrived while its previous commit ran, in
+// one transaction each time (group commit), until the queue closes.
+func (q *Queue) writer() {
+	defer close(q.writerDone)
+	batch := make([]*write, 0, maxBatch)
+	for {
+		var w *write
+		select {
+		case w = <-q.writes:
+		case <-q.writerStop:
+			// Close holds submitMu: nothing more arrives. Commit the rest.
+			for {
+				batch = batch[:0]
+				for len(batch) < maxBatch {
+					select {
+					case w := <-q.writes:
+						batch = append(batch, w)
+						continue
+					default:
+					}
+					break
+				}
+				if len(batch) == 0 {
+					return
+				}
+				q.commit(batch)
+			}
+		}
+		batch = append(batch[:0], w)
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case w := <-q.writes:
+				batch = append(batch, w)
+			default:
+				break more
+			}
+		}
+		q.commit(batch)
+	}
+}
+
+// commit writes batch in one transaction and answers its writes.
+func (q *Queue) commit(batch []*write) {
+	var b store.EventBatch
+	for _, w := range batch {
+		switch {
+		case w.add != nil:
+			b.Add = append(b.Add, *w.add)
+		case w.failed != nil:
+			b.Failed = append(b.Failed, *w.failed)
+		case w.dead != nil:
+			b.Dead = append(b.Dead, *w.dead)
+		case w.done != 0:
+			b.Done = append(b.Done, w.done)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	seqs, err := q.cfg.Store.CommitEvents(ctx, b)
+	cancel()
+	if err != nil {
+		if proto.CodeOf(err) != proto.CodeStoreUnavailable {
+			q.log.Error().Err(err).Int("writes", len(batch)).Msg("event queue: commit failed")
+			err = &proto.Error{Code: proto.CodeStoreUnavailable, RetryAfter: 1, Message: "the store could not commit the event: " + proto.AsError(err).Message}
+		} else {
+			q.log.Warn().Err(err).Int("writes", len(batch)).Msg("event queue: store unavailable")
+		}
+	}
+	i := 0
+	for _, w := range batch {
+		w.err = err
+		if w.add != nil && err == nil {
+			w.seq = seqs[i]
+			i++
+		}
+		close(w.reply)
+	}
+	q.commits.Add(1)
+}

@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// EventRecord is one row of the events table (the durable event queue) or
+// of the dead_letters table.
+type EventRecord struct {
+	// Seq is the event's id, assigned by the store from a sequence that
+	// never reuses a number; it orders a tenant's events.
+	Seq        int64
+	Tenant     proto.Id
+	Event      proto.Event
+	AcceptedAt time.Time
+	// DeliverAt is when the event is due (AcceptedAt for an immediate one).
+	DeliverAt time.Time
+	// Scheduled marks an event made by ctx.events.schedule.
+	Scheduled bool
+	// Attempts counts the failed deliveries so far.
+	Attempts int
+	// LastError is the error of the last failed delivery, if any.
+	LastError *proto.Error
+	// NextAttemptAt is when a failed event may be tried again (zero: at
+	// once).
+	NextAttemptAt time.Time
+	// DeadAt is when the event was dead-lettered (dead_letters only).
+	DeadAt time.Time
+}
+
+// EventFailure records a failed delivery of the event Seq.
+type EventFailure struct {
+	Seq      int64
+	Attempts int
+	Err      *proto.Error
+	// NextAttemptAt is when it may be tried again (Failed only).
+	NextAttemptAt time.Time
+}
+
+// EventBatch is what one group commit of the queue writes, in one
+// transaction, in this order: Add, Failed, Dead, Done.
+type EventBatch struct {
+	// Add inserts events; their Seq is assigned (returned in order).
+	Add []EventRecord
+	// Failed updates the attempts and last error of events.
+	Failed []EventFailure
+	// Dead moves events to dead_letters with their attempts and error.
+	Dead []EventFailure
+	// Done deletes delivered events; a missing one is not an error.
+	Done []int64
+}
+
+// Empty reports whether b writes nothing.
+func (b *EventBatch) Empty() bool {
+	return len(b.Add) == 0 && len(b.Failed) == 0 && len(b.Dead) == 0 && len(b.Done) == 0
+}
+
+// TenantBacklog is one tenant's share of the events table.
+type TenantBacklog struct {
+	Tenant proto.Id
+	// Count is the number of the tenant's pending events.
+	Count int
+	// FirstDue is the earliest DeliverAt of them.
+	FirstDue time.Time
+	// Bytes is the size of their stored JSON.
+	Bytes int64
+}
+
+// EventStore is the durable event queue's part of the store. Events are
+// kept with microsecond precision; Event is kept as its JSON.
+type EventStore interface {
+	// CommitEvents writes b in one transaction and returns the Seq given
+	// to each of b.Add, in order. On error nothing is written.
+	CommitEvents(ctx context.Context, b EventBatch) ([]int64, error)
+	// DueEvents returns up to limit of the tenant's events due at now
+	// (DeliverAt ≤ now) in Seq order, and, when wantNext and fewer than
+	// limit are due, the earliest DeliverAt of its events not yet due
+	// (zero if none).
+	DueEvents(ctx context.Context, tenant proto.Id, now time.Time, limit int, wantNext bool) ([]EventRecord, time.Time, error)
+	// PendingEvents lists up to limit of the tenant's events ordered by
+	// DeliverAt then Seq; scheduledOnly keeps the Scheduled ones.
+	PendingEvents(ctx context.Context, tenant proto.Id, scheduledOnly bool, limit int) ([]EventRecord, error)
+	// EventBacklog returns every tenant with pending events.
+	EventBacklog(ctx context.Context) ([]TenantBacklog, error)
+	// DeleteEvent deletes the tenant's pending event seq, reporting
+	// whether there was one (another tenant's seq is none).
+	DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (bool, error)
+	// DeadLetters lists up to limit dead letters (of tenant, when not
+	// nil) in Seq order.
+	DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]EventRecord, error)
+	// ReviveDeadLetter moves dead letter seq back into the events table
+	// under the same Seq with no attempts and returns it; not_found if
+	// there is none.
+	ReviveDeadLetter(ctx context.Context, seq int64) (EventRecord, error)
+	// DeleteDeadLetter deletes dead letter seq; not_found if there is none.
+	DeleteDeadLetter(ctx context.Context, seq int64) error
+}

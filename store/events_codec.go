@@ -1,0 +1,72 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// encodeEvent is the JSON an event is kept as (without its ID: the row's
+// seq is the id).
+func encodeEvent(ev proto.Event) (string, error) {
+	ev.ID = ""
+	if len(ev.Data) > 0 && !json.Valid(ev.Data) {
+		return "", proto.Errorf(proto.CodeBadRequest, "event data is not valid JSON")
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return "", fmt.Errorf("encode event: %w", err)
+	}
+	return string(b), nil
+}
+
+// decodeEvent parses what encodeEvent wrote.
+func decodeEvent(s string) (proto.Event, error) {
+	if ev, ok := proto.ParseCanonicalEvent([]byte(s)); ok {
+		return ev, nil
+	}
+	var ev proto.Event
+	if err := json.Unmarshal([]byte(s), &ev); err != nil {
+		return ev, fmt.Errorf("decode stored event: %w", err)
+	}
+	return ev, nil
+}
+
+// encodeError is the JSON of a delivery error, "" for none.
+func encodeError(e *proto.Error) string {
+	if e == nil {
+		return ""
+	}
+	b, _ := json.Marshal(proto.Error{Code: e.Code, Message: e.Message})
+	return string(b)
+}
+
+// decodeError parses what encodeError wrote; nil for "".
+func decodeError(s string) *proto.Error {
+	if s == "" {
+		return nil
+	}
+	var e proto.Error
+	if err := json.Unmarshal([]byte(s), &e); err != nil {
+		return &proto.Error{Code: proto.CodeInternal, Message: s}
+	}
+	return &e
+}
+
+// micros converts a time to the microseconds SQLite keeps; zero stays 0.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// fromMicros converts back; 0 is the zero time.
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}

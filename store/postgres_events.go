@@ -1,0 +1,291 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// pgEventColumns are the events columns scanPgEvent reads, in order.
+const pgEventColumns = `seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, attempts, next_attempt_at, COALESCE(last_error, ''), NULL::timestamptz`
+
+// pgDeadColumns are the dead_letters columns scanPgEvent reads.
+const pgDeadColumns = `seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, attempts, NULL::timestamptz, last_error, dead_at`
+
+// nullTime is t, or NULL for the zero time.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.Truncate(time.Microsecond)
+}
+
+// CommitEvents writes b in one transaction (one round trip per part).
+func (p *Postgres) CommitEvents(ctx context.Context, b EventBatch) ([]int64, error) {
+	if b.Empty() {
+		return nil, nil
+	}
+	type row struct {
+		kind string
+		ev   string
+	}
+	rows := make([]row, len(b.Add))
+	for i, r := range b.Add {
+		kind, err := kindName(r.Tenant.Kind)
+		if err != nil {
+			return nil, err
+		}
+		ev, err := encodeEvent(r.Event)
+		if err != nil {
+			return nil, err
+		}
+		rows[i] = row{kind, ev}
+	}
+	seqs := make([]int64, len(b.Add))
+	err := p.write(ctx, "commit events", func(tx pgx.Tx) error {
+		batch := &pgx.Batch{}
+		for i, r := range b.Add {
+			i := i
+			batch.Queue(`INSERT INTO events (tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled)
+				VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq`,
+				rows[i].kind, idToDB(r.Tenant.ID), rows[i].ev, r.AcceptedAt.Truncate(time.Microsecond),
+				r.DeliverAt.Truncate(time.Microsecond), r.Scheduled).QueryRow(func(row pgx.Row) error {
+				return row.Scan(&seqs[i])
+			})
+		}
+		for _, f := range b.Failed {
+			batch.Queue(`UPDATE events SET attempts = $1, last_error = $2, next_attempt_at = $3 WHERE seq = $4`,
+				f.Attempts, encodeError(f.Err), nullTime(f.NextAttemptAt), f.Seq)
+		}
+		now := time.Now().Truncate(time.Microsecond)
+		for _, f := range b.Dead {
+			batch.Queue(`INSERT INTO dead_letters (seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, attempts, last_error, dead_at)
+				SELECT seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, $1, $2, $3 FROM events WHERE seq = $4
+				ON CONFLICT (seq) DO NOTHING`, f.Attempts, encodeError(f.Err), now, f.Seq)
+			batch.Queue(`DELETE FROM events WHERE seq = $1`, f.Seq)
+		}
+		if len(b.Done) > 0 {
+			batch.Queue(`DELETE FROM events WHERE seq = ANY($1)`, b.Done)
+		}
+		return tx.SendBatch(ctx, batch).Close()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return seqs, nil
+}
+
+// scanPgEvents reads rows of pgEventColumns or pgDeadColumns.
+func scanPgEvents(rows pgx.Rows) ([]EventRecord, error) {
+	defer rows.Close()
+	out := []EventRecord{}
+	for rows.Next() {
+		var (
+			r            EventRecord
+			kind, ev, le string
+			id           int64
+			next, dead   *time.Time
+		)
+		if err := rows.Scan(&r.Seq, &kind, &id, &ev, &r.AcceptedAt, &r.DeliverAt, &r.Scheduled, &r.Attempts, &next, &le, &dead); err != nil {
+			return nil, err
+		}
+		var err error
+		if r.Tenant, err = tenantFromDB(kind, id); err != nil {
+			return nil, err
+		}
+		if r.Event, err = decodeEvent(ev); err != nil {
+			return nil, err
+		}
+		r.AcceptedAt, r.DeliverAt = r.AcceptedAt.UTC(), r.DeliverAt.UTC()
+		if next != nil {
+			r.NextAttemptAt = next.UTC()
+		}
+		if dead != nil {
+			r.DeadAt = dead.UTC()
+		}
+		r.LastError = decodeError(le)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// DueEvents returns the tenant's due events in seq order and, when fewer
+// than limit are due, the earliest deliver_at of the others.
+func (p *Postgres) DueEvents(ctx context.Context, tenant proto.Id, now time.Time, limit int, wantNext bool) ([]EventRecord, time.Time, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	var (
+		out  []EventRecord
+		next *time.Time
+	)
+	err = p.read(ctx, "due events", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT `+pgEventColumns+` FROM events
+			WHERE tenant_type = $1 AND tenant_id = $2 AND deliver_at <= $3 ORDER BY seq LIMIT $4`,
+			kind, idToDB(tenant.ID), now, limit)
+		if err != nil {
+			return err
+		}
+		if out, err = scanPgEvents(rows); err != nil {
+			return err
+		}
+		next = nil
+		if len(out) >= limit || !wantNext {
+			return nil
+		}
+		return c.QueryRow(ctx, `SELECT MIN(deliver_at) FROM events WHERE tenant_type = $1 AND tenant_id = $2 AND deliver_at > $3`,
+			kind, idToDB(tenant.ID), now).Scan(&next)
+	})
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if next != nil {
+		return out, next.UTC(), nil
+	}
+	return out, time.Time{}, nil
+}
+
+// PendingEvents lists the tenant's events by deliver_at, then seq.
+func (p *Postgres) PendingEvents(ctx context.Context, tenant proto.Id, scheduledOnly bool, limit int) ([]EventRecord, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return nil, err
+	}
+	q := `SELECT ` + pgEventColumns + ` FROM events WHERE tenant_type = $1 AND tenant_id = $2`
+	if scheduledOnly {
+		q += ` AND scheduled`
+	}
+	var out []EventRecord
+	err = p.read(ctx, "pending events", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, q+` ORDER BY deliver_at, seq LIMIT $3`, kind, idToDB(tenant.ID), limit)
+		if err != nil {
+			return err
+		}
+		out, err = scanPgEvents(rows)
+		return err
+	})
+	return out, err
+}
+
+// EventBacklog returns every tenant with pending events.
+func (p *Postgres) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
+	var out []TenantBacklog
+	err := p.read(ctx, "event backlog", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT tenant_type, tenant_id, COUNT(*), MIN(deliver_at), SUM(octet_length(event))::bigint FROM events GROUP BY tenant_type, tenant_id`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		out = []TenantBacklog{}
+		for rows.Next() {
+			var (
+				kind string
+				id   int64
+				b    TenantBacklog
+			)
+			if err := rows.Scan(&kind, &id, &b.Count, &b.FirstDue, &b.Bytes); err != nil {
+				return err
+			}
+			if b.Tenant, err = tenantFromDB(kind, id); err != nil {
+				return err
+			}
+			b.FirstDue = b.FirstDue.UTC()
+			out = append(out, b)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// DeleteEvent deletes the tenant's pending event seq.
+func (p *Postgres) DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (bool, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return false, err
+	}
+	var n int64
+	err = p.write(ctx, "delete event", func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM events WHERE seq = $1 AND tenant_type = $2 AND tenant_id = $3`, seq, kind, idToDB(tenant.ID))
+		n = tag.RowsAffected()
+		return err
+	})
+	return n > 0, err
+}
+
+// DeadLetters lists dead letters in seq order.
+func (p *Postgres) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]EventRecord, error) {
+	q := `SELECT ` + pgDeadColumns + ` FROM dead_letters`
+	args := []any{}
+	if tenant != nil {
+		kind, err := kindName(tenant.Kind)
+		if err != nil {
+			return nil, err
+		}
+		q += ` WHERE tenant_type = $2 AND tenant_id = $3`
+		args = append(args, kind, idToDB(tenant.ID))
+	}
+	var out []EventRecord
+	err := p.read(ctx, "dead letters", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, q+` ORDER BY seq LIMIT $1`, append([]any{limit}, args...)...)
+		if err != nil {
+			return err
+		}
+		out, err = scanPgEvents(rows)
+		return err
+	})
+	return out, err
+}
+
+// ReviveDeadLetter moves dead letter seq back into events.
+func (p *Postgres) ReviveDeadLetter(ctx context.Context, seq int64) (EventRecord, error) {
+	var r EventRecord
+	found := false
+	err := p.write(ctx, "retry dead letter", func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `DELETE FROM dead_letters WHERE seq = $1 RETURNING `+pgDeadColumns, seq)
+		if err != nil {
+			return err
+		}
+		recs, err := scanPgEvents(rows)
+		if err != nil || len(recs) == 0 {
+			return err
+		}
+		found, r = true, recs[0]
+		kind, _ := kindName(r.Tenant.Kind)
+		ev, err := encodeEvent(r.Event)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO events (seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, r.Seq, kind, idToDB(r.Tenant.ID), ev, r.AcceptedAt, r.DeliverAt, r.Scheduled)
+		return err
+	})
+	if err != nil {
+		return EventRecord{}, err
+	}
+	if !found {
+		return EventRecord{}, proto.Errorf(proto.CodeNotFound, "dead letter %d not found", seq)
+	}
+	r.Attempts, r.LastError, r.DeadAt = 0, nil, time.Time{}
+	return r, nil
+}
+
+// DeleteDeadLetter deletes dead letter seq.
+func (p *Postgres) DeleteDeadLetter(ctx context.Context, seq int64) error {
+	var n int64
+	err := p.write(ctx, "delete dead letter", func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM dead_letters WHERE seq = $1`, seq)
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return proto.Errorf(proto.CodeNotFound, "dead letter %d not found", seq)
+	}
+	return nil
+}

@@ -1,0 +1,335 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// Statements of the event queue's group commit, prepared on the writer.
+// Inserts and deletes of many rows go in multi-row statements of
+// eventChunks rows (a batch of n rows is split into n's binary digits), all
+// prepared when the store opens.
+var (
+	eventChunks   = []int{64, 32, 16, 8, 4, 2, 1}
+	qEventInserts = map[int]string{}
+	qEventDeletes = map[int]string{}
+)
+
+func init() {
+	for _, n := range eventChunks {
+		vals := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?),", n), ",")
+		qEventInserts[n] = `INSERT INTO events (tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled) VALUES ` + vals
+		qEventDeletes[n] = `DELETE FROM events WHERE seq IN (` + strings.TrimSuffix(strings.Repeat("?,", n), ",") + `)`
+		writerStmts = append(writerStmts, qEventInserts[n], qEventDeletes[n])
+	}
+}
+
+// chunk returns the largest of eventChunks that is at most n.
+func chunk(n int) int {
+	for _, c := range eventChunks {
+		if c <= n {
+			return c
+		}
+	}
+	return 1
+}
+
+const (
+	qEventFailed = `UPDATE events SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE seq = ?`
+	qEventDead   = `INSERT INTO dead_letters (seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, attempts, last_error, dead_at)
+		SELECT seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, ?, ?, ? FROM events WHERE seq = ?
+		ON CONFLICT (seq) DO NOTHING`
+	qEventDelete = `DELETE FROM events WHERE seq = ?`
+)
+
+// eventColumns are the columns scanEvent reads, in order.
+const eventColumns = `seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, attempts, next_attempt_at, COALESCE(last_error, '')`
+
+// CommitEvents writes b in one transaction.
+func (s *SQLite) CommitEvents(ctx context.Context, b EventBatch) ([]int64, error) {
+	if b.Empty() {
+		return nil, nil
+	}
+	type row struct {
+		kind string
+		ev   string
+	}
+	rows := make([]row, len(b.Add))
+	for i, r := range b.Add {
+		kind, err := kindName(r.Tenant.Kind)
+		if err != nil {
+			return nil, err
+		}
+		ev, err := encodeEvent(r.Event)
+		if err != nil {
+			return nil, err
+		}
+		rows[i] = row{kind, ev}
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, s.fail("begin", err)
+	}
+	defer tx.Rollback()
+	seqs := make([]int64, len(b.Add))
+	args := make([]any, 0, 6*eventChunks[0])
+	for lo := 0; lo < len(b.Add); {
+		n := chunk(len(b.Add) - lo)
+		args = args[:0]
+		for i := lo; i < lo+n; i++ {
+			r := b.Add[i]
+			args = append(args, rows[i].kind, idToDB(r.Tenant.ID), rows[i].ev, r.AcceptedAt.UnixMicro(), r.DeliverAt.UnixMicro(), r.Scheduled)
+		}
+		st, err := s.txStmt(ctx, tx, qEventInserts[n])
+		if err != nil {
+			return nil, s.fail("add events", err)
+		}
+		res, err := st.ExecContext(ctx, args...)
+		if err != nil {
+			return nil, s.fail("add events", err)
+		}
+		last, err := res.LastInsertId()
+		if err != nil {
+			return nil, s.fail("add events", err)
+		}
+		// One statement on the only writer connection: its rows got
+		// consecutive seqs (AUTOINCREMENT takes the largest seq ever
+		// used plus one, row after row).
+		for i := 0; i < n; i++ {
+			seqs[lo+i] = last - int64(n-1-i)
+		}
+		lo += n
+	}
+	for _, f := range b.Failed {
+		if err := s.txExec(ctx, tx, qEventFailed, f.Attempts, encodeError(f.Err), micros(f.NextAttemptAt), f.Seq); err != nil {
+			return nil, s.fail("record failed delivery", err)
+		}
+	}
+	now := time.Now().UnixMicro()
+	for _, f := range b.Dead {
+		if err := s.txExec(ctx, tx, qEventDead, f.Attempts, encodeError(f.Err), now, f.Seq); err != nil {
+			return nil, s.fail("dead-letter event", err)
+		}
+		if err := s.txExec(ctx, tx, qEventDelete, f.Seq); err != nil {
+			return nil, s.fail("dead-letter event", err)
+		}
+	}
+	for lo := 0; lo < len(b.Done); {
+		n := chunk(len(b.Done) - lo)
+		args = args[:0]
+		for _, seq := range b.Done[lo : lo+n] {
+			args = append(args, seq)
+		}
+		if err := s.txExec(ctx, tx, qEventDeletes[n], args...); err != nil {
+			return nil, s.fail("delete delivered events", err)
+		}
+		lo += n
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, s.fail("commit events", err)
+	}
+	return seqs, nil
+}
+
+// scanEvents reads rows of eventColumns (plus dead_at when dead).
+func scanEvents(rows *sql.Rows, dead bool) ([]EventRecord, error) {
+	out := []EventRecord{}
+	for rows.Next() {
+		var (
+			r                          EventRecord
+			kind, ev, lastErr          string
+			id, acc, due, next, deadAt int64
+		)
+		dest := []any{&r.Seq, &kind, &id, &ev, &acc, &due, &r.Scheduled, &r.Attempts, &next, &lastErr}
+		if dead {
+			dest = append(dest, &deadAt)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		var err error
+		if r.Tenant, err = tenantFromDB(kind, id); err != nil {
+			return nil, err
+		}
+		if r.Event, err = decodeEvent(ev); err != nil {
+			return nil, err
+		}
+		r.AcceptedAt, r.DeliverAt, r.NextAttemptAt = fromMicros(acc), fromMicros(due), fromMicros(next)
+		r.LastError = decodeError(lastErr)
+		r.DeadAt = fromMicros(deadAt)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// DueEvents returns the tenant's due events in seq order and, when fewer
+// than limit are due, the earliest deliver_at of the others.
+func (s *SQLite) DueEvents(ctx context.Context, tenant proto.Id, now time.Time, limit int, wantNext bool) ([]EventRecord, time.Time, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	st, err := s.stmt(ctx, s.r, `SELECT `+eventColumns+` FROM events
+		WHERE tenant_type = ? AND tenant_id = ? AND deliver_at <= ? ORDER BY seq LIMIT ?`)
+	if err != nil {
+		return nil, time.Time{}, s.fail("due events", err)
+	}
+	rows, err := st.QueryContext(ctx, kind, idToDB(tenant.ID), now.UnixMicro(), limit)
+	if err != nil {
+		return nil, time.Time{}, s.fail("due events", err)
+	}
+	defer rows.Close()
+	out, err := scanEvents(rows, false)
+	if err != nil {
+		return nil, time.Time{}, s.fail("due events", err)
+	}
+	if len(out) >= limit || !wantNext {
+		return out, time.Time{}, nil
+	}
+	var next sql.NullInt64
+	if err := s.scan(ctx, s.r, nil, `SELECT MIN(deliver_at) FROM events WHERE tenant_type = ? AND tenant_id = ? AND deliver_at > ?`,
+		[]any{kind, idToDB(tenant.ID), now.UnixMicro()}, &next); err != nil {
+		return nil, time.Time{}, s.fail("next due event", err)
+	}
+	if next.Valid {
+		return out, fromMicros(next.Int64), nil
+	}
+	return out, time.Time{}, nil
+}
+
+// PendingEvents lists the tenant's events by deliver_at, then seq.
+func (s *SQLite) PendingEvents(ctx context.Context, tenant proto.Id, scheduledOnly bool, limit int) ([]EventRecord, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return nil, err
+	}
+	q := `SELECT ` + eventColumns + ` FROM events WHERE tenant_type = ? AND tenant_id = ?`
+	if scheduledOnly {
+		q += ` AND scheduled`
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY deliver_at, seq LIMIT ?`, kind, idToDB(tenant.ID), limit)
+	if err != nil {
+		return nil, s.fail("pending events", err)
+	}
+	defer rows.Close()
+	out, err := scanEvents(rows, false)
+	return out, s.fail("pending events", err)
+}
+
+// EventBacklog returns every tenant with pending events.
+func (s *SQLite) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT tenant_type, tenant_id, COUNT(*), MIN(deliver_at), SUM(LENGTH(event)) FROM events GROUP BY tenant_type, tenant_id`)
+	if err != nil {
+		return nil, s.fail("event backlog", err)
+	}
+	defer rows.Close()
+	out := []TenantBacklog{}
+	for rows.Next() {
+		var (
+			kind    string
+			id, due int64
+			b       TenantBacklog
+		)
+		if err := rows.Scan(&kind, &id, &b.Count, &due, &b.Bytes); err != nil {
+			return nil, s.fail("event backlog", err)
+		}
+		if b.Tenant, err = tenantFromDB(kind, id); err != nil {
+			return nil, err
+		}
+		b.FirstDue = fromMicros(due)
+		out = append(out, b)
+	}
+	return out, s.fail("event backlog", rows.Err())
+}
+
+// DeleteEvent deletes the tenant's pending event seq.
+func (s *SQLite) DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (bool, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return false, err
+	}
+	res, err := s.w.ExecContext(ctx, `DELETE FROM events WHERE seq = ? AND tenant_type = ? AND tenant_id = ?`, seq, kind, idToDB(tenant.ID))
+	if err != nil {
+		return false, s.fail("delete event", err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, s.fail("delete event", err)
+}
+
+// DeadLetters lists dead letters in seq order.
+func (s *SQLite) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]EventRecord, error) {
+	q := `SELECT ` + eventColumnsDead + ` FROM dead_letters`
+	args := []any{}
+	if tenant != nil {
+		kind, err := kindName(tenant.Kind)
+		if err != nil {
+			return nil, err
+		}
+		q += ` WHERE tenant_type = ? AND tenant_id = ?`
+		args = append(args, kind, idToDB(tenant.ID))
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY seq LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, s.fail("dead letters", err)
+	}
+	defer rows.Close()
+	out, err := scanEvents(rows, true)
+	return out, s.fail("dead letters", err)
+}
+
+// eventColumnsDead are the dead_letters columns scanEvents reads.
+const eventColumnsDead = `seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, attempts, 0, last_error, dead_at`
+
+// ReviveDeadLetter moves dead letter seq back into events.
+func (s *SQLite) ReviveDeadLetter(ctx context.Context, seq int64) (EventRecord, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return EventRecord{}, s.fail("begin", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `DELETE FROM dead_letters WHERE seq = ? RETURNING `+eventColumnsDead, seq)
+	if err != nil {
+		return EventRecord{}, s.fail("retry dead letter", err)
+	}
+	recs, err := scanEvents(rows, true)
+	rows.Close()
+	if err != nil {
+		return EventRecord{}, s.fail("retry dead letter", err)
+	}
+	if len(recs) == 0 {
+		return EventRecord{}, proto.Errorf(proto.CodeNotFound, "dead letter %d not found", seq)
+	}
+	r := recs[0]
+	kind, _ := kindName(r.Tenant.Kind)
+	ev, err := encodeEvent(r.Event)
+	if err != nil {
+		return EventRecord{}, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO events (seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, r.Seq, kind, idToDB(r.Tenant.ID), ev, r.AcceptedAt.UnixMicro(), r.DeliverAt.UnixMicro(), r.Scheduled); err != nil {
+		return EventRecord{}, s.fail("retry dead letter", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return EventRecord{}, s.fail("commit", err)
+	}
+	r.Attempts, r.LastError, r.DeadAt = 0, nil, time.Time{}
+	return r, nil
+}
+
+// DeleteDeadLetter deletes dead letter seq.
+func (s *SQLite) DeleteDeadLetter(ctx context.Context, seq int64) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM dead_letters WHERE seq = ?`, seq)
+	if err != nil {
+		return s.fail("delete dead letter", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return s.fail("delete dead letter", err)
+	} else if n == 0 {
+		return proto.Errorf(proto.CodeNotFound, "dead letter %d not found", seq)
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+package storetest
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/store"
+)
+
+var eventTests = []test{
+	{"EventsCommitAndDue", testEventsCommitAndDue},
+	{"EventsFailDeadRevive", testEventsFailDeadRevive},
+	{"EventsSeqNeverReused", testEventsSeqNeverReused},
+	{"EventsSurviveReopen", testEventsSurviveReopen},
+}
+
+// addEvents commits one event per name for tenant, due at due, and
+// returns their seqs.
+func addEvents(t *testing.T, s store.Store, tenant proto.Id, due time.Time, names ...string) []int64 {
+	t.Helper()
+	var b store.EventBatch
+	for _, n := range names {
+		author := "a-" + n
+		b.Add = append(b.Add, store.EventRecord{Tenant: tenant, AcceptedAt: time.Now(), DeliverAt: due,
+			Event: proto.Event{Name: n, Author: &author, Data: proto.Value(`{"n":"` + n + `","x":[1,2]}`), ID: "ignored"}})
+	}
+	seqs, err := s.CommitEvents(ctx(t), b)
+	must(t, err)
+	if len(seqs) != len(names) {
+		t.Fatalf("CommitEvents returned %d seqs for %d events", len(seqs), len(names))
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Fatalf("seqs not increasing: %v", seqs)
+		}
+	}
+	return seqs
+}
+
+func eventNames(rs []store.EventRecord) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Event.Name
+	}
+	return out
+}
+
+func testEventsCommitAndDue(t *testing.T, open Opener) {
+	s := open(t, store.DefaultQuota)
+	c := ctx(t)
+	now := time.Now()
+	a := addEvents(t, s, guild, now.Add(-time.Second), "A1", "A2", "A3")
+	later := now.Add(time.Hour).Truncate(time.Microsecond)
+	addEvents(t, s, guild, later, "Later")
+	addEvents(t, s, user, now.Add(-time.Second), "U1") // same snowflake, other kind
+
+	due, next, err := s.DueEvents(c, guild, now, 10, true)
+	must(t, err)
+	equal(t, "due events", eventNames(due), []string{"A1", "A2", "A3"})
+	if !next.Equal(later) {
+		t.Fatalf("next due = %v, want %v", next, later)
+	}
+	r := due[0]
+	if r.Seq != a[0] || r.Tenant != guild || r.Event.Author == nil || *r.Event.Author != "a-A1" ||
+		string(r.Event.Data) != `{"n":"A1","x":[1,2]}` || r.Event.ID != "" || r.Attempts != 0 || r.LastError != nil || r.Scheduled {
+		t.Fatalf("first due event = %+v", r)
+	}
+	// A full page reports no next.
+	if due, next, err := s.DueEvents(c, guild, now, 2, true); err != nil || len(due) != 2 || !next.IsZero() {
+		t.Fatalf("DueEvents limit 2 = %d, %v, %v", len(due), next, err)
+	}
+	pend, err := s.PendingEvents(c, guild, false, 100)
+	must(t, err)
+	equal(t, "pending", eventNames(pend), []string{"A1", "A2", "A3", "Later"})
+	if sched, err := s.PendingEvents(c, guild, true, 100); err != nil || len(sched) != 0 {
+		t.Fatalf("scheduled only = %v, %v", sched, err)
+	}
+	seqs, err := s.CommitEvents(c, store.EventBatch{Add: []store.EventRecord{{Tenant: guild, AcceptedAt: now, DeliverAt: later, Scheduled: true, Event: proto.Event{Name: "S"}}}})
+	must(t, err)
+	if sched, err := s.PendingEvents(c, guild, true, 100); err != nil || len(sched) != 1 || !sched[0].Scheduled || sched[0].Seq != seqs[0] {
+		t.Fatalf("scheduled only = %+v, %v", sched, err)
+	}
+
+	backlog, err := s.EventBacklog(c)
+	must(t, err)
+	got := map[proto.Id]int{}
+	for _, b := range backlog {
+		got[b.Tenant] = b.Count
+	}
+	if len(got) != 2 || got[guild] != 5 || got[user] != 1 {
+		t.Fatalf("backlog = %+v", backlog)
+	}
+
+	// Done deletes; a missing seq is no error.
+	_, err = s.CommitEvents(c, store.EventBatch{Done: []int64{a[0], a[1], 999999999}})
+	must(t, err)
+	due, _, err = s.DueEvents(c, guild, now, 10, true)
+	must(t, err)
+	equal(t, "due after done", eventNames(due), []string{"A3"})
+
+	// Another tenant cannot delete it; the owner can, once.
+	if ok, err := s.DeleteEvent(c, user, a[2]); err != nil || ok {
+		t.Fatalf("DeleteEvent by another tenant = %v, %v", ok, err)
+	}
+	if ok, err := s.DeleteEvent(c, guild, a[2]); err != nil || !ok {
+		t.Fatalf("DeleteEvent = %v, %v", ok, err)
+	}
+	if ok, err := s.DeleteEvent(c, guild, a[2]); err != nil || ok {
+		t.Fatalf("DeleteEvent again = %v, %v", ok, err)
+	}
+}
+
+func testEventsFailDeadRevive(t *testing.T, open Opener) {
+	s := open(t, store.DefaultQuota)
+	c := ctx(t)
+	now := time.Now()
+	seqs := addEvents(t, s, guild, now, "P", "N")
+	retryAt := now.Add(time.Minute).Truncate(time.Microsecond)
+	_, err := s.CommitEvents(c, store.EventBatch{Failed: []store.EventFailure{{Seq: seqs[0], Attempts: 1, NextAttemptAt: retryAt,
+		Err: &proto.Error{Code: proto.CodeCPULimit, Message: "too many instructions"}}}})
+	must(t, err)
+	due, _, err := s.DueEvents(c, guild, now.Add(time.Second), 10, true)
+	must(t, err)
+	if len(due) != 2 || due[0].Attempts != 1 || due[0].LastError == nil || due[0].LastError.Code != proto.CodeCPULimit ||
+		!due[0].NextAttemptAt.Equal(retryAt) || due[1].Attempts != 0 || !due[1].NextAttemptAt.IsZero() {
+		t.Fatalf("after a failure: %+v", due)
+	}
+
+	_, err = s.CommitEvents(c, store.EventBatch{Dead: []store.EventFailure{{Seq: seqs[0], Attempts: 5,
+		Err: &proto.Error{Code: proto.CodeWorkerUnavailable, Message: "worker died"}}}, Done: []int64{seqs[1]}})
+	must(t, err)
+	if due, _, err := s.DueEvents(c, guild, now.Add(time.Second), 10, true); err != nil || len(due) != 0 {
+		t.Fatalf("events after dead-lettering = %+v, %v", due, err)
+	}
+	dl, err := s.DeadLetters(c, nil, 10)
+	must(t, err)
+	if len(dl) != 1 || dl[0].Seq != seqs[0] || dl[0].Attempts != 5 || dl[0].LastError == nil ||
+		dl[0].LastError.Code != proto.CodeWorkerUnavailable || dl[0].DeadAt.IsZero() || dl[0].Event.Name != "P" || dl[0].Tenant != guild {
+		t.Fatalf("dead letters = %+v", dl)
+	}
+	if dl, err := s.DeadLetters(c, &user, 10); err != nil || len(dl) != 0 {
+		t.Fatalf("dead letters of another tenant = %+v, %v", dl, err)
+	}
+	if dl, err := s.DeadLetters(c, &guild, 10); err != nil || len(dl) != 1 {
+		t.Fatalf("dead letters of the tenant = %+v, %v", dl, err)
+	}
+
+	r, err := s.ReviveDeadLetter(c, seqs[0])
+	must(t, err)
+	if r.Seq != seqs[0] || r.Attempts != 0 || r.LastError != nil || r.Event.Name != "P" {
+		t.Fatalf("revived = %+v", r)
+	}
+	due, _, err = s.DueEvents(c, guild, now.Add(time.Second), 10, true)
+	must(t, err)
+	if len(due) != 1 || due[0].Seq != seqs[0] || due[0].Attempts != 0 || due[0].LastError != nil {
+		t.Fatalf("after revive: %+v", due)
+	}
+	_, err = s.ReviveDeadLetter(c, seqs[0])
+	wantCode(t, err, proto.CodeNotFound)
+
+	// Delete: once, then not_found.
+	_, err = s.CommitEvents(c, store.EventBatch{Dead: []store.EventFailure{{Seq: seqs[0], Attempts: 1, Err: &proto.Error{Code: proto.CodeTimeout, Message: "t"}}}})
+	must(t, err)
+	must(t, s.DeleteDeadLetter(c, seqs[0]))
+	wantCode(t, s.DeleteDeadLetter(c, seqs[0]), proto.CodeNotFound)
+}
+
+func testEventsSeqNeverReused(t *testing.T, open Opener) {
+	s := open(t, store.DefaultQuota)
+	c := ctx(t)
+	first := addEvents(t, s, guild, time.Now(), "A", "B")
+	_, err := s.CommitEvents(c, store.EventBatch{Done: first})
+	must(t, err)
+	second := addEvents(t, s, guild, time.Now(), "C")
+	if second[0] <= first[1] {
+		t.Fatalf("seq %d reused after %v was deleted", second[0], first)
+	}
+}
+
+func testEventsSurviveReopen(t *testing.T, open Opener) {
+	s := open(t, store.DefaultQuota)
+	c := ctx(t)
+	many := make([]string, 300)
+	for i := range many {
+		many[i] = fmt.Sprintf("E%03d", i)
+	}
+	seqs := addEvents(t, s, guild, time.Now(), many...)
+	s2, err := harness(t, s).Reopen(c, store.DefaultQuota)
+	must(t, err)
+	defer s2.Close()
+	due, _, err := s2.DueEvents(c, guild, time.Now(), 1000, true)
+	must(t, err)
+	equal(t, "events after reopen", eventNames(due), many)
+	for i, r := range due {
+		if r.Seq != seqs[i] {
+			t.Fatalf("event %s has seq %d, CommitEvents returned %d", r.Event.Name, r.Seq, seqs[i])
+		}
+	}
+}

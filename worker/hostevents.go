@@ -1,0 +1,147 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strconv"
+	"time"
+
+	lua "github.com/Shopify/go-lua"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// EventStore is what ctx.events needs from the master: its durable queue
+// of scheduled events. In process mode the Mesophyll client proxies it; in
+// the thread topology the master implements it over its queue.
+type EventStore interface {
+	// ScheduleEvent stores ev for tenant, due at at, and returns its id.
+	// Past the tenant's backlog bound it fails with backlog_full.
+	ScheduleEvent(ctx context.Context, tenant proto.Id, at time.Time, ev proto.Event) (string, error)
+	// CancelEvent cancels the tenant's pending scheduled event id; false
+	// when the tenant has no such pending event.
+	CancelEvent(ctx context.Context, tenant proto.Id, id string) (bool, error)
+	// ScheduledEvents lists the tenant's pending scheduled events in
+	// delivery order.
+	ScheduledEvents(ctx context.Context, tenant proto.Id) ([]proto.ScheduledEvent, error)
+}
+
+// eventCallSteps is what one ctx.events call costs the call's instruction
+// budget besides the JSON work, as much as a coroutine resume: a store
+// round trip is far dearer than an instruction, and the charge also
+// checks the call's deadline.
+const eventCallSteps = 100
+
+// maxEventIDBytes bounds the id ctx.events.cancel takes (queue ids are
+// decimal numbers).
+const maxEventIDBytes = 64
+
+// openEvents pushes the ctx.events table: schedule, cancel, list.
+func (vm *VM) openEvents() {
+	lua.NewLibrary(vm.l, []lua.RegistryFunction{
+		{Name: "schedule", Function: vm.eventsSchedule},
+		{Name: "cancel", Function: vm.eventsCancel},
+		{Name: "list", Function: vm.eventsList},
+	})
+}
+
+// eventsSchedule is ctx.events.schedule(seconds, name, data) → id.
+func (vm *VM) eventsSchedule(l *lua.State) int {
+	const fn = "ctx.events.schedule"
+	vm.charge(l, eventCallSteps)
+	if l.TypeOf(1) != lua.TypeNumber {
+		vm.raise(l, fn+": seconds must be a number, got "+lua.TypeNameOf(l, 1))
+	}
+	secs, _ := l.ToNumber(1)
+	maxSecs := proto.MaxScheduleAhead.Seconds()
+	switch {
+	case math.IsNaN(secs):
+		vm.raise(l, fn+": seconds must be a number, got NaN")
+	case secs < 0:
+		vm.raise(l, fn+": seconds must not be negative, got "+strconv.FormatFloat(secs, 'g', -1, 64))
+	case secs > maxSecs:
+		vm.raise(l, fn+": seconds must be at most "+strconv.FormatFloat(maxSecs, 'f', 0, 64)+
+			" (one year), got "+strconv.FormatFloat(secs, 'g', -1, 64))
+	}
+	if l.TypeOf(2) != lua.TypeString {
+		vm.raise(l, fn+": name must be a string, got "+lua.TypeNameOf(l, 2))
+	}
+	name, _ := l.ToString(2)
+	ev := proto.Event{Name: name, Data: proto.Null}
+	if err := ev.Validate(); err != nil {
+		vm.raise(l, fn+": bad name: "+err.Error())
+	}
+	if !l.IsNoneOrNil(3) {
+		b, err := encodeJSON(l, 3, proto.MaxValueBytes+1, vm.meter)
+		if err != nil && !errors.Is(err, errTooLong) {
+			vm.jsonFailed(l, fn+": data cannot be stored: ", err)
+		}
+		if errors.Is(err, errTooLong) || len(b) > proto.MaxValueBytes {
+			vm.raise(l, fn+": data is larger than "+strconv.Itoa(proto.MaxValueBytes)+" bytes encoded")
+		}
+		ev.Data = b
+	}
+	at := time.Now().Add(time.Duration(secs * float64(time.Second)))
+	ctx, cancel := vm.storeCtx()
+	id, err := vm.store.ScheduleEvent(ctx, vm.tenant, at, ev)
+	cancel()
+	if err != nil {
+		vm.hostFailed(l, fn, err)
+	}
+	l.PushString(id)
+	return 1
+}
+
+// eventsCancel is ctx.events.cancel(id) → true if a pending event was
+// cancelled, false if the tenant has none with that id.
+func (vm *VM) eventsCancel(l *lua.State) int {
+	const fn = "ctx.events.cancel"
+	vm.charge(l, eventCallSteps)
+	if l.TypeOf(1) != lua.TypeString {
+		vm.raise(l, fn+": id must be a string (as ctx.events.schedule returned it), got "+lua.TypeNameOf(l, 1))
+	}
+	id, _ := l.ToString(1)
+	if id == "" || len(id) > maxEventIDBytes {
+		l.PushBoolean(false) // no event has such an id
+		return 1
+	}
+	ctx, cancel := vm.storeCtx()
+	ok, err := vm.store.CancelEvent(ctx, vm.tenant, id)
+	cancel()
+	if err != nil {
+		vm.hostFailed(l, fn, err)
+	}
+	l.PushBoolean(ok)
+	return 1
+}
+
+// eventsList is ctx.events.list() → array of {id=, name=, data=,
+// deliver_at=<unix seconds>} in delivery order.
+func (vm *VM) eventsList(l *lua.State) int {
+	const fn = "ctx.events.list"
+	vm.charge(l, eventCallSteps)
+	ctx, cancel := vm.storeCtx()
+	list, err := vm.store.ScheduledEvents(ctx, vm.tenant)
+	cancel()
+	if err != nil {
+		vm.hostFailed(l, fn, err)
+	}
+	l.CreateTable(len(list), 0)
+	for i := range list {
+		e := &list[i]
+		l.CreateTable(0, 4)
+		l.PushString(e.ID)
+		l.SetField(-2, "id")
+		l.PushString(e.Event.Name)
+		l.SetField(-2, "name")
+		if err := pushJSON(l, e.Event.Data, vm.meter); err != nil {
+			vm.jsonFailed(l, fn+": stored data is not valid JSON: ", err)
+		}
+		l.SetField(-2, "data")
+		l.PushNumber(float64(e.DeliverAt.UnixMilli()) / 1000)
+		l.SetField(-2, "deliver_at")
+		l.RawSetInt(-2, i+1)
+	}
+	return 1
+}
