@@ -3,6 +3,9 @@ package mesophyll
 import (
 	"context"
 	"encoding/json"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,5 +110,88 @@ func TestCallWithDoneCtxWhileReadingReturns(t *testing.T) {
 	}
 	if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
 		t.Fatalf("connection broken after the timed-out call: %v", err)
+	}
+}
+
+// TestMixedTrafficWithReaderTurns mixes what makes the reader change
+// hands: lone and concurrent calls, calls whose ctx is cancelled while
+// they wait or read, nowait events, store calls from within events and
+// the worker's own store calls. Every
+// call must get its own answer or its timeout, every nowait event its Ack,
+// and nothing may stay in flight.
+func TestMixedTrafficWithReaderTurns(t *testing.T) {
+	h := newHarness(t, ServerOptions{Workers: 1, HeartbeatInterval: 20 * time.Millisecond})
+	hd := &inlineHandler{fakeHandler: newFakeHandler()}
+	cl, c, _ := h.worker(0, hd)
+	hd.cl.Store(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	g := proto.GuildID(1)
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				n := w*1000 + i
+				switch i % 5 {
+				case 0, 1:
+					res, err := c.DispatchEvent(ctx, g, proto.Event{Name: "echo", Data: proto.Value(strconv.Itoa(n))})
+					if err != nil || string(res) != strconv.Itoa(n) {
+						bad.Add(1)
+					}
+				case 2:
+					// Cancelled before or while it waits or reads: a
+					// timeout, or its answer if that came first.
+					cctx, ccancel := context.WithCancel(ctx)
+					if n%3 == 0 {
+						ccancel()
+					} else {
+						go ccancel()
+					}
+					res, err := c.DispatchEvent(cctx, g, proto.Event{Name: "echo", Data: proto.Value(strconv.Itoa(n))})
+					ccancel()
+					if err != nil && proto.CodeOf(err) != proto.CodeTimeout || err == nil && string(res) != strconv.Itoa(n) {
+						bad.Add(1)
+					}
+				case 3:
+					if _, _, err := cl.KvGet(ctx, g, "k"); err != nil {
+						bad.Add(1)
+					}
+				case 4: // a store call from within the event
+					if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "kv", Data: proto.Value(`"k"`)}); err != nil {
+						bad.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	const nowaits = 40
+	for i := range nowaits {
+		if err := c.DispatchEventNoWait(g, proto.Event{Name: "Ping"}, uint64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d calls failed or got another call's answer", bad.Load())
+	}
+	for range nowaits {
+		select {
+		case <-h.acks:
+		case <-ctx.Done():
+			t.Fatal("a nowait event was never acknowledged")
+		}
+	}
+	for c.InFlight() != 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d still in flight after everything was answered", c.InFlight())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
+		t.Fatalf("connection broken: %v", err)
 	}
 }
