@@ -1,7 +1,6 @@
 package mesophyll
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +21,9 @@ const storeConcurrency = 64
 // Conn is the master's side of one worker's connection. Its methods are
 // safe for concurrent use; calls that wait for the worker fail with
 // worker_unavailable as soon as the connection ends, and with timeout when
-// their ctx is done first.
+// their ctx is done first (a call reading the connection for itself at
+// that moment returns once the frame being waited for arrives, at the
+// latest with the worker's next heartbeat: readrole.go).
 type Conn struct {
 	srv      *Server
 	workerID int
@@ -33,6 +34,7 @@ type Conn struct {
 	lastSeen atomic.Int64 // unix nanos of the last frame read
 	stalled  atomic.Bool  // reading waits for a store slot
 	storeSem chan struct{}
+	role     readRole        // who reads the connection (readrole.go)
 	ctx      context.Context // cancelled when the connection ends
 	cancel   context.CancelFunc
 }
@@ -45,6 +47,7 @@ func newConn(s *Server, id int, ws *websocket.Conn) *Conn {
 		link:     newLink(ws, proto.CodeWorkerUnavailable, "worker "+strconv.Itoa(id)),
 		log:      s.log.With().Int("worker", id).Logger(),
 		storeSem: make(chan struct{}, storeConcurrency),
+		role:     newReadRole(),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -87,7 +90,7 @@ func (c *Conn) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeBadRequest, "encode request for worker %d: %v", c.workerID, err)
 	}
-	return c.link.call(ctx, req, frame)
+	return c.roundTrip(ctx, req, frame)
 }
 
 // DispatchEventNoWait sends ev for tenant id without waiting; the worker
@@ -105,8 +108,10 @@ func (c *Conn) DispatchEventNoWait(id proto.Id, ev proto.Event, seq uint64) erro
 	err = c.link.send(context.Background(), frame)
 	if err != nil {
 		c.unacked.Add(-1)
+		return err
 	}
-	return err
+	c.wantReader() // for its Ack, and its store requests
+	return nil
 }
 
 // RunScript runs code as a template named name in tenant id's VM and
@@ -136,6 +141,10 @@ func (c *Conn) DropAll(ctx context.Context) error {
 // returns once the request is sent; Done tells when the worker has closed
 // the connection.
 func (c *Conn) Shutdown(ctx context.Context) error {
+	c.role.mu.Lock()
+	c.role.shutdown = true // read on until the worker closes
+	c.role.mu.Unlock()
+	c.wantReader()
 	return c.link.sendMsg(ctx, &proto.Message{Shutdown: &proto.Shutdown{}})
 }
 
@@ -144,29 +153,7 @@ func (c *Conn) call(ctx context.Context, req uint64, m *proto.Message) (proto.Va
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeBadRequest, "encode request for worker %d: %v", c.workerID, err)
 	}
-	return c.link.call(ctx, req, b)
-}
-
-// serve reads the worker's frames until the connection ends.
-func (c *Conn) serve() {
-	var buf bytes.Buffer
-	var m proto.Message
-	for {
-		err := c.link.readFrame(&buf, &m)
-		if err == nil {
-			c.lastSeen.Store(time.Now().UnixNano())
-			err = eachMessage(&m, c.handle)
-		}
-		if err != nil {
-			code, reason, cause := closeCause(err)
-			var fe *frameError
-			if errors.As(err, &fe) {
-				c.log.Warn().Int("code", int(code)).Str("reason", reason).Msg("closing connection: protocol violation")
-			}
-			c.closeWith(code, reason, cause)
-			return
-		}
-	}
+	return c.roundTrip(ctx, req, b)
 }
 
 // handle acts on one message of the worker.
