@@ -87,6 +87,21 @@ type Client struct {
 	pumpBuf   bytes.Buffer  // read buffer of those store calls
 	pumpMsg   proto.Message // the frame they read
 
+	// The reader's state (readturn.go): the frame being handled, its
+	// messages and the next one, kept here so that a new reader goes on
+	// where the last one stopped.
+	frame     proto.Message
+	single    proto.Message
+	msgs      []*proto.Message
+	next      int
+	loopEnded chan struct{} // closed when reading has ended
+
+	turnMu        sync.Mutex
+	reader        *readerTurn // the goroutine that reads now
+	armed         *inlineRun  // the inline event the reader runs, if any
+	pumping       bool        // the reader is in a store call's reading
+	handoffWanted bool        // a hand-off came due during that reading
+
 	// Answers collected while Serve handles a Batch frame (emit); only
 	// Serve's goroutine uses them.
 	collecting  bool
@@ -186,27 +201,20 @@ func (c *Client) Serve(ctx context.Context, h Handler) error {
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c.hctx, c.handler = hctx, h
-	c.inlineCtx = context.WithValue(hctx, pumpKey{}, c)
+	c.inlineCtx = hctx
 	stop := context.AfterFunc(ctx, func() {
 		c.link.shut(websocket.StatusGoingAway, "worker stopping", fmt.Errorf("worker stopping: %w", context.Cause(ctx)))
 	})
 	defer stop()
 	go c.sendHeartbeats(h)
 
-	var m proto.Message
-	for {
-		err := c.link.readFrame(&c.buf, &m)
-		if err == nil {
-			c.collecting = m.Batch != nil
-			err = eachMessage(&m, func(m *proto.Message) error { return c.handle(hctx, h, m) })
-			c.collecting = false
-			c.flushOut()
-		}
-		if err != nil {
-			c.readFailed(err)
-			break
-		}
-	}
+	c.loopEnded = make(chan struct{})
+	turn := &readerTurn{}
+	c.turnMu.Lock()
+	c.reader = turn
+	c.turnMu.Unlock()
+	c.loop(turn)
+	<-c.loopEnded // the reading may have moved to other goroutines
 	cancel()
 	c.handlers.Wait()
 	if c.shutDown.Load() {
@@ -229,7 +237,7 @@ func (c *Client) readFailed(err error) {
 }
 
 // handle acts on one message of the master.
-func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error {
+func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message, turn *readerTurn) error {
 	switch {
 	case m.StoreResponse != nil:
 		r := m.StoreResponse
@@ -238,7 +246,7 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error 
 		}
 	case m.DispatchEvent != nil:
 		q := m.DispatchEvent
-		if c.inline(h, q) {
+		if c.inline(h, q, turn) {
 			return nil
 		}
 		if q.ReqID == 0 {
@@ -275,10 +283,12 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message) error 
 	return nil
 }
 
-// inline runs q on this goroutine if h is an Inliner with nothing else to
-// do and no request read earlier is still being served, sends its
-// response or Ack, and reports whether it did.
-func (c *Client) inline(h Handler, q *proto.DispatchEvent) bool {
+// inline runs q on this goroutine, the reader turn, if h is an Inliner
+// with nothing else to do and no request read earlier is still being
+// served, sends its response or Ack, and reports whether it did. If the
+// event runs long, the reading moves to another goroutine meanwhile
+// (readturn.go).
+func (c *Client) inline(h Handler, q *proto.DispatchEvent, turn *readerTurn) bool {
 	in, ok := h.(Inliner)
 	// While requests read earlier run (or wait to) on goroutines of their
 	// own, this one must not overtake them.
@@ -287,15 +297,29 @@ func (c *Client) inline(h Handler, q *proto.DispatchEvent) bool {
 	}
 	c.handlers.Add(1) // a Shutdown read meanwhile waits for it
 	defer c.handlers.Done()
-	res, ran, err := in.TryDispatchEvent(c.inlineCtx, q.ID, q.Event)
+	run, ctx := c.startInline(turn)
+	res, ran, err := in.TryDispatchEvent(ctx, q.ID, q.Event)
+	handedOff := c.endInline(run)
 	if !ran {
+		if handedOff {
+			// InlineRunning was called for an event that did not run:
+			// a broken Inliner. Later messages may now overtake q.
+			c.log.Error().Str("tenant", q.ID.String()).Msg("inline event reported not run after it started")
+		}
 		return false
 	}
-	if q.ReqID == 0 {
-		c.emit(c.ackFrame(q, err))
-	} else {
-		c.emit(c.responseFrame(q.ReqID, res, err))
+	frame := c.ackFrame(q, err)
+	if q.ReqID != 0 {
+		frame = c.responseFrame(q.ReqID, res, err)
 	}
+	if handedOff {
+		// The new reader owns the collected answers: send this one alone.
+		if err := c.link.send(context.Background(), frame); err != nil {
+			c.log.Debug().Err(err).Msg("send answer")
+		}
+		return true
+	}
+	c.emit(frame)
 	return true
 }
 

@@ -70,8 +70,8 @@ func (c *Client) storeCall(ctx context.Context, req uint64, m *proto.Message, ou
 		return proto.Errorf(proto.CodeInvalidKV, "encode store request: %v", err)
 	}
 	var res proto.Value
-	if ctx.Value(pumpKey{}) == c {
-		res, err = c.pumpCall(ctx, req, b)
+	if r, ok := ctx.Value(inlineRunKey{}).(*inlineRun); ok && r.c == c {
+		res, err = c.pumpCall(ctx, req, b, r.turn)
 	} else {
 		res, err = c.link.call(ctx, req, b)
 	}
@@ -87,43 +87,52 @@ func (c *Client) storeCall(ctx context.Context, req uint64, m *proto.Message, ou
 	return nil
 }
 
-// pumpKey marks the ctx of events that Serve's goroutine runs inline; its
-// value is the Client.
-type pumpKey struct{}
-
-// pumpCall is the store call of an event run inline by Serve's goroutine:
+// pumpCall is the store call of an event run inline by the reader turn:
 // no other goroutine reads the connection meanwhile, so it sends frame and
 // reads and handles frames itself until the response of req has arrived.
 // Requests read meanwhile are served the usual way, on goroutines of
 // their own. Its wait is bounded by the master, which answers every store
 // request within its store timeout, and by the connection's end; ctx is
 // checked between frames only, since a WebSocket read cut short would end
-// the connection.
-func (c *Client) pumpCall(ctx context.Context, req uint64, frame []byte) (proto.Value, error) {
+// the connection. If the reading was handed off (readturn.go), or comes
+// due for a hand-off while it reads, it waits like any other call.
+func (c *Client) pumpCall(ctx context.Context, req uint64, frame []byte, turn *readerTurn) (proto.Value, error) {
+	if !c.pumpTurn(turn) {
+		return c.link.call(ctx, req, frame)
+	}
 	ch, err := c.link.register(req)
 	if err != nil {
+		c.pumpDone(false)
 		return nil, err
 	}
 	c.flushOut() // answers collected so far do not wait for the store
 	if err := c.link.send(ctx, frame); err != nil {
+		c.pumpDone(false)
 		c.link.forget(req)
 		return nil, err
 	}
 	for {
 		select {
 		case r := <-ch:
+			c.pumpDone(false)
 			return r.value()
 		default:
 		}
+		if c.handoffDue() {
+			c.pumpDone(true) // a new reader answers ch
+			return awaitResponse(ctx, c, req, ch)
+		}
 		err := c.link.readFrame(&c.pumpBuf, &c.pumpMsg)
 		if err == nil {
-			err = eachMessage(&c.pumpMsg, func(m *proto.Message) error { return c.handle(c.hctx, c.handler, m) })
+			err = eachMessage(&c.pumpMsg, func(m *proto.Message) error { return c.handle(c.hctx, c.handler, m, turn) })
 		}
 		if err != nil {
+			c.pumpDone(false)
 			c.readFailed(err)
 			return (<-ch).value() // the end of the link answered every call
 		}
 		if ctx.Err() != nil {
+			c.pumpDone(false)
 			c.link.forget(req)
 			return nil, proto.Errorf(proto.CodeTimeout, "master did not answer in time: %v", ctx.Err())
 		}
