@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/worker/luastd"
 )
 
 // VM is one tenant's Lua state: the sandboxed libraries, the host API bound
@@ -37,6 +38,8 @@ type VM struct {
 	stop *atomic.Bool
 
 	coroutinesAfterSweep int // live coroutines after the last end-of-call sweep
+
+	std luastd.Limits // what the shared luastd functions charge (stdLimits)
 }
 
 // sharedBudget is what the calls of one dispatch have spent together.

@@ -256,6 +256,7 @@ type globalState struct {
 	memoryErrorMessage string
 	limitState                       // limits patch: see limits.go
 	coroutines         *coroutineSet // coroutine patch: see coroutine.go
+	host               any           // share patch: SetHost
 	// seed uint // randomized seed for hashes
 	// upValueHead upValue // head of double-linked list of all open upvalues
 }

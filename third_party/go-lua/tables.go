@@ -19,6 +19,9 @@ type table struct {
 	iterationValues []value
 	hashPeak        int    // most entries the hash has held; Go maps never shrink (limits patch)
 	mark            uint32 // ReachableBytes walk epoch (limits patch)
+	// shared: array and hash are a SharedTable's, copied by the first
+	// write (share patch, share.go).
+	shared bool
 }
 
 func newTable() *table                     { return &table{hash: make(map[value]value)} }
@@ -47,6 +50,9 @@ func (l *State) fastTagMethod(table *table, event tm) value {
 }
 
 func (t *table) extendArray(l *State, last int) {
+	if t.shared {
+		t.unshare(l)
+	}
 	// limits patch: account before allocating, and allocate the new array
 	// directly instead of append(t.array, make(...)...), which also
 	// allocated a temporary slice as big as the growth.
@@ -97,6 +103,9 @@ func (t *table) maybeResizeArray(l *State, key int) bool {
 }
 
 func (t *table) addOrInsertHash(l *State, k, v value) {
+	if t.shared {
+		t.unshare(l)
+	}
 	if _, ok := t.hash[k]; !ok {
 		t.iterationKeys, t.iterationValues, t.iterationIndex = nil, nil, nil // invalidate iterations when adding an entry
 		t.hash[k] = v
@@ -112,6 +121,9 @@ func (t *table) addOrInsertHash(l *State, k, v value) {
 }
 
 func (t *table) putAtInt(l *State, k int, v value) {
+	if t.shared {
+		t.unshare(l)
+	}
 	if 0 < k && k <= len(t.array) {
 		t.array[k-1] = v
 	} else if k > 0 && v != nil && t.maybeResizeArray(l, k) {
@@ -142,6 +154,9 @@ func (t *table) at(k value) value {
 }
 
 func (t *table) put(l *State, k, v value) {
+	if t.shared {
+		t.unshare(l)
+	}
 	switch k := k.(type) {
 	case nil:
 		l.runtimeError("table index is nil")
@@ -175,6 +190,9 @@ func (t *table) put(l *State, k, v value) {
 
 // OPT: tryPut is an optimized variant of the at/put pair used by setTableAt to avoid hashing the key twice.
 func (t *table) tryPut(l *State, k, v value) bool {
+	if t.shared {
+		t.unshare(l)
+	}
 	switch k := k.(type) {
 	case nil:
 	case float64:
