@@ -63,7 +63,7 @@ func openJSON(l *lua.State) {
 			}
 			lua.CheckType(l, 1, lua.TypeTable)
 			l.SetTop(1)
-			lua.SetMetaTableNamed(l, arrayMarkerKey)
+			markArray(l)
 			return 1
 		}},
 	})

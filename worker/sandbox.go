@@ -51,8 +51,6 @@ func (vm *VM) openSandbox() error {
 	l.SetField(-2, "_G")
 	l.Pop(1)
 	luastd.SetStringMetatable(l)
-	lua.NewMetaTable(l, arrayMarkerKey)
-	l.Pop(1)
 	vm.openCtx(libs)
 	return nil
 }

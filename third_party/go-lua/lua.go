@@ -248,7 +248,7 @@ type State struct {
 
 type globalState struct {
 	mainThread         *State
-	tagMethodNames     [tmCount]string
+	tagMethodNames     []string          // eventNames, shared (share patch: was a copy per State)
 	metaTables         [TypeCount]*table // metatables for basic types
 	registry           *table
 	panicFunction      Function // to be called in unprotected errors
@@ -472,7 +472,7 @@ func NewState() *State {
 	l.initializeStack()
 	g.registry.putAtInt(l, RegistryIndexMainThread, l)
 	g.registry.putAtInt(l, RegistryIndexGlobals, newTable())
-	copy(g.tagMethodNames[:], eventNames)
+	g.tagMethodNames = eventNames
 	return l
 }
 

@@ -5,23 +5,30 @@ import (
 )
 
 type table struct {
-	array         []value
-	hash          map[value]value
-	metaTable     *table
-	flags         byte
-	iterationKeys []value
-	// limits patch: where next resumes in iterationKeys, and an index of it
-	// built when a traversal does not resume where the last one stopped.
-	iterationPos   int
-	iterationIndex map[value]int
-	// iterationValues are the values of iterationKeys when snapshotted,
-	// dropped by the first write to the hash part after that.
-	iterationValues []value
-	hashPeak        int    // most entries the hash has held; Go maps never shrink (limits patch)
-	mark            uint32 // ReachableBytes walk epoch (limits patch)
+	array     []value
+	hash      map[value]value
+	metaTable *table
+	// iter is next's snapshot of the hash part, nil until a traversal
+	// (share patch: out of line, so that a table not iterated is small).
+	iter     *iteration
+	hashPeak int    // most entries the hash has held; Go maps never shrink (limits patch)
+	mark     uint32 // ReachableBytes walk epoch (limits patch)
+	flags    byte   // next to mark: the struct is 64 bytes (share patch)
 	// shared: array and hash are a SharedTable's, copied by the first
 	// write (share patch, share.go).
 	shared bool
+}
+
+// iteration is a snapshot of a table's hash keys for next.
+type iteration struct {
+	keys []value
+	// limits patch: where next resumes in keys, and an index of it built
+	// when a traversal does not resume where the last one stopped.
+	pos   int
+	index map[value]int
+	// values are the values of keys when snapshotted, dropped by the first
+	// write to the hash part after that.
+	values []value
 }
 
 func newTable() *table                     { return &table{hash: make(map[value]value)} }
@@ -107,7 +114,7 @@ func (t *table) addOrInsertHash(l *State, k, v value) {
 		t.unshare(l)
 	}
 	if _, ok := t.hash[k]; !ok {
-		t.iterationKeys, t.iterationValues, t.iterationIndex = nil, nil, nil // invalidate iterations when adding an entry
+		t.iter = nil // invalidate iterations when adding an entry
 		t.hash[k] = v
 		// limits patch: account for the new entry (Go maps never shrink).
 		if n := len(t.hash); n > t.hashPeak {
@@ -306,17 +313,18 @@ func (l *State) next(t *table, key int) bool {
 			return true
 		}
 	}
-	if t.iterationKeys == nil {
+	if t.iter == nil {
 		t.buildIterationKeys(l)
 	}
-	keys := t.iterationKeys
-	if t.iterationValues != nil {
+	it := t.iter
+	keys := it.keys
+	if it.values != nil {
 		// Nothing was written since the snapshot: every key is present
 		// with its snapshotted value, no lookup needed.
 		if start < len(keys) {
 			l.stack[key] = keys[start]
-			l.stack[key+1] = t.iterationValues[start]
-			t.iterationPos = start
+			l.stack[key+1] = it.values[start]
+			it.pos = start
 			return true
 		}
 		return false
@@ -326,7 +334,7 @@ func (l *State) next(t *table, key int) bool {
 		if v, present := t.hash[hk]; present {
 			l.stack[key] = hk
 			l.stack[key+1] = v
-			t.iterationPos = j
+			it.pos = j
 			return true
 		}
 	}
@@ -343,36 +351,37 @@ func (t *table) buildIterationKeys(l *State) {
 		keys[j], values[j] = hk, hv
 		j++
 	}
-	t.iterationKeys, t.iterationValues, t.iterationIndex, t.iterationPos = keys, values, nil, 0
+	t.iter = &iteration{keys: keys, values: values}
 }
 
 // hashWritten drops the snapshot's values, which a write to the hash part
 // may have made stale (and which would keep old values alive unseen).
 func (t *table) hashWritten() {
-	if t.iterationValues != nil {
-		t.iterationValues = nil
+	if t.iter != nil && t.iter.values != nil {
+		t.iter.values = nil
 	}
 }
 
 // iterationKeyPosition returns the position of k in t's key snapshot, or -1
 // (limits patch).
 func (t *table) iterationKeyPosition(l *State, k value) int {
-	keys := t.iterationKeys
-	if keys == nil {
+	it := t.iter
+	if it == nil {
 		return -1
 	}
-	if p := t.iterationPos; p < len(keys) && keys[p] == k {
+	keys := it.keys
+	if p := it.pos; p < len(keys) && keys[p] == k {
 		return p
 	}
-	if t.iterationIndex == nil {
+	if it.index == nil {
 		l.allocated(int64(len(keys)) * hashEntryBytes)
 		l.chargeWork(len(keys) / workPerStep)
-		t.iterationIndex = make(map[value]int, len(keys))
+		it.index = make(map[value]int, len(keys))
 		for p, hk := range keys {
-			t.iterationIndex[hk] = p
+			it.index[hk] = p
 		}
 	}
-	if p, ok := t.iterationIndex[k]; ok {
+	if p, ok := it.index[k]; ok {
 		return p
 	}
 	return -1
