@@ -90,12 +90,12 @@ var (
 // newVM builds a sandboxed VM for tenant.
 func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM, error) {
 	vm := &VM{
-		l:        lua.NewState(),
-		tenant:   tenant,
-		store:    store,
-		limits:   limits,
-		log:      log,
-		created:  time.Now(),
+		l:       lua.NewState(),
+		tenant:  tenant,
+		store:   store,
+		limits:  limits,
+		log:     log,
+		created: time.Now(),
 	}
 	if err := vm.openSandbox(); err != nil {
 		return nil, fmt.Errorf("open libraries for %s: %w", tenant, err)
