@@ -160,17 +160,19 @@ func (t *table) at(k value) value {
 	return t.hash[k]
 }
 
+// put and tryPut use the key as they got it, boxed: the typed key of the
+// switch would be boxed again (an allocation per string key stored).
 func (t *table) put(l *State, k, v value) {
 	if t.shared {
 		t.unshare(l)
 	}
-	switch k := k.(type) {
+	switch kk := k.(type) {
 	case nil:
 		l.runtimeError("table index is nil")
 	case float64:
-		if i := int(k); float64(i) == k {
+		if i := int(kk); float64(i) == kk {
 			t.putAtInt(l, i, v)
-		} else if math.IsNaN(k) {
+		} else if math.IsNaN(kk) {
 			l.runtimeError("table index is NaN")
 		} else if v == nil {
 			delete(t.hash, k)
@@ -200,13 +202,13 @@ func (t *table) tryPut(l *State, k, v value) bool {
 	if t.shared {
 		t.unshare(l)
 	}
-	switch k := k.(type) {
+	switch kk := k.(type) {
 	case nil:
 	case float64:
-		if i := int(k); float64(i) == k && 0 < i && i <= len(t.array) && t.array[i-1] != nil {
+		if i := int(kk); float64(i) == kk && 0 < i && i <= len(t.array) && t.array[i-1] != nil {
 			t.array[i-1] = v
 			return true
-		} else if math.IsNaN(k) {
+		} else if math.IsNaN(kk) {
 			return false
 		} else if t.hash[k] != nil && v != nil {
 			t.hash[k] = v
