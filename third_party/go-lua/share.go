@@ -23,9 +23,8 @@ type SharedTable struct {
 // or value could be modified through a State or carries per-State data: a
 // table, a Lua function, a userdata or a thread. A Go closure whose
 // upvalues are shareable is accepted, but such a table can only be copied
-// (CopyShared), each copy getting its own closures. The table must not be
-// written through l afterwards (a write copies it first, as for any
-// State).
+// (CopyShared), each copy getting its own closures. The table at index
+// stays l's: a later write to it copies the parts first, as in any State.
 func Share(l *State, index int) (*SharedTable, error) {
 	t, ok := l.indexToValue(index).(*table)
 	if !ok {
@@ -60,6 +59,9 @@ func Share(l *State, index int) (*SharedTable, error) {
 			return nil, fmt.Errorf("%w (field %v)", err, k)
 		}
 	}
+	// The frozen parts get a table of their own: a later write through l
+	// copies them into t (shared from now on), leaving s intact.
+	s.t = &table{array: t.array, hash: t.hash, hashPeak: t.hashPeak, shared: true}
 	t.shared = true
 	return s, nil
 }
