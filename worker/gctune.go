@@ -13,10 +13,11 @@ import (
 
 const (
 	// vmHeapEstimate is the Go heap one cached idle tenant VM keeps, with
-	// margin: BenchmarkIdleTenantHeap measures about 9.6 KiB.
+	// margin: BenchmarkIdleTenantHeap measures about 9.6 KiB, the workers of
+	// BenchmarkManyTenants about 9.3 KiB per cached VM.
 	vmHeapEstimate = 10 << 10
 	// baseHeapEstimate is the worker's heap besides its VMs.
-	baseHeapEstimate = 32 << 20
+	baseHeapEstimate = 40 << 20
 	// limitHeadroom is the part of the live heap added above it when the
 	// live heap outgrows the cache estimate (tenants holding data): the
 	// collector then runs as with GOGC 25 instead of at its CPU cap.

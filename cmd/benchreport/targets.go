@@ -80,7 +80,7 @@ var (
 		why: "Issue 17. Each cached tenant keeps its go-lua State: its globals table, its own (copy-on-write) handles on " +
 			"the library tables every VM of the process shares, ctx, the stack and the compiled template — the heap per " +
 			"idle tenant row. 20,000 of them are 20,000 times that figure live; without --worker-memory-max the worker sets " +
-			"its soft memory limit to 32 MiB + 10 KiB a cached VM, so the collector keeps the RSS near the live heap instead " +
+			"its soft memory limit to 40 MiB + 10 KiB a cached VM, so the collector keeps the RSS near the live heap instead " +
 			"of letting it double (GOGC 100). Past the limit the figure grows with the live heap per VM.",
 	}
 	tNewVM = &target{
