@@ -83,7 +83,7 @@ func buildLibraries() (*libraries, error) {
 	libs := &libraries{}
 	// Split _G: its tables are shared, the rest copied.
 	l.PushGlobalTable()
-	l.NewTable() // base
+	l.CreateTable(0, 48) // base: its copies get the libraries too (lua.CopyShared)
 	l.PushNil()
 	for l.Next(-3) {
 		name, _ := l.ToString(-2)

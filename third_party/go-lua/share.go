@@ -3,7 +3,10 @@ package lua
 // This file is the "share" patch (see PATCHES.md): library tables built
 // once per process and shared, copy on write, by every State.
 
-import "fmt"
+import (
+	"fmt"
+	"maps"
+)
 
 // SharedTable is a table frozen so that many States may use its contents:
 // each State gets its own table (PushShared) whose array and hash parts
@@ -97,7 +100,8 @@ func (l *State) PushShared(s *SharedTable) {
 
 // CopyShared sets every entry of s into the table at index (raw sets, no
 // metamethods), each Go closure of s copied: the table owns what it got.
-// An empty table is sized for s's entries and extra more.
+// A table with entries gets room for s's entries and extra more; an empty
+// one becomes a copy of s's hash part with its capacity.
 func CopyShared(l *State, s *SharedTable, index, extra int) {
 	t, ok := l.indexToValue(index).(*table)
 	if !ok {
@@ -106,7 +110,13 @@ func CopyShared(l *State, s *SharedTable, index, extra int) {
 	if t.shared {
 		t.unshare(l)
 	}
-	if len(t.hash) == 0 && len(s.t.hash) > 0 {
+	fresh := len(t.hash) == 0 && len(t.array) == 0
+	if fresh {
+		// maps.Clone copies the map's groups as they are, much faster than
+		// inserting entry by entry; the copy has the frozen map's capacity
+		// (extra is ignored: size the frozen table for what copies add).
+		t.hash = maps.Clone(s.t.hash)
+	} else if len(t.hash) == 0 && len(s.t.hash) > 0 {
 		t.hash = make(map[value]value, len(s.t.hash)+max(extra, 0))
 	}
 	own := func(v value) value {
@@ -123,8 +133,18 @@ func CopyShared(l *State, s *SharedTable, index, extra int) {
 			t.putAtInt(l, i+1, own(v))
 		}
 	}
-	for k, v := range s.t.hash {
-		t.put(l, k, own(v))
+	if fresh {
+		l.allocated(int64(len(s.t.hash)) * hashEntryBytes)
+		t.hashPeak = len(t.hash)
+		for k, v := range s.t.hash {
+			if c, ok := v.(*goClosure); ok {
+				t.hash[k] = own(c)
+			}
+		}
+	} else {
+		for k, v := range s.t.hash {
+			t.put(l, k, own(v))
+		}
 	}
 	t.invalidateTagMethodCache()
 }
@@ -135,9 +155,9 @@ func (t *table) unshare(l *State) {
 	t.shared = false
 	array := make([]value, len(t.array))
 	copy(array, t.array)
-	hash := make(map[value]value, len(t.hash))
-	for k, v := range t.hash {
-		hash[k] = v
+	hash := maps.Clone(t.hash)
+	if hash == nil {
+		hash = make(map[value]value)
 	}
 	t.array, t.hash, t.hashPeak = array, hash, len(hash)
 	l.allocated(int64(len(array))*arraySlotBytes + int64(len(hash))*hashEntryBytes)
