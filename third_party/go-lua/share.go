@@ -115,7 +115,9 @@ func CopyShared(l *State, s *SharedTable, index, extra int) {
 		// maps.Clone copies the map's groups as they are, much faster than
 		// inserting entry by entry; the copy has the frozen map's capacity
 		// (extra is ignored: size the frozen table for what copies add).
-		t.hash = maps.Clone(s.t.hash)
+		if t.hash = maps.Clone(s.t.hash); t.hash == nil {
+			t.hash = make(map[value]value)
+		}
 	} else if len(t.hash) == 0 && len(s.t.hash) > 0 {
 		t.hash = make(map[value]value, len(s.t.hash)+max(extra, 0))
 	}
