@@ -72,8 +72,8 @@ var (
 	}
 	tIdle = &target{
 		name: "idle tenant VM ≤ 64 KiB heap", pkg: "./worker", profile: "BenchmarkIdleTenantHeap",
-		why: "The live heap of a loaded tenant is its go-lua State (stack, registry, the opened libraries' tables and Go " +
-			"closures) plus the compiled template.",
+		why: "The live heap of a loaded tenant is its go-lua State (stack, registry, its globals table, its handles on " +
+			"the shared library tables, ctx) plus the compiled template.",
 	}
 	tScale = &target{
 		name: "many tenants: worker RSS ≤ 256 MiB with --vm-cache-max 20000", pkg: "./master",
@@ -85,7 +85,8 @@ var (
 	}
 	tNewVM = &target{
 		name: "VM creation ≤ 100 µs", pkg: "./worker", profile: "BenchmarkNewVM",
-		why: "Creating a VM opens every library (go-lua builds each library table function by function) and compiles the templates.",
+		why: "Creating a VM copies the shared base functions into its globals, takes its own copy-on-write handle on each " +
+			"library table the process built once, builds ctx, and compiles the templates (most of the time).",
 	}
 )
 
