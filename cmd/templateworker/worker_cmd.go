@@ -96,8 +96,9 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Int64("worker-memory-max") <= 0 {
-		// No memory budget: the soft memory limit follows the VM cache's size.
+	if c.Int64("worker-memory-max") <= 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// No memory budget (nor an operator's GOMEMLIMIT): the soft memory
+		// limit follows the VM cache's size.
 		worker.TuneMemoryLimit(ctx, worker.CacheMemoryLimit(cache.MaxTenants))
 	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
