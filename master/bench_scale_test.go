@@ -90,7 +90,7 @@ func benchManyTenants(b *testing.B, st store.Store) {
 	}
 	base := serveLoopback(b, api.Handler())
 
-	var peakRSS atomic.Int64
+	var peakRSS, peakHeap atomic.Int64
 	stopSampling := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -99,8 +99,12 @@ func benchManyTenants(b *testing.B, st store.Store) {
 		defer t.Stop()
 		for {
 			for _, w := range pp.workers {
-				if rss := w.Status().RSSBytes; rss > peakRSS.Load() {
-					peakRSS.Store(rss)
+				st := w.Status()
+				if st.RSSBytes > peakRSS.Load() {
+					peakRSS.Store(st.RSSBytes)
+				}
+				if st.HeapBytes > peakHeap.Load() {
+					peakHeap.Store(st.HeapBytes)
 				}
 			}
 			select {
@@ -148,6 +152,18 @@ func benchManyTenants(b *testing.B, st store.Store) {
 	b.ReportMetric(percentile(hits, 50), "hit-p50-µs")
 	b.ReportMetric(percentile(hits, 99), "hit-p99-µs")
 	b.ReportMetric(float64(peakRSS.Load())/(1<<20), "peak-worker-rss-MiB")
+	b.ReportMetric(float64(peakHeap.Load())/(1<<20), "peak-worker-heap-MiB")
+	// Side by side at the end: a full cache's RSS and Go heap per cached VM.
+	var rss, heap, vms int64
+	for _, w := range pp.workers {
+		if s := w.Status(); s.Cache != nil {
+			rss, heap, vms = rss+s.RSSBytes, heap+s.HeapBytes, vms+int64(s.Cache.VMs)
+		}
+	}
+	if vms > 0 {
+		b.ReportMetric(float64(rss)/float64(vms)/1024, "rss-KiB/cached-vm")
+		b.ReportMetric(float64(heap)/float64(vms)/1024, "heap-KiB/cached-vm")
+	}
 }
 
 // coldStarts sums the VM builds the workers reported.

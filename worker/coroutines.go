@@ -14,13 +14,12 @@ import (
 // guardResume wraps coroutine.resume like pcall: a limit hit inside a
 // coroutine ends the call even though resume returns it as a result.
 // (coroutine.wrap re-raises errors by itself.)
-func (vm *VM) guardResume() {
-	l := vm.l
+func guardResume(l *lua.State) {
 	l.Global("coroutine")
 	l.Field(-1, "resume")
 	orig := l.ToGoFunction(-1)
 	l.Pop(1)
-	l.PushGoFunction(vm.guardProtected(orig))
+	l.PushGoFunction(guardProtected(orig))
 	l.SetField(-2, "resume")
 	l.Pop(1)
 }

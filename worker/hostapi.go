@@ -34,13 +34,12 @@ type Store interface {
 // has no deadline.
 const storeTimeout = 10 * time.Second
 
-// openJSON installs the json library: encode, decode, null, array.
-func (vm *VM) openJSON() {
-	l := vm.l
-	lua.NewMetaTable(l, arrayMarkerKey)
-	l.Pop(1)
+// openJSON installs, in the shared libraries being built in l, the json
+// library: encode, decode, null, array.
+func openJSON(l *lua.State) {
 	lua.NewLibrary(l, []lua.RegistryFunction{
 		{Name: "encode", Function: func(l *lua.State) int {
+			vm := hostVM(l)
 			lua.CheckAny(l, 1)
 			b, err := encodeJSON(l, 1, vm.limits.MaxString, vm.meter)
 			if err != nil {
@@ -50,6 +49,7 @@ func (vm *VM) openJSON() {
 			return 1
 		}},
 		{Name: "decode", Function: func(l *lua.State) int {
+			vm := hostVM(l)
 			s := lua.CheckString(l, 1)
 			l.SetTop(1)
 			if err := pushJSON(l, []byte(s), vm.meter); err != nil {
@@ -64,7 +64,7 @@ func (vm *VM) openJSON() {
 			}
 			lua.CheckType(l, 1, lua.TypeTable)
 			l.SetTop(1)
-			lua.SetMetaTableNamed(l, arrayMarkerKey)
+			markArray(l)
 			return 1
 		}},
 	})
@@ -82,33 +82,23 @@ func (vm *VM) jsonFailed(l *lua.State, prefix string, err error) {
 	vm.raise(l, prefix+err.Error())
 }
 
-// openCtx builds the ctx table handed to every template: ctx.tenant,
-// ctx.kv and ctx.log, bound to this VM's tenant. It is kept in the registry
-// and passed as the second chunk argument.
-func (vm *VM) openCtx() {
+// openCtx builds the ctx table handed to every template: ctx.tenant, and
+// ctx.kv and ctx.log (the shared tables, whose functions act for the VM
+// running them, so for this VM's tenant). It is kept in the registry and
+// passed as the second chunk argument.
+func (vm *VM) openCtx(libs *libraries) {
 	l := vm.l
-	l.NewTable()
+	l.CreateTable(0, 3)
 	// ctx.tenant
-	l.NewTable()
+	l.CreateTable(0, 2)
 	l.PushString(vm.tenant.Kind.String())
 	l.SetField(-2, "type")
 	l.PushString(strconv.FormatUint(vm.tenant.ID, 10))
 	l.SetField(-2, "id")
 	l.SetField(-2, "tenant")
-	// ctx.kv
-	lua.NewLibrary(l, []lua.RegistryFunction{
-		{Name: "get", Function: vm.kvGet},
-		{Name: "set", Function: vm.kvSet},
-		{Name: "delete", Function: vm.kvDelete},
-		{Name: "find", Function: vm.kvFind},
-	})
+	l.PushShared(libs.kv)
 	l.SetField(-2, "kv")
-	// ctx.log
-	lua.NewLibrary(l, []lua.RegistryFunction{
-		{Name: "info", Function: vm.logAt(zerolog.InfoLevel)},
-		{Name: "warn", Function: vm.logAt(zerolog.WarnLevel)},
-		{Name: "error", Function: vm.logAt(zerolog.ErrorLevel)},
-	})
+	l.PushShared(libs.log)
 	l.SetField(-2, "log")
 	// ctx.events
 	vm.openEvents()
@@ -116,10 +106,26 @@ func (vm *VM) openCtx() {
 	l.SetField(lua.RegistryIndex, ctxKey)
 }
 
+// kvLibrary is ctx.kv, shared by every VM.
+var kvLibrary = []lua.RegistryFunction{
+	{Name: "get", Function: func(l *lua.State) int { return hostVM(l).kvGet(l) }},
+	{Name: "set", Function: func(l *lua.State) int { return hostVM(l).kvSet(l) }},
+	{Name: "delete", Function: func(l *lua.State) int { return hostVM(l).kvDelete(l) }},
+	{Name: "find", Function: func(l *lua.State) int { return hostVM(l).kvFind(l) }},
+}
+
+// logLibrary is ctx.log, shared by every VM.
+var logLibrary = []lua.RegistryFunction{
+	{Name: "info", Function: logAt(zerolog.InfoLevel)},
+	{Name: "warn", Function: logAt(zerolog.WarnLevel)},
+	{Name: "error", Function: logAt(zerolog.ErrorLevel)},
+}
+
 const ctxKey = "templateworker.ctx"
 
-func (vm *VM) logAt(level zerolog.Level) lua.Function {
+func logAt(level zerolog.Level) lua.Function {
 	return func(l *lua.State) int {
+		vm := hostVM(l)
 		msg, _ := lua.ToStringMeta(l, 1)
 		var m messageBuilder
 		m.WriteString(msg)

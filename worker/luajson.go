@@ -39,6 +39,14 @@ var jsonNull = &jsonNullType{}
 // arrayMarkerKey is the registry key of the metatable json.array sets.
 const arrayMarkerKey = "templateworker.json.array"
 
+// markArray sets the array marker metatable on the table on top of the
+// stack, creating the metatable on the VM's first use (most VMs never
+// need it).
+func markArray(l *lua.State) {
+	lua.NewMetaTable(l, arrayMarkerKey)
+	l.SetMetaTable(-2)
+}
+
 // encoder turns Lua values into JSON.
 type encoder struct {
 	l        *lua.State

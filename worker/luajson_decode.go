@@ -148,7 +148,7 @@ func (d *jsonDecoder) array(depth int) error {
 		l.RawSetInt(-2, n)
 	}
 	if n == 0 {
-		lua.SetMetaTableNamed(l, arrayMarkerKey)
+		markArray(l)
 	}
 	return nil
 }

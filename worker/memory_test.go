@@ -45,8 +45,11 @@ func TestWorkerMemoryCeiling(t *testing.T) {
 			t.Fatalf("tenant %d: %s %v", i, v, err)
 		}
 	}
-	// 4 MiB each (ReachableBytes says a little more) under 24 MiB: 5 fit.
-	if len(held) != 5 || held[len(held)-1] != proto.GuildID(uint64(len(held))<<22) {
+	// 4 MiB each (ReachableBytes says a little more) under 24 MiB: 5 fit,
+	// or 6 when the sixth's last allocations fall between two of the
+	// pool's checks (a VM's own libraries, shared by all VMs, add nearly
+	// nothing to the 4 MiB).
+	if len(held) < 5 || len(held) > 6 || held[len(held)-1] != proto.GuildID(uint64(len(held))<<22) {
 		t.Fatalf("held %d, refused %d: want the first tenants to fit and the later ones refused", len(held), len(refused))
 	}
 	if used := m.MemoryUsed(); used > lim.MaxWorkerMemory+lim.MaxWorkerMemory/4 {

@@ -41,7 +41,12 @@ func (vm *VM) runCode(ctx context.Context, name, code string, ev proto.Event) (p
 func (vm *VM) callPushed(ctx context.Context, ev proto.Event) (proto.Value, error) {
 	l := vm.l
 	base := l.Top() - 1
-	defer l.SetTop(base)
+	defer func() {
+		l.SetTop(base)
+		// The event, its data and the result stay in the stack slots above
+		// the top until overwritten: an idle VM must not keep them.
+		lua.ClearStale(l)
+	}()
 	// The call's budget (begun before compiling) covers decoding the
 	// event and encoding the result too.
 	if err := vm.pushEvent(ev); err != nil {

@@ -29,60 +29,45 @@ var gcOptions = map[string]bool{
 // keptOS are the os functions a tenant keeps.
 var keptOS = []string{"time", "clock", "date", "difftime"}
 
+// openSandbox gives the VM its globals: a copy of the shared base
+// functions, the shared library tables (each the VM's own table, copied on
+// its first write: see vmproto.go), the string metatable, and the ctx
+// host API bound to the VM's tenant.
 func (vm *VM) openSandbox() error {
+	libs, err := sharedLibraries()
+	if err != nil {
+		return err
+	}
 	l := vm.l
-	for _, lib := range []lua.RegistryFunction{
-		{Name: "_G", Function: lua.BaseOpen},
-		{Name: "string", Function: lua.StringOpen},
-		{Name: "table", Function: lua.TableOpen},
-		{Name: "math", Function: lua.MathOpen},
-		{Name: "bit32", Function: lua.Bit32Open},
-		{Name: "coroutine", Function: lua.CoroutineOpen},
-	} {
-		lua.Require(l, lib.Name, lib.Function, true)
-		l.Pop(1)
+	lua.SetHost(l, vm)
+	vm.std = luastd.Limits{MaxString: vm.limits.MaxString, Charge: vm.charge, OnLimit: vm.onStdLimit}
+	l.PushGlobalTable()
+	lua.CopyShared(l, libs.base, -1, len(libs.tables)+1)
+	for _, lib := range libs.tables {
+		l.PushShared(lib.table)
+		l.SetField(-2, lib.name)
 	}
-	// os: a fresh table with the harmless functions only.
-	lua.Require(l, "os", lua.OSOpen, false)
-	l.NewTable()
-	for _, name := range keptOS {
-		l.Field(-2, name)
-		if !l.IsNil(-1) {
-			l.SetField(-2, name)
-		} else {
-			l.Pop(1)
-		}
-	}
-	l.SetGlobal("os")
+	l.PushValue(-1)
+	l.SetField(-2, "_G")
 	l.Pop(1)
-	// The rest of Lua 5.2's string, table and os functions (patterns,
-	// format, sort, time/date), bounded by the call's budget.
-	luastd.Open(l, luastd.Limits{
-		MaxString: vm.limits.MaxString,
-		Charge:    vm.charge,
-		OnLimit: func(l *lua.State, kind string, limit int) {
-			vm.onLimit(l, kind, int64(limit))
-		},
-	})
-	// The loaded-libraries registry table would let a script reach the
-	// unfiltered os library through package.loaded; drop it.
-	l.PushNil()
-	l.SetField(lua.RegistryIndex, "_LOADED")
-
-	for _, name := range removedGlobals {
-		l.PushNil()
-		l.SetGlobal(name)
-	}
-	vm.overrideBase()
-	vm.guardResume()
-	vm.openJSON()
-	vm.openCtx()
+	luastd.SetStringMetatable(l)
+	vm.openCtx(libs)
 	return nil
 }
 
-// overrideBase replaces the base functions that need the host's control.
-func (vm *VM) overrideBase() {
-	l := vm.l
+// onStdLimit is the luastd libraries' OnLimit.
+func (vm *VM) onStdLimit(l *lua.State, kind string, limit int) { vm.onLimit(l, kind, int64(limit)) }
+
+// hostVM returns the VM a shared host function runs for: the one whose
+// State (or coroutine of it) l is.
+func hostVM(l *lua.State) *VM { return lua.Host(l).(*VM) }
+
+// stdLimits is the luastd libraries' per-State limits lookup.
+func stdLimits(l *lua.State) *luastd.Limits { return &hostVM(l).std }
+
+// overrideBase replaces, in the shared base library being built in l, the
+// functions that need the host's control.
+func overrideBase(l *lua.State) {
 	l.Global("load")
 	origLoad := l.ToGoFunction(-1)
 	l.Pop(1)
@@ -117,6 +102,7 @@ func (vm *VM) overrideBase() {
 		return 2
 	})
 	l.Register("print", func(l *lua.State) int {
+		vm := hostVM(l)
 		var m messageBuilder
 		n := l.Top()
 		vm.charge(l, n)
@@ -134,20 +120,20 @@ func (vm *VM) overrideBase() {
 	l.Global("pcall")
 	origPcall := l.ToGoFunction(-1)
 	l.Pop(1)
-	l.Register("pcall", vm.guardProtected(origPcall))
+	l.Register("pcall", guardProtected(origPcall))
 	l.Global("xpcall")
 	origXpcall := l.ToGoFunction(-1)
 	l.Pop(1)
-	l.Register("xpcall", vm.guardProtected(origXpcall))
+	l.Register("xpcall", guardProtected(origXpcall))
 }
 
 // guardProtected wraps pcall/xpcall so that a limit error raised inside
 // them propagates: an aborted call must end, whatever the script does.
-func (vm *VM) guardProtected(orig lua.Function) lua.Function {
+func guardProtected(orig lua.Function) lua.Function {
 	return func(l *lua.State) int {
 		n := orig(l)
-		if a := vm.call.abort; a != nil {
-			vm.raise(l, a.Message)
+		if vm := hostVM(l); vm.call.abort != nil {
+			vm.raise(l, vm.call.abort.Message)
 		}
 		return n
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/worker/luastd"
 )
 
 // VM is one tenant's Lua state: the sandboxed libraries, the host API bound
@@ -23,7 +24,7 @@ type VM struct {
 	store    Store
 	log      zerolog.Logger
 	limits   Limits
-	compiled map[string]int // template name → its index in the registry's templates table
+	compiled []string // template names; the i-th is at i+1 in the registry's templates table
 	broken   bool
 	created  time.Time
 
@@ -37,6 +38,8 @@ type VM struct {
 	stop *atomic.Bool
 
 	coroutinesAfterSweep int // live coroutines after the last end-of-call sweep
+
+	std luastd.Limits // what the shared luastd functions charge (stdLimits)
 }
 
 // sharedBudget is what the calls of one dispatch have spent together.
@@ -87,13 +90,12 @@ var (
 // newVM builds a sandboxed VM for tenant.
 func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM, error) {
 	vm := &VM{
-		l:        lua.NewState(),
-		tenant:   tenant,
-		store:    store,
-		limits:   limits,
-		log:      log,
-		compiled: make(map[string]int),
-		created:  time.Now(),
+		l:       lua.NewState(),
+		tenant:  tenant,
+		store:   store,
+		limits:  limits,
+		log:     log,
+		created: time.Now(),
 	}
 	if err := vm.openSandbox(); err != nil {
 		return nil, fmt.Errorf("open libraries for %s: %w", tenant, err)
@@ -156,10 +158,13 @@ func (vm *VM) load(name, code string) error {
 func (vm *VM) pushTemplate(t *proto.Template) error {
 	l := vm.l
 	l.RawGetValue(lua.RegistryIndex, templatesKeyValue)
-	if n, ok := vm.compiled[t.Name]; ok {
-		l.RawGetInt(-1, n)
-		l.Remove(-2)
-		return nil
+	// A tenant has a few templates: a scan costs less than a map per VM.
+	for i, name := range vm.compiled {
+		if name == t.Name {
+			l.RawGetInt(-1, i+1)
+			l.Remove(-2)
+			return nil
+		}
 	}
 	if err := vm.load(t.Name, t.Code); err != nil {
 		l.Pop(1)
@@ -169,7 +174,7 @@ func (vm *VM) pushTemplate(t *proto.Template) error {
 	l.PushValue(-1)
 	l.RawSetInt(-3, n)
 	l.Remove(-2)
-	vm.compiled[t.Name] = n
+	vm.compiled = append(vm.compiled, t.Name)
 	return nil
 }
 

@@ -86,22 +86,21 @@ var (
 	}
 	tIdle = &target{
 		name: "idle tenant VM ≤ 64 KiB heap", pkg: "./worker", profile: "BenchmarkIdleTenantHeap",
-		why: "The live heap of a loaded tenant is its go-lua State (stack, registry, the opened libraries' tables and Go " +
-			"closures) plus the compiled template.",
+		why: "The live heap of a loaded tenant is its go-lua State (stack, registry, its globals table, its handles on " +
+			"the shared library tables, ctx) plus the compiled template.",
 	}
 	tScale = &target{
 		name: "many tenants: worker RSS ≤ 256 MiB with --vm-cache-max 20000", pkg: "./master",
-		why: "Issue 17. Each cached tenant keeps its go-lua State: the opened libraries' tables (Go maps with interface " +
-			"keys and values, about 60-90 bytes an entry with growth slack), their Go closures, the stack and the compiled " +
-			"template — the heap per idle tenant row. 20,000 of them are 20,000 times that figure live, and the Go collector " +
-			"lets the heap grow to about twice the live size before collecting (GOGC 100), so the RSS of a full cache is " +
-			"about 2 × 20,000 × the idle-tenant heap. Meeting 256 MiB needs VMs several times smaller (for example " +
-			"library tables built on first use) or --worker-memory-max, which sets the collector's soft limit and evicts " +
-			"idle VMs down to it.",
+		why: "Issue 17. Each cached tenant keeps its go-lua State: its globals table, its own (copy-on-write) handles on " +
+			"the library tables every VM of the process shares, ctx, the stack and the compiled template — the heap per " +
+			"idle tenant row. 20,000 of them are 20,000 times that figure live; without --worker-memory-max the worker sets " +
+			"its soft memory limit to 40 MiB + 10 KiB a cached VM, so the collector keeps the RSS near the live heap instead " +
+			"of letting it double (GOGC 100). Past the limit the figure grows with the live heap per VM.",
 	}
 	tNewVM = &target{
 		name: "VM creation ≤ 100 µs", pkg: "./worker", profile: "BenchmarkNewVM",
-		why: "Creating a VM opens every library (go-lua builds each library table function by function) and compiles the templates.",
+		why: "Creating a VM copies the shared base functions into its globals, takes its own copy-on-write handle on each " +
+			"library table the process built once, builds ctx, and compiles the templates (most of the time).",
 	}
 )
 
@@ -154,6 +153,10 @@ How each figure is measured:
 - **VM costs**: ` + "`BenchmarkNewVM`" + ` (worker) is newVM plus three templates compiled (B/op is allocated, not
   retained); ` + "`BenchmarkIdleTenantHeap`" + ` dispatches one event to each of 10,000 tenants on one Manager and
   divides the live-heap growth after runtime.GC by 10,000.
+- **many tenants**: ` + "`BenchmarkManyTenants`" + ` (master, run once) also reports, at its end, the Go heap and the RSS of the
+  workers divided by their cached VMs; ` + "`BenchmarkStartManyTenants`" + ` seeds 1,000,000 tenants (100 of them for
+  OnStartup) with store.BulkPutTemplate and times 3 starts of 2 process workers over that store: to ready (connected)
+  and to the first cold dispatch of each worker, checking that a worker loaded only the OnStartup tenants.
 - **store**: ` + "`BenchmarkKV{Get,Set}{SQLite,Postgres}`" + ` (store), one caller; PostgreSQL only with
   TEMPLATEWORKER_TEST_DATABASE_URL set.
 

@@ -96,6 +96,11 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.Int64("worker-memory-max") <= 0 && os.Getenv("GOMEMLIMIT") == "" {
+		// No memory budget (nor an operator's GOMEMLIMIT): the soft memory
+		// limit follows the VM cache's size.
+		worker.TuneMemoryLimit(ctx, worker.CacheMemoryLimit(cache.MaxTenants))
+	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
 		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token, MaxFrame: c.Int64("mesophyll-max-frame"),
 		ProgressFD: c.Int("progress-fd"),

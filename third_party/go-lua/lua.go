@@ -248,7 +248,7 @@ type State struct {
 
 type globalState struct {
 	mainThread         *State
-	tagMethodNames     [tmCount]string
+	tagMethodNames     []string          // eventNames, shared (share patch: was a copy per State)
 	metaTables         [TypeCount]*table // metatables for basic types
 	registry           *table
 	panicFunction      Function // to be called in unprotected errors
@@ -256,6 +256,7 @@ type globalState struct {
 	memoryErrorMessage string
 	limitState                       // limits patch: see limits.go
 	coroutines         *coroutineSet // coroutine patch: see coroutine.go
+	host               any           // share patch: SetHost
 	// seed uint // randomized seed for hashes
 	// upValueHead upValue // head of double-linked list of all open upvalues
 }
@@ -471,7 +472,7 @@ func NewState() *State {
 	l.initializeStack()
 	g.registry.putAtInt(l, RegistryIndexMainThread, l)
 	g.registry.putAtInt(l, RegistryIndexGlobals, newTable())
-	copy(g.tagMethodNames[:], eventNames)
+	g.tagMethodNames = eventNames
 	return l
 }
 

@@ -674,7 +674,13 @@ func protectedParser(l *State, r io.Reader, name, chunkMode string) error {
 	l.nonYieldableCallCount++
 	err := l.protectedCall(func() {
 		var closure *luaClosure
-		b := bufio.NewReader(l.limitSource(r)) // limits patch: MaxSourceLength
+		// share patch: a short chunk (a template) gets a buffer its size,
+		// not 4 KiB of garbage per compilation.
+		size := 4096
+		if n, ok := r.(interface{ Len() int }); ok {
+			size = min(max(n.Len()+1, 16), size)
+		}
+		b := bufio.NewReaderSize(l.limitSource(r), size) // limits patch: MaxSourceLength
 		if c, err := b.ReadByte(); err != nil {
 			l.checkMode(chunkMode, "text")
 			closure = l.parse(b, name)

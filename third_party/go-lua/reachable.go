@@ -167,7 +167,10 @@ func (w *walker) drain() {
 
 func (w *walker) table(t *table) {
 	w.total += tableBytes + int64(cap(t.array))*arraySlotBytes +
-		int64(max(len(t.hash), t.hashPeak))*hashEntryBytes + int64(cap(t.iterationKeys)+cap(t.iterationValues))*arraySlotBytes + int64(len(t.iterationIndex))*hashEntryBytes
+		int64(max(len(t.hash), t.hashPeak))*hashEntryBytes
+	if it := t.iter; it != nil {
+		w.total += int64(cap(it.keys)+cap(it.values))*arraySlotBytes + int64(len(it.index))*hashEntryBytes
+	}
 	for _, v := range t.array {
 		w.value(v)
 	}

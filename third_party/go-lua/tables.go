@@ -5,20 +5,30 @@ import (
 )
 
 type table struct {
-	array         []value
-	hash          map[value]value
-	metaTable     *table
-	flags         byte
-	iterationKeys []value
-	// limits patch: where next resumes in iterationKeys, and an index of it
-	// built when a traversal does not resume where the last one stopped.
-	iterationPos   int
-	iterationIndex map[value]int
-	// iterationValues are the values of iterationKeys when snapshotted,
-	// dropped by the first write to the hash part after that.
-	iterationValues []value
-	hashPeak        int    // most entries the hash has held; Go maps never shrink (limits patch)
-	mark            uint32 // ReachableBytes walk epoch (limits patch)
+	array     []value
+	hash      map[value]value
+	metaTable *table
+	// iter is next's snapshot of the hash part, nil until a traversal
+	// (share patch: out of line, so that a table not iterated is small).
+	iter     *iteration
+	hashPeak int    // most entries the hash has held; Go maps never shrink (limits patch)
+	mark     uint32 // ReachableBytes walk epoch (limits patch)
+	flags    byte   // next to mark: the struct is 64 bytes (share patch)
+	// shared: array and hash are a SharedTable's, copied by the first
+	// write (share patch, share.go).
+	shared bool
+}
+
+// iteration is a snapshot of a table's hash keys for next.
+type iteration struct {
+	keys []value
+	// limits patch: where next resumes in keys, and an index of it built
+	// when a traversal does not resume where the last one stopped.
+	pos   int
+	index map[value]int
+	// values are the values of keys when snapshotted, dropped by the first
+	// write to the hash part after that.
+	values []value
 }
 
 func newTable() *table                     { return &table{hash: make(map[value]value)} }
@@ -47,6 +57,9 @@ func (l *State) fastTagMethod(table *table, event tm) value {
 }
 
 func (t *table) extendArray(l *State, last int) {
+	if t.shared {
+		t.unshare(l)
+	}
 	// limits patch: account before allocating, and allocate the new array
 	// directly instead of append(t.array, make(...)...), which also
 	// allocated a temporary slice as big as the growth.
@@ -97,8 +110,11 @@ func (t *table) maybeResizeArray(l *State, key int) bool {
 }
 
 func (t *table) addOrInsertHash(l *State, k, v value) {
+	if t.shared {
+		t.unshare(l)
+	}
 	if _, ok := t.hash[k]; !ok {
-		t.iterationKeys, t.iterationValues, t.iterationIndex = nil, nil, nil // invalidate iterations when adding an entry
+		t.iter = nil // invalidate iterations when adding an entry
 		t.hash[k] = v
 		// limits patch: account for the new entry (Go maps never shrink).
 		if n := len(t.hash); n > t.hashPeak {
@@ -112,6 +128,9 @@ func (t *table) addOrInsertHash(l *State, k, v value) {
 }
 
 func (t *table) putAtInt(l *State, k int, v value) {
+	if t.shared {
+		t.unshare(l)
+	}
 	if 0 < k && k <= len(t.array) {
 		t.array[k-1] = v
 	} else if k > 0 && v != nil && t.maybeResizeArray(l, k) {
@@ -141,14 +160,19 @@ func (t *table) at(k value) value {
 	return t.hash[k]
 }
 
+// put and tryPut use the key as they got it, boxed: the typed key of the
+// switch would be boxed again (an allocation per string key stored).
 func (t *table) put(l *State, k, v value) {
-	switch k := k.(type) {
+	if t.shared {
+		t.unshare(l)
+	}
+	switch kk := k.(type) {
 	case nil:
 		l.runtimeError("table index is nil")
 	case float64:
-		if i := int(k); float64(i) == k {
+		if i := int(kk); float64(i) == kk {
 			t.putAtInt(l, i, v)
-		} else if math.IsNaN(k) {
+		} else if math.IsNaN(kk) {
 			l.runtimeError("table index is NaN")
 		} else if v == nil {
 			delete(t.hash, k)
@@ -175,13 +199,16 @@ func (t *table) put(l *State, k, v value) {
 
 // OPT: tryPut is an optimized variant of the at/put pair used by setTableAt to avoid hashing the key twice.
 func (t *table) tryPut(l *State, k, v value) bool {
-	switch k := k.(type) {
+	if t.shared {
+		t.unshare(l)
+	}
+	switch kk := k.(type) {
 	case nil:
 	case float64:
-		if i := int(k); float64(i) == k && 0 < i && i <= len(t.array) && t.array[i-1] != nil {
+		if i := int(kk); float64(i) == kk && 0 < i && i <= len(t.array) && t.array[i-1] != nil {
 			t.array[i-1] = v
 			return true
-		} else if math.IsNaN(k) {
+		} else if math.IsNaN(kk) {
 			return false
 		} else if t.hash[k] != nil && v != nil {
 			t.hash[k] = v
@@ -288,17 +315,18 @@ func (l *State) next(t *table, key int) bool {
 			return true
 		}
 	}
-	if t.iterationKeys == nil {
+	if t.iter == nil {
 		t.buildIterationKeys(l)
 	}
-	keys := t.iterationKeys
-	if t.iterationValues != nil {
+	it := t.iter
+	keys := it.keys
+	if it.values != nil {
 		// Nothing was written since the snapshot: every key is present
 		// with its snapshotted value, no lookup needed.
 		if start < len(keys) {
 			l.stack[key] = keys[start]
-			l.stack[key+1] = t.iterationValues[start]
-			t.iterationPos = start
+			l.stack[key+1] = it.values[start]
+			it.pos = start
 			return true
 		}
 		return false
@@ -308,7 +336,7 @@ func (l *State) next(t *table, key int) bool {
 		if v, present := t.hash[hk]; present {
 			l.stack[key] = hk
 			l.stack[key+1] = v
-			t.iterationPos = j
+			it.pos = j
 			return true
 		}
 	}
@@ -325,36 +353,37 @@ func (t *table) buildIterationKeys(l *State) {
 		keys[j], values[j] = hk, hv
 		j++
 	}
-	t.iterationKeys, t.iterationValues, t.iterationIndex, t.iterationPos = keys, values, nil, 0
+	t.iter = &iteration{keys: keys, values: values}
 }
 
 // hashWritten drops the snapshot's values, which a write to the hash part
 // may have made stale (and which would keep old values alive unseen).
 func (t *table) hashWritten() {
-	if t.iterationValues != nil {
-		t.iterationValues = nil
+	if t.iter != nil && t.iter.values != nil {
+		t.iter.values = nil
 	}
 }
 
 // iterationKeyPosition returns the position of k in t's key snapshot, or -1
 // (limits patch).
 func (t *table) iterationKeyPosition(l *State, k value) int {
-	keys := t.iterationKeys
-	if keys == nil {
+	it := t.iter
+	if it == nil {
 		return -1
 	}
-	if p := t.iterationPos; p < len(keys) && keys[p] == k {
+	keys := it.keys
+	if p := it.pos; p < len(keys) && keys[p] == k {
 		return p
 	}
-	if t.iterationIndex == nil {
+	if it.index == nil {
 		l.allocated(int64(len(keys)) * hashEntryBytes)
 		l.chargeWork(len(keys) / workPerStep)
-		t.iterationIndex = make(map[value]int, len(keys))
+		it.index = make(map[value]int, len(keys))
 		for p, hk := range keys {
-			t.iterationIndex[hk] = p
+			it.index[hk] = p
 		}
 	}
-	if p, ok := t.iterationIndex[k]; ok {
+	if p, ok := it.index[k]; ok {
 		return p
 	}
 	return -1

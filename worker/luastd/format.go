@@ -19,7 +19,7 @@ func (lib *library) format(l *lua.State) int {
 	top := l.Top()
 	arg := 1
 	var out []byte
-	b := lib.lim.budget(l)
+	b := lib.limits(l).budget(l)
 	for i := 0; i < len(fs); {
 		c := fs[i]
 		i++
@@ -42,7 +42,7 @@ func (lib *library) format(l *lua.State) int {
 		piece := lib.formatOne(l, arg, &sp)
 		b.step(1 + len(piece)/16)
 		out = append(out, piece...)
-		lib.lim.checkLen(l, len(out))
+		lib.limits(l).checkLen(l, len(out))
 	}
 	b.flush()
 	l.PushString(string(out))

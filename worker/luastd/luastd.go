@@ -25,9 +25,19 @@ import (
 	lua "github.com/Shopify/go-lua"
 )
 
-// library carries the limits the installed functions share.
+// library carries the limits the installed functions share: fixed ones
+// (Open), or looked up per State (OpenShared).
 type library struct {
 	lim Limits
+	of  func(l *lua.State) *Limits
+}
+
+// limits returns the limits of the call running in l.
+func (lib *library) limits(l *lua.State) *Limits {
+	if lib.of != nil {
+		return lib.of(l)
+	}
+	return &lib.lim
 }
 
 // Open installs into the already-opened string, table and os global
@@ -36,7 +46,20 @@ type library struct {
 // __index the string table so that method calls such as ("x"):match(p)
 // reach them.
 func Open(l *lua.State, lim Limits) {
-	lib := &library{lim: lim}
+	open(l, &library{lim: lim})
+	SetStringMetatable(l)
+}
+
+// OpenShared is Open for library tables shared by many States (see
+// lua.Share): the functions installed hold no State's data and find the
+// limits of the State calling them with of. It does not touch the string
+// metatable, which is each State's own: see SetStringMetatable.
+func OpenShared(l *lua.State, of func(l *lua.State) *Limits) {
+	open(l, &library{of: of})
+}
+
+// open installs lib's functions.
+func open(l *lua.State, lib *library) {
 	install(l, "string", []lua.RegistryFunction{
 		{Name: "find", Function: lib.find},
 		{Name: "match", Function: lib.match},
@@ -67,8 +90,11 @@ func Open(l *lua.State, lim Limits) {
 	l.Field(-1, "unpack")
 	l.SetGlobal("unpack")
 	l.Pop(1)
+}
 
-	// The string metatable: __index = string.
+// SetStringMetatable makes the string metatable's __index the global
+// string table, so that method calls such as ("x"):match(p) reach it.
+func SetStringMetatable(l *lua.State) {
 	l.PushString("")
 	if !l.MetaTable(-1) {
 		l.NewTable()

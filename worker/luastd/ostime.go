@@ -78,7 +78,7 @@ func (lib *library) date(l *lua.State) int {
 		pushDateTable(l, t)
 		return 1
 	}
-	b := lib.lim.budget(l)
+	b := lib.limits(l).budget(l)
 	var out []byte
 	for i := 0; i < len(format); i++ {
 		c := format[i]
@@ -93,7 +93,7 @@ func (lib *library) date(l *lua.State) int {
 			i += n
 		}
 		b.step(1)
-		lib.lim.checkLen(l, len(out))
+		lib.limits(l).checkLen(l, len(out))
 	}
 	b.flush()
 	l.PushString(string(out))

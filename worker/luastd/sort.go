@@ -75,7 +75,7 @@ func (lib *library) sort(l *lua.State) int {
 	if n > maxSort {
 		lua.Errorf(l, "array too big")
 	}
-	s := &sorter{l: l, hasFunc: hasFunc, b: lib.lim.budget(l)}
+	s := &sorter{l: l, hasFunc: hasFunc, b: lib.limits(l).budget(l)}
 	s.b.step(n / 8) // the position arrays
 	// perm[k] is the position (1-based) whose value goes to position k+1.
 	perm := make([]int, n)

@@ -23,14 +23,14 @@ func (lib *library) rep(l *lua.State) int {
 	}
 
 	if unit > 0 && n > (maxLen+len(sep))/unit {
-		if lib.lim.MaxString > 0 {
-			lib.lim.tooLong(l)
+		if lib.limits(l).MaxString > 0 {
+			lib.limits(l).tooLong(l)
 		}
 		lua.Errorf(l, "resulting string too large")
 	}
 	total := n*unit - len(sep)
-	lib.lim.checkLen(l, total)
-	b := lib.lim.budget(l)
+	lib.limits(l).checkLen(l, total)
+	b := lib.limits(l).budget(l)
 	out := make([]byte, 0, total)
 	for i := 0; i < n; i++ {
 		if i > 0 {
@@ -51,7 +51,7 @@ const maxLen = 1<<31 - 1
 // chargeBytes charges n bytes of simple string work (a copy, a case
 // change) to the call's budget before it is done.
 func (lib *library) chargeBytes(l *lua.State, n int) {
-	b := lib.lim.budget(l)
+	b := lib.limits(l).budget(l)
 	b.step(1 + n/64)
 	b.flush()
 }
@@ -59,7 +59,7 @@ func (lib *library) chargeBytes(l *lua.State, n int) {
 // char implements string.char(...).
 func (lib *library) char(l *lua.State) int {
 	n := l.Top()
-	lib.lim.checkLen(l, n)
+	lib.limits(l).checkLen(l, n)
 	lib.chargeBytes(l, 16*n)
 	out := make([]byte, n)
 	for i := 1; i <= n; i++ {

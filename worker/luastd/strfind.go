@@ -35,7 +35,7 @@ func (lib *library) findAux(l *lua.State, find bool, fn string) int {
 		return 1
 	}
 	if find && (l.ToBoolean(4) || !strings.ContainsAny(pat, patternSpecial)) {
-		b := lib.lim.budget(l)
+		b := lib.limits(l).budget(l)
 		b.step(len(src) - init + 1)
 		b.flush()
 		if i := strings.Index(src[init-1:], pat); i >= 0 {
@@ -46,7 +46,7 @@ func (lib *library) findAux(l *lua.State, find bool, fn string) int {
 		l.PushNil()
 		return 1
 	}
-	b := lib.lim.budget(l)
+	b := lib.limits(l).budget(l)
 	m := newMatcher(l, src, pat, &b)
 	p := 0
 	anchor := len(pat) > 0 && pat[0] == '^'
@@ -80,7 +80,7 @@ func (lib *library) gmatch(l *lua.State) int {
 	pat := checkString(l, 2, "gmatch")
 	pos := 0
 	l.PushGoFunction(func(l *lua.State) int {
-		b := lib.lim.budget(l)
+		b := lib.limits(l).budget(l)
 		m := newMatcher(l, src, pat, &b)
 		for s := pos; s <= len(src); s++ {
 			m.reset()
@@ -112,7 +112,7 @@ func (lib *library) gsub(l *lua.State) int {
 	if tr == lua.TypeNumber || tr == lua.TypeString {
 		repl, _ = l.ToString(3)
 	}
-	b := lib.lim.budget(l)
+	b := lib.limits(l).budget(l)
 	m := newMatcher(l, src, pat, &b)
 	p := 0
 	anchor := len(pat) > 0 && pat[0] == '^'
@@ -142,13 +142,13 @@ func (lib *library) gsub(l *lua.State) int {
 		default:
 			s = len(src) + 1
 		}
-		lib.lim.checkLen(l, len(out))
+		lib.limits(l).checkLen(l, len(out))
 		if s > len(src) || anchor {
 			break
 		}
 	}
 	if s < len(src) {
-		lib.lim.checkLen(l, len(out)+len(src)-s)
+		lib.limits(l).checkLen(l, len(out)+len(src)-s)
 		out = append(out, src[s:]...)
 	}
 	b.flush()
@@ -180,7 +180,7 @@ func (lib *library) addValue(m *matcher, out []byte, s, e int, tr lua.Type, repl
 	}
 	v, _ := l.ToString(-1)
 	l.Pop(1)
-	lib.lim.checkLen(l, len(out)+len(v))
+	lib.limits(l).checkLen(l, len(out)+len(v))
 	return append(out, v...)
 }
 
@@ -209,7 +209,7 @@ func (lib *library) addString(m *matcher, out []byte, s, e int, repl string) []b
 			out = append(out, v...)
 			l.Pop(1)
 		}
-		lib.lim.checkLen(l, len(out))
+		lib.limits(l).checkLen(l, len(out))
 	}
 	m.b.step(len(repl))
 	return out

@@ -18,7 +18,7 @@ func (lib *library) concat(l *lua.State) int {
 	} else {
 		last = checkInt(l, 4, "concat")
 	}
-	b := lib.lim.budget(l)
+	b := lib.limits(l).budget(l)
 	var out []byte
 	for ; i <= last; i++ {
 		l.RawGetInt(1, i)
@@ -33,8 +33,8 @@ func (lib *library) concat(l *lua.State) int {
 		if i < last {
 			n += len(sep)
 		}
-		if !lib.lim.fits(n) || n > maxLen {
-			lib.lim.tooLong(l)
+		if !lib.limits(l).fits(n) || n > maxLen {
+			lib.limits(l).tooLong(l)
 		}
 		out = append(out, s...)
 		if i < last {
@@ -57,7 +57,7 @@ func (lib *library) insert(l *lua.State) int {
 	case 3:
 		pos = checkInt(l, 2, "insert")
 		argCheck(l, 1 <= pos && pos <= e, 2, "insert", "position out of bounds")
-		b := lib.lim.budget(l)
+		b := lib.limits(l).budget(l)
 		for i := e; i > pos; i-- {
 			l.RawGetInt(1, i-1)
 			l.RawSetInt(1, i)
@@ -81,7 +81,7 @@ func (lib *library) remove(l *lua.State) int {
 		argCheck(l, 1 <= pos && pos <= size+1, 1, "remove", "position out of bounds")
 	}
 	l.RawGetInt(1, pos)
-	b := lib.lim.budget(l)
+	b := lib.limits(l).budget(l)
 	for ; pos < size; pos++ {
 		l.RawGetInt(1, pos+1)
 		l.RawSetInt(1, pos)
@@ -126,7 +126,7 @@ func (lib *library) reserveResults(l *lua.State, n int, tooMany string) {
 	if n <= 0 || n >= maxUnpack || !l.CheckStack(n) {
 		lua.Errorf(l, "%s", tooMany)
 	}
-	b := lib.lim.budget(l)
+	b := lib.limits(l).budget(l)
 	b.step(n)
 	b.flush()
 }
