@@ -647,8 +647,6 @@ func (l *State) valueToType(v value) Type {
 		return TypeNil
 	case bool:
 		return TypeBoolean
-	// case lightUserData:
-	// 	return TypeLightUserData
 	case float64:
 		return TypeNumber
 	case string:
@@ -666,7 +664,10 @@ func (l *State) valueToType(v value) Type {
 	case *goClosure:
 		return TypeFunction
 	}
-	return TypeNone
+	if v == none {
+		return TypeNone
+	}
+	return TypeLightUserData // any other Go value: PushLightUserData (light-userdata patch)
 }
 
 // TypeOf returns the type of the value at index, or TypeNone for a
