@@ -33,7 +33,7 @@ func TestProgressSharedPage(t *testing.T) {
 	}
 	id := proto.UserID(99)
 	start := time.Now().Add(-2 * time.Second)
-	worker.begin(id, start)
+	worker.begin(0, id, start)
 	s := master.Snapshot()
 	if !s.Running || s.Tenant != id || s.Calls != 1 || !s.Start.Equal(time.Unix(0, start.UnixNano())) {
 		t.Fatalf("running: %+v", s)
@@ -41,11 +41,11 @@ func TestProgressSharedPage(t *testing.T) {
 	if own := s.Own(time.Now()); own < 2*time.Second {
 		t.Fatalf("own time %v, want ≥ 2s", own)
 	}
-	worker.storeWait(start.Add(time.Second))
+	worker.storeWait(0, start.Add(time.Second))
 	if own := master.Snapshot().Own(time.Now()); own < time.Second || own > 1100*time.Millisecond {
 		t.Fatalf("own time while waiting for the store %v, want 1s", own)
 	}
-	worker.end()
+	worker.end(0)
 	if s := master.Snapshot(); s.Running || s.Calls != 1 || s.Own(time.Now()) != 0 {
 		t.Fatalf("ended: %+v", s)
 	}

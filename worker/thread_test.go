@@ -121,7 +121,7 @@ func TestThreadQueueFullIsOverloaded(t *testing.T) {
 	for _, o := range others {
 		s.put(o, "mark", `local event, ctx = ... ctx.kv.set("ran:" .. event.data.n, true)`, "Mark")
 	}
-	w, err := New(0, 1, Options{Store: s, Limits: limits, QueueSize: 8, Logger: zerolog.Nop(), NoStartup: true})
+	w, err := New(0, 1, Options{Store: s, Limits: limits, QueueSize: 8, Concurrency: 1, Logger: zerolog.Nop(), NoStartup: true}) // one slot: the gate holds the worker
 	if err != nil {
 		t.Fatal(err)
 	}
