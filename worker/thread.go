@@ -155,6 +155,7 @@ type message struct {
 	code   string
 	reply  chan result // nil for nowait and for calls run inline
 	nowait bool        // a nowait event: its failure goes to OnNowaitError
+	then   func(error) // called with the outcome once it ran (QueueDispatchEvent)
 	size   int64       // bytes counted in Thread.held
 }
 
@@ -376,6 +377,18 @@ func (w *Thread) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 		return proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
 	return w.enqueue(w.cur.Load(), message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev, size: EventSize(ev), nowait: true})
+}
+
+// QueueDispatchEvent queues ev for tenant id after the events queued
+// before it and returns at once; done is called with its outcome once it
+// ran, unless it was refused (the error returned). A process worker's
+// Mesophyll client calls it from the goroutine that reads the master's
+// events (mesophyll.Queuer), so a tenant's events run in the order sent.
+func (w *Thread) QueueDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event, done func(error)) error {
+	if err := ev.Validate(); err != nil {
+		return proto.Errorf(proto.CodeBadRequest, "%v", err)
+	}
+	return w.enqueue(w.cur.Load(), message{kind: msgDispatch, ctx: ctx, id: id, event: ev, then: done})
 }
 
 // RunScript runs ad-hoc code in tenant id's VM.

@@ -239,6 +239,9 @@ func (c *core) execute(slot int, l *lane, msg message) {
 		if msg.reply != nil {
 			msg.reply <- r
 		}
+		if msg.then != nil {
+			msg.then(r.err)
+		}
 		l, msg, ok = c.finish(slot, l)
 	}
 }
@@ -386,6 +389,8 @@ func (w *Thread) moveOrFail(msg message) {
 	switch {
 	case msg.reply != nil:
 		msg.reply <- result{err: unavailable(w.id)}
+	case msg.then != nil:
+		msg.then(unavailable(w.id))
 	case msg.kind == msgDispatch:
 		if msg.size > 0 {
 			w.held.Release(msg.id, msg.size) // enqueue holds it again
