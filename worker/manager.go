@@ -176,13 +176,15 @@ func (m *Manager) release(t *tenant, took time.Duration) {
 const inlineMax = time.Millisecond
 
 // inlineOK reports whether tenant id's next call may run on a goroutine
-// whose blocking holds up other work (Thread.TryDispatchEvent): none of
-// its calls since it was loaded was slow.
+// whose blocking holds up other work (Thread.TryDispatchEvent): it is
+// loaded, its VM is built, and none of its calls since it was loaded was
+// slow. A tenant's first call (a cold start, or any call of a hostile
+// tenant) so never runs there.
 func (m *Manager) inlineOK(id proto.Id) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tenants[id]
-	return !ok || !t.slow
+	return ok && !t.slow && t.vm != nil
 }
 
 // vm returns the tenant's VM, building it if needed; t is busy, so

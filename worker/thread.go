@@ -278,11 +278,13 @@ func (w *Thread) recoverPanic(c *core, s ProgressSnapshot, r any) {
 }
 
 // TryDispatchEvent runs ev for tenant id on the calling goroutine if the
-// worker is idle — nothing queued, nothing running — and the tenant is
-// loaded and has never had a call longer than inlineMax, and reports
+// worker is idle — nothing queued, nothing running — and the tenant's VM
+// is loaded and has had no call longer than inlineMax since, and reports
 // whether it did; a process worker calls it from the goroutine that read
-// the event (mesophyll.Inliner), which reads nothing else meanwhile: a
-// tenant whose calls are long never holds it up twice.
+// the event (mesophyll.Inliner), which reads nothing else meanwhile. A
+// tenant's first call after a load never runs there, and a tenant whose
+// call was long never again until it is reloaded: a long call held up the
+// reading at most once per load of its tenant.
 func (w *Thread) TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, bool, error) {
 	c := w.cur.Load()
 	if c.pending.Load() != 0 || !c.mgr.inlineOK(id) {
