@@ -41,6 +41,10 @@ func suites() []*suite {
 		// The transport floors right after the dispatches they are the
 		// floors of.
 		{pkg: "./mesophyll", bench: "^Benchmark(WSEcho|WSEchoProcess|MesophyllDispatch|MesophyllDispatchParallel|Codec)$"},
+		// Issue 19: a neighbour beside a spinning tenant, KV waits that
+		// overlap.
+		{pkg: "./master", bench: "^BenchmarkNeighbour$", benchtime: "300x"},
+		{pkg: "./master", bench: "^BenchmarkKVHeavy$", benchtime: "5000x"},
 		{pkg: "./master", bench: "^BenchmarkRecovery$", benchtime: "20x"},
 		// Every kill waits for the worker to have run the default
 		// --min-uptime (10 s): few kills.

@@ -269,6 +269,9 @@ func (r *report) build() {
 		r.rows = append(r.rows, rw)
 	}
 
+	// Concurrency within a worker.
+	r.concurrencyRows()
+
 	// Recovery.
 	r.recoveryRows("BenchmarkRecovery", "", tRecovery, tRestarts)
 	r.recoveryRows("BenchmarkRecoveryDefaultMinUptime", ", default --min-uptime (each worker killed after running 10 s)", tRecoveryDefault, tRestartsDefault)
