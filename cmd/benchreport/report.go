@@ -270,6 +270,8 @@ func (r *report) build() {
 	}
 
 	r.eventRows()
+	// Concurrency within a worker.
+	r.concurrencyRows()
 
 	// Recovery.
 	r.recoveryRows("BenchmarkRecovery", "", tRecovery, tRestarts)
