@@ -110,7 +110,6 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 		return
 	}
 	q.mu.Lock()
-	clear(t.cancelled)
 	if wantNext && len(recs) < pageSize && next.IsZero() && gen == t.delayedGen {
 		// None is delayed any more; a delayed Accept from now on sets
 		// the flag again and arms its own wake.
@@ -133,6 +132,9 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 		}
 		q.mu.Lock()
 		clear(t.delivering)
+		if t.cancelling == 0 {
+			clear(t.cancelled)
+		}
 		q.mu.Unlock()
 	}()
 	for _, r := range recs {

@@ -368,21 +368,39 @@ func (q *Queue) Cancel(ctx context.Context, tenant proto.Id, id string) (bool, e
 	if err != nil {
 		return false, nil
 	}
-	ok, err := q.cfg.Store.DeleteEvent(ctx, tenant, seq)
-	if err != nil || !ok {
-		return false, err
-	}
 	q.mu.Lock()
-	if t := q.tenants[tenant]; t != nil {
+	t := q.tenantLocked(tenant)
+	if t.delivering[seq] {
+		// Handed to its worker already: too late to cancel.
+		q.mu.Unlock()
+		return false, nil
+	}
+	// A page of the tenant's events loaded before the deletion commits
+	// may hold it: the mark makes the deliverer skip it.
+	if t.cancelled == nil {
+		t.cancelled = make(map[int64]bool)
+	}
+	t.cancelled[seq] = true
+	t.cancelling++
+	q.mu.Unlock()
+	ok, err := q.cfg.Store.DeleteEvent(ctx, tenant, seq)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t.cancelling--
+	if err != nil || !ok {
+		delete(t.cancelled, seq)
+	} else {
 		t.count--
 		q.total--
 		if t.count <= 0 && t.reserved == 0 {
 			t.bytes = 0
 		}
-		q.dropIfIdleLocked(tenant, t)
 	}
-	q.mu.Unlock()
-	return true, nil
+	if !t.running && t.cancelling == 0 {
+		clear(t.cancelled) // no page is held, and every deletion is committed
+	}
+	q.dropIfIdleLocked(tenant, t)
+	return ok && err == nil, err
 }
 
 // Pending lists the tenant's pending events (immediate, delayed and
@@ -420,6 +438,10 @@ func (q *Queue) RetryDeadLetter(ctx context.Context, id string) (Event, error) {
 	if q.closed.Load() {
 		return Event{}, proto.Errorf(proto.CodeShuttingDown, "the master is shutting down")
 	}
+	if q.total+q.reserveCount() >= q.cfg.BacklogMax {
+		return Event{}, &proto.Error{Code: proto.CodeBacklogFull, RetryAfter: 1,
+			Message: "the master has " + strconv.Itoa(q.total) + " pending events, the most --event-backlog-max allows"}
+	}
 	rec, err := q.cfg.Store.ReviveDeadLetter(ctx, seq)
 	if err != nil {
 		return Event{}, err
@@ -438,6 +460,13 @@ func (q *Queue) RetryDeadLetter(ctx context.Context, id string) (Event, error) {
 	q.wakeAtLocked(rec.Tenant, t, rec.DeliverAt, now)
 	q.mu.Unlock()
 	return event(rec), nil
+}
+
+// reserveCount returns the Accepts in flight.
+func (q *Queue) reserveCount() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.reserve
 }
 
 // DeleteDeadLetter deletes dead letter id; not_found if there is none.

@@ -428,3 +428,38 @@ func TestDelayedEventsPendingAndCancel(t *testing.T) {
 		t.Fatalf("stats = %+v", s)
 	}
 }
+
+func TestCancelQueuedImmediateEvent(t *testing.T) {
+	rec := newRecorder()
+	var hold atomic.Bool
+	hold.Store(true)
+	rec.fail = func(proto.Id, proto.Event) error {
+		if hold.Load() {
+			return proto.Errorf(proto.CodeWorkerOverloaded, "busy")
+		}
+		return nil
+	}
+	q := openQueue(t, Config{Store: openStore(t, t.TempDir()), Dispatch: rec.dispatch})
+	ctx := context.Background()
+	tenant := proto.GuildID(3)
+	a, _ := q.Accept(ctx, tenant, ev("A"), time.Time{})
+	b, _ := q.Accept(ctx, tenant, ev("B"), time.Time{})
+	c, _ := q.Accept(ctx, tenant, ev("C"), time.Time{})
+	waitFor(t, "a delivery attempt", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.runs[a] > 0
+	})
+	if ok, err := q.Cancel(ctx, tenant, b); err != nil || !ok {
+		t.Fatalf("cancel = %v, %v", ok, err)
+	}
+	hold.Store(false)
+	waitFor(t, "the rest delivered", func() bool { return len(rec.delivered(tenant)) == 2 })
+	if got := rec.delivered(tenant); got[0] != a || got[1] != c {
+		t.Fatalf("delivered %v, want %s and %s (not the cancelled %s)", got, a, c, b)
+	}
+	waitFor(t, "nothing pending", func() bool { return q.PendingCount(tenant) == 0 })
+	if ok, _ := q.Cancel(ctx, tenant, a); ok {
+		t.Fatal("cancelled a delivered event")
+	}
+}

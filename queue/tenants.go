@@ -30,9 +30,11 @@ type tenantState struct {
 
 	// delivering holds the seqs dispatched by the current serve whose
 	// deletion is not committed yet; cancelled the seqs Cancel deleted
-	// (or is deleting) that the current page may still hold.
+	// (or is deleting) that a page may still hold, kept while a serve
+	// runs or a Cancel is in flight (cancelling).
 	delivering map[int64]bool
 	cancelled  map[int64]bool
+	cancelling int
 }
 
 // tenantLocked returns id's state, creating it.
@@ -47,7 +49,7 @@ func (q *Queue) tenantLocked(id proto.Id) *tenantState {
 
 // dropIfIdleLocked forgets id's state when nothing refers to it.
 func (q *Queue) dropIfIdleLocked(id proto.Id, t *tenantState) {
-	if t.count <= 0 && t.reserved == 0 && !t.running && !t.queued && t.wakeAt.IsZero() && len(t.cancelled) == 0 {
+	if t.count <= 0 && t.reserved == 0 && !t.running && !t.queued && t.wakeAt.IsZero() && t.cancelling == 0 {
 		delete(q.tenants, id)
 	}
 }
