@@ -463,3 +463,35 @@ func TestCancelQueuedImmediateEvent(t *testing.T) {
 		t.Fatal("cancelled a delivered event")
 	}
 }
+
+// TestRestartLoadsOwnedTenantsOnly: a master of a cluster resumes the
+// backlog of its own shards and leaves the others' to their owner.
+func TestRestartLoadsOwnedTenantsOnly(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	ctx := context.Background()
+	mine, theirs := proto.GuildID(1), proto.GuildID(2)
+	now := time.Now()
+	if _, err := st.CommitEvents(ctx, store.EventBatch{Add: []store.EventRecord{
+		{Tenant: mine, Event: ev("M"), AcceptedAt: now, DeliverAt: now},
+		{Tenant: theirs, Event: ev("T"), AcceptedAt: now, DeliverAt: now},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	q := openQueue(t, Config{Store: st, Dispatch: rec.dispatch, Owns: func(id proto.Id) bool { return id == mine }})
+	if q.PendingCount(mine) != 1 || q.PendingCount(theirs) != 0 || q.Stats().Pending != 1 {
+		t.Fatalf("loaded %d of mine, %d of theirs", q.PendingCount(mine), q.PendingCount(theirs))
+	}
+	waitFor(t, "the owned tenant's event delivered", func() bool { return len(rec.delivered(mine)) == 1 })
+	if err := q.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec.delivered(theirs)); n != 0 {
+		t.Fatalf("delivered %d events of a tenant this master does not own", n)
+	}
+	left, err := st.EventBacklog(ctx)
+	if err != nil || len(left) != 1 || left[0].Tenant != theirs {
+		t.Fatalf("backlog left for the owner: %+v, %v", left, err)
+	}
+}
