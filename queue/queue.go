@@ -426,14 +426,38 @@ func (q *Queue) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([
 	return events(recs), nil
 }
 
+// DeadLetter returns dead letter id; not_found if there is none. A
+// cluster's API reads its tenant to forward a retry to the tenant's owner.
+func (q *Queue) DeadLetter(ctx context.Context, id string) (Event, error) {
+	seq, err := parseID(id)
+	if err != nil {
+		return Event{}, proto.Errorf(proto.CodeNotFound, "dead letter %q not found", id)
+	}
+	rec, err := q.cfg.Store.DeadLetter(ctx, seq)
+	if err != nil {
+		return Event{}, err
+	}
+	return event(rec), nil
+}
+
 // RetryDeadLetter moves dead letter id back into the queue with its
 // attempts reset; it is delivered next among its tenant's events (its id
-// is older than theirs). not_found if there is none; backlog_full past the
-// tenant's bound.
+// is older than theirs). not_found if there is none; backlog_full past
+// --event-backlog-max; shard_unavailable when another master owns its
+// tenant (Config.Owns): the retry belongs on the owner, which delivers it.
 func (q *Queue) RetryDeadLetter(ctx context.Context, id string) (Event, error) {
 	seq, err := parseID(id)
 	if err != nil {
 		return Event{}, proto.Errorf(proto.CodeNotFound, "dead letter %q not found", id)
+	}
+	if q.cfg.Owns != nil {
+		dl, err := q.cfg.Store.DeadLetter(ctx, seq)
+		if err != nil {
+			return Event{}, err
+		}
+		if !q.cfg.Owns(dl.Tenant) {
+			return Event{}, proto.Errorf(proto.CodeShardUnavailable, "tenant %s of dead letter %s belongs to another master: retry it there", dl.Tenant, id)
+		}
 	}
 	if q.closed.Load() {
 		return Event{}, proto.Errorf(proto.CodeShuttingDown, "the master is shutting down")
