@@ -140,7 +140,8 @@ type Queue struct {
 	mu      sync.Mutex
 	tenants map[proto.Id]*tenantState
 	total   int
-	reserve int // Accepts in flight, counted against BacklogMax
+	reserve int   // Accepts in flight, counted against BacklogMax
+	cached  int64 // bytes of the events in the tenants' caches (≤ cacheBytes)
 	ready   []proto.Id
 	cond    *sync.Cond // on mu: wakes the deliverers
 	wakes   wakeHeap
@@ -216,6 +217,7 @@ func (q *Queue) load(ctx context.Context) error {
 			continue
 		}
 		t := q.tenantLocked(b.Tenant)
+		t.complete = false
 		t.count = b.Count
 		t.bytes = b.Bytes
 		t.delayed = true
@@ -295,7 +297,10 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 	if err := q.reserveSlot(tenant, size); err != nil {
 		return "", err
 	}
-	w := &write{add: &store.EventRecord{Tenant: tenant, Event: ev, AcceptedAt: now, DeliverAt: deliverAt, Scheduled: scheduled}}
+	w := &write{add: &store.EventRecord{Tenant: tenant, Event: ev, AcceptedAt: now, DeliverAt: deliverAt, Scheduled: scheduled}, size: size}
+	// The writer counts the event, under the commit's lock section
+	// (accepted), so that the tenant's state matches the store in seq
+	// order; here only the reservation is given back.
 	seq, err := q.submit(ctx, w)
 	q.mu.Lock()
 	q.reserve--
@@ -307,19 +312,45 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 		q.mu.Unlock()
 		return "", err
 	}
-	if t.count <= 0 || deliverAt.Before(t.oldest) {
-		t.oldest = deliverAt
+	q.mu.Unlock()
+	return strconv.FormatInt(seq, 10), nil
+}
+
+// acceptedLocked counts the committed event r (of eventBytes size) in its
+// tenant's state, keeps it in the tenant's cache when the cache holds all
+// its pending events, and makes the tenant ready (or arms its wake). The
+// writer calls it for the events of a commit in seq order.
+func (q *Queue) acceptedLocked(r store.EventRecord, size int64) {
+	t := q.tenantLocked(r.Tenant)
+	now := time.Now()
+	if t.count <= 0 || r.DeliverAt.Before(t.oldest) {
+		t.oldest = r.DeliverAt
 	}
 	t.count++
 	t.bytes += size
-	if deliverAt.After(now) {
+	q.total++
+	if r.DeliverAt.After(r.AcceptedAt) {
 		t.delayed = true
 		t.delayedGen++
+		q.uncacheLocked(t) // the cache holds due events only
+	} else if t.complete {
+		if len(t.buf) < cacheEvents && q.cached+size <= cacheBytes {
+			t.buf = append(t.buf, r)
+			q.cached += size
+		} else {
+			q.uncacheLocked(t)
+		}
 	}
-	q.total++
-	q.wakeAtLocked(tenant, t, deliverAt, now)
-	q.mu.Unlock()
-	return strconv.FormatInt(seq, 10), nil
+	q.wakeAtLocked(r.Tenant, t, r.DeliverAt, now)
+}
+
+// uncacheLocked stops serving t from memory: its events are read from
+// the store from now on, until its backlog is empty again.
+func (q *Queue) uncacheLocked(t *tenantState) {
+	for _, r := range t.buf {
+		q.cached -= eventBytes(r.Event)
+	}
+	t.buf, t.complete = nil, false
 }
 
 // reserveSlot counts an Accept in flight against the bounds.
@@ -370,6 +401,7 @@ func (q *Queue) Cancel(ctx context.Context, tenant proto.Id, id string) (bool, e
 	}
 	q.mu.Lock()
 	t := q.tenantLocked(tenant)
+	q.uncacheLocked(t)
 	if t.delivering[seq] {
 		// Handed to its worker already: too late to cancel.
 		q.mu.Unlock()
@@ -390,11 +422,7 @@ func (q *Queue) Cancel(ctx context.Context, tenant proto.Id, id string) (bool, e
 	if err != nil || !ok {
 		delete(t.cancelled, seq)
 	} else {
-		t.count--
-		q.total--
-		if t.count <= 0 && t.reserved == 0 {
-			t.bytes = 0
-		}
+		q.goneLocked(t, 0)
 	}
 	if !t.running && t.cancelling == 0 {
 		clear(t.cancelled) // no page is held, and every deletion is committed
@@ -473,6 +501,7 @@ func (q *Queue) RetryDeadLetter(ctx context.Context, id string) (Event, error) {
 	now := time.Now()
 	q.mu.Lock()
 	t := q.tenantLocked(rec.Tenant)
+	q.uncacheLocked(t)
 	if t.count == 0 || rec.DeliverAt.Before(t.oldest) {
 		t.oldest = rec.DeliverAt
 	}

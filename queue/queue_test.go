@@ -495,3 +495,47 @@ func TestRestartLoadsOwnedTenantsOnly(t *testing.T) {
 		t.Fatalf("backlog left for the owner: %+v, %v", left, err)
 	}
 }
+
+// TestCacheOverflowKeepsOrder: a tenant's events beyond what its cache
+// holds are read from the store, after the cached ones, in order, none
+// twice.
+func TestCacheOverflowKeepsOrder(t *testing.T) {
+	rec := newRecorder()
+	gate := make(chan struct{})
+	var first atomic.Bool
+	rec.fail = func(proto.Id, proto.Event) error {
+		if !first.Swap(true) {
+			<-gate // the first delivery waits until every event is accepted
+		}
+		return nil
+	}
+	q := openQueue(t, Config{Store: openStore(t, t.TempDir()), Dispatch: rec.dispatch})
+	ctx := context.Background()
+	tenant := proto.GuildID(11)
+	var ids []string
+	for i := 0; i < 3*cacheEvents; i++ {
+		id, err := q.Accept(ctx, tenant, ev("E"), time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	close(gate)
+	waitFor(t, "every event delivered", func() bool { return len(rec.delivered(tenant)) >= len(ids) })
+	waitFor(t, "nothing pending", func() bool { return q.PendingCount(tenant) == 0 })
+	if got := rec.delivered(tenant); fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Fatalf("delivered %d events %v\nwant %d %v", len(got), got, len(ids), ids)
+	}
+	// Empty again: served from the cache again, and still in order.
+	more, _ := q.Accept(ctx, tenant, ev("E"), time.Time{})
+	waitFor(t, "the next event delivered", func() bool { return len(rec.delivered(tenant)) == len(ids)+1 })
+	if got := rec.delivered(tenant); got[len(ids)] != more {
+		t.Fatalf("last delivered %s, want %s", got[len(ids)], more)
+	}
+	q.mu.Lock()
+	cached := q.cached
+	q.mu.Unlock()
+	if cached != 0 {
+		t.Fatalf("%d bytes left in the caches", cached)
+	}
+}

@@ -20,6 +20,7 @@ type write struct {
 	failed *store.EventFailure
 	dead   *store.EventFailure
 	done   int64
+	size   int64 // eventBytes of add
 
 	seq   int64 // of add, once committed
 	err   error
@@ -123,13 +124,22 @@ func (q *Queue) commit(batch []*write) {
 			q.log.Warn().Err(err).Int("writes", len(batch)).Msg("event queue: store unavailable")
 		}
 	}
-	i := 0
+	if err == nil && len(b.Add) > 0 {
+		q.mu.Lock()
+		i := 0
+		for _, w := range batch {
+			if w.add != nil {
+				w.seq = seqs[i]
+				r := *w.add
+				r.Seq = seqs[i]
+				q.acceptedLocked(r, w.size)
+				i++
+			}
+		}
+		q.mu.Unlock()
+	}
 	for _, w := range batch {
 		w.err = err
-		if w.add != nil && err == nil {
-			w.seq = seqs[i]
-			i++
-		}
 		close(w.reply)
 	}
 	q.commits.Add(1)
