@@ -539,3 +539,40 @@ func TestCacheOverflowKeepsOrder(t *testing.T) {
 		t.Fatalf("%d bytes left in the caches", cached)
 	}
 }
+
+// downStore fails every commit while down is set.
+type downStore struct {
+	*store.SQLite
+	down atomic.Bool
+}
+
+func (d *downStore) CommitEvents(ctx context.Context, b store.EventBatch) ([]int64, error) {
+	if d.down.Load() {
+		return nil, proto.Errorf(proto.CodeStoreUnavailable, "sqlite commit: disk I/O error")
+	}
+	return d.SQLite.CommitEvents(ctx, b)
+}
+
+func TestStoreThatCannotCommitRefuses(t *testing.T) {
+	rec := newRecorder()
+	ds := &downStore{SQLite: openStore(t, t.TempDir())}
+	ds.down.Store(true)
+	q := openQueue(t, Config{Store: ds, Dispatch: rec.dispatch})
+	ctx := context.Background()
+	_, err := q.Accept(ctx, proto.GuildID(1), ev("E"), time.Time{})
+	if proto.CodeOf(err) != proto.CodeStoreUnavailable {
+		t.Fatalf("accept with the store down: %v", err)
+	}
+	if s := q.Stats(); s.Pending != 0 || q.PendingCount(proto.GuildID(1)) != 0 {
+		t.Fatalf("a refused event is counted: %+v", s)
+	}
+	ds.down.Store(false)
+	id, err := q.Accept(ctx, proto.GuildID(1), ev("E"), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery once the store is back", func() bool { return len(rec.delivered(proto.GuildID(1))) == 1 })
+	if got := rec.delivered(proto.GuildID(1)); got[0] != id {
+		t.Fatalf("delivered %v, want %s", got, id)
+	}
+}
