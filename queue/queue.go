@@ -62,6 +62,9 @@ type Stats struct {
 	// events delivered, failed deliveries that will be retried, events
 	// moved to the dead-letter table and events scheduled.
 	Delivered, Retried, DeadLettered, Scheduled uint64
+	// Commits counts the group commits (events and deletions of
+	// delivered ones together).
+	Commits uint64
 }
 
 // Store is what the queue needs of the store.

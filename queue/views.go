@@ -127,7 +127,7 @@ func (q *Queue) PendingCount(tenant proto.Id) int {
 func (q *Queue) Stats() Stats {
 	s := Stats{PendingByWorker: map[int]int{},
 		Delivered: q.delivered.Load(), Retried: q.retried.Load(),
-		DeadLettered: q.deadLettered.Load(), Scheduled: q.scheduled.Load()}
+		DeadLettered: q.deadLettered.Load(), Scheduled: q.scheduled.Load(), Commits: q.commits.Load()}
 	now := time.Now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
