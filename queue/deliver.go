@@ -120,7 +120,14 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 	q.mu.Unlock()
 	if !fromCache {
 		if pending != nil {
-			<-pending.reply // the store must not show what was delivered
+			// The store must not show what was delivered: have the
+			// deferred deletions committed, and wait for them.
+			select {
+			case <-pending.reply:
+			default:
+				_, _ = q.submit(context.Background(), &write{})
+				<-pending.reply
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 		var err error
@@ -146,7 +153,6 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 	}
 	q.mu.Unlock()
 
-	var lastDone *write
 	finished := false // every event of recs delivered or dead-lettered
 	defer func() {
 		if fromCache && !finished {
@@ -156,13 +162,9 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 			q.uncacheLocked(t)
 			q.mu.Unlock()
 		}
-		// The next serve reads the store again: it must not find the
-		// events this one delivered.
-		if lastDone != nil {
-			<-lastDone.reply
-		}
+		// The marks of delivered events go when their deletion is
+		// committed (writer); the next read of the store waits for it.
 		q.mu.Lock()
-		clear(t.delivering)
 		if t.cancelling == 0 {
 			clear(t.cancelled)
 		}
@@ -204,11 +206,14 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 				q.log.Debug().Str("tenant", id.String()).Str("event", ev.ID).Str("code", proto.CodeOf(err)).
 					Msg("queued event ran with an error of its template")
 			}
-			w := &write{done: r.Seq}
+			w := &write{done: r.Seq, t: t, tenant: id}
 			if q.submitAsync(w) {
-				lastDone = w
 				q.mu.Lock()
 				t.lastDone = w
+				q.mu.Unlock()
+			} else {
+				q.mu.Lock()
+				delete(t.delivering, r.Seq)
 				q.mu.Unlock()
 			}
 			q.delivered.Add(1)
@@ -264,6 +269,9 @@ func (q *Queue) fail(id proto.Id, t *tenantState, r store.EventRecord, err error
 		q.log.Warn().Str("tenant", id.String()).Str("event", strconv.FormatInt(r.Seq, 10)).Int("attempts", attempts).
 			Str("code", pe.Code).Msg("event dead-lettered after its last attempt")
 		q.forget(id, t, nil, r)
+		q.mu.Lock()
+		delete(t.delivering, r.Seq)
+		q.mu.Unlock()
 		return true
 	}
 	backoff := q.backoff(attempts)

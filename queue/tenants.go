@@ -83,7 +83,7 @@ func (q *Queue) goneLocked(t *tenantState, size int64) {
 
 // dropIfIdleLocked forgets id's state when nothing refers to it.
 func (q *Queue) dropIfIdleLocked(id proto.Id, t *tenantState) {
-	if t.count <= 0 && t.reserved == 0 && !t.running && !t.queued && t.wakeAt.IsZero() && t.cancelling == 0 {
+	if t.count <= 0 && t.reserved == 0 && !t.running && !t.queued && t.wakeAt.IsZero() && t.cancelling == 0 && len(t.delivering) == 0 {
 		delete(q.tenants, id)
 	}
 }
