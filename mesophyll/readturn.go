@@ -102,6 +102,7 @@ func (c *Client) handOff(r *inlineRun) {
 // old one counts as a request served on a goroutine of its own from now
 // on, so that no later event overtakes it inline. turnMu is held.
 func (c *Client) moveReaderLocked() {
+	c.log.Debug().Msg("an inline call runs long: the reading moves to a new goroutine")
 	c.armed, c.handoffWanted = nil, false
 	c.running.Add(1)
 	turn := &readerTurn{}

@@ -62,10 +62,6 @@ type tenant struct {
 	// dropped is set when the tenant was dropped or evicted while busy:
 	// its VM is closed when its call ends.
 	dropped bool
-	// slow is set once a call of the tenant ran longer than inlineMax: its
-	// calls are no longer run on a reading goroutine (see
-	// Thread.TryDispatchEvent).
-	slow bool
 }
 
 // quoted returns template i's name as a JSON string.
@@ -153,15 +149,11 @@ func (m *Manager) acquire(ctx context.Context, id proto.Id) (*tenant, error) {
 }
 
 // release ends acquire: it discards a VM that an aborted call left
-// untrusted, or that was dropped while the call ran, and records whether
-// the call was slow.
-func (m *Manager) release(t *tenant, took time.Duration) {
+// untrusted, or that was dropped while the call ran.
+func (m *Manager) release(t *tenant) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t.busy--
-	if took > inlineMax {
-		t.slow = true
-	}
 	switch {
 	case t.vm != nil && t.vm.broken:
 		m.log.Warn().Str("tenant", t.id.String()).Msg("discarding tenant VM after an aborted call")
@@ -171,20 +163,16 @@ func (m *Manager) release(t *tenant, took time.Duration) {
 	}
 }
 
-// inlineMax is the longest call after which a tenant's calls are no longer
-// run on a reading goroutine.
-const inlineMax = time.Millisecond
-
-// inlineOK reports whether tenant id's next call may run on a goroutine
-// whose blocking holds up other work (Thread.TryDispatchEvent): it is
-// loaded, its VM is built, and none of its calls since it was loaded was
-// slow. A tenant's first call (a cold start, or any call of a hostile
-// tenant) so never runs there.
+// inlineOK reports whether tenant id's next call may run on a process
+// worker's reading goroutine (Thread.TryDispatchEvent): it is loaded and
+// its VM is built, so a cold start (templates fetched and compiled) never
+// runs there. A warm call that runs long there hands the reading to
+// another goroutine after a millisecond (mesophyll.InlineRunning).
 func (m *Manager) inlineOK(id proto.Id) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tenants[id]
-	return ok && !t.slow && t.vm != nil
+	return ok && t.vm != nil
 }
 
 // vm returns the tenant's VM, building it if needed; t is busy, so
@@ -232,12 +220,11 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	if err := ev.Validate(); err != nil {
 		return nil, proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
-	start := time.Now()
 	t, err := m.acquire(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { m.release(t, time.Since(start)) }()
+	defer m.release(t)
 	subs := t.events[ev.Name]
 	if len(subs) == 0 {
 		return proto.Null, nil
@@ -348,20 +335,19 @@ func (m *Manager) RunScript(ctx context.Context, id proto.Id, name, code string,
 	if name == "" {
 		name = "script"
 	}
-	start := time.Now()
 	t, err := m.acquire(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	vm, err := m.vm(id, t)
 	if err != nil {
-		m.release(t, time.Since(start))
+		m.release(t)
 		return nil, err
 	}
 	m.enter(vm)
 	res, err := vm.runCode(ctx, name, code, ev)
 	m.exit(vm)
-	m.release(t, time.Since(start))
+	m.release(t)
 	if err != nil {
 		var pe *proto.Error
 		if errors.As(err, &pe) {

@@ -280,12 +280,11 @@ func (w *Thread) recoverPanic(c *core, s ProgressSnapshot, r any) {
 
 // TryDispatchEvent runs ev for tenant id on the calling goroutine if the
 // worker is idle — nothing queued, nothing running — and the tenant's VM
-// is loaded and has had no call longer than inlineMax since, and reports
-// whether it did; a process worker calls it from the goroutine that read
-// the event (mesophyll.Inliner), which reads nothing else meanwhile. A
-// tenant's first call after a load never runs there, and a tenant whose
-// call was long never again until it is reloaded: a long call held up the
-// reading at most once per load of its tenant.
+// is loaded, and reports whether it did; a process worker calls it from
+// the goroutine that read the event (mesophyll.Inliner). A tenant's first
+// call after a load never runs there, and a call that runs there longer
+// than a millisecond hands the reading of the connection to another
+// goroutine (mesophyll.InlineRunning): no tenant holds up the reading.
 func (w *Thread) TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, bool, error) {
 	c := w.cur.Load()
 	if c.pending.Load() != 0 || !c.mgr.inlineOK(id) {
