@@ -46,7 +46,7 @@ func TestLoneCallReadsItsOwnResponse(t *testing.T) {
 // run of them, and heartbeats — is read and answered: the moment without
 // a reader after a call is bounded by the lazy-read timer.
 func TestWorkerRequestsAreReadWhileNoCallWaits(t *testing.T) {
-	h := newHarness(t, ServerOptions{HeartbeatInterval: 20 * time.Millisecond})
+	h := newHarness(t, ServerOptions{HeartbeatInterval: 200 * time.Millisecond}) // 3 missed beats close the connection: not too short for a busy machine
 	cl, c, _ := h.worker(0, newFakeHandler())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -81,7 +81,7 @@ func TestWorkerRequestsAreReadWhileNoCallWaits(t *testing.T) {
 // connection for itself returns its timeout once its ctx is done, though
 // its response never comes: the next frame (a heartbeat) frees it.
 func TestCallWithDoneCtxWhileReadingReturns(t *testing.T) {
-	h := newHarness(t, ServerOptions{HeartbeatInterval: 20 * time.Millisecond})
+	h := newHarness(t, ServerOptions{HeartbeatInterval: 100 * time.Millisecond})
 	hd := newFakeHandler()
 	_, c, _ := h.worker(0, hd)
 	defer close(hd.release)
@@ -120,7 +120,7 @@ func TestCallWithDoneCtxWhileReadingReturns(t *testing.T) {
 // call must get its own answer or its timeout, every nowait event its Ack,
 // and nothing may stay in flight.
 func TestMixedTrafficWithReaderTurns(t *testing.T) {
-	h := newHarness(t, ServerOptions{Workers: 1, HeartbeatInterval: 20 * time.Millisecond})
+	h := newHarness(t, ServerOptions{Workers: 1, HeartbeatInterval: 100 * time.Millisecond})
 	hd := &inlineHandler{fakeHandler: newFakeHandler()}
 	cl, c, _ := h.worker(0, hd)
 	hd.cl.Store(cl)

@@ -480,8 +480,10 @@ func TestRestartLoadsOwnedTenantsOnly(t *testing.T) {
 	}
 	rec := newRecorder()
 	q := openQueue(t, Config{Store: st, Dispatch: rec.dispatch, Owns: func(id proto.Id) bool { return id == mine }})
-	if q.PendingCount(mine) != 1 || q.PendingCount(theirs) != 0 || q.Stats().Pending != 1 {
-		t.Fatalf("loaded %d of mine, %d of theirs", q.PendingCount(mine), q.PendingCount(theirs))
+	// Mine may already be delivered (delivery starts at once); theirs is
+	// never loaded.
+	if q.PendingCount(theirs) != 0 || q.Stats().Pending > 1 {
+		t.Fatalf("loaded %d of theirs, %d in all", q.PendingCount(theirs), q.Stats().Pending)
 	}
 	waitFor(t, "the owned tenant's event delivered", func() bool { return len(rec.delivered(mine)) == 1 })
 	if err := q.Close(ctx); err != nil {
