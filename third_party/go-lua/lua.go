@@ -853,8 +853,12 @@ func (l *State) ToGoFunction(index int) Function {
 //
 // http://www.lua.org/manual/5.2/manual.html#lua_touserdata
 func (l *State) ToUserData(index int) interface{} {
-	if d, ok := l.indexToValue(index).(*userData); ok {
+	v := l.indexToValue(index)
+	if d, ok := v.(*userData); ok {
 		return d.data
+	}
+	if l.valueToType(v) == TypeLightUserData { // light-userdata patch: the Go value itself
+		return v
 	}
 	return nil
 }
