@@ -195,3 +195,43 @@ func TestMixedTrafficWithReaderTurns(t *testing.T) {
 		t.Fatalf("connection broken: %v", err)
 	}
 }
+
+// TestServeReadsOnAfterWorkersOwnFrame checks that once serve's goroutine
+// has read a request of the worker's own it stays the reader (the
+// worker's next request is read at once, not after the lazy-read timer),
+// and that it hands the connection back to the calls after the next
+// answer it reads.
+func TestServeReadsOnAfterWorkersOwnFrame(t *testing.T) {
+	// Only the first heartbeat: a later one would rightly keep serve's
+	// goroutine reading too.
+	h := newHarness(t, ServerOptions{HeartbeatInterval: time.Hour})
+	cl, c, _ := h.worker(0, newFakeHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g := proto.GuildID(1)
+	for round := 0; round < 3; round++ {
+		if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.KvSet(ctx, g, "k", json.RawMessage(`1`)); err != nil {
+			t.Fatalf("round %d: the worker's own KvSet: %v", round, err)
+		}
+		if state, _ := readState(c); state != readServe {
+			t.Fatalf("round %d: after the worker's own KvSet the reader is %d, want serve's goroutine (%d)", round, state, readServe)
+		}
+		if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			state, _ := readState(c)
+			if state == readNone || state == readCaller {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("round %d: serve's goroutine kept the reader's role after reading an answer", round)
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+}
