@@ -112,7 +112,7 @@ func (c *Client) pumpCall(ctx context.Context, req uint64, frame []byte) (proto.
 	for {
 		select {
 		case r := <-ch:
-			return r.value()
+			return received(ch, r)
 		default:
 		}
 		err := c.link.readFrame(&c.pumpBuf, &c.pumpMsg)
@@ -121,7 +121,7 @@ func (c *Client) pumpCall(ctx context.Context, req uint64, frame []byte) (proto.
 		}
 		if err != nil {
 			c.readFailed(err)
-			return (<-ch).value() // the end of the link answered every call
+			return received(ch, <-ch) // the end of the link answered every call
 		}
 		if ctx.Err() != nil {
 			c.link.forget(req)

@@ -227,7 +227,7 @@ func (c *Conn) roundTrip(ctx context.Context, id uint64, frame []byte) (proto.Va
 	for {
 		select {
 		case r := <-ch:
-			return r.value()
+			return received(ch, r)
 		default:
 		}
 		if ctx.Err() != nil {
@@ -235,7 +235,7 @@ func (c *Conn) roundTrip(ctx context.Context, id uint64, frame []byte) (proto.Va
 		}
 		if err := c.readOne(); err != nil {
 			c.readFailed(err)
-			return (<-ch).value() // the end of the link answered every call
+			return received(ch, <-ch) // the end of the link answered every call
 		}
 	}
 }
@@ -257,13 +257,13 @@ func (c *Conn) endRead() {
 func (c *Conn) wait(ctx context.Context, id uint64, ch chan response) (proto.Value, error) {
 	select {
 	case r := <-ch:
-		return r.value()
+		return received(ch, r)
 	case <-ctx.Done():
 		c.link.forget(id)
 		// The response may have arrived meanwhile; prefer it.
 		select {
 		case r := <-ch:
-			return r.value()
+			return received(ch, r)
 		default:
 		}
 		return nil, proto.Errorf(proto.CodeTimeout, "%s did not answer in time: %v", c.link.peer, ctx.Err())
