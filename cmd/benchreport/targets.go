@@ -47,8 +47,10 @@ var (
 			"`BenchmarkTryDispatchEvent` (./worker) is the worker's own part without the connection: a few microseconds " +
 			"(event table, protected call, JSON result), the hand-written codec under 1 µs each way. What is left above " +
 			"the floor is mostly kernel and scheduler time (the read, write and epoll system calls per call are the echo's " +
-			"in number, but cost more with the larger working set of both processes) and the master's sysmon wake-ups while " +
-			"it waits for the worker's Lua call, which a loaded host stretches like any other work.",
+			"in number, but cost more with the larger working set of both processes) and the Go scheduler's own thread " +
+			"wake-ups: per-thread counts of a sequential run spread the master's over four threads (0.4-0.8 a call each: " +
+			"a spinning thread woken for a goroutine another thread then runs, sysmon woken after the process idled through " +
+			"the worker's Lua call), which a loaded host stretches like any other work.",
 	}
 	tHTTP = &target{
 		name: "HTTP dispatch throughput (process, 2 workers, 64 clients) ≥ 50% of the constant-reply server", pkg: "./master", profile: "BenchmarkHTTPDispatch/process",
