@@ -195,3 +195,48 @@ func TestMixedTrafficWithReaderTurns(t *testing.T) {
 		t.Fatalf("connection broken: %v", err)
 	}
 }
+
+// TestServeReadsOnAfterWorkersOwnFrame checks that once serve's goroutine
+// has read a request of the worker's own it stays the reader (the
+// worker's next request is read at once, not after the lazy-read timer),
+// and that it hands the connection back to the calls after the next
+// answer it reads.
+func TestServeReadsOnAfterWorkersOwnFrame(t *testing.T) {
+	// Only the first heartbeat: a later one would rightly keep serve's
+	// goroutine reading too.
+	h := newHarness(t, ServerOptions{HeartbeatInterval: time.Hour})
+	cl, c, _ := h.worker(0, newFakeHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	select { // the worker's first heartbeat is read before the rounds start
+	case <-h.heartbeats:
+	case <-ctx.Done():
+		t.Fatal("no first heartbeat")
+	}
+	g := proto.GuildID(1)
+	for round := 0; round < 3; round++ {
+		if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.KvSet(ctx, g, "k", json.RawMessage(`1`)); err != nil {
+			t.Fatalf("round %d: the worker's own KvSet: %v", round, err)
+		}
+		if state, _ := readState(c); state != readServe {
+			t.Fatalf("round %d: after the worker's own KvSet the reader is %d, want serve's goroutine (%d)", round, state, readServe)
+		}
+		// serve's goroutine reads the next answers, and gives the role up
+		// after one once the KvSet's store slot is free again: then a
+		// call reads for itself.
+		handedBack := false
+		for i := 0; i < 1000 && !handedBack; i++ {
+			if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
+				t.Fatal(err)
+			}
+			state, _ := readState(c)
+			handedBack = state != readServe
+		}
+		if !handedBack {
+			t.Fatalf("round %d: serve's goroutine kept the reader's role over 1000 calls", round)
+		}
+	}
+}
