@@ -64,6 +64,9 @@ type WorkerStatus struct {
 	RSSBytes  int64 `json:"rss_bytes,omitempty"`
 	// Running is the call the worker runs now, from its progress record.
 	Running *RunningCall `json:"running,omitempty"`
+	// LastRestartReason is why the worker process was last replaced
+	// (crash, hung, watchdog, rolling, memory, recycle, ...).
+	LastRestartReason string `json:"last_restart_reason,omitempty"`
 
 	restartReasons map[string]int // for metrics: restarts by reason
 }

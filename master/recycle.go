@@ -80,24 +80,26 @@ func (w *procWorker) checkRSS(rss int64) {
 }
 
 // replace starts a planned replacement of the worker process for reason,
-// unless one is already running. Calls wait for the new process as in a
-// rolling restart; none fails.
+// unless one is already running: the new process is started and ready
+// before the old one is drained (swap); no call fails and no call waits.
 func (w *procWorker) replace(reason string) {
 	if !w.replacing.CompareAndSwap(false, true) {
 		return
 	}
+	w.bg.Add(1)
 	go func() {
+		defer w.bg.Done()
 		defer w.replacing.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), w.replaceTimeout())
 		defer cancel()
-		if err := w.restart(ctx, reason); err != nil {
+		if err := w.swap(ctx, reason); err != nil {
 			w.log.Warn().Err(err).Str("reason", reason).Msg("planned replacement of the worker failed")
 		}
 	}()
 }
 
-// replaceTimeout bounds a planned replacement: the drain (a call may run
-// for the dispatch timeout) and the start of the new process.
+// replaceTimeout bounds the start of a planned replacement's new process
+// (the old one's drain has the watchdog's bounds).
 func (w *procWorker) replaceTimeout() time.Duration {
 	return 2*w.cfg.DispatchTimeout + w.cfg.ReadyTimeout
 }

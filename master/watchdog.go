@@ -79,7 +79,7 @@ func (w *procWorker) checkProgress(d *watchdog, p *worker.Progress, now time.Tim
 		w.mu.Unlock()
 		return
 	}
-	waiting := len(w.inflight) > 0 || (w.conn != nil && len(w.nowait) > 0)
+	waiting := w.waitingLocked()
 	if s.Calls != d.lastCalls || !waiting {
 		d.lastCalls, d.since = s.Calls, now
 		w.mu.Unlock()
