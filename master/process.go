@@ -1,6 +1,7 @@
 package master
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -133,8 +134,8 @@ type procWorker struct {
 	old  *oldSpawn
 	// swapCh hands a ready successor to the loop watching cur.
 	swapCh chan *swapReq
-	// callsOn counts the waited calls in flight per connection.
-	callsOn map[*mesophyll.Conn]int
+	// callsOn counts the waited calls in flight per connection and tenant.
+	callsOn map[*mesophyll.Conn]map[proto.Id]int
 	// bg counts planned replacements under way (Kill waits for them).
 	bg       sync.WaitGroup
 	stopping bool
@@ -172,7 +173,7 @@ func newProcWorker(id, total int, cfg *ProcessConfig, server *mesophyll.Server, 
 		reasons:  make(map[string]int),
 		slot:     id,
 		swapCh:   make(chan *swapReq),
-		callsOn:  make(map[*mesophyll.Conn]int),
+		callsOn:  make(map[*mesophyll.Conn]map[proto.Id]int),
 	}
 	return w
 }
@@ -306,16 +307,34 @@ func (w *procWorker) dropNowait(id proto.Id) int {
 
 // track counts a waited call of tenant id in flight on c until untrack,
 // and returns the connection to send it on: the successor's when a
-// planned replacement took c out of service since c was picked.
-func (w *procWorker) track(id proto.Id, c *mesophyll.Conn) *mesophyll.Conn {
+// planned replacement took c out of service since c was picked — once
+// the tenant's calls still running on the old process have finished, so
+// that a tenant's calls never run in two processes at once.
+func (w *procWorker) track(ctx context.Context, id proto.Id, c *mesophyll.Conn) (*mesophyll.Conn, error) {
 	w.mu.Lock()
+	for o := w.old; o != nil && w.conn != nil && w.callsOn[o.conn][id] > 0; o = w.old {
+		ch := o.changed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, &proto.Error{Code: proto.CodeWorkerUnavailable, RetryAfter: 1,
+				Message: "worker " + itoa(w.id) + " is restarting; try again"}
+		}
+		w.mu.Lock()
+	}
 	if c != w.live && w.conn != nil {
 		c = w.conn
 	}
 	w.inflight[id]++
-	w.callsOn[c]++
+	on := w.callsOn[c]
+	if on == nil {
+		on = make(map[proto.Id]int)
+		w.callsOn[c] = on
+	}
+	on[id]++
 	w.mu.Unlock()
-	return c
+	return c, nil
 }
 
 // untrack ends a call of tenant id that track started; err is how it
@@ -327,8 +346,16 @@ func (w *procWorker) untrack(id proto.Id, c *mesophyll.Conn, err error) {
 	if w.inflight[id]--; w.inflight[id] <= 0 {
 		delete(w.inflight, id)
 	}
-	if w.callsOn[c]--; w.callsOn[c] <= 0 {
-		delete(w.callsOn, c)
+	if on := w.callsOn[c]; on != nil {
+		if on[id]--; on[id] <= 0 {
+			delete(on, id)
+		}
+		if len(on) == 0 {
+			delete(w.callsOn, c)
+		}
+	}
+	if w.old != nil && c == w.old.conn {
+		w.old.callEndedLocked()
 	}
 	if proto.CodeOf(err) == proto.CodeWorkerUnavailable && (w.old == nil || c != w.old.conn) {
 		w.lostCalls = true

@@ -205,7 +205,9 @@ func (w *procWorker) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Ev
 	if err != nil {
 		return nil, err
 	}
-	c = w.track(id, c)
+	if c, err = w.track(ctx, id, c); err != nil {
+		return nil, err
+	}
 	w.countDispatch()
 	v, err := c.DispatchEvent(ctx, id, ev)
 	w.untrack(id, c, err)
@@ -240,6 +242,12 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	seq := w.seq
 	w.nowait[seq] = nowaitEvent{id: id, ev: ev, size: size}
 	c := w.conn
+	if o := w.old; o != nil && o.pendingLocked(w, id) {
+		// The old process of a planned replacement still has this
+		// tenant's earlier work: the event follows it (oldExited).
+		o.held[seq] = true
+		c = nil
+	}
 	w.mu.Unlock()
 	if c != nil {
 		_ = c.DispatchEventNoWait(id, ev, seq) // on failure it is redelivered after the restart
@@ -264,7 +272,9 @@ func (w *procWorker) RunScript(ctx context.Context, id proto.Id, name, code stri
 	if err != nil {
 		return nil, err
 	}
-	c = w.track(id, c)
+	if c, err = w.track(ctx, id, c); err != nil {
+		return nil, err
+	}
 	w.countDispatch()
 	v, err := c.RunScript(ctx, id, name, code, ev)
 	w.untrack(id, c, err)

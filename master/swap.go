@@ -17,12 +17,41 @@ type successor struct {
 	conn chan *mesophyll.Conn // receives c
 }
 
-// oldSpawn is a replaced spawn while it drains.
+// oldSpawn is a replaced spawn while it drains. A tenant's events run one
+// at a time, in order, across the switch: a tenant with waited calls in
+// flight on the old process (procWorker.callsOn) gets its next call on the new one
+// only when they have finished (changed is closed whenever one does); a
+// nowait event of a tenant whose earlier events the old process has not
+// acknowledged is held back (held) and sent to the new process, after
+// the old one's unacknowledged events, when the old process has exited.
 type oldSpawn struct {
 	sp       *spawn
 	conn     *mesophyll.Conn
 	lastSent uint64 // nowait events up to this seq were sent to it
 	shut     bool   // it was sent Shutdown (or killed by the drain)
+	changed  chan struct{}
+	held     map[uint64]bool
+}
+
+// pendingLocked reports whether tenant id has work the old process has
+// not finished: a waited call, a nowait event unacknowledged or held back.
+func (o *oldSpawn) pendingLocked(w *procWorker, id proto.Id) bool {
+	if w.callsOn[o.conn][id] > 0 {
+		return true
+	}
+	for s, e := range w.nowait {
+		if e.id == id && (s <= o.lastSent || o.held[s]) {
+			return true
+		}
+	}
+	return false
+}
+
+// callEndedLocked wakes the calls waiting for the end of a call on the
+// old process.
+func (o *oldSpawn) callEndedLocked() {
+	close(o.changed)
+	o.changed = make(chan struct{})
 }
 
 // swapReq asks the loop watching old to make the ready next current.
@@ -122,7 +151,8 @@ func (w *procWorker) handOver(req *swapReq) bool {
 		return false
 	}
 	req.lastSent = w.seq
-	w.old = &oldSpawn{sp: req.old, conn: req.oldConn, lastSent: w.seq}
+	w.old = &oldSpawn{sp: req.old, conn: req.oldConn, lastSent: w.seq,
+		changed: make(chan struct{}), held: make(map[uint64]bool)}
 	w.next = nil
 	w.adoptLocked(req.next)
 	w.conn, w.live = req.conn, req.conn
@@ -147,11 +177,6 @@ func (w *procWorker) handOver(req *swapReq) bool {
 // tenant (from o's own progress record). Events it did not acknowledge are
 // sent to the current spawn.
 func (w *procWorker) drainOld(o *spawn, c *mesophyll.Conn, lastSent uint64) {
-	defer func() {
-		w.mu.Lock()
-		w.old = nil
-		w.mu.Unlock()
-	}()
 	bound := w.cfg.Watchdog
 	if bound <= 0 {
 		bound = time.Minute
@@ -168,7 +193,7 @@ func (w *procWorker) drainOld(o *spawn, c *mesophyll.Conn, lastSent uint64) {
 	for {
 		if !shut {
 			w.mu.Lock()
-			drained := w.callsOn[c] == 0 && !w.unackedUpToLocked(lastSent)
+			drained := len(w.callsOn[c]) == 0 && !w.unackedUpToLocked(lastSent)
 			if drained || timedOut {
 				shut = true
 				w.old.shut = true
@@ -231,27 +256,37 @@ func (w *procWorker) oldExited(o *spawn, lastSent uint64, onPurpose bool) {
 	if !onPurpose && last.Running && w.crashed != nil {
 		w.crashed(last.Tenant, "worker process died ("+o.status+") while running its call")
 	}
-	w.mu.Lock()
-	c := w.conn
-	var seqs []uint64
-	for s := range w.nowait {
-		if s <= lastSent {
-			seqs = append(seqs, s)
+	// Its unacknowledged events, then the events held back, in order;
+	// events that arrive meanwhile are held back too, until none is left.
+	flushed := make(map[uint64]bool)
+	for {
+		w.mu.Lock()
+		c := w.conn
+		var seqs []uint64
+		for s := range w.nowait {
+			if !flushed[s] && (s <= lastSent || w.old.held[s]) {
+				seqs = append(seqs, s)
+			}
 		}
-	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	pending := make([]nowaitEvent, len(seqs))
-	for i, s := range seqs {
-		pending[i] = w.nowait[s]
-	}
-	w.mu.Unlock()
-	if c == nil || len(seqs) == 0 {
-		return // none, or the next spawn's connection redelivers them
-	}
-	w.log.Info().Int("events", len(seqs)).Msg("planned replacement: sending the old process's unacknowledged nowait events to the new one")
-	for i, s := range seqs {
-		if err := c.DispatchEventNoWait(pending[i].id, pending[i].ev, s); err != nil {
-			return // the connection died; the next spawn redelivers
+		if len(seqs) == 0 || c == nil {
+			// None left, or the current spawn is down: its next
+			// connection redelivers every held event.
+			w.old = nil
+			w.mu.Unlock()
+			return
+		}
+		sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+		pending := make([]nowaitEvent, len(seqs))
+		for i, s := range seqs {
+			pending[i] = w.nowait[s]
+			flushed[s] = true
+		}
+		w.mu.Unlock()
+		w.log.Info().Int("events", len(seqs)).Msg("planned replacement: sending the old process's unacknowledged (and held back) nowait events to the new one")
+		for i, s := range seqs {
+			if err := c.DispatchEventNoWait(pending[i].id, pending[i].ev, s); err != nil {
+				break // the connection died; the next spawn redelivers
+			}
 		}
 	}
 }
@@ -260,7 +295,7 @@ func (w *procWorker) oldExited(o *spawn, lastSent uint64, onPurpose bool) {
 // calls in flight on its connection, or nowait events sent to it (not
 // those a draining old process still has).
 func (w *procWorker) waitingLocked() bool {
-	if w.live != nil && w.callsOn[w.live] > 0 {
+	if w.live != nil && len(w.callsOn[w.live]) > 0 {
 		return true
 	}
 	if w.conn == nil {
@@ -270,7 +305,7 @@ func (w *procWorker) waitingLocked() bool {
 		return len(w.nowait) > 0
 	}
 	for s := range w.nowait {
-		if s > w.old.lastSent {
+		if s > w.old.lastSent && !w.old.held[s] {
 			return true
 		}
 	}

@@ -59,15 +59,18 @@ func TestSlotMapping(t *testing.T) {
 }
 
 // TestSwapServesBeforeDrain replaces a worker while one of its calls is
-// held in flight: the new process serves (a second call answers) while the
-// old one still runs the held call, which then finishes on the old process
-// without error; the old process exits, counted as a recycle restart and
-// no failure.
+// held in flight: the new process serves (another tenant's call answers)
+// while the old one still runs the held call, which then finishes on the
+// old process without error; the held tenant's next call waits for it
+// (a tenant's calls never run in two processes at once); the old process
+// exits, counted as a recycle restart and no failure.
 func TestSwapServesBeforeDrain(t *testing.T) {
 	st := newGatedStore(t)
-	g := proto.GuildID(1 << 22) // worker 0 of 1
+	g, g2 := proto.GuildID(1<<22), proto.GuildID(2<<22) // worker 0 of 1
 	put(t, st, g, "gate", gateTemplate, "Gate")
-	put(t, st, g, "other", `return 2`, "Other")
+	for _, id := range []proto.Id{g, g2} {
+		put(t, st, id, "other", `return 2`, "Other")
+	}
 	pp := startTestProcessPool(t, 1, st, pathsConfig(t))
 	w := pp.workers[0]
 	old := w.Status().PID
@@ -89,9 +92,14 @@ func TestSwapServesBeforeDrain(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if v, err := pp.DispatchEvent(ctx, g, eventOf("Other", `{}`)); err != nil || string(v) != `{"other":2}` {
+	if v, err := pp.DispatchEvent(ctx, g2, eventOf("Other", `{}`)); err != nil || string(v) != `{"other":2}` {
 		t.Fatalf("a call during the old process's drain: %s %v", v, err)
 	}
+	sameErr := make(chan error, 1)
+	go func() {
+		_, err := pp.DispatchEvent(ctx, g, eventOf("Other", `{}`))
+		sameErr <- err
+	}()
 	if !alivePID(old) {
 		t.Fatal("the old process exited before its call in flight finished")
 	}
@@ -100,9 +108,17 @@ func TestSwapServesBeforeDrain(t *testing.T) {
 		t.Fatalf("swap returned %v while the old process still drains", err)
 	default:
 	}
+	select {
+	case err := <-sameErr:
+		t.Fatalf("the held tenant's next call ran (%v) while its call on the old process still runs", err)
+	case <-time.After(200 * time.Millisecond): // the window a wrong switch-over would answer in
+	}
 	st.release()
 	if err := <-callErr; err != nil {
 		t.Fatalf("the call in flight on the old process: %v", err)
+	}
+	if err := <-sameErr; err != nil {
+		t.Fatalf("the held tenant's call after its call on the old process: %v", err)
 	}
 	if err := <-swapped; err != nil {
 		t.Fatal(err)
