@@ -133,7 +133,7 @@ func (w *procWorker) swap(ctx context.Context, reason string) error {
 		return fail(sp, "the worker is stopping")
 	}
 	if !<-req.done {
-		return fail(sp, "the old process is gone")
+		return fail(sp, "the old process or the new one's connection is gone")
 	}
 	sp.log.Info().Str("reason", reason).Int("old_pid", old.pid).
 		Msg("planned replacement: the new process is ready and serving; draining the old one")
@@ -149,6 +149,11 @@ func (w *procWorker) handOver(req *swapReq) bool {
 	defer w.mu.Unlock()
 	if w.cur != req.old || w.conn != req.oldConn || w.live != req.oldConn || w.stopping {
 		return false
+	}
+	select {
+	case <-req.conn.Done(): // the successor's connection ended meanwhile
+		return false
+	default:
 	}
 	req.lastSent = w.seq
 	w.old = &oldSpawn{sp: req.old, conn: req.oldConn, lastSent: w.seq,

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -212,5 +214,29 @@ return v`, "Gate")
 	s := w.Status()
 	if s.PID != newPID || s.Restarts != 1 || s.ConsecutiveFailures != 0 || s.restartReasons["crash"] != 0 || s.restartReasons[ReasonMemory] != 1 {
 		t.Fatalf("after the old process crashed in its drain: %+v (reasons %v)", s, s.restartReasons)
+	}
+}
+
+// TestRecycleDueDuringReplacementIsKept checks that a worker's share of
+// dispatches reached while a replacement is under way, or a replacement
+// that fails, re-arms the recycling instead of losing it.
+func TestRecycleDueDuringReplacementIsKept(t *testing.T) {
+	w := newProcWorker(0, 1, &ProcessConfig{MaxDispatches: 10, ReadyTimeout: time.Second, DispatchTimeout: time.Second}, nil, zerolog.Nop(), nil)
+	w.recycleAt = w.nextRecycleAt()
+	w.replacing.Store(true)
+	for range 20 {
+		w.countDispatch()
+	}
+	if w.recycleAt == 0 {
+		t.Fatal("the recycling due during a replacement was consumed")
+	}
+	w.replacing.Store(false)
+	w.countDispatch() // due now: the replacement fails (no process is ready)
+	w.bg.Wait()
+	w.mu.Lock()
+	at, n := w.recycleAt, w.dispatches
+	w.mu.Unlock()
+	if at <= n || at > n+11 {
+		t.Fatalf("after a failed replacement at %d dispatches the next is due at %d, want within another share", n, at)
 	}
 }
