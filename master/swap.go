@@ -135,7 +135,7 @@ func (w *procWorker) swap(ctx context.Context, reason string) error {
 	if !<-req.done {
 		return fail(sp, "the old process or the new one's connection is gone")
 	}
-	sp.log.Info().Str("reason", reason).Int("old_pid", old.pid).
+	sp.log.Info().Str("reason", reason).Int("old_pid", old.pid).Dur("start_to_ready", time.Since(sp.started)).
 		Msg("planned replacement: the new process is ready and serving; draining the old one")
 	w.drainOld(old, oldConn, req.lastSent)
 	return nil
@@ -186,6 +186,7 @@ func (w *procWorker) drainOld(o *spawn, c *mesophyll.Conn, lastSent uint64) {
 	if bound <= 0 {
 		bound = time.Minute
 	}
+	since := time.Now()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	drainBy := time.NewTimer(bound)
@@ -219,7 +220,7 @@ func (w *procWorker) drainOld(o *spawn, c *mesophyll.Conn, lastSent uint64) {
 		}
 		select {
 		case <-o.exited:
-			w.oldExited(o, lastSent, cut || killed)
+			w.oldExited(o, lastSent, cut || killed, time.Since(since))
 			return
 		case <-tick.C:
 		case <-drainBy.C:
@@ -250,14 +251,14 @@ func (w *procWorker) drainOld(o *spawn, c *mesophyll.Conn, lastSent uint64) {
 // oldExited ends the drain of o: blame for a crash while it ran a call
 // (unless the drain killed it on purpose), and the nowait events it
 // did not acknowledge sent to the current spawn.
-func (w *procWorker) oldExited(o *spawn, lastSent uint64, onPurpose bool) {
+func (w *procWorker) oldExited(o *spawn, lastSent uint64, onPurpose bool, drained time.Duration) {
 	last := o.progress.Snapshot()
 	o.progress.Close()
 	ev := o.log.Info()
 	if !onPurpose {
 		ev = o.log.Warn()
 	}
-	ev.Str("exit", o.status).Bool("counts_as_failure", false).Msg("planned replacement: the old process exited")
+	ev.Str("exit", o.status).Dur("drain", drained).Bool("counts_as_failure", false).Msg("planned replacement: the old process exited")
 	if !onPurpose && last.Running && w.crashed != nil {
 		w.crashed(last.Tenant, "worker process died ("+o.status+") while running its call")
 	}

@@ -72,18 +72,19 @@ func recycleLoad(t *testing.T, m *runningMaster, waited []proto.Id, nowait proto
 // readyBeforeShutdown checks the master's log of planned replacements:
 // every old process got its Shutdown only after its successor had
 // started and was ready and serving. It returns how many replacements it
-// saw.
-func readyBeforeShutdown(t *testing.T, log string) int {
+// saw and the logged timings (the new process's start to ready, the old
+// one's drain to exit).
+func readyBeforeShutdown(t *testing.T, log string) (n int, timings []string) {
 	t.Helper()
 	started := map[int]int{}  // pid → line of "worker started"
 	readyFor := map[int]int{} // old pid → line where its successor was ready
-	succOf := map[int]int{}   // old pid → successor pid
-	n := 0
 	for i, line := range strings.Split(log, "\n") {
 		var e struct {
-			Message string `json:"message"`
-			PID     int    `json:"pid"`
-			OldPID  int    `json:"old_pid"`
+			Message      string  `json:"message"`
+			PID          int     `json:"pid"`
+			OldPID       int     `json:"old_pid"`
+			StartToReady float64 `json:"start_to_ready"`
+			Drain        float64 `json:"drain"`
 		}
 		if json.Unmarshal([]byte(line), &e) != nil || e.PID == 0 {
 			continue
@@ -95,7 +96,10 @@ func readyBeforeShutdown(t *testing.T, log string) int {
 			if _, ok := started[e.PID]; !ok {
 				t.Fatalf("successor %d ready without a start line", e.PID)
 			}
-			readyFor[e.OldPID], succOf[e.OldPID] = i, e.PID
+			readyFor[e.OldPID] = i
+			timings = append(timings, fmt.Sprintf("start-to-ready %.1fms", e.StartToReady))
+		case "planned replacement: the old process exited":
+			timings = append(timings, fmt.Sprintf("drain %.1fms", e.Drain))
 		case "planned replacement: shutting down the old process":
 			at, ok := readyFor[e.PID]
 			if !ok || at > i {
@@ -104,7 +108,7 @@ func readyBeforeShutdown(t *testing.T, log string) int {
 			n++
 		}
 	}
-	return n
+	return n, timings
 }
 
 // kvCount reads the "n" counter that counterLua keeps.
@@ -193,7 +197,13 @@ func plannedRestartUnderLoad(t *testing.T, m *runningMaster, reason string, want
 			t.Fatalf("/metrics counts another restart (%s)", bad)
 		}
 	}
-	waitFor(t, time.Minute, func() bool { return readyBeforeShutdown(t, m.out.String()) >= want })
+	var timings []string
+	waitFor(t, time.Minute, func() bool {
+		var n int
+		n, timings = readyBeforeShutdown(t, m.out.String())
+		return n >= want
+	})
+	t.Logf("replacements: %s", strings.Join(timings, ", "))
 	t.Logf("%d %s restarts, waited calls %v, %d nowait events accepted and delivered, 0 failed calls", st.Restarts, reason, answered, accepted)
 }
 
