@@ -92,7 +92,14 @@ func (w *procWorker) replace(reason string) {
 		w.retryLater(reason)
 		return
 	}
+	w.mu.Lock()
+	if w.stopping { // Kill waits for bg: no Add after it stopped
+		w.mu.Unlock()
+		w.replacing.Store(false)
+		return
+	}
 	w.bg.Add(1)
+	w.mu.Unlock()
 	go func() {
 		defer w.bg.Done()
 		defer w.replacing.Store(false)
