@@ -35,6 +35,8 @@ test: build vet
 
 test-go:
 	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 15m ./...
+	@echo "the hostile corpus and neighbour tests on serial workers (--worker-concurrency 1; ./... ran them at the default 4)"
+	TEMPLATEWORKER_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 10m -run 'TestHostile|TestSuperWatchdog|TestSuperBlame' ./cmd/templateworker -args -worker-concurrency 1
 	@echo "the patched go-lua's own tests (a nested module, not in ./...)"
 	cd third_party/go-lua && $(GO) test -race -count=1 -timeout 15m ./...
 	@echo "compiling and running every benchmark once (-benchtime 1x)"

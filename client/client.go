@@ -113,7 +113,18 @@ func (c *Client) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pro
 
 // DispatchNoWait queues an event without waiting for it to run.
 func (c *Client) DispatchNoWait(ctx context.Context, id proto.Id, ev proto.Event) error {
-	return c.do(ctx, http.MethodPost, tenantPath(id)+"/events?wait=false", ev, nil)
+	_, err := c.DispatchNoWaitID(ctx, id, ev)
+	return err
+}
+
+// DispatchNoWaitID is DispatchNoWait returning the id the master's
+// durable queue gave the event (its event.id), committed when it returns.
+func (c *Client) DispatchNoWaitID(ctx context.Context, id proto.Id, ev proto.Event) (string, error) {
+	var out struct {
+		ID string `json:"id"`
+	}
+	err := c.do(ctx, http.MethodPost, tenantPath(id)+"/events?wait=false", ev, &out)
+	return out.ID, err
 }
 
 // RunScript runs ad-hoc code in a tenant's VM.

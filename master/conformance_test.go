@@ -3,13 +3,14 @@ package master
 import (
 	"context"
 	"fmt"
-	"github.com/templateworker/templateworker/internal/testbin"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/internal/testbin"
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 	"github.com/templateworker/templateworker/worker"
@@ -21,20 +22,31 @@ func workerBinary(t testing.TB) string { return testbin.Path(t) }
 // conformanceLimits keep the limit cases fast.
 var conformanceLimits = worker.Limits{MaxInstructions: 1_000_000, Timeout: 20 * time.Second, MaxMemory: 16 << 20, MaxString: 1 << 20, MaxCallDepth: 200}
 
-// topologies builds each WorkerLike topology over a store.
+// topologies builds each WorkerLike topology over a store, with the
+// default --worker-concurrency (4) and with 1 (the serial worker).
 var topologies = []struct {
 	name  string
 	start func(t testing.TB, st store.Store, n int) *Pool
 }{
-	{"thread", func(t testing.TB, st store.Store, n int) *Pool {
-		p, err := newThreadPool(n, worker.Options{Store: threadStore(st, nil, 0), Limits: conformanceLimits, Logger: zerolog.Nop()})
+	{"thread", threadTopology(0)},
+	{"process", processTopology(0)},
+	{"thread-concurrency-1", threadTopology(1)},
+	{"process-concurrency-1", processTopology(1)},
+}
+
+func threadTopology(concurrency int) func(t testing.TB, st store.Store, n int) *Pool {
+	return func(t testing.TB, st store.Store, n int) *Pool {
+		p, err := newThreadPool(n, worker.Options{Store: threadStore(st, nil, 0), Limits: conformanceLimits, Logger: zerolog.Nop(), Concurrency: concurrency})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = p.Kill(context.Background()) })
 		return p
-	}},
-	{"process", func(t testing.TB, st store.Store, n int) *Pool {
+	}
+}
+
+func processTopology(concurrency int) func(t testing.TB, st store.Store, n int) *Pool {
+	return func(t testing.TB, st store.Store, n int) *Pool {
 		cfg := ProcessConfig{
 			Exe: workerBinary(t), MinUptime: time.Second, Backoff: 50 * time.Millisecond, BackoffMax: time.Second,
 			MaxFailures: 10, ReadyTimeout: 30 * time.Second, DispatchTimeout: 10 * time.Second,
@@ -45,8 +57,11 @@ var topologies = []struct {
 			Args: []string{"--log-level", "warn", "--lua-max-instructions", "1000000", "--lua-timeout", "20s", "--lua-max-memory", "16777216",
 				"--lua-max-string", "1048576", "--lua-max-call-depth", "200"},
 		}
+		if concurrency > 0 {
+			cfg.Args = append(cfg.Args, "--worker-concurrency", strconv.Itoa(concurrency))
+		}
 		return startTestProcessPool(t, n, st, cfg).Pool
-	}},
+	}
 }
 
 // startTestProcessPool starts n process workers over st and waits until
@@ -147,6 +162,39 @@ func TestWorkerLikeConformance(t *testing.T) {
 				v, err := pool.DispatchEvent(ctx, b, eventOf("Save", `{"n":99}`))
 				if err != nil || string(v) != `{"store":99}` {
 					t.Fatalf("%s %v", v, err)
+				}
+			})
+			t.Run("nowait order per tenant", func(t *testing.T) {
+				// Two tenants of worker 1, their events interleaved: each
+				// tenant's run in the order sent, one at a time.
+				c, d := proto.GuildID(1<<22|7), proto.GuildID(3<<22|7)
+				seq := `local e, ctx = ...
+local last = ctx.kv.get("last") or 0
+if e.data.n ~= last + 1 and ctx.kv.get("bad") == nil then ctx.kv.set("bad", {got = e.data.n, after = last}) end
+ctx.kv.set("last", e.data.n)`
+				for _, id := range []proto.Id{c, d} {
+					put(t, st, id, "seq", seq, "Seq")
+				}
+				const n = 200
+				for i := 1; i <= n; i++ {
+					for _, id := range []proto.Id{c, d} {
+						if err := pool.DispatchEventNoWait(id, eventOf("Seq", fmt.Sprintf(`{"n":%d}`, i))); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				waitStore(t, func() bool {
+					for _, id := range []proto.Id{c, d} {
+						if v, ok, _ := st.KvGet(ctx, id, "last"); !ok || string(v) != strconv.Itoa(n) {
+							return false
+						}
+					}
+					return true
+				})
+				for _, id := range []proto.Id{c, d} {
+					if v, ok, _ := st.KvGet(ctx, id, "bad"); ok {
+						t.Fatalf("%s: events out of order: %s", id, v)
+					}
 				}
 			})
 			t.Run("run script", func(t *testing.T) {

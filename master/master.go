@@ -47,6 +47,11 @@ type Config struct {
 	APIToken string
 	// WorkerQueue bounds each worker's queue.
 	WorkerQueue int
+	// WorkerConcurrency is how many calls of different tenants each
+	// worker runs at once (--worker-concurrency; worker.DefaultConcurrency
+	// when zero). The process topology passes it to its workers in
+	// Process.Args.
+	WorkerConcurrency int
 	// WorkerQueueBytes bounds the bytes of the nowait events held for
 	// each worker (--worker-queue-bytes); past it calls get backlog_full.
 	WorkerQueueBytes int64
@@ -151,7 +156,8 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
 			Store:  quarantinedOut{Store: threadStore(st, workerQueue, cfg.MaxFrame), q: quarantine},
 			Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
-			QueueBytes: cfg.WorkerQueueBytes, Logger: log, Cache: cfg.Cache, MemoryMax: cfg.WorkerMemoryMax,
+			Concurrency: cfg.WorkerConcurrency,
+			QueueBytes:  cfg.WorkerQueueBytes, Logger: log, Cache: cfg.Cache, MemoryMax: cfg.WorkerMemoryMax,
 			OnNowaitError: func(id proto.Id, err error) {
 				if c := proto.CodeOf(err); fatalCode(c) {
 					quarantine.Strike(id, c+" (nowait event)")

@@ -62,8 +62,15 @@ type WorkerStatus struct {
 	// workers).
 	HeapBytes int64 `json:"heap_bytes,omitempty"`
 	RSSBytes  int64 `json:"rss_bytes,omitempty"`
-	// Running is the call the worker runs now, from its progress record.
+	// Running is the call the worker runs now that started first, from
+	// its progress record.
 	Running *RunningCall `json:"running,omitempty"`
+	// RunningCalls are all the calls the worker runs now (up to
+	// --worker-concurrency, one per tenant), from its progress record.
+	RunningCalls []RunningCall `json:"running_calls,omitempty"`
+	// Concurrency is how many calls the worker may run at once
+	// (--worker-concurrency); 0 when not known.
+	Concurrency int `json:"concurrency,omitempty"`
 	// LastRestartReason is why the worker process was last replaced
 	// (crash, hung, watchdog, rolling, memory, recycle, ...).
 	LastRestartReason string `json:"last_restart_reason,omitempty"`
@@ -77,6 +84,19 @@ type RunningCall struct {
 	// Seconds is how long it has run on its own account (store waits
 	// excluded): what the watchdog compares with its limit.
 	Seconds float64 `json:"seconds"`
+}
+
+// runningCalls describes the calls of list for the status.
+func runningCalls(list []worker.ProgressSnapshot) []RunningCall {
+	if len(list) == 0 {
+		return nil
+	}
+	now := time.Now()
+	out := make([]RunningCall, len(list))
+	for i, s := range list {
+		out[i] = RunningCall{Tenant: s.Tenant, Seconds: s.Own(now).Seconds()}
+	}
+	return out
 }
 
 // runningCall describes s for the status, nil when no call runs.

@@ -126,7 +126,7 @@ type procWorker struct {
 	// lastReason is why the worker was last restarted.
 	lastReason string
 	// slot is the Mesophyll slot of the current spawn (id or id+total,
-	// see slotOf); cur is that spawn. next is a planned successor being
+	// see slotWorker); cur is that spawn. next is a planned successor being
 	// started on the other slot, old the replaced spawn being drained.
 	slot int
 	cur  *spawn
@@ -202,7 +202,7 @@ func (w *procWorker) supervise() {
 		healthy, ready, exit, last := w.runOnce()
 		w.mu.Lock()
 		reason := "crash"
-		var guilty *proto.Id
+		var guilty []proto.Id // the suspects: the tenants whose calls were running
 		var why string
 		// The spawn ran and work was cut: calls failed with the connection,
 		// calls are still being failed, or nowait events wait for
@@ -217,14 +217,19 @@ func (w *procWorker) supervise() {
 		case w.stopping:
 		case w.cut != nil:
 			reason = "watchdog"
-			guilty = &w.cut.tenant
+			guilty = []proto.Id{w.cut.tenant}
 			why = "watchdog: its call ran " + w.cut.ran.Round(time.Millisecond).String() + " (limit " + w.cfg.Watchdog.String() + "); worker process killed"
-		case last.Running:
+		case len(last) > 0:
 			if w.hung {
 				reason = "hung"
 			}
-			guilty = &last.Tenant
+			for _, s := range last {
+				guilty = append(guilty, s.Tenant)
+			}
 			why = "worker process died (" + exit + ") while running its call"
+			if len(last) > 1 {
+				why += " (one of " + strconv.Itoa(len(last)) + " calls running)"
+			}
 		case w.hung:
 			reason = "hung"
 		case w.stalled:
@@ -270,10 +275,19 @@ func (w *procWorker) supervise() {
 		}
 		w.mu.Unlock()
 		ev := w.log.Warn().Str("exit", exit).Str("reason", reason).Int("consecutive_failures", n).Dur("restart_in", delay)
-		if guilty != nil {
-			ev = ev.Str("tenant", guilty.String())
+		if len(guilty) > 0 {
+			ev = ev.Str("tenant", guilty[0].String())
+			if len(guilty) > 1 {
+				ids := make([]string, len(guilty))
+				for i, g := range guilty {
+					ids[i] = g.String()
+				}
+				ev = ev.Strs("tenants", ids)
+			}
 			if w.crashed != nil {
-				w.crashed(*guilty, why)
+				for _, g := range guilty {
+					w.crashed(g, why)
+				}
 			}
 		}
 		ev.Bool("counts_as_failure", counts).Msg("worker exited; restarting")
@@ -365,11 +379,11 @@ func (w *procWorker) untrack(id proto.Id, c *mesophyll.Conn, err error) {
 
 // runOnce spawns one worker process and waits for it to end. ready is true
 // when it connected, healthy when it also ran at least MinUptime; last is
-// its progress record as the process left it. A planned replacement
+// the calls its progress record shows running as the process left it. A planned replacement
 // (swap) hands the current spawn over to its drain and makes its ready
 // successor the spawn this loop watches: runOnce returns only when the
 // spawn it watches last has exited.
-func (w *procWorker) runOnce() (healthy, ready bool, exit string, last worker.ProgressSnapshot) {
+func (w *procWorker) runOnce() (healthy, ready bool, exit string, last []worker.ProgressSnapshot) {
 	w.mu.Lock()
 	slot := w.slot
 	w.mu.Unlock()
@@ -390,7 +404,7 @@ func (w *procWorker) runOnce() (healthy, ready bool, exit string, last worker.Pr
 			wasReady := !w.readyAt.IsZero()
 			w.progress, w.cur = nil, nil
 			w.mu.Unlock()
-			return wasReady && time.Since(sp.started) >= w.cfg.MinUptime, wasReady, sp.status, sp.progress.Snapshot()
+			return wasReady && time.Since(sp.started) >= w.cfg.MinUptime, wasReady, sp.status, sp.progress.Running()
 		case <-readyCh:
 			readyCh = nil
 			readyTimer.Stop()

@@ -369,6 +369,7 @@ func (w *procWorker) Status() WorkerStatus {
 	}
 	if w.progress != nil {
 		s.Running = runningCall(w.progress.Snapshot())
+		s.RunningCalls = runningCalls(w.progress.Running())
 	}
 	s.restartReasons = make(map[string]int, len(w.reasons))
 	for r, n := range w.reasons {

@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/templateworker/templateworker/mesophyll"
@@ -234,8 +235,8 @@ func (w *procWorker) drainOld(o *spawn, c *mesophyll.Conn, lastSent uint64) {
 			killed = true
 			killGroup(o.pid)
 		case now := <-dog.tick():
-			s := o.progress.Snapshot()
-			if ran := dog.watch.Observe(s, now); s.Running && ran > dog.limit && !cut {
+			running, s, ran := dog.observe(o.progress, now)
+			if running > 0 && ran > dog.limit && !cut {
 				cut = true
 				o.log.Error().Str("tenant", s.Tenant.String()).Dur("ran", ran.Round(time.Millisecond)).Dur("limit", dog.limit).
 					Msg("watchdog: a call overran the time limit and its grace; killing the old worker process")
@@ -252,15 +253,22 @@ func (w *procWorker) drainOld(o *spawn, c *mesophyll.Conn, lastSent uint64) {
 // (unless the drain killed it on purpose), and the nowait events it
 // did not acknowledge sent to the current spawn.
 func (w *procWorker) oldExited(o *spawn, lastSent uint64, onPurpose bool, drained time.Duration) {
-	last := o.progress.Snapshot()
+	last := o.progress.Running()
 	o.progress.Close()
 	ev := o.log.Info()
 	if !onPurpose {
 		ev = o.log.Warn()
 	}
 	ev.Str("exit", o.status).Dur("drain", drained).Bool("counts_as_failure", false).Msg("planned replacement: the old process exited")
-	if !onPurpose && last.Running && w.crashed != nil {
-		w.crashed(last.Tenant, "worker process died ("+o.status+") while running its call")
+	if !onPurpose && w.crashed != nil {
+		// As for a current spawn: each tenant running a call is a suspect.
+		why := "worker process died (" + o.status + ") while running its call"
+		if len(last) > 1 {
+			why += " (one of " + strconv.Itoa(len(last)) + " calls running)"
+		}
+		for _, s := range last {
+			w.crashed(s.Tenant, why)
+		}
 	}
 	// Its unacknowledged events, then the events held back, in order;
 	// events that arrive meanwhile are held back too, until none is left.

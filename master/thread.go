@@ -38,6 +38,8 @@ func (w threadWorker) Status() WorkerStatus {
 		HeapBytes:     heap,
 		RSSBytes:      rss,
 		Running:       runningCall(w.Progress()),
+		RunningCalls:  runningCalls(w.Running()),
+		Concurrency:   w.Concurrency(),
 
 		restartReasons: map[string]int{"watchdog": n},
 	}

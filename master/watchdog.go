@@ -16,13 +16,14 @@ type watchdogCut struct {
 }
 
 // watchdog is the per-spawn state of the master's progress watchdog. It
-// reads the worker's progress record, which the worker goroutine writes
-// at the start and end of every call: a heartbeat from another goroutine
-// proves nothing about the Lua work, the record does.
+// reads the worker's progress record, whose slots the goroutines running
+// calls write at the start and end of every call: a heartbeat from
+// another goroutine proves nothing about the Lua work, the record does.
 type watchdog struct {
 	limit  time.Duration
+	period time.Duration
 	ticker *time.Ticker
-	watch  worker.ProgressWatch // the running call's own time, on this clock
+	watch  []worker.ProgressWatch // each slot's running call's own time, on this clock
 	// lastCalls is the record's call count when last seen changing (or
 	// when the worker last had nothing to do); since is when.
 	lastCalls uint64
@@ -34,7 +35,7 @@ func newWatchdog(limit time.Duration) *watchdog {
 	if limit > 0 {
 		period := max(min(limit/20, 250*time.Millisecond), 10*time.Millisecond)
 		d.ticker = time.NewTicker(period)
-		d.watch.Period = period
+		d.period = period
 	}
 	return d
 }
@@ -53,25 +54,46 @@ func (d *watchdog) stop() {
 	}
 }
 
-// checkProgress kills the spawn pid when its running call has executed on
-// its own account (store waits excluded) longer than the limit, blaming
-// that call's tenant; or when calls wait for it while it has started none
-// for longer than the limit (stalled outside any call: nobody is blamed).
-// The connection's end then fails the calls in flight at once.
+// observe reads every slot of p and returns the calls running, the one
+// that has run longest on its own account among them (store waits
+// excluded) and how long.
+func (d *watchdog) observe(p *worker.Progress, now time.Time) (running int, longest worker.ProgressSnapshot, ran time.Duration) {
+	slots := p.Slots()
+	for len(d.watch) < len(slots) {
+		d.watch = append(d.watch, worker.ProgressWatch{Period: d.period})
+	}
+	for i, s := range slots {
+		own := d.watch[i].Observe(s, now)
+		if s.Running {
+			running++
+			if own >= ran {
+				longest, ran = s, own
+			}
+		}
+	}
+	return running, longest, ran
+}
+
+// checkProgress kills the spawn pid when one of its running calls has
+// executed on its own account (store waits excluded) longer than the
+// limit, blaming that call's tenant alone; or when calls wait for it while
+// it has started none for longer than the limit (stalled outside any
+// call: nobody is blamed). The connection's end then fails the calls in
+// flight at once.
 func (w *procWorker) checkProgress(d *watchdog, p *worker.Progress, now time.Time, pid int, log zerolog.Logger) {
-	s := p.Snapshot()
-	ran := d.watch.Observe(s, time.Now())
+	running, s, ran := d.observe(p, time.Now())
+	calls := p.Snapshot().Calls
 	w.mu.Lock()
 	if w.cut != nil || w.stalled || w.stopping {
 		w.mu.Unlock()
 		return
 	}
-	if s.Running {
-		d.lastCalls, d.since = s.Calls, now
+	if running > 0 {
+		d.lastCalls, d.since = calls, now
 		if ran > d.limit {
 			w.cut = &watchdogCut{tenant: s.Tenant, ran: ran}
 			w.mu.Unlock()
-			log.Error().Str("tenant", s.Tenant.String()).Dur("ran", ran.Round(time.Millisecond)).Dur("limit", d.limit).
+			log.Error().Str("tenant", s.Tenant.String()).Dur("ran", ran.Round(time.Millisecond)).Dur("limit", d.limit).Int("running", running).
 				Msg("watchdog: a call overran the time limit and its grace; killing the worker process")
 			killGroup(pid)
 			return
@@ -80,8 +102,8 @@ func (w *procWorker) checkProgress(d *watchdog, p *worker.Progress, now time.Tim
 		return
 	}
 	waiting := w.waitingLocked()
-	if s.Calls != d.lastCalls || !waiting {
-		d.lastCalls, d.since = s.Calls, now
+	if calls != d.lastCalls || !waiting {
+		d.lastCalls, d.since = calls, now
 		w.mu.Unlock()
 		return
 	}

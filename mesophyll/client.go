@@ -59,6 +59,17 @@ type Inliner interface {
 	TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (v proto.Value, ran bool, err error)
 }
 
+// Queuer is an optional interface of a Handler. QueueDispatchEvent queues
+// nowait event ev in the worker's own queue without waiting for it to run,
+// and later calls done with its outcome (on any goroutine); an error
+// means it was refused at once and done is not called. The Client calls it
+// on the goroutine that read the event, so the events of one tenant reach
+// the worker in the order the master sent them; without it each nowait
+// event goes to DispatchEvent on a goroutine of its own, in no set order.
+type Queuer interface {
+	QueueDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event, done func(error)) error
+}
+
 // ClientOptions configure a Client.
 type ClientOptions struct {
 	// MaxFrame is the largest frame accepted, in bytes. Default 4 MiB.
@@ -249,6 +260,9 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message, turn *
 		if c.inline(h, q, turn) {
 			return nil
 		}
+		if q.ReqID == 0 && c.queue(ctx, h, q) {
+			return nil
+		}
 		if q.ReqID == 0 {
 			c.run(func() {
 				_, err := h.DispatchEvent(ctx, q.ID, q.Event)
@@ -320,6 +334,25 @@ func (c *Client) inline(h Handler, q *proto.DispatchEvent, turn *readerTurn) boo
 		return true
 	}
 	c.emit(frame)
+	return true
+}
+
+// queue hands nowait event q to h's own queue if h is a Queuer, and
+// reports whether it did; its Ack is sent when it has run (or at once when
+// refused).
+func (c *Client) queue(ctx context.Context, h Handler, q *proto.DispatchEvent) bool {
+	qu, ok := h.(Queuer)
+	if !ok || c.shuttingDown.Load() {
+		return false
+	}
+	c.handlers.Add(1) // Shutdown waits for it
+	if err := qu.QueueDispatchEvent(ctx, q.ID, q.Event, func(err error) {
+		defer c.handlers.Done()
+		c.ack(q, err)
+	}); err != nil {
+		c.handlers.Done()
+		c.ack(q, err)
+	}
 	return true
 }
 

@@ -115,7 +115,7 @@ func (c *Client) pumpCall(ctx context.Context, req uint64, frame []byte, turn *r
 		select {
 		case r := <-ch:
 			c.pumpDone(false)
-			return r.value()
+			return received(ch, r)
 		default:
 		}
 		if c.handoffDue() {
@@ -129,7 +129,7 @@ func (c *Client) pumpCall(ctx context.Context, req uint64, frame []byte, turn *r
 		if err != nil {
 			c.pumpDone(false)
 			c.readFailed(err)
-			return (<-ch).value() // the end of the link answered every call
+			return received(ch, <-ch) // the end of the link answered every call
 		}
 		if ctx.Err() != nil {
 			c.pumpDone(false)

@@ -172,6 +172,7 @@ func (c *Conn) handle(m *proto.Message) error {
 			c.srv.opts.OnAck(c.workerID, *m.Ack)
 		}
 	case m.Heartbeat != nil:
+		c.role.own = true // only the reader calls handle
 		if c.srv.opts.OnHeartbeat != nil {
 			c.srv.opts.OnHeartbeat(c.workerID, *m.Heartbeat)
 		}
@@ -235,6 +236,7 @@ func (c *Conn) handle(m *proto.Message) error {
 // with code tooLarge: the worker gets an error for that request, and the
 // connection stays up.
 func (c *Conn) store(req uint64, tooLarge string, do func(ctx context.Context) (any, error)) {
+	c.role.own = true // only the reader calls handle
 	select {
 	case c.storeSem <- struct{}{}:
 	default:

@@ -97,25 +97,38 @@ func (l *link) call(ctx context.Context, id uint64, frame []byte) (proto.Value, 
 	}
 	select {
 	case r := <-ch:
-		return r.value()
+		return received(ch, r)
 	case <-ctx.Done():
 		l.forget(id)
 		// The response may have arrived meanwhile; prefer it.
 		select {
 		case r := <-ch:
-			return r.value()
+			return received(ch, r)
 		default:
 		}
 		return nil, proto.Errorf(proto.CodeTimeout, "%s did not answer in time: %v", l.peer, ctx.Err())
 	}
 }
 
+// respChans recycles the one-slot channels of waited calls (two
+// allocations a call otherwise). A channel goes back only once its one
+// response has been received from it: the channel of a call that gave up
+// may still get its response later, and is left to the collector.
+var respChans = sync.Pool{New: func() any { return make(chan response, 1) }}
+
+// received returns the response r just received from ch and recycles ch.
+func received(ch chan response, r response) (proto.Value, error) {
+	respChans.Put(ch)
+	return r.value()
+}
+
 // register makes ch wait for the response to request id.
 func (l *link) register(id uint64) (chan response, error) {
-	ch := make(chan response, 1)
+	ch := respChans.Get().(chan response)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
+		respChans.Put(ch)
 		return nil, l.lostErrorLocked()
 	}
 	l.pending[id] = ch

@@ -46,7 +46,7 @@ func TestLoneCallReadsItsOwnResponse(t *testing.T) {
 // run of them, and heartbeats — is read and answered: the moment without
 // a reader after a call is bounded by the lazy-read timer.
 func TestWorkerRequestsAreReadWhileNoCallWaits(t *testing.T) {
-	h := newHarness(t, ServerOptions{HeartbeatInterval: 20 * time.Millisecond})
+	h := newHarness(t, ServerOptions{HeartbeatInterval: 200 * time.Millisecond}) // 3 missed beats close the connection: not too short for a busy machine
 	cl, c, _ := h.worker(0, newFakeHandler())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -81,7 +81,7 @@ func TestWorkerRequestsAreReadWhileNoCallWaits(t *testing.T) {
 // connection for itself returns its timeout once its ctx is done, though
 // its response never comes: the next frame (a heartbeat) frees it.
 func TestCallWithDoneCtxWhileReadingReturns(t *testing.T) {
-	h := newHarness(t, ServerOptions{HeartbeatInterval: 20 * time.Millisecond})
+	h := newHarness(t, ServerOptions{HeartbeatInterval: 100 * time.Millisecond})
 	hd := newFakeHandler()
 	_, c, _ := h.worker(0, hd)
 	defer close(hd.release)
@@ -120,7 +120,7 @@ func TestCallWithDoneCtxWhileReadingReturns(t *testing.T) {
 // call must get its own answer or its timeout, every nowait event its Ack,
 // and nothing may stay in flight.
 func TestMixedTrafficWithReaderTurns(t *testing.T) {
-	h := newHarness(t, ServerOptions{Workers: 1, HeartbeatInterval: 20 * time.Millisecond})
+	h := newHarness(t, ServerOptions{Workers: 1, HeartbeatInterval: 100 * time.Millisecond})
 	hd := &inlineHandler{fakeHandler: newFakeHandler()}
 	cl, c, _ := h.worker(0, hd)
 	hd.cl.Store(cl)
@@ -193,5 +193,50 @@ func TestMixedTrafficWithReaderTurns(t *testing.T) {
 	}
 	if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
 		t.Fatalf("connection broken: %v", err)
+	}
+}
+
+// TestServeReadsOnAfterWorkersOwnFrame checks that once serve's goroutine
+// has read a request of the worker's own it stays the reader (the
+// worker's next request is read at once, not after the lazy-read timer),
+// and that it hands the connection back to the calls after the next
+// answer it reads.
+func TestServeReadsOnAfterWorkersOwnFrame(t *testing.T) {
+	// Only the first heartbeat: a later one would rightly keep serve's
+	// goroutine reading too.
+	h := newHarness(t, ServerOptions{HeartbeatInterval: time.Hour})
+	cl, c, _ := h.worker(0, newFakeHandler())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	select { // the worker's first heartbeat is read before the rounds start
+	case <-h.heartbeats:
+	case <-ctx.Done():
+		t.Fatal("no first heartbeat")
+	}
+	g := proto.GuildID(1)
+	for round := 0; round < 3; round++ {
+		if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.KvSet(ctx, g, "k", json.RawMessage(`1`)); err != nil {
+			t.Fatalf("round %d: the worker's own KvSet: %v", round, err)
+		}
+		if state, _ := readState(c); state != readServe {
+			t.Fatalf("round %d: after the worker's own KvSet the reader is %d, want serve's goroutine (%d)", round, state, readServe)
+		}
+		// serve's goroutine reads the next answers, and gives the role up
+		// after one once the KvSet's store slot is free again: then a
+		// call reads for itself.
+		handedBack := false
+		for i := 0; i < 1000 && !handedBack; i++ {
+			if _, err := c.DispatchEvent(ctx, g, proto.Event{Name: "Ping"}); err != nil {
+				t.Fatal(err)
+			}
+			state, _ := readState(c)
+			handedBack = state != readServe
+		}
+		if !handedBack {
+			t.Fatalf("round %d: serve's goroutine kept the reader's role over 1000 calls", round)
+		}
 	}
 }

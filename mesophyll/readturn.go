@@ -102,6 +102,7 @@ func (c *Client) handOff(r *inlineRun) {
 // old one counts as a request served on a goroutine of its own from now
 // on, so that no later event overtakes it inline. turnMu is held.
 func (c *Client) moveReaderLocked() {
+	c.log.Debug().Msg("an inline call runs long: the reading moves to a new goroutine")
 	c.armed, c.handoffWanted = nil, false
 	c.running.Add(1)
 	turn := &readerTurn{}
@@ -188,12 +189,17 @@ func (c *Client) handoffDue() bool {
 
 // awaitResponse waits for the answer of store call req on ch, as a call
 // that does not read.
-func awaitResponse(ctx context.Context, c *Client, req uint64, ch <-chan response) (proto.Value, error) {
+func awaitResponse(ctx context.Context, c *Client, req uint64, ch chan response) (proto.Value, error) {
 	select {
 	case r := <-ch:
-		return r.value()
+		return received(ch, r)
 	case <-ctx.Done():
 		c.link.forget(req)
+		select { // the answer may have arrived meanwhile: prefer it
+		case r := <-ch:
+			return received(ch, r)
+		default:
+		}
 		return nil, proto.Errorf(proto.CodeTimeout, "master did not answer in time: %v", ctx.Err())
 	}
 }

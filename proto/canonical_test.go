@@ -64,3 +64,26 @@ func FuzzParseCanonicalEvent(f *testing.F) {
 		}
 	})
 }
+
+// TestParseCanonicalEventID: the queue's event id after the data is read
+// by the fast path, and never confused with an "id" inside the data.
+func TestParseCanonicalEventID(t *testing.T) {
+	for _, c := range []struct {
+		in       string
+		id, data string
+	}{
+		{`{"name":"N","author":null,"data":{},"id":"12"}`, "12", `{}`},
+		{`{"name":"N","author":"a","data":{"a":1,"id":"5"},"id":"7"}`, "7", `{"a":1,"id":"5"}`},
+		{`{"name":"N","author":null,"data":{"a":1,"id":"5"}}`, "", `{"a":1,"id":"5"}`},
+		{`{"name":"N","author":null,"data":"x,\"id\":\"5"}`, "", `"x,\"id\":\"5"`},
+	} {
+		ev, ok := ParseCanonicalEvent([]byte(c.in))
+		if !ok || ev.ID != c.id || string(ev.Data) != c.data {
+			t.Errorf("%s: %+v %v, want id %q data %s", c.in, ev, ok, c.id, c.data)
+		}
+		var want Event
+		if err := json.Unmarshal([]byte(c.in), &want); err != nil || want.ID != ev.ID || string(want.Data) != string(ev.Data) {
+			t.Errorf("%s: encoding/json reads %+v (%v), the fast path %+v", c.in, want, err, ev)
+		}
+	}
+}

@@ -100,18 +100,47 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 	now := time.Now()
 	q.mu.Lock()
 	wantNext, gen := t.delayed, t.delayedGen
+	var (
+		recs      []store.EventRecord
+		next      time.Time
+		fromCache = t.complete
+		pending   = t.lastDone
+	)
+	if fromCache {
+		n := min(len(t.buf), pageSize)
+		recs = append(recs, t.buf[:n]...)
+		for _, r := range recs {
+			q.cached -= eventBytes(r.Event)
+		}
+		t.buf = t.buf[n:]
+		if len(t.buf) == 0 {
+			t.buf = nil
+		}
+	}
 	q.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	recs, next, err := q.cfg.Store.DueEvents(ctx, id, now, pageSize, wantNext)
-	cancel()
-	if err != nil {
-		q.log.Warn().Err(err).Str("tenant", id.String()).Msg("event queue: cannot read the tenant's events; retrying")
-		q.later(id, t, time.Second)
-		return
+	if !fromCache {
+		if pending != nil {
+			// The store must not show what was delivered: have the
+			// deferred deletions committed, and wait for them.
+			select {
+			case <-pending.reply:
+			default:
+				_, _ = q.submit(context.Background(), &write{})
+				<-pending.reply
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		var err error
+		recs, next, err = q.cfg.Store.DueEvents(ctx, id, now, pageSize, wantNext)
+		cancel()
+		if err != nil {
+			q.log.Warn().Err(err).Str("tenant", id.String()).Msg("event queue: cannot read the tenant's events; retrying")
+			q.later(id, t, time.Second)
+			return
+		}
 	}
 	q.mu.Lock()
-	clear(t.cancelled)
-	if wantNext && len(recs) < pageSize && next.IsZero() && gen == t.delayedGen {
+	if !fromCache && wantNext && len(recs) < pageSize && next.IsZero() && gen == t.delayedGen {
 		// None is delayed any more; a delayed Accept from now on sets
 		// the flag again and arms its own wake.
 		t.delayed = false
@@ -124,15 +153,21 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 	}
 	q.mu.Unlock()
 
-	var lastDone *write
+	finished := false // every event of recs delivered or dead-lettered
 	defer func() {
-		// The next serve reads the store again: it must not find the
-		// events this one delivered.
-		if lastDone != nil {
-			<-lastDone.reply
+		if fromCache && !finished {
+			// Cut short (a failure, a wait, the queue closing): the
+			// store has the rest, with their attempts.
+			q.mu.Lock()
+			q.uncacheLocked(t)
+			q.mu.Unlock()
 		}
+		// The marks of delivered events go when their deletion is
+		// committed (writer); the next read of the store waits for it.
 		q.mu.Lock()
-		clear(t.delivering)
+		if t.cancelling == 0 {
+			clear(t.cancelled)
+		}
 		q.mu.Unlock()
 	}()
 	for _, r := range recs {
@@ -171,9 +206,15 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 				q.log.Debug().Str("tenant", id.String()).Str("event", ev.ID).Str("code", proto.CodeOf(err)).
 					Msg("queued event ran with an error of its template")
 			}
-			w := &write{done: r.Seq}
+			w := &write{done: r.Seq, t: t, tenant: id}
 			if q.submitAsync(w) {
-				lastDone = w
+				q.mu.Lock()
+				t.lastDone = w
+				q.mu.Unlock()
+			} else {
+				q.mu.Lock()
+				delete(t.delivering, r.Seq)
+				q.mu.Unlock()
 			}
 			q.delivered.Add(1)
 			q.forget(id, t, recs, r)
@@ -193,7 +234,11 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 			}
 		}
 	}
-	if len(recs) == pageSize {
+	finished = true
+	q.mu.Lock()
+	more := fromCache && len(t.buf) > 0
+	q.mu.Unlock()
+	if len(recs) == pageSize || more {
 		q.mu.Lock()
 		t.again = true
 		q.mu.Unlock()
@@ -224,6 +269,9 @@ func (q *Queue) fail(id proto.Id, t *tenantState, r store.EventRecord, err error
 		q.log.Warn().Str("tenant", id.String()).Str("event", strconv.FormatInt(r.Seq, 10)).Int("attempts", attempts).
 			Str("code", pe.Code).Msg("event dead-lettered after its last attempt")
 		q.forget(id, t, nil, r)
+		q.mu.Lock()
+		delete(t.delivering, r.Seq)
+		q.mu.Unlock()
 		return true
 	}
 	backoff := q.backoff(attempts)
@@ -245,15 +293,7 @@ func (q *Queue) fail(id proto.Id, t *tenantState, r store.EventRecord, err error
 func (q *Queue) forget(id proto.Id, t *tenantState, page []store.EventRecord, gone store.EventRecord) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	// The count may go below zero for a moment: an event can be
-	// delivered between its commit and the count's increment by Accept
-	// (whose reservation keeps the state alive meanwhile).
-	t.count--
-	q.total--
-	t.bytes -= eventBytes(gone.Event)
-	if t.count <= 0 && t.reserved == 0 {
-		t.bytes = 0
-	}
+	q.goneLocked(t, eventBytes(gone.Event))
 	for i, r := range page {
 		if r.Seq == gone.Seq && i+1 < len(page) {
 			t.oldest = page[i+1].DeliverAt

@@ -62,6 +62,9 @@ type Stats struct {
 	// events delivered, failed deliveries that will be retried, events
 	// moved to the dead-letter table and events scheduled.
 	Delivered, Retried, DeadLettered, Scheduled uint64
+	// Commits counts the group commits (events and deletions of
+	// delivered ones together).
+	Commits uint64
 }
 
 // Store is what the queue needs of the store.
@@ -140,7 +143,8 @@ type Queue struct {
 	mu      sync.Mutex
 	tenants map[proto.Id]*tenantState
 	total   int
-	reserve int // Accepts in flight, counted against BacklogMax
+	reserve int   // Accepts in flight, counted against BacklogMax
+	cached  int64 // bytes of the events in the tenants' caches (≤ cacheBytes)
 	ready   []proto.Id
 	cond    *sync.Cond // on mu: wakes the deliverers
 	wakes   wakeHeap
@@ -216,6 +220,7 @@ func (q *Queue) load(ctx context.Context) error {
 			continue
 		}
 		t := q.tenantLocked(b.Tenant)
+		t.complete = false
 		t.count = b.Count
 		t.bytes = b.Bytes
 		t.delayed = true
@@ -295,7 +300,10 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 	if err := q.reserveSlot(tenant, size); err != nil {
 		return "", err
 	}
-	w := &write{add: &store.EventRecord{Tenant: tenant, Event: ev, AcceptedAt: now, DeliverAt: deliverAt, Scheduled: scheduled}}
+	w := &write{add: &store.EventRecord{Tenant: tenant, Event: ev, AcceptedAt: now, DeliverAt: deliverAt, Scheduled: scheduled}, size: size}
+	// The writer counts the event, under the commit's lock section
+	// (accepted), so that the tenant's state matches the store in seq
+	// order; here only the reservation is given back.
 	seq, err := q.submit(ctx, w)
 	q.mu.Lock()
 	q.reserve--
@@ -307,19 +315,45 @@ func (q *Queue) add(ctx context.Context, tenant proto.Id, ev proto.Event, delive
 		q.mu.Unlock()
 		return "", err
 	}
-	if t.count <= 0 || deliverAt.Before(t.oldest) {
-		t.oldest = deliverAt
+	q.mu.Unlock()
+	return strconv.FormatInt(seq, 10), nil
+}
+
+// acceptedLocked counts the committed event r (of eventBytes size) in its
+// tenant's state, keeps it in the tenant's cache when the cache holds all
+// its pending events, and makes the tenant ready (or arms its wake). The
+// writer calls it for the events of a commit in seq order.
+func (q *Queue) acceptedLocked(r store.EventRecord, size int64) {
+	t := q.tenantLocked(r.Tenant)
+	now := time.Now()
+	if t.count <= 0 || r.DeliverAt.Before(t.oldest) {
+		t.oldest = r.DeliverAt
 	}
 	t.count++
 	t.bytes += size
-	if deliverAt.After(now) {
+	q.total++
+	if r.DeliverAt.After(r.AcceptedAt) {
 		t.delayed = true
 		t.delayedGen++
+		q.uncacheLocked(t) // the cache holds due events only
+	} else if t.complete {
+		if len(t.buf) < cacheEvents && q.cached+size <= cacheBytes {
+			t.buf = append(t.buf, r)
+			q.cached += size
+		} else {
+			q.uncacheLocked(t)
+		}
 	}
-	q.total++
-	q.wakeAtLocked(tenant, t, deliverAt, now)
-	q.mu.Unlock()
-	return strconv.FormatInt(seq, 10), nil
+	q.wakeAtLocked(r.Tenant, t, r.DeliverAt, now)
+}
+
+// uncacheLocked stops serving t from memory: its events are read from
+// the store from now on, until its backlog is empty again.
+func (q *Queue) uncacheLocked(t *tenantState) {
+	for _, r := range t.buf {
+		q.cached -= eventBytes(r.Event)
+	}
+	t.buf, t.complete = nil, false
 }
 
 // reserveSlot counts an Accept in flight against the bounds.
@@ -368,147 +402,34 @@ func (q *Queue) Cancel(ctx context.Context, tenant proto.Id, id string) (bool, e
 	if err != nil {
 		return false, nil
 	}
+	q.mu.Lock()
+	t := q.tenantLocked(tenant)
+	q.uncacheLocked(t)
+	if t.delivering[seq] {
+		// Handed to its worker already: too late to cancel.
+		q.mu.Unlock()
+		return false, nil
+	}
+	// A page of the tenant's events loaded before the deletion commits
+	// may hold it: the mark makes the deliverer skip it.
+	if t.cancelled == nil {
+		t.cancelled = make(map[int64]bool)
+	}
+	t.cancelled[seq] = true
+	t.cancelling++
+	q.mu.Unlock()
 	ok, err := q.cfg.Store.DeleteEvent(ctx, tenant, seq)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t.cancelling--
 	if err != nil || !ok {
-		return false, err
+		delete(t.cancelled, seq)
+	} else {
+		q.goneLocked(t, 0)
 	}
-	q.mu.Lock()
-	if t := q.tenants[tenant]; t != nil {
-		t.count--
-		q.total--
-		if t.count <= 0 && t.reserved == 0 {
-			t.bytes = 0
-		}
-		q.dropIfIdleLocked(tenant, t)
+	if !t.running && t.cancelling == 0 {
+		clear(t.cancelled) // no page is held, and every deletion is committed
 	}
-	q.mu.Unlock()
-	return true, nil
-}
-
-// Pending lists the tenant's pending events (immediate, delayed and
-// scheduled; only the scheduled ones with scheduledOnly) in delivery order.
-func (q *Queue) Pending(ctx context.Context, tenant proto.Id, scheduledOnly bool) ([]Event, error) {
-	recs, err := q.cfg.Store.PendingEvents(ctx, tenant, scheduledOnly, q.cfg.BacklogTenant)
-	if err != nil {
-		return nil, err
-	}
-	return events(recs), nil
-}
-
-// DeadLetters lists up to limit dead letters (of tenant when not nil),
-// oldest first.
-func (q *Queue) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]Event, error) {
-	if limit <= 0 || limit > 10000 {
-		limit = 10000
-	}
-	recs, err := q.cfg.Store.DeadLetters(ctx, tenant, limit)
-	if err != nil {
-		return nil, err
-	}
-	return events(recs), nil
-}
-
-// RetryDeadLetter moves dead letter id back into the queue with its
-// attempts reset; it is delivered next among its tenant's events (its id
-// is older than theirs). not_found if there is none; backlog_full past the
-// tenant's bound.
-func (q *Queue) RetryDeadLetter(ctx context.Context, id string) (Event, error) {
-	seq, err := parseID(id)
-	if err != nil {
-		return Event{}, proto.Errorf(proto.CodeNotFound, "dead letter %q not found", id)
-	}
-	if q.closed.Load() {
-		return Event{}, proto.Errorf(proto.CodeShuttingDown, "the master is shutting down")
-	}
-	rec, err := q.cfg.Store.ReviveDeadLetter(ctx, seq)
-	if err != nil {
-		return Event{}, err
-	}
-	now := time.Now()
-	q.mu.Lock()
-	t := q.tenantLocked(rec.Tenant)
-	if t.count == 0 || rec.DeliverAt.Before(t.oldest) {
-		t.oldest = rec.DeliverAt
-	}
-	t.count++
-	t.bytes += eventBytes(rec.Event)
-	t.delayed = true
-	t.delayedGen++
-	q.total++
-	q.wakeAtLocked(rec.Tenant, t, rec.DeliverAt, now)
-	q.mu.Unlock()
-	return event(rec), nil
-}
-
-// DeleteDeadLetter deletes dead letter id; not_found if there is none.
-func (q *Queue) DeleteDeadLetter(ctx context.Context, id string) error {
-	seq, err := parseID(id)
-	if err != nil {
-		return proto.Errorf(proto.CodeNotFound, "dead letter %q not found", id)
-	}
-	return q.cfg.Store.DeleteDeadLetter(ctx, seq)
-}
-
-// PendingCount returns the tenant's pending events, from memory.
-func (q *Queue) PendingCount(tenant proto.Id) int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if t := q.tenants[tenant]; t != nil {
-		return t.count
-	}
-	return 0
-}
-
-// Stats returns the queue's totals.
-func (q *Queue) Stats() Stats {
-	s := Stats{PendingByWorker: map[int]int{},
-		Delivered: q.delivered.Load(), Retried: q.retried.Load(),
-		DeadLettered: q.deadLettered.Load(), Scheduled: q.scheduled.Load()}
-	now := time.Now()
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	s.Pending = q.total
-	var oldest time.Time
-	for id, t := range q.tenants {
-		if t.count == 0 {
-			continue
-		}
-		s.PendingByWorker[q.cfg.Route(id)] += t.count
-		if !t.oldest.After(now) && (oldest.IsZero() || t.oldest.Before(oldest)) {
-			oldest = t.oldest
-		}
-	}
-	if !oldest.IsZero() {
-		s.OldestPendingAge = now.Sub(oldest)
-	}
-	return s
-}
-
-// parseID parses an event id.
-func parseID(id string) (int64, error) {
-	seq, err := strconv.ParseInt(id, 10, 64)
-	if err != nil || seq <= 0 {
-		return 0, fmt.Errorf("bad event id %q", id)
-	}
-	return seq, nil
-}
-
-func event(r store.EventRecord) Event {
-	e := Event{ID: strconv.FormatInt(r.Seq, 10), Tenant: r.Tenant, Event: r.Event,
-		AcceptedAt: r.AcceptedAt, DeliverAt: r.DeliverAt, Scheduled: r.Scheduled,
-		Attempts: r.Attempts, LastError: r.LastError}
-	e.Event.ID = e.ID
-	if !r.DeadAt.IsZero() {
-		at := r.DeadAt
-		e.DeadAt = &at
-	}
-	return e
-}
-
-func events(rs []store.EventRecord) []Event {
-	out := make([]Event, len(rs))
-	for i, r := range rs {
-		out[i] = event(r)
-	}
-	return out
+	q.dropIfIdleLocked(tenant, t)
+	return ok && err == nil, err
 }

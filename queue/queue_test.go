@@ -428,3 +428,153 @@ func TestDelayedEventsPendingAndCancel(t *testing.T) {
 		t.Fatalf("stats = %+v", s)
 	}
 }
+
+func TestCancelQueuedImmediateEvent(t *testing.T) {
+	rec := newRecorder()
+	var hold atomic.Bool
+	hold.Store(true)
+	rec.fail = func(proto.Id, proto.Event) error {
+		if hold.Load() {
+			return proto.Errorf(proto.CodeWorkerOverloaded, "busy")
+		}
+		return nil
+	}
+	q := openQueue(t, Config{Store: openStore(t, t.TempDir()), Dispatch: rec.dispatch})
+	ctx := context.Background()
+	tenant := proto.GuildID(3)
+	a, _ := q.Accept(ctx, tenant, ev("A"), time.Time{})
+	b, _ := q.Accept(ctx, tenant, ev("B"), time.Time{})
+	c, _ := q.Accept(ctx, tenant, ev("C"), time.Time{})
+	waitFor(t, "a delivery attempt", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.runs[a] > 0
+	})
+	if ok, err := q.Cancel(ctx, tenant, b); err != nil || !ok {
+		t.Fatalf("cancel = %v, %v", ok, err)
+	}
+	hold.Store(false)
+	waitFor(t, "the rest delivered", func() bool { return len(rec.delivered(tenant)) == 2 })
+	if got := rec.delivered(tenant); got[0] != a || got[1] != c {
+		t.Fatalf("delivered %v, want %s and %s (not the cancelled %s)", got, a, c, b)
+	}
+	waitFor(t, "nothing pending", func() bool { return q.PendingCount(tenant) == 0 })
+	if ok, _ := q.Cancel(ctx, tenant, a); ok {
+		t.Fatal("cancelled a delivered event")
+	}
+}
+
+// TestRestartLoadsOwnedTenantsOnly: a master of a cluster resumes the
+// backlog of its own shards and leaves the others' to their owner.
+func TestRestartLoadsOwnedTenantsOnly(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	ctx := context.Background()
+	mine, theirs := proto.GuildID(1), proto.GuildID(2)
+	now := time.Now()
+	if _, err := st.CommitEvents(ctx, store.EventBatch{Add: []store.EventRecord{
+		{Tenant: mine, Event: ev("M"), AcceptedAt: now, DeliverAt: now},
+		{Tenant: theirs, Event: ev("T"), AcceptedAt: now, DeliverAt: now},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	q := openQueue(t, Config{Store: st, Dispatch: rec.dispatch, Owns: func(id proto.Id) bool { return id == mine }})
+	// Mine may already be delivered (delivery starts at once); theirs is
+	// never loaded.
+	if q.PendingCount(theirs) != 0 || q.Stats().Pending > 1 {
+		t.Fatalf("loaded %d of theirs, %d in all", q.PendingCount(theirs), q.Stats().Pending)
+	}
+	waitFor(t, "the owned tenant's event delivered", func() bool { return len(rec.delivered(mine)) == 1 })
+	if err := q.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec.delivered(theirs)); n != 0 {
+		t.Fatalf("delivered %d events of a tenant this master does not own", n)
+	}
+	left, err := st.EventBacklog(ctx)
+	if err != nil || len(left) != 1 || left[0].Tenant != theirs {
+		t.Fatalf("backlog left for the owner: %+v, %v", left, err)
+	}
+}
+
+// TestCacheOverflowKeepsOrder: a tenant's events beyond what its cache
+// holds are read from the store, after the cached ones, in order, none
+// twice.
+func TestCacheOverflowKeepsOrder(t *testing.T) {
+	rec := newRecorder()
+	gate := make(chan struct{})
+	var first atomic.Bool
+	rec.fail = func(proto.Id, proto.Event) error {
+		if !first.Swap(true) {
+			<-gate // the first delivery waits until every event is accepted
+		}
+		return nil
+	}
+	q := openQueue(t, Config{Store: openStore(t, t.TempDir()), Dispatch: rec.dispatch})
+	ctx := context.Background()
+	tenant := proto.GuildID(11)
+	var ids []string
+	for i := 0; i < 3*cacheEvents; i++ {
+		id, err := q.Accept(ctx, tenant, ev("E"), time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	close(gate)
+	waitFor(t, "every event delivered", func() bool { return len(rec.delivered(tenant)) >= len(ids) })
+	waitFor(t, "nothing pending", func() bool { return q.PendingCount(tenant) == 0 })
+	if got := rec.delivered(tenant); fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Fatalf("delivered %d events %v\nwant %d %v", len(got), got, len(ids), ids)
+	}
+	// Empty again: served from the cache again, and still in order.
+	more, _ := q.Accept(ctx, tenant, ev("E"), time.Time{})
+	waitFor(t, "the next event delivered", func() bool { return len(rec.delivered(tenant)) == len(ids)+1 })
+	if got := rec.delivered(tenant); got[len(ids)] != more {
+		t.Fatalf("last delivered %s, want %s", got[len(ids)], more)
+	}
+	q.mu.Lock()
+	cached := q.cached
+	q.mu.Unlock()
+	if cached != 0 {
+		t.Fatalf("%d bytes left in the caches", cached)
+	}
+}
+
+// downStore fails every commit while down is set.
+type downStore struct {
+	*store.SQLite
+	down atomic.Bool
+}
+
+func (d *downStore) CommitEvents(ctx context.Context, b store.EventBatch) ([]int64, error) {
+	if d.down.Load() {
+		return nil, proto.Errorf(proto.CodeStoreUnavailable, "sqlite commit: disk I/O error")
+	}
+	return d.SQLite.CommitEvents(ctx, b)
+}
+
+func TestStoreThatCannotCommitRefuses(t *testing.T) {
+	rec := newRecorder()
+	ds := &downStore{SQLite: openStore(t, t.TempDir())}
+	ds.down.Store(true)
+	q := openQueue(t, Config{Store: ds, Dispatch: rec.dispatch})
+	ctx := context.Background()
+	_, err := q.Accept(ctx, proto.GuildID(1), ev("E"), time.Time{})
+	if proto.CodeOf(err) != proto.CodeStoreUnavailable {
+		t.Fatalf("accept with the store down: %v", err)
+	}
+	if s := q.Stats(); s.Pending != 0 || q.PendingCount(proto.GuildID(1)) != 0 {
+		t.Fatalf("a refused event is counted: %+v", s)
+	}
+	ds.down.Store(false)
+	id, err := q.Accept(ctx, proto.GuildID(1), ev("E"), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery once the store is back", func() bool { return len(rec.delivered(proto.GuildID(1))) == 1 })
+	if got := rec.delivered(proto.GuildID(1)); got[0] != id {
+		t.Fatalf("delivered %v, want %s", got, id)
+	}
+}

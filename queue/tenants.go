@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/store"
 )
 
 // tenantState is what the queue keeps in memory of one tenant with pending
@@ -28,26 +29,61 @@ type tenantState struct {
 	// delayed only if none came while it read the store.
 	delayedGen uint64
 
+	// buf caches, in seq order, the tenant's pending events as they were
+	// committed, while complete: they are all of them, all due, so a
+	// serve needs no read of the store. Anything irregular (a delayed
+	// event, a failed delivery, a cancel, a restart, a full cache) ends
+	// that until the tenant has no pending event left.
+	buf      []store.EventRecord
+	complete bool
+	// lastDone is the last deletion of a delivered event of the tenant
+	// handed to the writer: a read of the store waits for it.
+	lastDone *write
+
 	// delivering holds the seqs dispatched by the current serve whose
 	// deletion is not committed yet; cancelled the seqs Cancel deleted
-	// (or is deleting) that the current page may still hold.
+	// (or is deleting) that a page may still hold, kept while a serve
+	// runs or a Cancel is in flight (cancelling).
 	delivering map[int64]bool
 	cancelled  map[int64]bool
+	cancelling int
 }
 
-// tenantLocked returns id's state, creating it.
+// Bounds of the tenants' caches of due events.
+const (
+	cacheEvents = 2 * pageSize // per tenant
+	cacheBytes  = 32 << 20     // all tenants
+)
+
+// tenantLocked returns id's state, creating it. A new state has no pending
+// events (a tenant with some keeps its state), so its cache is complete.
 func (q *Queue) tenantLocked(id proto.Id) *tenantState {
 	t := q.tenants[id]
 	if t == nil {
-		t = &tenantState{}
+		t = &tenantState{complete: true}
 		q.tenants[id] = t
 	}
 	return t
 }
 
+// goneLocked counts one pending event of t (of size bytes, 0: unknown) as
+// gone from the store. A tenant left without pending events is served
+// from its cache again.
+func (q *Queue) goneLocked(t *tenantState, size int64) {
+	t.count--
+	q.total--
+	t.bytes = max(t.bytes-size, 0)
+	if t.count <= 0 {
+		t.bytes, t.delayed = 0, false
+		if !t.complete && len(t.buf) == 0 {
+			t.complete = true
+		}
+	}
+}
+
 // dropIfIdleLocked forgets id's state when nothing refers to it.
 func (q *Queue) dropIfIdleLocked(id proto.Id, t *tenantState) {
-	if t.count <= 0 && t.reserved == 0 && !t.running && !t.queued && t.wakeAt.IsZero() && len(t.cancelled) == 0 {
+	if t.count <= 0 && t.reserved == 0 && !t.running && !t.queued && t.wakeAt.IsZero() && t.cancelling == 0 && len(t.delivering) == 0 {
 		delete(q.tenants, id)
 	}
 }

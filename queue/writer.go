@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"github.com/templateworker/templateworker/proto"
@@ -14,12 +15,25 @@ const maxBatch = 2048
 // commitTimeout bounds one group commit.
 const commitTimeout = 10 * time.Second
 
-// write is one request to the writer; exactly one field is set.
+// doneDelay and maxDeferred bound how long and how many deletions of
+// delivered events wait for a commit of something else.
+const (
+	doneDelay   = 5 * time.Millisecond
+	maxDeferred = 512
+)
+
+// write is one request to the writer; at most one of add, failed, dead,
+// done is set (none: a flush, which makes the deferred deletions commit).
 type write struct {
 	add    *store.EventRecord
 	failed *store.EventFailure
 	dead   *store.EventFailure
 	done   int64
+	// t is the tenant of a done write, whose delivering mark is removed
+	// once the deletion is committed.
+	t      *tenantState
+	tenant proto.Id
+	size   int64 // eventBytes of add
 
 	seq   int64 // of add, once committed
 	err   error
@@ -57,43 +71,83 @@ func (q *Queue) submitAsync(w *write) bool {
 
 // writer commits the writes that arrived while its previous commit ran, in
 // one transaction each time (group commit), until the queue closes.
+//
+// Deletions of delivered events alone do not make a commit: they wait, up
+// to doneDelay or maxDeferred of them, for the next commit of anything
+// else (an accepted event, a failure, a flush), so that under load they
+// cost no commit of their own. A crash meanwhile runs them again (at
+// least once).
 func (q *Queue) writer() {
 	defer close(q.writerDone)
 	batch := make([]*write, 0, maxBatch)
-	for {
-		var w *write
-		select {
-		case w = <-q.writes:
-		case <-q.writerStop:
-			// Close holds submitMu: nothing more arrives. Commit the rest.
-			for {
-				batch = batch[:0]
-				for len(batch) < maxBatch {
-					select {
-					case w := <-q.writes:
-						batch = append(batch, w)
-						continue
-					default:
-					}
-					break
-				}
-				if len(batch) == 0 {
-					return
-				}
-				q.commit(batch)
-			}
-		}
-		batch = append(batch[:0], w)
-	more:
+	var deferred []*write
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	drain := func() {
 		for len(batch) < maxBatch {
 			select {
 			case w := <-q.writes:
 				batch = append(batch, w)
 			default:
-				break more
+				return
 			}
 		}
-		q.commit(batch)
+	}
+	for {
+		batch = batch[:0]
+		select {
+		case w := <-q.writes:
+			batch = append(batch, w)
+		case <-timer.C:
+			armed = false
+		case <-q.writerStop:
+			// Close holds submitMu: nothing more arrives. Commit the rest.
+			for {
+				drain()
+				batch = append(batch, deferred...)
+				deferred = nil
+				if len(batch) == 0 {
+					return
+				}
+				q.commit(batch)
+				batch = batch[:0]
+			}
+		}
+		drain()
+		if len(batch) > 0 && len(batch) < 16 {
+			// Let the callers that are about to submit do so, and join
+			// this commit.
+			runtime.Gosched()
+			drain()
+		}
+		onlyDone := true
+		for _, w := range batch {
+			if w.done == 0 {
+				onlyDone = false
+				break
+			}
+		}
+		if len(batch) > 0 && onlyDone && len(deferred)+len(batch) < maxDeferred {
+			deferred = append(deferred, batch...)
+			if !armed {
+				timer.Reset(doneDelay)
+				armed = true
+			}
+			continue
+		}
+		batch = append(batch, deferred...)
+		deferred = deferred[:0]
+		if armed && !timer.Stop() {
+			select { // a timer of an older Go may hold a stale tick
+			case <-timer.C:
+			default:
+			}
+		}
+		armed = false
+		if len(batch) > 0 {
+			q.commit(batch)
+		}
 	}
 }
 
@@ -123,13 +177,32 @@ func (q *Queue) commit(batch []*write) {
 			q.log.Warn().Err(err).Int("writes", len(batch)).Msg("event queue: store unavailable")
 		}
 	}
-	i := 0
+	if err == nil && len(b.Add) > 0 {
+		q.mu.Lock()
+		i := 0
+		for _, w := range batch {
+			if w.add != nil {
+				w.seq = seqs[i]
+				r := *w.add
+				r.Seq = seqs[i]
+				q.acceptedLocked(r, w.size)
+				i++
+			}
+		}
+		q.mu.Unlock()
+	}
+	q.mu.Lock()
+	for _, w := range batch {
+		if w.done != 0 && w.t != nil {
+			delete(w.t.delivering, w.done)
+			if q.tenants[w.tenant] == w.t {
+				q.dropIfIdleLocked(w.tenant, w.t)
+			}
+		}
+	}
+	q.mu.Unlock()
 	for _, w := range batch {
 		w.err = err
-		if w.add != nil && err == nil {
-			w.seq = seqs[i]
-			i++
-		}
 		close(w.reply)
 	}
 	q.commits.Add(1)

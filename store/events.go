@@ -91,6 +91,8 @@ type EventStore interface {
 	// DeadLetters lists up to limit dead letters (of tenant, when not
 	// nil) in Seq order.
 	DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]EventRecord, error)
+	// DeadLetter returns dead letter seq; not_found if there is none.
+	DeadLetter(ctx context.Context, seq int64) (EventRecord, error)
 	// ReviveDeadLetter moves dead letter seq back into the events table
 	// under the same Seq with no attempts and returns it; not_found if
 	// there is none.

@@ -240,6 +240,26 @@ func (p *Postgres) DeadLetters(ctx context.Context, tenant *proto.Id, limit int)
 	return out, err
 }
 
+// DeadLetter returns dead letter seq.
+func (p *Postgres) DeadLetter(ctx context.Context, seq int64) (EventRecord, error) {
+	var recs []EventRecord
+	err := p.read(ctx, "dead letter", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT `+pgDeadColumns+` FROM dead_letters WHERE seq = $1`, seq)
+		if err != nil {
+			return err
+		}
+		recs, err = scanPgEvents(rows)
+		return err
+	})
+	if err != nil {
+		return EventRecord{}, err
+	}
+	if len(recs) == 0 {
+		return EventRecord{}, proto.Errorf(proto.CodeNotFound, "dead letter %d not found", seq)
+	}
+	return recs[0], nil
+}
+
 // ReviveDeadLetter moves dead letter seq back into events.
 func (p *Postgres) ReviveDeadLetter(ctx context.Context, seq int64) (EventRecord, error) {
 	var r EventRecord

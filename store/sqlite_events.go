@@ -284,6 +284,23 @@ func (s *SQLite) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) (
 // eventColumnsDead are the dead_letters columns scanEvents reads.
 const eventColumnsDead = `seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, attempts, 0, last_error, dead_at`
 
+// DeadLetter returns dead letter seq.
+func (s *SQLite) DeadLetter(ctx context.Context, seq int64) (EventRecord, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+eventColumnsDead+` FROM dead_letters WHERE seq = ?`, seq)
+	if err != nil {
+		return EventRecord{}, s.fail("dead letter", err)
+	}
+	defer rows.Close()
+	recs, err := scanEvents(rows, true)
+	if err != nil {
+		return EventRecord{}, s.fail("dead letter", err)
+	}
+	if len(recs) == 0 {
+		return EventRecord{}, proto.Errorf(proto.CodeNotFound, "dead letter %d not found", seq)
+	}
+	return recs[0], nil
+}
+
 // ReviveDeadLetter moves dead letter seq back into events.
 func (s *SQLite) ReviveDeadLetter(ctx context.Context, seq int64) (EventRecord, error) {
 	tx, err := s.w.BeginTx(ctx, nil)

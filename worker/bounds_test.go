@@ -87,7 +87,7 @@ func TestNowaitQueueBoundedInBytes(t *testing.T) {
 	s.put(wedge, "w", `local e, ctx = ... ctx.kv.get("block") return 1`, "Wedge")
 	s.put(other, "n", `local e, ctx = ... ctx.kv.set("seen" .. e.data.i, 1) return 1`, "N")
 	s.put(neighbour, "n", `local e, ctx = ... ctx.kv.set("seen" .. e.data.i, 1) return 1`, "N")
-	w, err := New(0, 1, Options{Store: s, Logger: zerolog.Nop(), NoStartup: true, QueueBytes: 1 << 20})
+	w, err := New(0, 1, Options{Store: s, Logger: zerolog.Nop(), NoStartup: true, QueueBytes: 1 << 20, Concurrency: 1}) // one slot: the wedge holds the worker
 	if err != nil {
 		t.Fatal(err)
 	}

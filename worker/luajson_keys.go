@@ -113,9 +113,6 @@ func (e *encoder) keys(idx int) ([]objectKey, int, error) {
 			k = objectKey{name: s}
 		default:
 			kind := lua.TypeNameOf(l, -1)
-			if l.TypeOf(-1) == lua.TypeNone {
-				kind = "userdata" // light userdata such as json.null: go-lua says "no value"
-			}
 			l.Pop(1)
 			return nil, 0, fmt.Errorf("cannot encode a table with %s keys as JSON", kind)
 		}

@@ -182,3 +182,17 @@ func TestJSONEncodingStopsAtTheDeadline(t *testing.T) {
 		t.Fatalf("got %v, want timeout", err)
 	}
 }
+
+// TestJSONNullIsUserdata: json.null is an ordinary Lua value: type() says
+// userdata (go-lua answered "value expected" for a light userdata), it
+// prints, and it equals only itself.
+func TestJSONNullIsUserdata(t *testing.T) {
+	m := newTestManager(t, newMemStore())
+	code := `return {type(json.null), tostring(json.null):match("^userdata: ") ~= nil,
+		json.null == json.null, rawequal(json.null, json.null), json.null ~= nil, json.null ~= false,
+		select("#", json.null), (pcall(function() return json.null.x end))}`
+	v, err := m.RunScript(context.Background(), g1, "s", code, ev("x", ""))
+	if err != nil || string(v) != `["userdata",true,true,true,true,true,1,false]` {
+		t.Fatalf("got %s %v", v, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,17 +19,21 @@ import (
 )
 
 // Manager owns the tenants of one worker: their template lists, their VMs,
-// and the dispatch semantics. It is not safe for concurrent use: exactly
-// one goroutine (a worker's loop) drives it.
+// and the dispatch semantics. It is safe for concurrent use by calls of
+// different tenants: its maps are guarded by a lock, a VM runs outside it,
+// and a tenant with a call running (busy) is never evicted or closed under
+// it. The calls of one tenant must not run concurrently (the worker's
+// scheduler runs them one at a time): a tenant's VM has one owner.
 type Manager struct {
 	id, total int
+	mu        sync.Mutex // guards tenants, lru and the tenants' fields but vm's state
 	store     Store
 	limits    Limits
 	log       zerolog.Logger
 	tenants   map[proto.Id]*tenant
 	// pool bounds the sum of the VMs' memory (Limits.MaxWorkerMemory); nil
-	// when unlimited. Its members all run on the manager's goroutine, as
-	// lua.MemoryPool requires.
+	// when unlimited. A VM is entered into it (lua.EnterPool) while it runs,
+	// so that concurrent members never measure each other.
 	pool  *lua.MemoryPool
 	cache CacheOptions
 	lru   *list.List // of *tenant, most recently used first
@@ -54,6 +59,9 @@ type tenant struct {
 	lastUsed  time.Time
 	busy      int      // calls running; a busy tenant is never evicted
 	names     [][]byte // the templates' names as JSON strings, built once
+	// dropped is set when the tenant was dropped or evicted while busy:
+	// its VM is closed when its call ends.
+	dropped bool
 }
 
 // quoted returns template i's name as a JSON string.
@@ -98,12 +106,18 @@ func (m *Manager) SetCache(c CacheOptions) { m.cache = c.withDefaults() }
 // Loaded returns the number of tenants whose VM is built.
 func (m *Manager) Loaded() int { return int(m.stats.vms.Load()) }
 
-// state returns the tenant's cached state, loading its templates once.
-func (m *Manager) state(ctx context.Context, id proto.Id) (*tenant, error) {
+// acquire returns the tenant's cached state, loading its templates once
+// (outside the lock: the store's wait is not the other tenants'), and
+// marks it busy; release ends that.
+func (m *Manager) acquire(ctx context.Context, id proto.Id) (*tenant, error) {
+	m.mu.Lock()
 	if t, ok := m.tenants[id]; ok {
 		m.touch(t)
+		t.busy++
+		m.mu.Unlock()
 		return t, nil
 	}
+	m.mu.Unlock()
 	tpls, err := m.store.Templates(ctx, id)
 	if err != nil {
 		e := proto.AsError(err)
@@ -121,19 +135,51 @@ func (m *Manager) state(ctx context.Context, id proto.Id) (*tenant, error) {
 			}
 		}
 	}
-	m.makeRoom()
-	m.tenants[id] = t
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.tenants[id]; ok {
+		t = old // loaded meanwhile by a call that is not this tenant's event (a script)
+	} else {
+		m.makeRoom()
+		m.tenants[id] = t
+	}
 	m.touch(t)
+	t.busy++
 	return t, nil
 }
 
-// vm returns the tenant's VM, building it if needed.
+// release ends acquire: it discards a VM that an aborted call left
+// untrusted, or that was dropped while the call ran.
+func (m *Manager) release(t *tenant) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t.busy--
+	switch {
+	case t.vm != nil && t.vm.broken:
+		m.log.Warn().Str("tenant", t.id.String()).Msg("discarding tenant VM after an aborted call")
+		m.setVM(t, nil)
+	case t.dropped && t.busy == 0:
+		m.setVM(t, nil)
+	}
+}
+
+// inlineOK reports whether tenant id's next call may run on a process
+// worker's reading goroutine (Thread.TryDispatchEvent): it is loaded and
+// its VM is built, so a cold start (templates fetched and compiled) never
+// runs there. A warm call that runs long there hands the reading to
+// another goroutine after a millisecond (mesophyll.InlineRunning).
+func (m *Manager) inlineOK(id proto.Id) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tenants[id]
+	return ok && t.vm != nil
+}
+
+// vm returns the tenant's VM, building it if needed; t is busy, so
+// nothing else touches its VM meanwhile.
 func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 	if t.vm != nil && !t.vm.broken {
 		return t.vm, nil
-	}
-	if t.vm != nil {
-		t.vm.close()
 	}
 	vm, err := newVM(id, m.store, m.limits, m.log)
 	if err != nil {
@@ -146,8 +192,23 @@ func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 	if m.pool != nil {
 		vm.setLimits(m.pool)
 	}
+	m.mu.Lock()
 	m.setVM(t, vm)
+	m.mu.Unlock()
 	return vm, nil
+}
+
+// enter and exit bracket a run of vm (lua.EnterPool).
+func (m *Manager) enter(vm *VM) {
+	if m.pool != nil {
+		lua.EnterPool(vm.l)
+	}
+}
+
+func (m *Manager) exit(vm *VM) {
+	if m.pool != nil {
+		lua.ExitPool(vm.l)
+	}
 }
 
 // Dispatch runs every template of the tenant subscribed to ev, in name
@@ -159,10 +220,11 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	if err := ev.Validate(); err != nil {
 		return nil, proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
-	t, err := m.state(ctx, id)
+	t, err := m.acquire(ctx, id)
 	if err != nil {
 		return nil, err
 	}
+	defer m.release(t)
 	subs := t.events[ev.Name]
 	if len(subs) == 0 {
 		return proto.Null, nil
@@ -175,8 +237,8 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	out = append(out, '{')
 	var failures failureList
 	var hostErr *proto.Error
-	t.busy++
-	defer func() { t.busy-- }()
+	m.enter(vm)
+	defer m.exit(vm)
 	vm.shareBudget() // the templates of one dispatch share one call's limits
 	defer vm.unshareBudget()
 	for n, i := range subs {
@@ -207,7 +269,6 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 		out = append(out, res...)
 	}
 	out = append(out, '}')
-	m.afterCall(id, t)
 	if hostErr != nil {
 		return nil, hostErr
 	}
@@ -267,14 +328,6 @@ func messageOf(err error) string {
 	return err.Error()
 }
 
-// afterCall discards a VM that an aborted call left untrusted.
-func (m *Manager) afterCall(id proto.Id, t *tenant) {
-	if t.vm != nil && t.vm.broken {
-		m.log.Warn().Str("tenant", id.String()).Msg("discarding tenant VM after an aborted call")
-		m.setVM(t, nil)
-	}
-}
-
 // RunScript compiles and runs ad-hoc code in the tenant's VM with the same
 // (event, ctx) arguments and returns its first result. The tenant need not
 // have templates.
@@ -282,18 +335,19 @@ func (m *Manager) RunScript(ctx context.Context, id proto.Id, name, code string,
 	if name == "" {
 		name = "script"
 	}
-	t, err := m.state(ctx, id)
+	t, err := m.acquire(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	vm, err := m.vm(id, t)
 	if err != nil {
+		m.release(t)
 		return nil, err
 	}
-	t.busy++
+	m.enter(vm)
 	res, err := vm.runCode(ctx, name, code, ev)
-	t.busy--
-	m.afterCall(id, t)
+	m.exit(vm)
+	m.release(t)
 	if err != nil {
 		var pe *proto.Error
 		if errors.As(err, &pe) {
@@ -304,18 +358,23 @@ func (m *Manager) RunScript(ctx context.Context, id proto.Id, name, code string,
 	return res, nil
 }
 
-// Drop discards the tenant's VM and cached templates. The VM is marked
-// broken so any holder sees a clear error; the next call rebuilds it.
+// Drop discards the tenant's VM and cached templates; the next call
+// rebuilds them. A VM whose call is running is closed when the call ends.
 func (m *Manager) Drop(id proto.Id) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if t, ok := m.tenants[id]; ok {
 		m.forget(t)
 	}
 }
 
-// DropAll discards every tenant's VM and cached templates.
+// DropAll discards every tenant's VM and cached templates (those running
+// a call when it ends).
 func (m *Manager) DropAll() {
-	for id := range m.tenants {
-		m.Drop(id)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, t := range m.tenants {
+		m.forget(t)
 	}
 }
 

@@ -11,12 +11,13 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// Progress is the record of the call a worker is running: which tenant,
-// since when, and how many calls it has started. The worker goroutine
-// writes it at the start and end of every call (a few atomic stores); the
+// Progress is the record of the calls a worker is running: for each of
+// its slots (--worker-concurrency), which tenant, since when, and how many
+// calls the slot has started. The goroutine that runs a call writes its
+// slot at the start and end of the call (a few atomic stores); the
 // supervisor reads it to tell a worker that makes progress from one whose
 // call never ends — a VM whose count hook never fires cannot fake it —
-// and, after a crash, to blame the tenant that was running and nobody
+// and, after a crash, to blame the tenants that were running and nobody
 // else.
 //
 // In a process worker the record lives in a page of memory shared with the
@@ -27,17 +28,31 @@ type Progress struct {
 	words []atomic.Uint64
 }
 
-// Word offsets of the record. gen is a sequence lock: odd while the writer
-// is between the two halves of an update.
+// Word offsets of the record: a header, then MaxConcurrency slots of
+// slotWords each. A slot's gen is a sequence lock: odd while its writer is
+// between the two halves of an update.
 const (
-	pwGen = iota
-	pwCalls
-	pwKind // 0: idle; else the tenant's proto.Kind + 1
-	pwTenant
-	pwStart      // unix nanoseconds the running call started
-	pwStoreSince // unix nanoseconds the running call began waiting for the store; 0 when not
-	progressWords
+	pwCalls = iota // calls started, all slots together
+	pwSlots        // slots the worker uses (its concurrency)
+	headerWords
 )
+
+// Word offsets within a slot.
+const (
+	psGen = iota
+	psCalls
+	psKind // 0: idle; else the tenant's proto.Kind + 1
+	psTenant
+	psStart      // unix nanoseconds the running call started
+	psStoreSince // unix nanoseconds the running call began waiting for the store; 0 when not
+	slotWords
+)
+
+// MaxConcurrency is the most calls one worker may run at once
+// (--worker-concurrency): the slots of its progress record.
+const MaxConcurrency = 64
+
+const progressWords = headerWords + MaxConcurrency*slotWords
 
 // ProgressSize is the size of a progress file.
 const ProgressSize = 4096
@@ -99,42 +114,58 @@ func (p *Progress) Close() error {
 	return syscall.Munmap(b)
 }
 
-// begin records that a call of tenant id starts now.
-func (p *Progress) begin(id proto.Id, now time.Time) {
-	w := p.words
-	g := w[pwGen].Load()
-	w[pwGen].Store(g + 1)
-	w[pwCalls].Add(1)
-	w[pwKind].Store(uint64(id.Kind) + 1)
-	w[pwTenant].Store(id.ID)
-	w[pwStart].Store(uint64(now.UnixNano()))
-	w[pwStoreSince].Store(0)
-	w[pwGen].Store(g + 2)
+// setSlots records how many slots the worker uses.
+func (p *Progress) setSlots(n int) { p.words[pwSlots].Store(uint64(n)) }
+
+// slot returns the words of slot i.
+func (p *Progress) slot(i int) []atomic.Uint64 {
+	o := headerWords + i*slotWords
+	return p.words[o : o+slotWords : o+slotWords]
 }
 
-// end records that the running call has ended. Start and StoreSince stay
-// as they were: they mean nothing while Kind is 0, and begin rewrites them.
-func (p *Progress) end() {
-	w := p.words
-	g := w[pwGen].Load()
-	w[pwGen].Store(g + 1)
-	w[pwKind].Store(0)
-	w[pwGen].Store(g + 2)
+// begin records that a call of tenant id starts now in slot i.
+func (p *Progress) begin(i int, id proto.Id, now time.Time) {
+	w := p.slot(i)
+	g := w[psGen].Load()
+	w[psGen].Store(g + 1)
+	w[psCalls].Add(1)
+	w[psKind].Store(uint64(id.Kind) + 1)
+	w[psTenant].Store(id.ID)
+	w[psStart].Store(uint64(now.UnixNano()))
+	w[psStoreSince].Store(0)
+	w[psGen].Store(g + 2)
+	p.words[pwCalls].Add(1)
 }
 
-// storeWait records that the running call waits for the store from now
-// (since non-zero) or no longer (zero). Single word: no lock needed.
-func (p *Progress) storeWait(since time.Time) {
+// end records that the call running in slot i has ended. Start and
+// StoreSince stay as they were: they mean nothing while Kind is 0, and
+// begin rewrites them.
+func (p *Progress) end(i int) {
+	w := p.slot(i)
+	g := w[psGen].Load()
+	w[psGen].Store(g + 1)
+	w[psKind].Store(0)
+	w[psGen].Store(g + 2)
+}
+
+// storeWait records that the call running in slot i waits for the store
+// from now (since non-zero) or no longer (zero). Single word: no lock
+// needed.
+func (p *Progress) storeWait(i int, since time.Time) {
 	v := uint64(0)
 	if !since.IsZero() {
 		v = uint64(since.UnixNano())
 	}
-	p.words[pwStoreSince].Store(v)
+	p.slot(i)[psStoreSince].Store(v)
 }
 
-// ProgressSnapshot is one consistent reading of a Progress.
+// ProgressSnapshot is one consistent reading of a slot of a Progress, or
+// (Snapshot) of the whole record.
 type ProgressSnapshot struct {
-	// Calls is the number of calls the worker has started.
+	// Slot is the slot read (Snapshot: the slot of the call described).
+	Slot int
+	// Calls is the number of calls the slot has started (Snapshot: the
+	// worker, all slots together).
 	Calls uint64
 	// Running says whether a call is running; Tenant and Start describe it.
 	Running bool
@@ -160,17 +191,57 @@ func (s ProgressSnapshot) Own(now time.Time) time.Duration {
 	return end.Sub(s.Start)
 }
 
-// Snapshot reads the record consistently (it retries while the writer is
-// mid-update; a writer that died mid-update leaves what it wrote).
+// Snapshot reads the record: the calls the worker has started and, of
+// the calls running, the one that started first (Running false when none
+// runs). Running lists them all.
 func (p *Progress) Snapshot() ProgressSnapshot {
-	w := p.words
-	var s ProgressSnapshot
+	s := ProgressSnapshot{Calls: p.words[pwCalls].Load()}
+	for i := range p.slots() {
+		if r := p.readSlot(i); r.Running && (!s.Running || r.Start.Before(s.Start)) {
+			s.Running, s.Slot, s.Tenant, s.Start, s.StoreSince = true, i, r.Tenant, r.Start, r.StoreSince
+		}
+	}
+	return s
+}
+
+// Running returns the calls running now, one per busy slot, in slot
+// order; nil when none runs.
+func (p *Progress) Running() []ProgressSnapshot {
+	var out []ProgressSnapshot
+	for i := range p.slots() {
+		if r := p.readSlot(i); r.Running {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Slots returns every slot of the record, running or not (for watchers
+// that follow each slot: see ProgressWatch).
+func (p *Progress) Slots() []ProgressSnapshot {
+	out := make([]ProgressSnapshot, p.slots())
+	for i := range out {
+		out[i] = p.readSlot(i)
+	}
+	return out
+}
+
+// slots returns the number of slots in use (at least 1, at most
+// MaxConcurrency, whatever a dying writer left).
+func (p *Progress) slots() int {
+	return int(min(max(p.words[pwSlots].Load(), 1), MaxConcurrency))
+}
+
+// readSlot reads slot i consistently (it retries while the writer is
+// mid-update; a writer that died mid-update leaves what it wrote).
+func (p *Progress) readSlot(i int) ProgressSnapshot {
+	w := p.slot(i)
 	for try := 0; ; try++ {
-		g := w[pwGen].Load()
-		kind, id := w[pwKind].Load(), w[pwTenant].Load()
-		start, store, calls := w[pwStart].Load(), w[pwStoreSince].Load(), w[pwCalls].Load()
-		if (g%2 == 0 && w[pwGen].Load() == g) || try >= 1000 {
-			s = ProgressSnapshot{Calls: calls, Running: kind != 0}
+		g := w[psGen].Load()
+		kind, id := w[psKind].Load(), w[psTenant].Load()
+		start, store, calls := w[psStart].Load(), w[psStoreSince].Load(), w[psCalls].Load()
+		if (g%2 == 0 && w[psGen].Load() == g) || try >= 1000 {
+			s := ProgressSnapshot{Slot: i, Calls: calls, Running: kind != 0}
 			if s.Running {
 				s.Tenant = proto.Id{Kind: proto.Kind(kind - 1), ID: id}
 				s.Start = time.Unix(0, int64(start))
@@ -183,8 +254,8 @@ func (p *Progress) Snapshot() ProgressSnapshot {
 	}
 }
 
-// ProgressWatch measures the running call's own time from successive
-// snapshots on the watcher's monotonic clock, so that a step of the wall
+// ProgressWatch measures the own time of the call running in one slot
+// from successive snapshots of that slot on the watcher's monotonic clock, so that a step of the wall
 // clock (in which the record's times are written, to be comparable
 // across processes) neither fakes an overrun nor hides one: only the
 // time the call had run when the watcher first saw it comes from the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -24,6 +25,10 @@ type Options struct {
 	// QueueSize bounds the messages waiting for the worker
 	// (--worker-queue); 10000 when zero.
 	QueueSize int
+	// Concurrency is how many calls of different tenants the worker runs
+	// at once (--worker-concurrency); DefaultConcurrency when zero, at most
+	// MaxConcurrency. A tenant's calls run one at a time, in order.
+	Concurrency int
 	// QueueBytes bounds the bytes of the nowait events waiting for the
 	// worker (--worker-queue-bytes); past it they fail with backlog_full.
 	// 0: no bound.
@@ -80,36 +85,44 @@ const (
 // DefaultQueueSize is the default bound of a worker's queue.
 const DefaultQueueSize = 10000
 
-// Thread is a worker: a goroutine that owns the VMs of its tenants and
-// serves a bounded queue of messages, or runs a call on its caller's
-// goroutine when it is idle (nothing queued, nothing running), saving two
-// goroutine hand-offs. A go-lua State needs one owner at a time, not one
-// OS thread: the worker's exec lock guarantees the first, so no goroutine
-// is locked to an OS thread. A panic while a call runs aborts the process
-// (with Options.AbandonOnPanic, abandons the goroutine and its VMs like
-// the watchdog below): a corrupted VM must not keep serving.
+// DefaultConcurrency is the default of Options.Concurrency.
+const DefaultConcurrency = 4
+
+// Thread is a worker: it owns the VMs of its tenants and runs their calls,
+// those of different tenants concurrently (up to Options.Concurrency at
+// once), those of one tenant one at a time in arrival order, with a
+// bounded queue of the messages that wait (see core). A call runs on its
+// caller's goroutine when a slot is free and its tenant has nothing queued,
+// saving two goroutine hand-offs, else on a slot goroutine. A go-lua State
+// needs one owner at a time, not one OS thread: a tenant's lane holds at
+// most one slot, so its VM has one owner, and no goroutine is locked to
+// an OS thread. A panic while a call runs aborts the process (with
+// Options.AbandonOnPanic, abandons the worker's VMs like the watchdog
+// below): a corrupted VM must not keep serving.
 //
 // With Options.Watchdog, a call that runs longer than that on its own
 // account (its time waiting for the store excluded) makes the worker
-// abandon the goroutine running it and the VMs of that goroutine: a fresh
-// goroutine with a fresh Manager takes over (VMs are rebuilt on the next
+// abandon its core — the VMs and the calls running and queued: a fresh
+// core with a fresh Manager takes over (VMs are rebuilt on the next
 // call), the calls queued and in flight on the old one fail at once with
-// worker_unavailable, and the old goroutine is told to stop — if its VM
-// ever reaches the count hook again, the call ends there.
+// worker_unavailable (nowait events move to the fresh core), and the old
+// core's VMs are told to stop — if one ever reaches the count hook again,
+// its call ends there.
 type Thread struct {
-	id, total int
-	store     Store // the store as given, for OnStartup
-	limits    Limits
-	queueSize int
-	log       zerolog.Logger
-	onNowait  func(id proto.Id, err error)
-	watchdog  time.Duration
-	onCut     func(id proto.Id, why string)
-	onPanic   bool // abandon the core on a panic instead of exiting
-	wedge     string
-	cache     CacheOptions
-	memMax    int64
-	memWarned time.Time // last warning that nothing could be evicted (core goroutine only)
+	id, total   int
+	store       Store // the store as given, for OnStartup
+	limits      Limits
+	queueSize   int
+	concurrency int
+	log         zerolog.Logger
+	onNowait    func(id proto.Id, err error)
+	watchdog    time.Duration
+	onCut       func(id proto.Id, why string)
+	onPanic     bool // abandon the core on a panic instead of exiting
+	wedge       string
+	cache       CacheOptions
+	memMax      int64
+	memWarned   time.Time // last warning that nothing could be evicted (sweeper goroutine only)
 
 	// held counts the bytes of the nowait events queued, against
 	// maxHeld (0: no bound).
@@ -132,21 +145,19 @@ type msgKind uint8
 const (
 	msgDispatch msgKind = iota
 	msgRunScript
-	msgDrop
-	msgDropAll
-	msgKill
-	msgSweep
 )
 
 type message struct {
-	kind  msgKind
-	ctx   context.Context
-	id    proto.Id
-	event proto.Event
-	name  string
-	code  string
-	reply chan result // nil for nowait
-	size  int64       // bytes counted in Thread.held
+	kind   msgKind
+	ctx    context.Context
+	id     proto.Id
+	event  proto.Event
+	name   string
+	code   string
+	reply  chan result // nil for nowait and for calls run inline
+	nowait bool        // a nowait event: its failure goes to OnNowaitError
+	then   func(error) // called with the outcome once it ran (QueueDispatchEvent)
+	size   int64       // bytes counted in Thread.held
 }
 
 type result struct {
@@ -163,22 +174,29 @@ func New(id, total int, opts Options) (*Thread, error) {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = DefaultQueueSize
 	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultConcurrency
+	}
+	if opts.Concurrency > MaxConcurrency {
+		return nil, fmt.Errorf("worker concurrency %d is over the most, %d", opts.Concurrency, MaxConcurrency)
+	}
 	log := opts.Logger.With().Int("worker_id", id).Logger()
 	w := &Thread{
 		id: id, total: total,
-		store:     opts.Store,
-		limits:    opts.Limits,
-		queueSize: opts.QueueSize,
-		log:       log,
-		onNowait:  opts.OnNowaitError,
-		watchdog:  opts.Watchdog,
-		onCut:     opts.OnWatchdog,
-		onPanic:   opts.AbandonOnPanic,
-		wedge:     opts.TestWedgeFunction,
-		cache:     opts.Cache,
-		memMax:    opts.MemoryMax,
-		maxHeld:   opts.QueueBytes,
-		done:      make(chan struct{}),
+		store:       opts.Store,
+		limits:      opts.Limits,
+		queueSize:   opts.QueueSize,
+		concurrency: opts.Concurrency,
+		log:         log,
+		onNowait:    opts.OnNowaitError,
+		watchdog:    opts.Watchdog,
+		onCut:       opts.OnWatchdog,
+		onPanic:     opts.AbandonOnPanic,
+		wedge:       opts.TestWedgeFunction,
+		cache:       opts.Cache,
+		memMax:      opts.MemoryMax,
+		maxHeld:     opts.QueueBytes,
+		done:        make(chan struct{}),
 	}
 	if w.wedge != "" {
 		log.Warn().Str("function", w.wedge).Msg("TEST HOOK: tenant VMs get a function that wedges the worker; never set this in production")
@@ -189,7 +207,6 @@ func New(id, total int, opts Options) (*Thread, error) {
 	}
 	c := w.newCore(p)
 	w.cur.Store(c)
-	go w.loop(c)
 	if w.watchdog > 0 {
 		go w.watch()
 	}
@@ -214,8 +231,16 @@ func (w *Thread) Len() int { return 1 }
 // Loaded returns the number of tenant VMs the worker holds.
 func (w *Thread) Loaded() int { return int(w.loaded.Load()) }
 
+// Concurrency returns how many calls the worker runs at once.
+func (w *Thread) Concurrency() int { return w.concurrency }
+
 // Queued returns the number of messages waiting.
-func (w *Thread) Queued() int { return len(w.cur.Load().queue) }
+func (w *Thread) Queued() int {
+	c := w.cur.Load()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued
+}
 
 // QueuedBytes returns the bytes of the nowait events waiting.
 func (w *Thread) QueuedBytes() int64 { return w.held.Bytes() }
@@ -230,67 +255,71 @@ func (w *Thread) InFlight() int { return int(w.inflight.Load()) }
 // Abandoned returns how many times the watchdog abandoned a goroutine.
 func (w *Thread) Abandoned() int { return int(w.abandoned.Load()) }
 
-// Progress returns the record of the call the worker runs now.
+// Progress returns the record of the worker's calls: the calls started and
+// the running call that started first.
 func (w *Thread) Progress() ProgressSnapshot { return w.cur.Load().progress.Snapshot() }
+
+// Running returns the calls the worker runs now, one per busy slot.
+func (w *Thread) Running() []ProgressSnapshot { return w.cur.Load().progress.Running() }
 
 // Done is closed when the worker has stopped.
 func (w *Thread) Done() <-chan struct{} { return w.done }
 
-// recoverPanic handles r, a panic recovered where core c runs messages
-// (nil: none): a corrupted VM must not keep serving, so the process
-// aborts — or, with AbandonOnPanic, c and all its VMs are abandoned and a
-// fresh core takes over.
-func (w *Thread) recoverPanic(c *core, r any) {
-	if r == nil {
-		return
-	}
+// recoverPanic handles r, a panic recovered where core c ran the call s
+// describes: a corrupted VM must not keep serving, so the process aborts
+// — or, with AbandonOnPanic, c and all its VMs are abandoned (s's tenant
+// blamed) and a fresh core takes over.
+func (w *Thread) recoverPanic(c *core, s ProgressSnapshot, r any) {
 	w.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).Bool("abandon", w.onPanic).
-		Msg("worker panicked (a corrupted VM must not keep serving)")
+		Str("tenant", s.Tenant.String()).Msg("worker panicked (a corrupted VM must not keep serving)")
 	if !w.onPanic {
 		os.Exit(2)
 	}
-	s := c.progress.Snapshot()
 	w.abandon(c, s, "a call panicked ("+fmt.Sprint(r)+")")
 }
 
 // TryDispatchEvent runs ev for tenant id on the calling goroutine if the
-// worker is idle — nothing queued, nothing running — and reports whether
-// it did; a process worker calls it from the goroutine that read the
-// event (mesophyll.Inliner).
+// worker is idle — nothing queued, nothing running — and the tenant's VM
+// is loaded, and reports whether it did; a process worker calls it from
+// the goroutine that read the event (mesophyll.Inliner). A tenant's first
+// call after a load never runs there, and a call that runs there longer
+// than a millisecond hands the reading of the connection to another
+// goroutine (mesophyll.InlineRunning): no tenant holds up the reading.
 func (w *Thread) TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, bool, error) {
-	r, ran := w.tryInline(w.cur.Load(), message{kind: msgDispatch, ctx: ctx, id: id, event: ev})
+	c := w.cur.Load()
+	if c.pending.Load() != 0 || !c.mgr.inlineOK(id) {
+		return nil, false, nil
+	}
+	r, ran := w.tryInline(c, message{kind: msgDispatch, ctx: ctx, id: id, event: ev}, true)
 	return r.value, ran, r.err
 }
 
-// tryInline runs msg on the calling goroutine if core c is idle, and
-// reports whether it did.
-func (w *Thread) tryInline(c *core, msg message) (result, bool) {
-	if c.pending.Load() != 0 || !c.tryLock() {
-		return result{}, false
-	}
-	defer c.unlock()
-	if c.pending.Load() != 0 || c.isDead() { // queued between the check and the lock
-		return result{}, false
-	}
+// tryInline runs msg on the calling goroutine if a slot of core c is free
+// and msg's tenant has nothing queued or running (with idle: if nothing
+// at all is), and reports whether it did.
+func (w *Thread) tryInline(c *core, msg message, idle bool) (result, bool) {
 	select {
 	case <-w.done:
 		return result{}, false
 	default:
 	}
+	slot, l, ok := c.tryStart(msg, idle)
+	if !ok {
+		return result{}, false
+	}
+	// On a process worker's reading goroutine: a call that runs long
+	// hands the reading of the connection to another goroutine.
+	mesophyll.InlineRunning(msg.ctx)
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)
-	r := result{err: &proto.Error{Code: proto.CodeInternal, Message: "the worker failed running this call; its VMs were discarded"}}
-	func() {
-		defer func() { w.recoverPanic(c, recover()) }()
-		r = c.run(msg)
-	}()
-	if !c.abort.Load() {
-		w.loaded.Store(int64(c.mgr.Loaded()))
+	r := c.runOne(slot, msg)
+	if next, nmsg, more := c.finish(slot, l); more {
+		go c.execute(slot, next, nmsg) // the slot goes on without this goroutine
 	}
 	return r, true
 }
 
-// enqueue puts msg on core c's queue without blocking.
+// enqueue queues msg on core c without blocking.
 func (w *Thread) enqueue(c *core, msg message) error {
 	select {
 	case <-w.done:
@@ -298,25 +327,15 @@ func (w *Thread) enqueue(c *core, msg message) error {
 	default:
 	}
 	if msg.size > 0 {
-		if err := w.held.Hold(w.id, msg.id, msg.size, w.maxHeld, cap(c.queue)); err != nil {
+		if err := w.held.Hold(w.id, msg.id, msg.size, w.maxHeld, w.queueSize); err != nil {
 			return err
 		}
 	}
-	c.pending.Add(1)
-	select {
-	case c.queue <- msg:
-	default:
-		c.pending.Add(-1)
+	if err := c.admit(msg); err != nil {
 		if msg.size > 0 {
 			w.held.Release(msg.id, msg.size)
 		}
-		return &proto.Error{Code: proto.CodeWorkerOverloaded, RetryAfter: 1,
-			Message: "worker " + itoa(w.id) + " queue is full (" + itoa(cap(c.queue)) + " messages)"}
-	}
-	if c.isDead() {
-		// Abandoned between the load and the send: its queue may have
-		// been emptied already.
-		return unavailable(w.id)
+		return err
 	}
 	return nil
 }
@@ -326,12 +345,12 @@ func unavailable(id int) error {
 		Message: "worker " + itoa(id) + " was restarted by its watchdog; try again"}
 }
 
-// call runs msg inline when the worker is idle, else queues it and waits
-// for its reply or ctx.
+// call runs msg inline when a slot is free and its tenant has nothing
+// queued, else queues it and waits for its reply or ctx.
 func (w *Thread) call(ctx context.Context, msg message) (proto.Value, error) {
 	msg.ctx = ctx
 	c := w.cur.Load()
-	if r, ok := w.tryInline(c, msg); ok {
+	if r, ok := w.tryInline(c, msg, false); ok {
 		return r.value, r.err
 	}
 	msg.reply = make(chan result, 1)
@@ -362,7 +381,19 @@ func (w *Thread) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	if err := ev.Validate(); err != nil {
 		return proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
-	return w.enqueue(w.cur.Load(), message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev, size: EventSize(ev)})
+	return w.enqueue(w.cur.Load(), message{kind: msgDispatch, ctx: context.Background(), id: id, event: ev, size: EventSize(ev), nowait: true})
+}
+
+// QueueDispatchEvent queues ev for tenant id after the events queued
+// before it and returns at once; done is called with its outcome once it
+// ran, unless it was refused (the error returned). A process worker's
+// Mesophyll client calls it from the goroutine that reads the master's
+// events (mesophyll.Queuer), so a tenant's events run in the order sent.
+func (w *Thread) QueueDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event, done func(error)) error {
+	if err := ev.Validate(); err != nil {
+		return proto.Errorf(proto.CodeBadRequest, "%v", err)
+	}
+	return w.enqueue(w.cur.Load(), message{kind: msgDispatch, ctx: ctx, id: id, event: ev, then: done})
 }
 
 // RunScript runs ad-hoc code in tenant id's VM.
@@ -370,38 +401,57 @@ func (w *Thread) RunScript(ctx context.Context, id proto.Id, name, code string, 
 	return w.call(ctx, message{kind: msgRunScript, id: id, name: name, code: code, event: ev})
 }
 
-// DropTenant discards tenant id's VM and cached templates.
+// DropTenant discards tenant id's VM and cached templates (when its call
+// ends, if one is running); its next event loads them again.
 func (w *Thread) DropTenant(ctx context.Context, id proto.Id) error {
-	_, err := w.call(ctx, message{kind: msgDrop, id: id})
-	return err
+	if err := w.stopped(); err != nil {
+		return err
+	}
+	w.cur.Load().mgr.Drop(id)
+	return nil
 }
 
-// DropAll discards every tenant's VM and cached templates.
+// DropAll discards every tenant's VM and cached templates (those running
+// a call when it ends).
 func (w *Thread) DropAll(ctx context.Context) error {
-	_, err := w.call(ctx, message{kind: msgDropAll})
-	return err
+	if err := w.stopped(); err != nil {
+		return err
+	}
+	w.cur.Load().mgr.DropAll()
+	w.loaded.Store(int64(w.cur.Load().mgr.Loaded()))
+	return nil
 }
 
-// Kill stops the worker after the messages queued before it.
+// stopped returns worker_unavailable once the worker has stopped.
+func (w *Thread) stopped() error {
+	select {
+	case <-w.done:
+		return proto.Errorf(proto.CodeWorkerUnavailable, "worker %d stopped", w.id)
+	default:
+		return nil
+	}
+}
+
+// Kill stops the worker after the messages queued before it: new ones are
+// refused, the ones queued and running end, and the VMs are closed.
 func (w *Thread) Kill(ctx context.Context) error {
 	var err error
 	w.killOnce.Do(func() {
 		for {
 			c := w.cur.Load()
-			reply := make(chan result, 1)
-			select {
-			case c.queue <- message{kind: msgKill, ctx: ctx, reply: reply}:
-			case <-c.dead:
-				continue // abandoned meanwhile: ask its successor
-			case <-ctx.Done():
-				err = ctx.Err()
-				return
+			c.mu.Lock()
+			c.killing = true
+			if c.pending.Load() == 0 {
+				c.closeDrainedLocked()
 			}
+			c.mu.Unlock()
 			select {
-			case <-reply:
+			case <-c.drained:
+				c.mgr.DropAll() // ends the VMs' suspended coroutines
+				w.doneOnce.Do(func() { close(w.done) })
 				return
 			case <-c.dead:
-				continue
+				continue // abandoned meanwhile: drain its successor
 			case <-ctx.Done():
 				err = ctx.Err()
 				return
@@ -411,9 +461,8 @@ func (w *Thread) Kill(ctx context.Context) error {
 	return err
 }
 
-// sweeper asks the worker's current goroutine to evict idle tenants (and,
-// with a memory budget, to check it) every period until the worker stops.
-// A full queue skips a sweep: the next one comes.
+// sweeper evicts idle tenants of the worker's current core (and, with a
+// memory budget, checks it) every period until the worker stops.
 func (w *Thread) sweeper(every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -422,7 +471,12 @@ func (w *Thread) sweeper(every time.Duration) {
 		case <-w.done:
 			return
 		case <-t.C:
-			_ = w.enqueue(w.cur.Load(), message{kind: msgSweep, ctx: context.Background()})
+			mgr := w.cur.Load().mgr
+			if n := mgr.Sweep(); n > 0 {
+				w.log.Debug().Int("evicted", n).Msg("evicted idle tenants")
+			}
+			w.checkMemory(mgr)
+			w.loaded.Store(int64(mgr.Loaded()))
 		}
 	}
 }

@@ -50,6 +50,13 @@ func TestTryDispatchEventRunsInlineOnlyWhenIdle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A tenant's first call (its VM not built) never runs inline.
+	if _, ran, _ := w.TryDispatchEvent(ctx, g, ping); ran {
+		t.Fatal("a cold tenant's call ran inline")
+	}
+	if _, err := w.DispatchEvent(ctx, g, ping); err != nil {
+		t.Fatal(err)
+	}
 	v, ran, err := w.TryDispatchEvent(ctx, g, ping)
 	if !ran || err != nil || string(v) != `{"greet":{"hello":"ops"}}` {
 		t.Fatalf("idle worker: ran %v, %s, %v", ran, v, err)
@@ -121,7 +128,7 @@ func TestThreadQueueFullIsOverloaded(t *testing.T) {
 	for _, o := range others {
 		s.put(o, "mark", `local event, ctx = ... ctx.kv.set("ran:" .. event.data.n, true)`, "Mark")
 	}
-	w, err := New(0, 1, Options{Store: s, Limits: limits, QueueSize: 8, Logger: zerolog.Nop(), NoStartup: true})
+	w, err := New(0, 1, Options{Store: s, Limits: limits, QueueSize: 8, Concurrency: 1, Logger: zerolog.Nop(), NoStartup: true}) // one slot: the gate holds the worker
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,5 +179,37 @@ func TestThreadQueueFullIsOverloaded(t *testing.T) {
 			t.Fatalf("the tenant's 2 queued events did not run: %d keys", n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestTryDispatchEventOnlyWarmTenants: a tenant's first call (templates
+// fetched and compiled) never runs on the reading goroutine; once its VM
+// is built its calls do, a long one included (the reading is handed off
+// meanwhile: mesophyll), and after a drop the first call is cold again.
+func TestTryDispatchEventOnlyWarmTenants(t *testing.T) {
+	s := newMemStore()
+	g := proto.GuildID(1)
+	s.put(g, "quick", `return 1`, "Ping")
+	w, err := New(0, 1, Options{Store: s, Logger: zerolog.Nop(), NoStartup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() { _ = w.Kill(ctx) })
+	ping := proto.Event{Name: "Ping"}
+	if _, ran, _ := w.TryDispatchEvent(ctx, g, ping); ran {
+		t.Fatal("a cold tenant's call ran inline")
+	}
+	if _, err := w.DispatchEvent(ctx, g, ping); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if v, ran, err := w.TryDispatchEvent(ctx, g, ping); !ran || err != nil || string(v) != `{"quick":1}` {
+			t.Fatalf("a warm tenant: %s ran %v, %v", v, ran, err)
+		}
+	}
+	_ = w.DropTenant(ctx, g)
+	if _, ran, _ := w.TryDispatchEvent(ctx, g, ping); ran {
+		t.Fatal("a dropped tenant's next call ran inline")
 	}
 }

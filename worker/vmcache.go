@@ -75,7 +75,7 @@ func (s *CacheStats) Snapshot() proto.CacheStats {
 	}
 }
 
-// touch marks t as just used, inserting it into the recency list.
+// touch marks t as just used (m.mu held), inserting it into the recency list.
 func (m *Manager) touch(t *tenant) {
 	t.lastUsed = m.now()
 	if t.elem == nil {
@@ -85,7 +85,8 @@ func (m *Manager) touch(t *tenant) {
 	m.lru.MoveToFront(t.elem)
 }
 
-// makeRoom evicts least recently used idle tenants until one more fits.
+// makeRoom evicts least recently used idle tenants until one more fits
+// (m.mu held).
 func (m *Manager) makeRoom() {
 	max := m.cache.MaxTenants
 	if max <= 0 {
@@ -105,6 +106,8 @@ func (m *Manager) makeRoom() {
 // returns how many it evicted. The worker's goroutine calls it
 // periodically.
 func (m *Manager) Sweep() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	ttl := m.cache.IdleTTL
 	if ttl <= 0 {
 		return 0
@@ -131,6 +134,8 @@ func (m *Manager) Sweep() int {
 // its live size) or no idle tenant is left. It returns how many tenants it
 // evicted and the bytes their VMs held.
 func (m *Manager) EvictForMemory(need int64) (n int, freed int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for e := m.lru.Back(); e != nil && freed < need; {
 		t := e.Value.(*tenant)
 		prev := e.Prev()
@@ -159,9 +164,14 @@ func (m *Manager) evict(t *tenant, reason string) {
 	m.forget(t)
 }
 
-// forget removes t from the cache, discarding its VM.
+// forget removes t from the cache, discarding its VM — when its call ends
+// if it is busy (m.mu held).
 func (m *Manager) forget(t *tenant) {
-	m.setVM(t, nil)
+	if t.busy > 0 {
+		t.dropped = true
+	} else {
+		m.setVM(t, nil)
+	}
 	if t.elem != nil {
 		m.lru.Remove(t.elem)
 		t.elem = nil
@@ -169,7 +179,7 @@ func (m *Manager) forget(t *tenant) {
 	delete(m.tenants, t.id)
 }
 
-// setVM replaces t's VM, keeping the live-VM count; a replaced VM is
+// setVM replaces t's VM (m.mu held), keeping the live-VM count; a replaced VM is
 // closed (marked broken, so any holder sees a clear error, and out of the
 // worker's memory pool).
 func (m *Manager) setVM(t *tenant, vm *VM) {

@@ -30,8 +30,15 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 // queued behind it fail at once with worker_unavailable, a nowait event
 // queued behind it still runs, later calls are served by fresh VMs, and
 // the abandoned goroutine ends its call at the next count hook once
-// released.
+// released. With 4 slots the neighbour's waited call runs beside the
+// wedge instead of queueing behind it.
 func TestThreadWatchdogAbandonsWedgedGoroutine(t *testing.T) {
+	for _, n := range []int{1, 4} {
+		t.Run("concurrency="+itoa(n), func(t *testing.T) { testWatchdogAbandons(t, n) })
+	}
+}
+
+func testWatchdogAbandons(t *testing.T, concurrency int) {
 	s := newMemStore()
 	attacker, neighbour := proto.GuildID(1), proto.GuildID(2)
 	s.put(neighbour, "quick", `local event, ctx = ...
@@ -44,7 +51,7 @@ return "ok"`, "Ping")
 	lim := DefaultLimits
 	lim.Timeout = 100 * time.Millisecond
 	w, err := New(0, 1, Options{
-		Store: s, Logger: zerolog.Nop(), NoStartup: true, Limits: lim,
+		Store: s, Logger: zerolog.Nop(), NoStartup: true, Limits: lim, Concurrency: concurrency,
 		// Long enough for the test to queue calls behind the wedge on a
 		// busy machine (which it does right after seeing the wedge run).
 		Watchdog: 2 * time.Second, TestWedgeFunction: "test_wedge",
@@ -80,7 +87,16 @@ return "ok"`, "Ping")
 		_, err := w.DispatchEvent(ctx, neighbour, ping)
 		queued <- err
 	}()
-	waitUntil(t, time.Minute, "the neighbour's call queued", func() bool { return w.InFlight() == 2 })
+	if concurrency == 1 {
+		waitUntil(t, time.Minute, "the neighbour's call queued", func() bool { return w.InFlight() == 2 })
+	} else {
+		// Beside the wedge, not behind it (unless the machine is so slow
+		// that the watchdog cut the worker first: then it failed with it).
+		if err := <-queued; err != nil && proto.CodeOf(err) != proto.CodeWorkerUnavailable {
+			t.Fatalf("neighbour beside the wedge: %v", err)
+		}
+		queued <- proto.Errorf(proto.CodeWorkerUnavailable, "ran")
+	}
 	if err := w.DispatchEventNoWait(neighbour, proto.Event{Name: "Ping", Data: proto.Value(`{"mark":"after"}`)}); err != nil {
 		t.Fatal(err)
 	}

@@ -43,11 +43,15 @@ func suites() []*suite {
 		{pkg: "./mesophyll", bench: "^Benchmark(WSEcho|WSEchoProcess|MesophyllDispatch|MesophyllDispatchParallel|Codec)$"},
 		{pkg: "./master", bench: "^BenchmarkHTTPNowait$"},
 		{pkg: "./master", bench: "^BenchmarkEventDrain$", benchtime: "100000x"},
+		// Issue 19: a neighbour beside a spinning tenant, KV waits that
+		// overlap.
+		{pkg: "./master", bench: "^BenchmarkNeighbour$", benchtime: "300x"},
+		{pkg: "./master", bench: "^BenchmarkKVHeavy$", benchtime: "5000x"},
 		{pkg: "./master", bench: "^BenchmarkRecovery$", benchtime: "20x"},
 		// Every kill waits for the worker to have run the default
 		// --min-uptime (10 s): few kills.
 		{pkg: "./master", bench: "^BenchmarkRecoveryDefaultMinUptime$", benchtime: "4x"},
-		{pkg: "./worker", bench: "^Benchmark(NewVM|VMCall)$"},
+		{pkg: "./worker", bench: "^Benchmark(NewVM|VMCall|TryDispatchEvent)$"},
 		{pkg: "./worker", bench: "^BenchmarkIdleTenantHeap$", benchtime: "1x"},
 		{pkg: "./store", bench: "^BenchmarkKV(Get|Set)(SQLite|Postgres)$"},
 		// Minutes per store at 1,000,000 tenants (make bench sets

@@ -270,6 +270,8 @@ func (r *report) build() {
 	}
 
 	r.eventRows()
+	// Concurrency within a worker.
+	r.concurrencyRows()
 
 	// Recovery.
 	r.recoveryRows("BenchmarkRecovery", "", tRecovery, tRestarts)
@@ -288,6 +290,10 @@ func (r *report) build() {
 	for _, part := range []string{"hook", "limits", "template"} {
 		r.ratioRow("loop chunk: "+vmCallPart[part], "BenchmarkVMCall/"+part, "bare State", r.series("BenchmarkVMCall/bare", "ns/op"), 0, nil)
 	}
+	// The worker's own part of a process dispatch, without the connection.
+	r.ratioRow("loop chunk: the worker's inline dispatch (Thread.TryDispatchEvent, no connection)", "BenchmarkTryDispatchEvent/loop", "bare State", r.series("BenchmarkVMCall/bare", "ns/op"), 0, nil)
+	ie, okIE := r.get("BenchmarkTryDispatchEvent/empty", "ns/op")
+	r.rows = append(r.rows, row{what: "`return nil`: the worker's inline dispatch (Thread.TryDispatchEvent, no connection)", figure: durOK(ie, okIE), floor: "—", ratio: "—", goal: "—", status: "info"})
 
 	// Tenant scale.
 	r.scaleRows()

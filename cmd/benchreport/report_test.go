@@ -108,19 +108,25 @@ func benchRun(good bool) map[string]result {
 		return run3(b)
 	}
 	return rounds(map[string]map[string][]float64{
-		"BenchmarkRawLuaCall":                 {"ns/op": run3(3000)},
-		"BenchmarkWSEcho":                     {"ns/op": run3(14000)},
-		"BenchmarkDispatchThread/sequential":  {"ns/op": pick(3500, 40000)},
-		"BenchmarkDispatchProcess/sequential": {"ns/op": pick(20000, 50000)},
-		"BenchmarkWSEchoProcess/unix":         {"ns/op": run3(30000)},
-		"BenchmarkHTTPConst":                  {"req/s": run3(60000)},
-		"BenchmarkHTTPDispatch/process":       {"req/s": pick(40000, 20000)},
-		"BenchmarkHTTPNowait":                 {"req/s": pick(30000, 10000), "healthz-req/s": run3(50000), "p50-us": run3(900), "p99-us": run3(5000)},
-		"BenchmarkEventDrain":                 {"events/s": run3(20000)},
-		"BenchmarkRecovery":                   {"N": run3(20), "p50-ms": pick(20, 200), "p90-ms": run3(30), "max-ms": run3(40), "extra-restarts": {0, 0, pick(0, 1)[0]}},
-		"BenchmarkRecoveryDefaultMinUptime":   {"N": run3(4), "p50-ms": pick(20, 3000), "p90-ms": run3(30), "max-ms": run3(40), "extra-restarts": pick(0, 2)},
-		"BenchmarkIdleTenantHeap":             {"bytes/tenant": pick(20<<10, 80<<10)},
-		"BenchmarkNewVM":                      {"ns/op": pick(40000, 200000), "B/op": run3(46000)},
+		"BenchmarkRawLuaCall":                       {"ns/op": run3(3000)},
+		"BenchmarkWSEcho":                           {"ns/op": run3(14000)},
+		"BenchmarkDispatchThread/sequential":        {"ns/op": pick(3500, 40000)},
+		"BenchmarkDispatchProcess/sequential":       {"ns/op": pick(20000, 50000)},
+		"BenchmarkWSEchoProcess/unix":               {"ns/op": run3(30000)},
+		"BenchmarkHTTPConst":                        {"req/s": run3(60000)},
+		"BenchmarkHTTPDispatch/process":             {"req/s": pick(40000, 20000)},
+		"BenchmarkHTTPNowait":                       {"req/s": pick(30000, 10000), "healthz-req/s": run3(50000), "p50-us": run3(900), "p99-us": run3(5000)},
+		"BenchmarkEventDrain":                       {"events/s": run3(20000)},
+		"BenchmarkRecovery":                         {"N": run3(20), "p50-ms": pick(20, 200), "p90-ms": run3(30), "max-ms": run3(40), "extra-restarts": {0, 0, pick(0, 1)[0]}},
+		"BenchmarkRecoveryDefaultMinUptime":         {"N": run3(4), "p50-ms": pick(20, 3000), "p90-ms": run3(30), "max-ms": run3(40), "extra-restarts": pick(0, 2)},
+		"BenchmarkIdleTenantHeap":                   {"bytes/tenant": pick(20<<10, 80<<10)},
+		"BenchmarkNewVM":                            {"ns/op": pick(40000, 200000), "B/op": run3(46000)},
+		"BenchmarkNeighbour/thread/idle":            {"p50-µs": run3(5), "p99-µs": run3(40)},
+		"BenchmarkNeighbour/thread/beside-spinner":  {"p50-µs": pick(8, 10000), "p99-µs": pick(600, 20000)},
+		"BenchmarkNeighbour/process/idle":           {"p50-µs": run3(100), "p99-µs": run3(400)},
+		"BenchmarkNeighbour/process/beside-spinner": {"p50-µs": pick(150, 10000), "p99-µs": pick(1500, 20000)},
+		"BenchmarkKVHeavy/sqlite/concurrency-1":     {"events/s": run3(600)},
+		"BenchmarkKVHeavy/sqlite/concurrency-4":     {"events/s": run3(1200)},
 	})
 }
 
@@ -143,8 +149,8 @@ func TestEveryGoalCanBeMissed(t *testing.T) {
 				t.Errorf("good=%v: row %q (goal %s, figure %s, ratio %s) is %q, want %q", good, rw.what, rw.goal, rw.figure, rw.ratio, rw.status, want)
 			}
 		}
-		if goals != 11 {
-			t.Errorf("%d rows with a goal, want 11", goals)
+		if goals != 13 {
+			t.Errorf("%d rows with a goal, want 13", goals)
 		}
 		if missed := len(rep.missed()); good && missed != 0 || !good && missed != goals {
 			t.Errorf("good=%v: %d targets missed of %d", good, missed, goals)
@@ -193,5 +199,20 @@ func TestWakeRow(t *testing.T) {
 	}
 	if rw := findRow(t, rep, "wake-ups per call: thread dispatch, sequential"); rw.figure != "n/a" || rw.floor != "n/a" {
 		t.Fatalf("row without figures %+v", rw)
+	}
+}
+
+// TestConcurrencyRows: the neighbour rows compare with the idle figures of
+// the same topology, and the KV-heavy row shows after against before.
+func TestConcurrencyRows(t *testing.T) {
+	rep := newReport(benchRun(true))
+	if rw := findRow(t, rep, "neighbour's dispatch beside a tenant spinning 20 ms calls back to back, process"); rw.ratio != "1.5× / 3.8×" || rw.status != "**met**" {
+		t.Fatalf("neighbour row %+v", rw)
+	}
+	if rw := findRow(t, rep, "KV-heavy template (5 gets + 1 set per event), 64 tenants, 2 process workers, sqlite"); rw.ratio != "2.00×" || rw.figure != "1,200 events/s" {
+		t.Fatalf("KV row %+v", rw)
+	}
+	if rw := findRow(t, rep, "KV-heavy template (5 gets + 1 set per event), 64 tenants, 2 process workers, postgres"); rw.figure != "not run" {
+		t.Fatalf("KV row without PostgreSQL %+v", rw)
 	}
 }

@@ -39,9 +39,18 @@ var (
 			"that the echo, whose caller reads its own socket, does not pay. Made for this target: the master's waiting " +
 			"call reads the worker's connection itself when nobody else does (mesophyll/readrole.go), so its response " +
 			"wakes it from the network poller as the echo's does; that took the master's wake-ups per sequential call from " +
-			"about 3.1 to the echo's 1.3-1.5 (the worker already read and ran the event on one goroutine). What is left " +
-			"above the floor is CPU: the worker's Lua call, event table and JSON, the codec and the pool's bookkeeping, " +
-			"which a loaded host stretches like any other work.",
+			"about 3.1 to the echo's 1.3-1.5 (the worker already read and ran the event on one goroutine). The timer that " +
+			"bounds how long nobody reads the connection fired every 1 ms while calls followed each other, each firing a few " +
+			"thread wake-ups of the master (about 0.2 per call at 15,000 calls a second, more where calls are slower): it " +
+			"is now 10 ms, and the reader goroutine reads on after a frame of the worker's own so that a run of store " +
+			"requests does not wait for it; response channels are recycled (3 allocations per call on the master). " +
+			"`BenchmarkTryDispatchEvent` (./worker) is the worker's own part without the connection: a few microseconds " +
+			"(event table, protected call, JSON result), the hand-written codec under 1 µs each way. What is left above " +
+			"the floor is mostly kernel and scheduler time (the read, write and epoll system calls per call are the echo's " +
+			"in number, but cost more with the larger working set of both processes) and the Go scheduler's own thread " +
+			"wake-ups: per-thread counts of a sequential run spread the master's over four threads (0.4-0.8 a call each: " +
+			"a spinning thread woken for a goroutine another thread then runs, sysmon woken after the process idled through " +
+			"the worker's Lua call), which a loaded host stretches like any other work.",
 	}
 	tHTTP = &target{
 		name: "HTTP dispatch throughput (process, 2 workers, 64 clients) ≥ 50% of the constant-reply server", pkg: "./master", profile: "BenchmarkHTTPDispatch/process",
@@ -60,9 +69,11 @@ var (
 		why: "Issue 16: a nowait call is answered 202 only once its event is committed to the store. Accepts go to one " +
 			"writer goroutine that commits whatever arrived while its previous commit ran (group commit, multi-row " +
 			"inserts), so the commit's fixed cost — BEGIN, the WAL frames, COMMIT — is shared by the calls in flight; " +
-			"the workers drain the queue meanwhile (a read of the tenant's due events per page, the waited dispatch, a " +
-			"batched delete), on the same 2 vCPUs as the server and the load generator. The writer is one goroutine: " +
-			"when it is busy the latency grows, not the CPU.",
+			"the workers drain the queue meanwhile (the waited dispatch of each event, served from a bounded copy of what was " +
+			"just committed rather than read back from the store, and a delete that rides along with the next commit), on the same 2 vCPUs as the server " +
+			"and the load generator: every nowait event costs what a waited dispatch costs plus the HTTP request that " +
+			"accepted it and its share of two commits. The writer is one goroutine: when it is busy the latency grows, " +
+			"not the CPU.",
 	}
 	tRecovery = &target{
 		name: "recovery p50 ≤ 150 ms", pkg: "./master", profile: "BenchmarkRecovery",

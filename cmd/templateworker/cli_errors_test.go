@@ -18,6 +18,8 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 	}{
 		{[]string{"master", "--thread-workers", "2", "--process-workers", "2", "--data-dir", dir}, "mutually exclusive"},
 		{[]string{"master", "--thread-workers", "0", "--data-dir", dir}, "--thread-workers must be positive"},
+		{[]string{"master", "--worker-concurrency", "0", "--data-dir", dir}, "--worker-concurrency must be between 1 and 64, got 0"},
+		{[]string{"master", "--worker-concurrency", "65", "--data-dir", dir}, "--worker-concurrency must be between 1 and 64, got 65"},
 		{[]string{"master", "--lua-max-memory", "lots", "--data-dir", dir}, `bad --lua-max-memory "lots"`},
 		{[]string{"master", "--nope"}, "flag provided but not defined: -nope"},
 		{[]string{"dispatch", "--event", "X", "--api-token", "t"}, "missing --tenant"},

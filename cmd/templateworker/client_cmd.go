@@ -255,10 +255,11 @@ func dispatchCommand() *cli.Command {
 				return printJSON(a)
 			}
 			if c.Bool("nowait") {
-				if err := api.DispatchNoWait(ctx, id, ev); err != nil {
+				eid, err := api.DispatchNoWaitID(ctx, id, ev)
+				if err != nil {
 					return err
 				}
-				return printJSON(map[string]bool{"accepted": true})
+				return printJSON(map[string]any{"accepted": true, "id": eid})
 			}
 			v, err := api.Dispatch(ctx, id, ev)
 			if err != nil {

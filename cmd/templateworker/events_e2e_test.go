@@ -340,3 +340,55 @@ func TestEventsBacklogBound(t *testing.T) {
 	st.Close()
 	waitAllRan(t, m, accepted)
 }
+
+// TestEventsWaitForQuarantine: a quarantined tenant's queued events are
+// kept while it is quarantined and run, in order, once it is lifted.
+func TestEventsWaitForQuarantine(t *testing.T) {
+	m := startMaster(t, "", "--process-workers", "2", "--lua-max-instructions", "100000",
+		"--quarantine-after", "1", "--event-retry-backoff", "10ms")
+	m.waitReady(t)
+	ctx := context.Background()
+	// Spins into the instruction limit until the key "fixed" exists.
+	code := `local e, ctx = ... if not ctx.kv.get("fixed") then while true do end end
+		ctx.kv.set("seen" .. e.id, 1) return 1`
+	id := eventTenants[0]
+	if err := m.api.PutTemplate(ctx, id, "q", code, []string{"N"}); err != nil {
+		t.Fatal(err)
+	}
+	// The first event quarantines the tenant at its first run: the later
+	// posts are accepted only until then.
+	var ids []string
+	for i := 0; i < 3; i++ {
+		r := m.do(t, "POST", "/v1/tenants/"+id.Path()+"/events?wait=false", `{"name":"N","data":{}}`)
+		if r.status == 423 && i > 0 {
+			break
+		}
+		if r.status != 202 {
+			t.Fatalf("nowait: %d %s", r.status, r.body)
+		}
+		var a struct{ ID string }
+		_ = json.Unmarshal([]byte(r.body), &a)
+		ids = append(ids, a.ID)
+	}
+	waitFor(t, time.Minute, func() bool { return m.quarantined(t)[id.String()] })
+	if r := m.do(t, "POST", "/v1/tenants/"+id.Path()+"/events?wait=false", `{"name":"N","data":{}}`); r.status != 423 {
+		t.Fatalf("nowait of a quarantined tenant: %d %s", r.status, r.body)
+	}
+	if n := eventsPending(t, m); n != len(ids) {
+		t.Fatalf("%d events pending while quarantined, want the %d accepted (none dropped)", n, len(ids))
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(m.dataDir, store.SQLiteFile), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.KvSet(ctx, id, "fixed", json.RawMessage(`true`))
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := m.do(t, "DELETE", "/v1/tenants/"+id.Path()+"/quarantine", ""); r.status != 204 {
+		t.Fatalf("lift: %d %s", r.status, r.body)
+	}
+	waitAllRan(t, m, map[proto.Id][]string{id: ids})
+	waitFor(t, time.Minute, func() bool { return eventsPending(t, m) == 0 })
+}

@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"github.com/templateworker/templateworker/internal/syncbuf"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,7 +20,24 @@ import (
 	"github.com/templateworker/templateworker/client"
 	"github.com/templateworker/templateworker/internal/testbin"
 	"github.com/templateworker/templateworker/master"
+	"github.com/templateworker/templateworker/worker"
 )
+
+// workerConcurrency, when positive, is the --worker-concurrency of every
+// master a test starts that does not set its own: `go test
+// ./cmd/templateworker -run 'TestHostile|TestSuper' -args
+// -worker-concurrency 1` runs the hostile corpus and the neighbour tests
+// on serial workers (make test does, besides the default 4).
+var workerConcurrency = flag.Int("worker-concurrency", 0, "--worker-concurrency of the masters the tests start (0: the default)")
+
+// testConcurrency is the --worker-concurrency of the masters the tests
+// start without their own.
+func testConcurrency() int {
+	if *workerConcurrency > 0 {
+		return *workerConcurrency
+	}
+	return worker.DefaultConcurrency
+}
 
 // binPath is the templateworker binary under test: $TEMPLATEWORKER_BIN, or
 // one built once for this test run.
@@ -81,6 +101,9 @@ func startMaster(t *testing.T, dataDir string, args ...string) *runningMaster {
 	}
 	os.Remove(filepath.Join(dataDir, master.AddrFile))
 	full := append([]string{"master", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"}, args...)
+	if *workerConcurrency > 0 && !slices.Contains(args, "--worker-concurrency") {
+		full = append(full, "--worker-concurrency", strconv.Itoa(*workerConcurrency))
+	}
 	cmd := exec.Command(binPath, full...)
 	cmd.Env = append(os.Environ(), "TEMPLATEWORKER_API_TOKEN=", "TMPDIR="+shortTempDir(t))
 	out := &syncbuf.Buffer{}

@@ -38,6 +38,7 @@ func masterCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7878", Usage: "HTTP API address", EnvVars: envVars("listen")},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "also serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9100)", EnvVars: envVars("metrics-listen")},
 			&cli.StringFlag{Name: "database-url", Usage: "PostgreSQL URL (postgres://user:pass@host/db); SQLite in --data-dir when empty", EnvVars: envVars("database-url")},
+			&cli.IntFlag{Name: "worker-concurrency", Value: worker.DefaultConcurrency, Usage: "calls of different tenants one worker runs at once (a tenant's calls run one at a time, in order)", EnvVars: envVars("worker-concurrency")},
 			&cli.IntFlag{Name: "worker-queue", Value: worker.DefaultQueueSize, Usage: "messages that may wait for one worker before calls fail with worker_overloaded", EnvVars: envVars("worker-queue")},
 			&cli.Int64Flag{Name: "lua-max-instructions", Value: worker.DefaultLimits.MaxInstructions, Usage: "Lua instructions one call may run", EnvVars: envVars("lua-max-instructions")},
 			&cli.DurationFlag{Name: "lua-timeout", Value: worker.DefaultLimits.Timeout, Usage: "wall time one call may take", EnvVars: envVars("lua-timeout")},
@@ -84,18 +85,19 @@ func runMaster(c *cli.Context) error {
 		return err
 	}
 	cfg := master.Config{
-		ThreadWorkers:    c.Int("thread-workers"),
-		Listen:           c.String("listen"),
-		MetricsListen:    c.String("metrics-listen"),
-		DataDir:          c.String("data-dir"),
-		DatabaseURL:      c.String("database-url"),
-		APIToken:         c.String("api-token"),
-		WorkerQueue:      c.Int("worker-queue"),
-		DispatchTimeout:  c.Duration("dispatch-timeout"),
-		ShutdownTimeout:  c.Duration("shutdown-timeout"),
-		QuarantineAfter:  c.Int("quarantine-after"),
-		QuarantineWindow: c.Duration("quarantine-window"),
-		WatchdogGrace:    c.Duration("watchdog-grace"),
+		ThreadWorkers:     c.Int("thread-workers"),
+		Listen:            c.String("listen"),
+		MetricsListen:     c.String("metrics-listen"),
+		DataDir:           c.String("data-dir"),
+		DatabaseURL:       c.String("database-url"),
+		APIToken:          c.String("api-token"),
+		WorkerQueue:       c.Int("worker-queue"),
+		WorkerConcurrency: c.Int("worker-concurrency"),
+		DispatchTimeout:   c.Duration("dispatch-timeout"),
+		ShutdownTimeout:   c.Duration("shutdown-timeout"),
+		QuarantineAfter:   c.Int("quarantine-after"),
+		QuarantineWindow:  c.Duration("quarantine-window"),
+		WatchdogGrace:     c.Duration("watchdog-grace"),
 		// A test hook only the operator's environment can set: see
 		// worker.Options.TestWedgeFunction.
 		TestWedgeFunction: os.Getenv(testWedgeEnv),
@@ -142,6 +144,9 @@ func runMaster(c *cli.Context) error {
 	}
 	if cfg.WorkerQueue <= 0 {
 		return fmt.Errorf("--worker-queue must be positive, got %d", cfg.WorkerQueue)
+	}
+	if cfg.WorkerConcurrency < 1 || cfg.WorkerConcurrency > worker.MaxConcurrency {
+		return fmt.Errorf("--worker-concurrency must be between 1 and %d, got %d", worker.MaxConcurrency, cfg.WorkerConcurrency)
 	}
 	if cfg.Limits.MaxInstructions <= 0 || cfg.Limits.Timeout <= 0 {
 		return fmt.Errorf("--lua-max-instructions and --lua-timeout must be positive")
@@ -298,6 +303,7 @@ func topology(c *cli.Context, cfg *master.Config) error {
 			"--log-format", format,
 			"--log-level", c.String("log-level"),
 			"--worker-queue", strconv.Itoa(cfg.WorkerQueue),
+			"--worker-concurrency", strconv.Itoa(c.Int("worker-concurrency")),
 			"--lua-max-instructions", strconv.FormatInt(cfg.Limits.MaxInstructions, 10),
 			"--lua-timeout", cfg.Limits.Timeout.String(),
 			"--lua-max-memory", strconv.FormatInt(cfg.Limits.MaxMemory, 10),

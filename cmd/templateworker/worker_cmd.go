@@ -29,6 +29,7 @@ func workerProcessFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-format", Hidden: true, Value: "json"},
 		&cli.StringFlag{Name: "log-level", Hidden: true, Value: "info"},
 		&cli.IntFlag{Name: "worker-queue", Hidden: true, Value: worker.DefaultQueueSize},
+		&cli.IntFlag{Name: "worker-concurrency", Hidden: true, Value: worker.DefaultConcurrency},
 		&cli.Int64Flag{Name: "lua-max-instructions", Hidden: true, Value: worker.DefaultLimits.MaxInstructions},
 		&cli.DurationFlag{Name: "lua-timeout", Hidden: true, Value: worker.DefaultLimits.Timeout},
 		&cli.Int64Flag{Name: "lua-max-memory", Hidden: true, Value: worker.DefaultLimits.MaxMemory},
@@ -109,7 +110,7 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
 		ID: id, Total: total, Slot: slot, URL: c.String("mesophyll-url"), Token: token, MaxFrame: c.Int64("mesophyll-max-frame"),
 		ProgressFD: c.Int("progress-fd"),
-		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Logger: log, Cache: cache,
+		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Concurrency: c.Int("worker-concurrency"), Logger: log, Cache: cache,
 			MemoryMax: c.Int64("worker-memory-max"), TestWedgeFunction: os.Getenv(testWedgeEnv)},
 		MemoryLimit: c.Int64("worker-memory-max"),
 	})

@@ -146,6 +146,11 @@ func testEventsFailDeadRevive(t *testing.T, open Opener) {
 	if dl, err := s.DeadLetters(c, &guild, 10); err != nil || len(dl) != 1 {
 		t.Fatalf("dead letters of the tenant = %+v, %v", dl, err)
 	}
+	if one, err := s.DeadLetter(c, seqs[0]); err != nil || one.Tenant != guild || one.Attempts != 5 || one.Event.Name != "P" {
+		t.Fatalf("DeadLetter = %+v, %v", one, err)
+	}
+	_, err = s.DeadLetter(c, seqs[1])
+	wantCode(t, err, proto.CodeNotFound)
 
 	r, err := s.ReviveDeadLetter(c, seqs[0])
 	must(t, err)

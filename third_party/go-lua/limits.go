@@ -85,19 +85,30 @@ type Limits struct {
 // still over. The sum may so overshoot Max by up to what the checking
 // member allocated since its previous check: max(Max/64, live/4).
 //
-// The members of a pool must not run concurrently: the re-measurement
-// walks the idle members from the goroutine of the one that is checking.
-// A pool itself is safe for concurrent use.
+// Members may run concurrently if the host brackets each run with
+// EnterPool and ExitPool (concurrency patch): a running member is never
+// measured by another one — its last measured size plus what it may
+// allocate before its own next check, max(Max/64, live/4), stands for it
+// in the estimate, and its last measured size in the final sum — so the
+// sum may overshoot Max by up to that step for each member running at
+// the time. A member that runs without EnterPool must not run while
+// another member checks. A pool itself is safe for concurrent use.
 type MemoryPool struct {
 	max     int64
 	mu      sync.Mutex
 	used    int64
-	members map[*globalState]int64 // last measured live size
+	members map[*globalState]*poolMember
+}
+
+// poolMember is what a pool knows of one member.
+type poolMember struct {
+	share   int64 // last measured live size
+	running bool  // between EnterPool and ExitPool: not to be measured by others
 }
 
 // NewMemoryPool returns a pool with the ceiling max bytes.
 func NewMemoryPool(max int64) *MemoryPool {
-	return &MemoryPool{max: max, members: make(map[*globalState]int64)}
+	return &MemoryPool{max: max, members: make(map[*globalState]*poolMember)}
 }
 
 // Max returns the pool's ceiling.
@@ -111,9 +122,9 @@ func (p *MemoryPool) Used() int64 {
 }
 
 // LeavePool removes l's State from its pool (its share no longer counts).
-// A State that joined a pool (at its first memory check) must leave it
-// when it is discarded: the pool refers to its members, so one that never
-// leaves stays alive and counted.
+// A State that joined a pool (at its first memory check, or EnterPool)
+// must leave it when it is discarded: the pool refers to its members, so
+// one that never leaves stays alive and counted.
 func LeavePool(l *State) {
 	g := l.global
 	p := g.limits.Pool
@@ -122,37 +133,74 @@ func LeavePool(l *State) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.used -= p.members[g]
-	delete(p.members, g)
+	if m := p.members[g]; m != nil {
+		p.used -= m.share
+		delete(p.members, g)
+	}
+}
+
+// EnterPool marks l's State as running (concurrency patch): until
+// ExitPool, other members checking the pool do not measure it, and it may
+// run while they do. No-op without a pool.
+func EnterPool(l *State) { setRunning(l, true) }
+
+// ExitPool ends EnterPool: l's State is idle again, measurable by the
+// member that checks next.
+func ExitPool(l *State) { setRunning(l, false) }
+
+func setRunning(l *State, running bool) {
+	g := l.global
+	p := g.limits.Pool
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.members[g]
+	if m == nil {
+		m = &poolMember{}
+		p.members[g] = m
+	}
+	m.running = running
 }
 
 // update records g's measured live size and reports whether the pool is
-// over its ceiling. The sum is estimated with each other member's
+// over its ceiling. The sum is estimated with each other idle member's
 // allocation count (its last measured size plus what it allocated since:
-// an upper bound of its live size); only when that estimate is over the
-// ceiling are the other members measured again.
+// an upper bound of its live size) and each running member's next check
+// point; only when that estimate is over the ceiling are the other idle
+// members measured again.
 func (p *MemoryPool) update(g *globalState, live int64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.used += live - p.members[g]
-	p.members[g] = live
+	self := p.members[g]
+	if self == nil {
+		self = &poolMember{}
+		p.members[g] = self
+	}
+	p.used += live - self.share
+	self.share = live
 	est := live
-	for mg, share := range p.members {
-		if mg != g {
-			est += max64(share, mg.allocatedBytes)
+	for mg, m := range p.members {
+		switch {
+		case mg == g:
+		case m.running:
+			est += m.share + max64(p.poolStep(), m.share/4)
+		default:
+			est += max64(m.share, mg.allocatedBytes)
 		}
 	}
 	if est <= p.max {
 		return false
 	}
-	for mg, share := range p.members {
-		if mg == g {
+	for mg, m := range p.members {
+		if mg == g || m.running {
 			continue
 		}
 		now := ReachableBytes(mg.mainThread)
 		mg.measured(now)
-		p.used += now - share
-		p.members[mg] = now
+		p.used += now - m.share
+		m.share = now
 	}
 	return p.used > p.max
 }

@@ -647,8 +647,6 @@ func (l *State) valueToType(v value) Type {
 		return TypeNil
 	case bool:
 		return TypeBoolean
-	// case lightUserData:
-	// 	return TypeLightUserData
 	case float64:
 		return TypeNumber
 	case string:
@@ -666,7 +664,10 @@ func (l *State) valueToType(v value) Type {
 	case *goClosure:
 		return TypeFunction
 	}
-	return TypeNone
+	if v == none {
+		return TypeNone
+	}
+	return TypeLightUserData // any other Go value: PushLightUserData (light-userdata patch)
 }
 
 // TypeOf returns the type of the value at index, or TypeNone for a
@@ -852,8 +853,12 @@ func (l *State) ToGoFunction(index int) Function {
 //
 // http://www.lua.org/manual/5.2/manual.html#lua_touserdata
 func (l *State) ToUserData(index int) interface{} {
-	if d, ok := l.indexToValue(index).(*userData); ok {
+	v := l.indexToValue(index)
+	if d, ok := v.(*userData); ok {
 		return d.data
+	}
+	if l.valueToType(v) == TypeLightUserData { // light-userdata patch: the Go value itself
+		return v
 	}
 	return nil
 }

@@ -109,3 +109,43 @@ func TestMemoryPoolOwnLimitFirst(t *testing.T) {
 		t.Fatalf("OnLimit kinds %q", kinds)
 	}
 }
+
+// TestMemoryPoolConcurrentMembers: members that run at the same time on
+// different goroutines, each between EnterPool and ExitPool, share the
+// ceiling without measuring each other (go test -race checks that they
+// never touch each other's State); the one crossing the ceiling gets the
+// pool's error.
+func TestMemoryPoolConcurrentMembers(t *testing.T) {
+	pool := NewMemoryPool(24 << 20)
+	const n = 4
+	errs := make(chan error, n)
+	kinds := make([][]string, n)
+	states := make([]*State, n)
+	for i := range states {
+		states[i] = poolState(t, pool, &kinds[i])
+	}
+	for _, l := range states {
+		go func() {
+			EnterPool(l)
+			defer ExitPool(l)
+			// 4 × 8 MiB is over the 24 MiB ceiling: someone must fail.
+			errs <- hold(l, 8)
+		}()
+	}
+	failed := 0
+	for range states {
+		if err := <-errs; err != nil {
+			if !strings.Contains(err.Error(), "worker limit 25165824 bytes") {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Fatal("4 members holding 8 MiB each all fit a 24 MiB pool")
+	}
+	// Each running member may overshoot by one step: max(24 MiB/64, live/4).
+	if used := pool.Used(); used > 24<<20+n*(2<<20+1<<20) {
+		t.Fatalf("pool used %d, over the ceiling by more than one step per running member", used)
+	}
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// TestSuperLongInlineCallHoldsUpNoNeighbour: a warm, so far quick tenant
+// whose next call spins runs on the worker's reading goroutine (the worker
+// is idle); after a millisecond the reading moves to another goroutine, so
+// a neighbour on the same worker — cold, its templates fetched over
+// Mesophyll meanwhile — is answered while the spinner still runs.
+func TestSuperLongInlineCallHoldsUpNoNeighbour(t *testing.T) {
+	m := startMaster(t, "", "--process-workers", "1", "--log-level", "debug",
+		"--lua-timeout", "60s", "--lua-max-instructions", "100000000000", "--dispatch-timeout", "60s")
+	ctx := context.Background()
+	spinner, neighbour := proto.GuildID(41<<22|1), proto.GuildID(42<<22|1)
+	spin := `local event = ...
+if event.data == "spin" then local t = os.clock() while os.clock() - t < 5 do end return "spun" end
+return "quick"`
+	if err := m.api.PutTemplate(ctx, spinner, "spin", spin, []string{"Ping"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.api.PutTemplate(ctx, neighbour, "quick", `return "neighbour"`, []string{"Ping"}); err != nil {
+		t.Fatal(err)
+	}
+	m.waitReady(t)
+	// Warm: the spinner's VM is loaded and its calls were quick.
+	for range 2 {
+		if v, err := m.api.Dispatch(ctx, spinner, proto.Event{Name: "Ping"}); err != nil || !strings.Contains(string(v), "quick") {
+			t.Fatalf("warm-up: %s %v", v, err)
+		}
+	}
+	spun := make(chan error, 1)
+	go func() {
+		_, err := m.api.Dispatch(ctx, spinner, proto.Event{Name: "Ping", Data: proto.Value(`"spin"`)})
+		spun <- err
+	}()
+	waitFor(t, time.Minute, func() bool { return len(m.superWorkers(t)[0].RunningCalls) == 1 })
+	v, err := m.api.Dispatch(ctx, neighbour, proto.Event{Name: "Ping"})
+	if err != nil || !strings.Contains(string(v), "neighbour") {
+		t.Fatalf("neighbour: %s %v", v, err)
+	}
+	select {
+	case err := <-spun:
+		t.Fatalf("the neighbour was answered only after the spinner's call ended (%v)", err)
+	default:
+	}
+	if !strings.Contains(m.out.String(), "the reading moves to a new goroutine") {
+		t.Fatalf("the spinner's call did not run on the reading goroutine (no hand-off logged): the test proves nothing")
+	}
+	if err := <-spun; err != nil {
+		t.Fatal(err)
+	}
+}

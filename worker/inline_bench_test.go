@@ -1,0 +1,43 @@
+package worker
+
+import (
+	"context"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/proto"
+)
+
+// BenchmarkTryDispatchEvent is the worker's own part of a process
+// dispatch, without the connection: Thread.TryDispatchEvent of an idle
+// worker (the inline path Mesophyll's Client takes) for a template that
+// returns nil and for the 100-iteration loop.
+func BenchmarkTryDispatchEvent(b *testing.B) {
+	for _, tc := range []struct{ name, code string }{
+		{"empty", `return nil`},
+		{"loop", `local s = 0 for i = 1, 100 do s = s + i end return s`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			st := newMemStore()
+			id := proto.GuildID(1 << 22)
+			st.put(id, "loop", tc.code, "Ping")
+			w, err := New(0, 1, Options{Store: st, Logger: zerolog.Nop(), NoStartup: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer w.Kill(context.Background())
+			ctx := context.Background()
+			ev := proto.Event{Name: "Ping", Data: proto.Value(`{}`)}
+			if _, ran, err := w.TryDispatchEvent(ctx, id, ev); !ran || err != nil {
+				b.Fatalf("first dispatch: ran %v, %v", ran, err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ran, err := w.TryDispatchEvent(ctx, id, ev); !ran || err != nil {
+					b.Fatalf("ran %v, %v", ran, err)
+				}
+			}
+		})
+	}
+}
