@@ -162,13 +162,15 @@ func TestSwapWhoseSuccessorCannotStart(t *testing.T) {
 // nowait event held in its call: the death is no failure of the worker
 // and no restart, the crash is blamed on the tenant the old process's own
 // progress record names, and the unacknowledged event is delivered by the
-// new process.
+// new process before the tenant's event sent during the drain.
 func TestSwapOldCrashDuringDrain(t *testing.T) {
 	st := newGatedStore(t)
 	g := proto.GuildID(1 << 22)
 	put(t, st, g, "gate", `local event, ctx = ...
 local v = ctx.kv.get("gate")
-ctx.kv.set("done:" .. event.data.n, v)
+local order = (ctx.kv.get("count") or 0) + 1
+ctx.kv.set("count", order)
+ctx.kv.set("done:" .. event.data.n, order)
 return v`, "Gate")
 	pp := startTestProcessPool(t, 1, st, pathsConfig(t))
 	w := pp.workers[0]
@@ -211,6 +213,12 @@ return v`, "Gate")
 		return len(items) == 2
 	})
 	waitUntil(t, "acknowledged", func() bool { return w.Status().Queued == 0 })
+	// The event held back (n=2, sent during the drain) ran after the one
+	// the old process left unacknowledged (n=1).
+	items, err := st.KvFind(ctx, g, "done:")
+	if err != nil || len(items) != 2 || string(items[0].Value) != "1" || string(items[1].Value) != "2" {
+		t.Fatalf("order of the tenant's events across the switch: %v %v, want done:1=1 done:2=2", items, err)
+	}
 	s := w.Status()
 	if s.PID != newPID || s.Restarts != 1 || s.ConsecutiveFailures != 0 || s.restartReasons["crash"] != 0 || s.restartReasons[ReasonMemory] != 1 {
 		t.Fatalf("after the old process crashed in its drain: %+v (reasons %v)", s, s.restartReasons)
