@@ -378,8 +378,9 @@ func (w *procWorker) Status() WorkerStatus {
 	return s
 }
 
-// Restart replaces the worker process without failing a call: new calls
-// wait while it drains (in-flight calls finish, sent nowait events are
+// Restart replaces the worker process in place, drain first, without
+// failing a call (the pool's rolling restart uses swap instead, which
+// starts the new process first): new calls wait while it drains (in-flight calls finish, sent nowait events are
 // acknowledged), then it is shut down and replaced, and Restart returns
 // once the new process is ready. The drain and the shutdown are bounded
 // by the watchdog's limit each (no call may legitimately run longer): a

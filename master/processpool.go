@@ -177,9 +177,12 @@ func (b storeBackend) ScheduledEvents(ctx context.Context, workerID int, id prot
 	return b.events.ScheduledEvents(ctx, id)
 }
 
-// RollingRestart replaces the workers one at a time, each drained and
-// ready again before the next, so that no call fails (used on SIGHUP to
-// pick up a new binary). Only one rolling restart runs at a time.
+// RollingRestart replaces the workers one at a time, so that no call fails
+// (used on SIGHUP to pick up a new binary): each worker's new process is
+// started and ready before the old one is drained (swap), and the old one
+// has exited before the next worker's turn. A worker whose new process
+// cannot get ready keeps its old one, and the rolling restart stops with
+// that error. Only one rolling restart runs at a time.
 func (pp *processPool) RollingRestart(ctx context.Context, perWorker time.Duration) error {
 	if !pp.restarting.TryLock() {
 		return proto.Errorf(proto.CodeConflict, "a rolling restart is already running")
@@ -187,7 +190,7 @@ func (pp *processPool) RollingRestart(ctx context.Context, perWorker time.Durati
 	defer pp.restarting.Unlock()
 	for _, w := range pp.workers {
 		wctx, cancel := context.WithTimeout(ctx, perWorker)
-		err := w.Restart(wctx)
+		err := w.swap(wctx, ReasonRolling)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("rolling restart of worker %d: %w", w.id, err)

@@ -67,7 +67,7 @@ type swapReq struct {
 }
 
 // swap replaces the current spawn with a new process for reason
-// (ReasonMemory, ReasonRecycle) without failing a call: the new process is
+// (ReasonMemory, ReasonRecycle, ReasonRolling) without failing a call: the new process is
 // started on the other Mesophyll slot and, once it is connected (ready),
 // new calls and nowait events go to it; then the old process drains (its
 // waited calls in flight finish on it, the nowait events sent to it are
