@@ -248,3 +248,26 @@ func TestRecycleDueDuringReplacementIsKept(t *testing.T) {
 		t.Fatalf("after a failed replacement at %d dispatches the next is due at %d, want within another share", n, at)
 	}
 }
+
+// TestRollingRestartWithBrokenBinaryKeepsServing: a rolling restart whose
+// new binary cannot start stops with an error and leaves the old process
+// serving, nothing counted.
+func TestRollingRestartWithBrokenBinaryKeepsServing(t *testing.T) {
+	st := openTestStore(t)
+	g := proto.GuildID(1 << 22)
+	put(t, st, g, "t", `return 1`, "Ping")
+	pp := startTestProcessPool(t, 1, st, pathsConfig(t))
+	w := pp.workers[0]
+	old := w.Status().PID
+	w.cfg.Exe = writeScript(t, "echo 'bad binary' >&2; exit 3")
+	err := pp.RollingRestart(context.Background(), time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "rolling restart of worker 0") || !strings.Contains(err.Error(), "exited before it was ready") {
+		t.Fatalf("rolling restart to a broken binary: %v", err)
+	}
+	if s := w.Status(); s.PID != old || s.State != StateReady || s.Restarts != 0 || s.ConsecutiveFailures != 0 {
+		t.Fatalf("after the failed rolling restart: %+v, want pid %d serving, nothing counted", s, old)
+	}
+	if _, err := pp.DispatchEvent(context.Background(), g, eventOf("Ping", `{}`)); err != nil {
+		t.Fatalf("the old process after a failed rolling restart: %v", err)
+	}
+}
