@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"runtime"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -29,8 +30,16 @@ func BenchmarkTryDispatchEvent(b *testing.B) {
 			defer w.Kill(context.Background())
 			ctx := context.Background()
 			ev := proto.Event{Name: "Ping", Data: proto.Value(`{}`)}
+			// A cold tenant's first call never runs inline: warm it, and
+			// wait for its slot to be free again.
+			if _, err := w.DispatchEvent(ctx, id, ev); err != nil {
+				b.Fatal(err)
+			}
+			for w.Queued() != 0 || len(w.Running()) != 0 {
+				runtime.Gosched()
+			}
 			if _, ran, err := w.TryDispatchEvent(ctx, id, ev); !ran || err != nil {
-				b.Fatalf("first dispatch: ran %v, %v", ran, err)
+				b.Fatalf("first inline dispatch: ran %v, %v", ran, err)
 			}
 			b.ReportAllocs()
 			for b.Loop() {
