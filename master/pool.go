@@ -71,6 +71,9 @@ type WorkerStatus struct {
 	// Concurrency is how many calls the worker may run at once
 	// (--worker-concurrency); 0 when not known.
 	Concurrency int `json:"concurrency,omitempty"`
+	// LastRestartReason is why the worker process was last replaced
+	// (crash, hung, watchdog, rolling, memory, recycle, ...).
+	LastRestartReason string `json:"last_restart_reason,omitempty"`
 
 	restartReasons map[string]int // for metrics: restarts by reason
 }

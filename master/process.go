@@ -1,10 +1,9 @@
 package master
 
 import (
+	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,13 +123,28 @@ type procWorker struct {
 	// connection ended: the spawn died with work in flight.
 	lostCalls bool
 	reasons   map[string]int // restarts by reason, for metrics
-	stopping  bool
-	stopCh    chan struct{}
-	doneCh    chan struct{}
-	tenants   int
-	nowait    map[uint64]nowaitEvent // unacknowledged nowait events by seq
-	seq       uint64
-	inflight  map[proto.Id]int // tenants with waited calls in flight
+	// lastReason is why the worker was last restarted.
+	lastReason string
+	// slot is the Mesophyll slot of the current spawn (id or id+total,
+	// see slotWorker); cur is that spawn. next is a planned successor being
+	// started on the other slot, old the replaced spawn being drained.
+	slot int
+	cur  *spawn
+	next *successor
+	old  *oldSpawn
+	// swapCh hands a ready successor to the loop watching cur.
+	swapCh chan *swapReq
+	// callsOn counts the waited calls in flight per connection and tenant.
+	callsOn map[*mesophyll.Conn]map[proto.Id]int
+	// bg counts planned replacements under way (Kill waits for them).
+	bg       sync.WaitGroup
+	stopping bool
+	stopCh   chan struct{}
+	doneCh   chan struct{}
+	tenants  int
+	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
+	seq      uint64
+	inflight map[proto.Id]int // tenants with waited calls in flight
 	// crashed is told which tenant was running when the process died
 	// unexpectedly (or was cut by the watchdog), so the quarantine counts
 	// it against that tenant alone.
@@ -157,6 +171,9 @@ func newProcWorker(id, total int, cfg *ProcessConfig, server *mesophyll.Server, 
 		nowait:   make(map[uint64]nowaitEvent),
 		inflight: make(map[proto.Id]int),
 		reasons:  make(map[string]int),
+		slot:     id,
+		swapCh:   make(chan *swapReq),
+		callsOn:  make(map[*mesophyll.Conn]map[proto.Id]int),
 	}
 	return w
 }
@@ -241,6 +258,7 @@ func (w *procWorker) supervise() {
 		n := w.failures
 		w.restarts++
 		w.reasons[reason]++
+		w.lastReason = reason
 		w.resetReadyLocked()
 		if n >= w.cfg.MaxFailures {
 			w.state = StateStopped
@@ -301,108 +319,92 @@ func (w *procWorker) dropNowait(id proto.Id) int {
 	return n
 }
 
-// track counts a waited call of tenant id in flight until untrack.
-func (w *procWorker) track(id proto.Id) {
+// track counts a waited call of tenant id in flight on c until untrack,
+// and returns the connection to send it on: the successor's when a
+// planned replacement took c out of service since c was picked — once
+// the tenant's calls still running on the old process have finished, so
+// that a tenant's calls never run in two processes at once.
+func (w *procWorker) track(ctx context.Context, id proto.Id, c *mesophyll.Conn) (*mesophyll.Conn, error) {
 	w.mu.Lock()
+	for o := w.old; o != nil && w.conn != nil && w.callsOn[o.conn][id] > 0; o = w.old {
+		ch := o.changed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, &proto.Error{Code: proto.CodeWorkerUnavailable, RetryAfter: 1,
+				Message: "worker " + itoa(w.id) + " is restarting; try again"}
+		}
+		w.mu.Lock()
+	}
+	if c != w.live && w.conn != nil {
+		c = w.conn
+	}
 	w.inflight[id]++
+	on := w.callsOn[c]
+	if on == nil {
+		on = make(map[proto.Id]int)
+		w.callsOn[c] = on
+	}
+	on[id]++
 	w.mu.Unlock()
+	return c, nil
 }
 
 // untrack ends a call of tenant id that track started; err is how it
 // ended. A call cut off by the connection's end means the spawn died with
 // work in flight (which is not a failure to start or run), but blames
 // nobody: the progress record names the tenant that was running.
-func (w *procWorker) untrack(id proto.Id, err error) {
+func (w *procWorker) untrack(id proto.Id, c *mesophyll.Conn, err error) {
 	w.mu.Lock()
 	if w.inflight[id]--; w.inflight[id] <= 0 {
 		delete(w.inflight, id)
 	}
-	if proto.CodeOf(err) == proto.CodeWorkerUnavailable {
+	if on := w.callsOn[c]; on != nil {
+		if on[id]--; on[id] <= 0 {
+			delete(on, id)
+		}
+		if len(on) == 0 {
+			delete(w.callsOn, c)
+		}
+	}
+	if w.old != nil && c == w.old.conn {
+		w.old.callEndedLocked()
+	}
+	if proto.CodeOf(err) == proto.CodeWorkerUnavailable && (w.old == nil || c != w.old.conn) {
 		w.lostCalls = true
 	}
 	w.mu.Unlock()
 }
 
 // runOnce spawns one worker process and waits for it to end. ready is true
-// when it connected, healthy when it also ran at least MinUptime; last
-// lists the calls its progress record shows running as the process left
-// it.
+// when it connected, healthy when it also ran at least MinUptime; last is
+// the calls its progress record shows running as the process left it. A planned replacement
+// (swap) hands the current spawn over to its drain and makes its ready
+// successor the spawn this loop watches: runOnce returns only when the
+// spawn it watches last has exited.
 func (w *procWorker) runOnce() (healthy, ready bool, exit string, last []worker.ProgressSnapshot) {
-	// Pdeathsig is sent when the *thread* that started the child exits,
-	// not the process: held by this goroutine until the child has exited,
-	// the thread cannot exit (or be the one a goroutine that locked it
-	// ends on) while the child lives, so the child is killed only with the
-	// master.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	token, err := mesophyll.NewToken()
-	if err != nil {
-		return false, false, "token: " + err.Error(), last
-	}
-	pf, progress, err := worker.ProgressFile()
-	if err != nil {
-		return false, false, err.Error(), last
-	}
-	defer progress.Close()
-	w.server.SetToken(w.id, token)
-	cmd := exec.Command(w.cfg.Exe, append([]string{
-		"--worker-type", "processpoolworker",
-		"--worker-id", strconv.Itoa(w.id),
-		"--process-workers", strconv.Itoa(w.total),
-		"--progress-fd", "3",
-	}, w.cfg.Args...)...)
-	cmd.Env = append(workerEnv(), TokenEnv+"="+token)
-	cmd.ExtraFiles = []*os.File{pf} // descriptor 3
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
 	w.mu.Lock()
-	if w.stopping {
-		w.mu.Unlock()
-		pf.Close()
-		return true, false, "stopped before start", last
-	}
-	w.state = StateStarting
-	err = cmd.Start()
-	pf.Close() // the child has its own descriptor; the mapping stays
-	if err != nil {
-		w.mu.Unlock()
-		return false, false, "start: " + err.Error(), last
-	}
-	start := time.Now()
-	w.pid, w.proc, w.started, w.readyAt = cmd.Process.Pid, cmd.Process, start, time.Time{}
-	w.dispatches, w.recycleAt, w.overMemory = 0, w.nextRecycleAt(), 0
-	w.progress = progress
+	slot := w.slot
 	w.mu.Unlock()
-	log := w.log.With().Int("pid", cmd.Process.Pid).Logger()
-	log.Info().Msg("worker started")
-	var relog sync.WaitGroup
-	relog.Add(2)
-	go relogLines(&relog, stdout, log)
-	go relogLines(&relog, stderr, log)
-
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		relog.Wait()
-		waitErr = cmd.Wait()
-		close(exited)
-	}()
+	sp, why := w.startSpawn(slot, true)
+	if sp == nil {
+		return why == stoppedBeforeStart, false, why, last
+	}
+	defer func() { sp.progress.Close() }()
 	readyTimer := time.NewTimer(w.cfg.ReadyTimeout)
 	defer readyTimer.Stop()
 	readyCh := w.readyChan()
 	dog := newWatchdog(w.cfg.Watchdog)
-	defer dog.stop()
+	defer func() { dog.stop() }()
 	for {
 		select {
-		case <-exited:
-			w.server.SetToken(w.id, "") // the old token stops working at once
-			status := exitText(cmd.ProcessState, waitErr)
+		case <-sp.exited:
 			w.mu.Lock()
 			wasReady := !w.readyAt.IsZero()
-			w.progress = nil
+			w.progress, w.cur = nil, nil
 			w.mu.Unlock()
-			return wasReady && time.Since(start) >= w.cfg.MinUptime, wasReady, status, progress.Running()
+			return wasReady && time.Since(sp.started) >= w.cfg.MinUptime, wasReady, sp.status, sp.progress.Running()
 		case <-readyCh:
 			readyCh = nil
 			readyTimer.Stop()
@@ -411,11 +413,23 @@ func (w *procWorker) runOnce() (healthy, ready bool, exit string, last []worker.
 			notReady := w.readyAt.IsZero()
 			w.mu.Unlock()
 			if notReady {
-				log.Error().Dur("timeout", w.cfg.ReadyTimeout).Msg("worker did not connect in time; killing it")
-				killGroup(cmd.Process.Pid)
+				sp.log.Error().Dur("timeout", w.cfg.ReadyTimeout).Msg("worker did not connect in time; killing it")
+				killGroup(sp.pid)
 			}
 		case now := <-dog.tick():
-			w.checkProgress(dog, progress, now, cmd.Process.Pid, log)
+			w.checkProgress(dog, sp.progress, now, sp.pid, sp.log)
+		case req := <-w.swapCh:
+			if req.old != sp || !w.handOver(req) {
+				req.done <- false
+				continue
+			}
+			// The old spawn is the drain's now (its progress record too).
+			sp = req.next
+			dog.stop()
+			dog = newWatchdog(w.cfg.Watchdog)
+			readyCh = nil
+			readyTimer.Stop()
+			req.done <- true
 		}
 	}
 }

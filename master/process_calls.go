@@ -16,7 +16,14 @@ import (
 // redelivered in order.
 func (w *procWorker) onConnect(c *mesophyll.Conn) {
 	w.mu.Lock()
-	if w.proc == nil || w.stopping || !w.readyAt.IsZero() {
+	if n := w.next; n != nil && c.WorkerID() == n.slot && n.c == nil && !w.stopping {
+		// A planned successor: it serves once swap hands over to it.
+		n.c = c
+		w.mu.Unlock()
+		n.conn <- c
+		return
+	}
+	if w.proc == nil || w.stopping || !w.readyAt.IsZero() || c.WorkerID() != w.slot {
 		// Not spawned, stopping, or a second connection of one spawn.
 		w.mu.Unlock()
 		c.Close("worker is not expected to connect now")
@@ -55,6 +62,24 @@ func (w *procWorker) onConnect(c *mesophyll.Conn) {
 // clean.
 func (w *procWorker) onDisconnect(c *mesophyll.Conn, err error) {
 	w.mu.Lock()
+	if o := w.old; o != nil && c == o.conn {
+		// The draining old process: it is killed unless it leaves after
+		// its Shutdown; the current spawn is not concerned.
+		pid, shut := o.sp.pid, o.shut
+		w.mu.Unlock()
+		if !shut {
+			o.sp.log.Warn().Err(err).Msg("old worker's connection lost while draining; killing the process")
+			killGroup(pid)
+		}
+		return
+	}
+	if n := w.next; n != nil && c == n.c {
+		pid := n.pid
+		w.mu.Unlock()
+		w.log.Warn().Err(err).Int("pid", pid).Msg("successor's connection lost before it served; killing it")
+		killGroup(pid)
+		return
+	}
 	if c != w.live {
 		// The end of an earlier spawn's connection, reported after its
 		// replacement started: nothing to do with the current process.
@@ -77,9 +102,29 @@ func (w *procWorker) onDisconnect(c *mesophyll.Conn, err error) {
 	}
 }
 
-// onHung is called when the worker missed its heartbeats.
-func (w *procWorker) onHung() {
+// onHung is called when the connection on Mesophyll slot slot missed its
+// heartbeats: the process on that slot is killed, and only the current
+// spawn's death is a hung restart.
+func (w *procWorker) onHung(slot int) {
 	w.mu.Lock()
+	if o := w.old; o != nil && slot == o.sp.slot {
+		pid := o.sp.pid
+		w.mu.Unlock()
+		o.sp.log.Error().Msg("draining old worker missed 3 heartbeats: killing it")
+		killGroup(pid)
+		return
+	}
+	if n := w.next; n != nil && slot == n.slot {
+		pid := n.pid
+		w.mu.Unlock()
+		w.log.Error().Int("pid", pid).Msg("successor missed 3 heartbeats: killing it")
+		killGroup(pid)
+		return
+	}
+	if slot != w.slot {
+		w.mu.Unlock()
+		return
+	}
 	w.hung = true
 	pid := w.pid
 	w.mu.Unlock()
@@ -96,8 +141,14 @@ func (w *procWorker) onAck(ack proto.Ack) {
 	}
 }
 
-func (w *procWorker) onHeartbeat(hb proto.Heartbeat) {
+// onHeartbeat takes the figures of the current spawn's heartbeats (those
+// of a successor or of a draining old process say nothing about it).
+func (w *procWorker) onHeartbeat(slot int, hb proto.Heartbeat) {
 	w.mu.Lock()
+	if slot != w.slot || w.cur == nil {
+		w.mu.Unlock()
+		return
+	}
 	w.tenants = hb.Tenants
 	w.cache, w.heapBytes, w.rssBytes = hb.Cache, hb.HeapBytes, hb.RSSBytes
 	w.mu.Unlock()
@@ -154,10 +205,12 @@ func (w *procWorker) DispatchEvent(ctx context.Context, id proto.Id, ev proto.Ev
 	if err != nil {
 		return nil, err
 	}
-	w.track(id)
+	if c, err = w.track(ctx, id, c); err != nil {
+		return nil, err
+	}
 	w.countDispatch()
 	v, err := c.DispatchEvent(ctx, id, ev)
-	w.untrack(id, err)
+	w.untrack(id, c, err)
 	return v, w.unavailable(err)
 }
 
@@ -189,6 +242,12 @@ func (w *procWorker) DispatchEventNoWait(id proto.Id, ev proto.Event) error {
 	seq := w.seq
 	w.nowait[seq] = nowaitEvent{id: id, ev: ev, size: size}
 	c := w.conn
+	if o := w.old; o != nil && o.pendingLocked(w, id) {
+		// The old process of a planned replacement still has this
+		// tenant's earlier work: the event follows it (oldExited).
+		o.held[seq] = true
+		c = nil
+	}
 	w.mu.Unlock()
 	if c != nil {
 		_ = c.DispatchEventNoWait(id, ev, seq) // on failure it is redelivered after the restart
@@ -213,10 +272,12 @@ func (w *procWorker) RunScript(ctx context.Context, id proto.Id, name, code stri
 	if err != nil {
 		return nil, err
 	}
-	w.track(id)
+	if c, err = w.track(ctx, id, c); err != nil {
+		return nil, err
+	}
 	w.countDispatch()
 	v, err := c.RunScript(ctx, id, name, code, ev)
-	w.untrack(id, err)
+	w.untrack(id, c, err)
 	return v, w.unavailable(err)
 }
 
@@ -261,12 +322,32 @@ func (w *procWorker) Kill(ctx context.Context) error {
 	}
 	select {
 	case <-w.doneCh:
-		return nil
 	case <-ctx.Done():
 		killGroup(pid)
 		<-w.doneCh
-		return nil
 	}
+	// A planned replacement under way ends too: its successor is killed,
+	// its old process shut down (killed when ctx expires).
+	bg := make(chan struct{})
+	go func() { w.bg.Wait(); close(bg) }()
+	select {
+	case <-bg:
+	case <-ctx.Done():
+		w.mu.Lock()
+		var pids []int
+		if w.old != nil {
+			pids = append(pids, w.old.sp.pid)
+		}
+		if w.next != nil {
+			pids = append(pids, w.next.pid)
+		}
+		w.mu.Unlock()
+		for _, p := range pids {
+			killGroup(p)
+		}
+		<-bg
+	}
+	return nil
 }
 
 // Status describes the worker for /v1/workers.
@@ -276,7 +357,8 @@ func (w *procWorker) Status() WorkerStatus {
 	s := WorkerStatus{
 		ID: w.id, PID: w.pid, State: w.state, Tenants: w.tenants,
 		Restarts: w.restarts, ConsecutiveFailures: w.failures, LastExit: w.lastExit,
-		Queued: len(w.nowait), QueuedBytes: w.held.Bytes(),
+		LastRestartReason: w.lastReason,
+		Queued:            len(w.nowait), QueuedBytes: w.held.Bytes(),
 		Cache: w.cache, HeapBytes: w.heapBytes, RSSBytes: w.rssBytes,
 	}
 	if w.pid != 0 {
@@ -296,8 +378,9 @@ func (w *procWorker) Status() WorkerStatus {
 	return s
 }
 
-// Restart replaces the worker process without failing a call: new calls
-// wait while it drains (in-flight calls finish, sent nowait events are
+// Restart replaces the worker process in place, drain first, without
+// failing a call (the pool's rolling restart uses swap instead, which
+// starts the new process first): new calls wait while it drains (in-flight calls finish, sent nowait events are
 // acknowledged), then it is shut down and replaced, and Restart returns
 // once the new process is ready. The drain and the shutdown are bounded
 // by the watchdog's limit each (no call may legitimately run longer): a

@@ -34,16 +34,16 @@ type processPool struct {
 func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q *Quarantine, log zerolog.Logger, fatal func(error)) (*processPool, error) {
 	pp := &processPool{workers: make([]*procWorker, n)}
 	pp.meso = mesophyll.NewServer(mesophyll.ServerOptions{
-		Workers:           n,
+		Workers:           2 * n, // two slots per worker: see slotWorker
 		Backend:           storeBackend{st: newBoundedStore(st, cfg.MaxFrame), events: newWorkerEvents(cfg.events, cfg.MaxFrame), total: n, q: q},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		MaxFrame:          cfg.MaxFrame,
 		Logger:            log,
-		OnConnect:         func(id int, c *mesophyll.Conn) { pp.workers[id].onConnect(c) },
-		OnDisconnect:      func(id int, c *mesophyll.Conn, err error) { pp.workers[id].onDisconnect(c, err) },
-		OnHung:            func(id int) { pp.workers[id].onHung() },
-		OnAck:             func(id int, ack proto.Ack) { pp.workers[id].onAck(ack) },
-		OnHeartbeat:       func(id int, hb proto.Heartbeat) { pp.workers[id].onHeartbeat(hb) },
+		OnConnect:         func(slot int, c *mesophyll.Conn) { pp.workers[slotWorker(slot, n)].onConnect(c) },
+		OnDisconnect:      func(slot int, c *mesophyll.Conn, err error) { pp.workers[slotWorker(slot, n)].onDisconnect(c, err) },
+		OnHung:            func(slot int) { pp.workers[slotWorker(slot, n)].onHung(slot) },
+		OnAck:             func(slot int, ack proto.Ack) { pp.workers[slotWorker(slot, n)].onAck(ack) },
+		OnHeartbeat:       func(slot int, hb proto.Heartbeat) { pp.workers[slotWorker(slot, n)].onHeartbeat(slot, hb) },
 	})
 	ln, err := mesophyll.Listen(listen)
 	if err != nil {
@@ -107,7 +107,10 @@ func (b storeBackend) Templates(ctx context.Context, id proto.Id) ([]proto.Templ
 	return b.st.Templates(ctx, id)
 }
 
-func (b storeBackend) TenantsFor(ctx context.Context, workerID int, event string) ([]proto.Id, error) {
+// TenantsFor lists the tenants of the worker on Mesophyll slot slot that
+// subscribe to event.
+func (b storeBackend) TenantsFor(ctx context.Context, slot int, event string) ([]proto.Id, error) {
+	workerID := slotWorker(slot, b.total)
 	ids, err := b.st.TenantsWithEvent(ctx, event)
 	if err != nil {
 		return nil, err
@@ -139,9 +142,11 @@ func (b storeBackend) KvFind(ctx context.Context, id proto.Id, prefix string) ([
 	return b.st.KvFind(ctx, id, prefix)
 }
 
-// owned refuses a ctx.events call of worker workerID about a tenant it
-// does not own: a worker acts only for the tenants routed to it.
-func (b storeBackend) owned(workerID int, id proto.Id) error {
+// owned refuses a ctx.events call of the worker on Mesophyll slot slot
+// about a tenant it does not own: a worker acts only for the tenants
+// routed to it.
+func (b storeBackend) owned(slot int, id proto.Id) error {
+	workerID := slotWorker(slot, b.total)
 	if id.WorkerID(b.total) != workerID {
 		return proto.Errorf(proto.CodeBadRequest, "tenant %s is not routed to worker %d", id, workerID)
 	}
@@ -172,9 +177,12 @@ func (b storeBackend) ScheduledEvents(ctx context.Context, workerID int, id prot
 	return b.events.ScheduledEvents(ctx, id)
 }
 
-// RollingRestart replaces the workers one at a time, each drained and
-// ready again before the next, so that no call fails (used on SIGHUP to
-// pick up a new binary). Only one rolling restart runs at a time.
+// RollingRestart replaces the workers one at a time, so that no call fails
+// (used on SIGHUP to pick up a new binary): each worker's new process is
+// started and ready before the old one is drained (swap), and the old one
+// has exited before the next worker's turn. A worker whose new process
+// cannot get ready keeps its old one, and the rolling restart stops with
+// that error. Only one rolling restart runs at a time.
 func (pp *processPool) RollingRestart(ctx context.Context, perWorker time.Duration) error {
 	if !pp.restarting.TryLock() {
 		return proto.Errorf(proto.CodeConflict, "a rolling restart is already running")
@@ -182,7 +190,7 @@ func (pp *processPool) RollingRestart(ctx context.Context, perWorker time.Durati
 	defer pp.restarting.Unlock()
 	for _, w := range pp.workers {
 		wctx, cancel := context.WithTimeout(ctx, perWorker)
-		err := w.Restart(wctx)
+		err := w.swap(wctx, ReasonRolling)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("rolling restart of worker %d: %w", w.id, err)

@@ -43,7 +43,9 @@ func (w *procWorker) countDispatch() {
 	}
 	w.mu.Lock()
 	w.dispatches++
-	due := w.recycleAt > 0 && w.dispatches >= w.recycleAt
+	// Not while a replacement is under way (the new process may serve
+	// its share during the old one's drain): the next call after it.
+	due := w.recycleAt > 0 && w.dispatches >= w.recycleAt && !w.replacing.Load()
 	if due {
 		w.recycleAt = 0 // once per spawn
 	}
@@ -70,7 +72,10 @@ func (w *procWorker) checkRSS(rss int64) {
 		return
 	}
 	w.overMemory++
-	due := w.overMemory == memoryStrikes
+	due := w.overMemory >= memoryStrikes && !w.replacing.Load()
+	if due {
+		w.overMemory = 0 // another memoryStrikes if this replacement fails
+	}
 	w.mu.Unlock()
 	if due {
 		w.log.Warn().Int64("rss_bytes", rss).Int64("memory_max", max).Int("heartbeats", memoryStrikes).
@@ -80,24 +85,51 @@ func (w *procWorker) checkRSS(rss int64) {
 }
 
 // replace starts a planned replacement of the worker process for reason,
-// unless one is already running. Calls wait for the new process as in a
-// rolling restart; none fails.
+// unless one is already running: the new process is started and ready
+// before the old one is drained (swap); no call fails and no call waits.
 func (w *procWorker) replace(reason string) {
 	if !w.replacing.CompareAndSwap(false, true) {
+		w.retryLater(reason)
 		return
 	}
+	w.mu.Lock()
+	if w.stopping { // Kill waits for bg: no Add after it stopped
+		w.mu.Unlock()
+		w.replacing.Store(false)
+		return
+	}
+	w.bg.Add(1)
+	w.mu.Unlock()
 	go func() {
+		defer w.bg.Done()
 		defer w.replacing.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), w.replaceTimeout())
 		defer cancel()
-		if err := w.restart(ctx, reason); err != nil {
-			w.log.Warn().Err(err).Str("reason", reason).Msg("planned replacement of the worker failed")
+		if err := w.swap(ctx, reason); err != nil {
+			w.log.Warn().Err(err).Str("reason", reason).Msg("planned replacement of the worker failed; the old process keeps serving")
+			w.retryLater(reason)
 		}
 	}()
 }
 
-// replaceTimeout bounds a planned replacement: the drain (a call may run
-// for the dispatch timeout) and the start of the new process.
+// replaceTimeout bounds the start of a planned replacement's new process
+// (the old one's drain has the watchdog's bounds).
 func (w *procWorker) replaceTimeout() time.Duration {
 	return 2*w.cfg.DispatchTimeout + w.cfg.ReadyTimeout
+}
+
+// retryLater re-arms a replacement of reason that failed or could not
+// start: memory after another memoryStrikes heartbeats over the budget,
+// recycle after another share of dispatches.
+func (w *procWorker) retryLater(reason string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch reason {
+	case ReasonMemory:
+		w.overMemory = 0
+	case ReasonRecycle:
+		if n := w.nextRecycleAt(); n > 0 {
+			w.recycleAt = w.dispatches + n
+		}
+	}
 }

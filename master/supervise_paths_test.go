@@ -188,12 +188,19 @@ func TestRollingRestartConflict(t *testing.T) {
 		callErr <- err
 	}()
 	st.waitEntered(t)
-	// The first rolling restart drains worker 0 (g's), which waits for
-	// the held call. (A held call may wait 10 s for its store answer: the
-	// test keeps it held only for the checks below.)
+	// The first rolling restart replaces worker 0 (g's): its new process
+	// serves while the old one drains, which waits for the held call. (A
+	// held call may wait 10 s for its store answer: the test keeps it held
+	// only for the checks below.)
 	first := make(chan error, 1)
 	go func() { first <- pp.RollingRestart(context.Background(), time.Minute) }()
-	waitUntil(t, "worker 0 draining", func() bool { return pp.workers[0].Status().State == StateDraining })
+	waitUntil(t, "worker 0's new process serving", func() bool {
+		s := pp.workers[0].Status()
+		return s.State == StateReady && s.PID != before[0] && s.LastRestartReason == ReasonRolling
+	})
+	if !alivePID(before[0]) {
+		t.Fatal("worker 0's old process exited before its held call finished")
+	}
 	if err := pp.RollingRestart(context.Background(), time.Minute); proto.CodeOf(err) != proto.CodeConflict ||
 		!strings.Contains(err.Error(), "already running") {
 		t.Fatalf("a second rolling restart during the first: %v, want conflict", err)

@@ -101,7 +101,7 @@ func (w *procWorker) checkProgress(d *watchdog, p *worker.Progress, now time.Tim
 		w.mu.Unlock()
 		return
 	}
-	waiting := len(w.inflight) > 0 || (w.conn != nil && len(w.nowait) > 0)
+	waiting := w.waitingLocked()
 	if calls != d.lastCalls || !waiting {
 		d.lastCalls, d.since = calls, now
 		w.mu.Unlock()

@@ -17,6 +17,10 @@ import (
 type ProcessConfig struct {
 	// ID and Total place the worker in the master's pool.
 	ID, Total int
+	// Slot is the master's Mesophyll connection slot the process dials
+	// with (X-Worker-Id): ID or ID+Total, so that a planned replacement
+	// connects while the process it replaces still is. Zero or negative: ID.
+	Slot int
 	// URL is the master's Mesophyll endpoint, e.g. ws://127.0.0.1:4100/ws.
 	URL string
 	// Token authenticates the worker; it comes from the environment.
@@ -42,7 +46,11 @@ func RunProcess(ctx context.Context, cfg ProcessConfig) error {
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
-	c, err := mesophyll.Dial(ctx, cfg.URL, cfg.ID, cfg.Token, mesophyll.ClientOptions{Logger: cfg.Options.Logger, MaxFrame: cfg.MaxFrame})
+	slot := cfg.Slot
+	if slot <= 0 {
+		slot = cfg.ID
+	}
+	c, err := mesophyll.Dial(ctx, cfg.URL, slot, cfg.Token, mesophyll.ClientOptions{Logger: cfg.Options.Logger, MaxFrame: cfg.MaxFrame})
 	if err != nil {
 		return fmt.Errorf("connect to master: %w", err)
 	}

@@ -13,30 +13,38 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// recycleLoad runs waited dispatches on one tenant and nowait events on
-// another until stop is closed, and returns the waited calls that failed
+// recycleLoad runs waited dispatches from one goroutine per tenant of
+// waited and nowait events on another until stop is closed, and returns
+// the calls that failed, how many waited calls of each tenant answered
 // and how many nowait events were accepted.
-func recycleLoad(t *testing.T, m *runningMaster, waited, nowait proto.Id, stop <-chan struct{}) (failed []error, accepted int) {
+func recycleLoad(t *testing.T, m *runningMaster, waited []proto.Id, nowait proto.Id, stop <-chan struct{}) (failed []error, answered []int, accepted int) {
 	t.Helper()
 	ctx := context.Background()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := m.api.Dispatch(ctx, waited, proto.Event{Name: "Ping", Data: proto.Value(`{}`)}); err != nil {
+	answered = make([]int, len(waited))
+	for i, id := range waited {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := m.api.Dispatch(ctx, id, proto.Event{Name: "Ping", Data: proto.Value(`{}`)})
 				mu.Lock()
-				failed = append(failed, err)
+				if err != nil {
+					failed = append(failed, err)
+				} else {
+					answered[i]++
+				}
 				mu.Unlock()
 			}
-		}
-	}()
+		}()
+	}
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for {
@@ -58,7 +66,49 @@ func recycleLoad(t *testing.T, m *runningMaster, waited, nowait proto.Id, stop <
 		}
 	}()
 	wg.Wait()
-	return failed, accepted
+	return failed, answered, accepted
+}
+
+// readyBeforeShutdown checks the master's log of planned replacements:
+// every old process got its Shutdown only after its successor had
+// started and was ready and serving. It returns how many replacements it
+// saw and the logged timings (the new process's start to ready, the old
+// one's drain to exit).
+func readyBeforeShutdown(t *testing.T, log string) (n int, timings []string) {
+	t.Helper()
+	started := map[int]int{}  // pid → line of "worker started"
+	readyFor := map[int]int{} // old pid → line where its successor was ready
+	for i, line := range strings.Split(log, "\n") {
+		var e struct {
+			Message      string  `json:"message"`
+			PID          int     `json:"pid"`
+			OldPID       int     `json:"old_pid"`
+			StartToReady float64 `json:"start_to_ready"`
+			Drain        float64 `json:"drain"`
+		}
+		if json.Unmarshal([]byte(line), &e) != nil || e.PID == 0 {
+			continue
+		}
+		switch e.Message {
+		case "worker started":
+			started[e.PID] = i
+		case "planned replacement: the new process is ready and serving; draining the old one":
+			if _, ok := started[e.PID]; !ok {
+				t.Fatalf("successor %d ready without a start line", e.PID)
+			}
+			readyFor[e.OldPID] = i
+			timings = append(timings, fmt.Sprintf("start-to-ready %.1fms", e.StartToReady))
+		case "planned replacement: the old process exited":
+			timings = append(timings, fmt.Sprintf("drain %.1fms", e.Drain))
+		case "planned replacement: shutting down the old process":
+			at, ok := readyFor[e.PID]
+			if !ok || at > i {
+				t.Fatalf("old process %d got its Shutdown before a successor was ready", e.PID)
+			}
+			n++
+		}
+	}
+	return n, timings
 }
 
 // kvCount reads the "n" counter that counterLua keeps.
@@ -80,11 +130,14 @@ return n`
 
 // plannedRestartUnderLoad drives load until the worker has had want
 // planned restarts of reason, then checks that no call failed, every
-// accepted nowait event ran, and the crash-loop counter never moved.
+// waited call ran exactly once and every accepted nowait event ran, the
+// crash-loop counter never moved, and every new process was ready before
+// the old one got its Shutdown.
 func plannedRestartUnderLoad(t *testing.T, m *runningMaster, reason string, want int) {
 	t.Helper()
-	waited, nowait := proto.GuildID(1<<22), proto.GuildID(2<<22)
-	for _, id := range []proto.Id{waited, nowait} {
+	waited := []proto.Id{proto.GuildID(1 << 22), proto.GuildID(3 << 22), proto.GuildID(4 << 22)}
+	nowait := proto.GuildID(2 << 22)
+	for _, id := range append([]proto.Id{nowait}, waited...) {
 		if err := m.api.PutTemplate(context.Background(), id, "c", counterLua, []string{"Ping"}); err != nil {
 			t.Fatal(err)
 		}
@@ -93,11 +146,12 @@ func plannedRestartUnderLoad(t *testing.T, m *runningMaster, reason string, want
 	stop := make(chan struct{})
 	var (
 		failed   []error
+		answered []int
 		accepted int
 		done     = make(chan struct{})
 	)
 	go func() {
-		failed, accepted = recycleLoad(t, m, waited, nowait, stop)
+		failed, answered, accepted = recycleLoad(t, m, waited, nowait, stop)
 		close(done)
 	}()
 	var st master.WorkerStatus
@@ -118,6 +172,16 @@ func plannedRestartUnderLoad(t *testing.T, m *runningMaster, reason string, want
 	if st.ConsecutiveFailures != 0 {
 		t.Fatalf("consecutive failures %d after planned restarts, want 0", st.ConsecutiveFailures)
 	}
+	if st.LastRestartReason != reason || st.PID == first || st.PID == 0 {
+		t.Fatalf("/v1/workers after %s restarts: %+v, want last_restart_reason %q and a new pid", reason, st, reason)
+	}
+	for i, id := range waited {
+		// A tenant's calls run one at a time even across a switch-over:
+		// its counter is exactly its answered calls.
+		if n := kvCount(t, m, id); n != answered[i] {
+			t.Fatalf("tenant %s: counter %d after %d answered calls", id, n, answered[i])
+		}
+	}
 	waitFor(t, time.Minute, func() bool { return kvCount(t, m, nowait) >= accepted })
 	rows := m.waitReady(t)
 	if rows[0].PID == first {
@@ -128,12 +192,19 @@ func plannedRestartUnderLoad(t *testing.T, m *runningMaster, reason string, want
 	if !strings.Contains(metrics, line) {
 		t.Fatalf("/metrics has no %s", line)
 	}
-	for _, bad := range []string{`reason="crash"`, `reason="hung"`} {
+	for _, bad := range []string{`reason="crash"`, `reason="hung"`, `reason="rolling"`} {
 		if strings.Contains(metrics, "templateworker_worker_restarts_total{"+bad) {
-			t.Fatalf("/metrics counts an unplanned restart (%s)", bad)
+			t.Fatalf("/metrics counts another restart (%s)", bad)
 		}
 	}
-	t.Logf("%d %s restarts, %d nowait events accepted and delivered, 0 failed calls", st.Restarts, reason, accepted)
+	var timings []string
+	waitFor(t, time.Minute, func() bool {
+		var n int
+		n, timings = readyBeforeShutdown(t, m.out.String())
+		return n >= want
+	})
+	t.Logf("replacements: %s", strings.Join(timings, ", "))
+	t.Logf("%d %s restarts, waited calls %v, %d nowait events accepted and delivered, 0 failed calls", st.Restarts, reason, answered, accepted)
 }
 
 // TestWorkerRecycledAfterMaxDispatches recycles the worker every ~40

@@ -24,6 +24,7 @@ func workerProcessFlags() []cli.Flag {
 		&cli.StringFlag{Name: "worker-type", Hidden: true, Usage: "internal: processpoolworker"},
 		&cli.IntFlag{Name: "worker-id", Hidden: true, Value: -1},
 		&cli.IntFlag{Name: "process-workers", Hidden: true},
+		&cli.IntFlag{Name: "mesophyll-slot", Hidden: true, Value: -1, Usage: "internal: the Mesophyll connection slot (--worker-id or --worker-id + --process-workers)"},
 		&cli.StringFlag{Name: "mesophyll-url", Hidden: true},
 		&cli.StringFlag{Name: "log-format", Hidden: true, Value: "json"},
 		&cli.StringFlag{Name: "log-level", Hidden: true, Value: "info"},
@@ -66,6 +67,10 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	if total <= 0 || id < 0 || id >= total {
 		return fmt.Errorf("bad worker placement: --worker-id %d of --process-workers %d", id, total)
 	}
+	slot := c.Int("mesophyll-slot")
+	if slot >= 0 && slot != id && slot != id+total {
+		return fmt.Errorf("bad worker placement: --mesophyll-slot %d of --worker-id %d of --process-workers %d", slot, id, total)
+	}
 	if c.String("mesophyll-url") == "" {
 		return errors.New("missing --mesophyll-url")
 	}
@@ -103,7 +108,7 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 		worker.TuneMemoryLimit(ctx, worker.CacheMemoryLimit(cache.MaxTenants))
 	}
 	err = worker.RunProcess(ctx, worker.ProcessConfig{
-		ID: id, Total: total, URL: c.String("mesophyll-url"), Token: token, MaxFrame: c.Int64("mesophyll-max-frame"),
+		ID: id, Total: total, Slot: slot, URL: c.String("mesophyll-url"), Token: token, MaxFrame: c.Int64("mesophyll-max-frame"),
 		ProgressFD: c.Int("progress-fd"),
 		Options: worker.Options{Limits: limits, QueueSize: c.Int("worker-queue"), Concurrency: c.Int("worker-concurrency"), Logger: log, Cache: cache,
 			MemoryMax: c.Int64("worker-memory-max"), TestWedgeFunction: os.Getenv(testWedgeEnv)},
