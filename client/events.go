@@ -10,24 +10,8 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// Event is a queued or dead-lettered event as the API lists it (the JSON
-// of the master's queue.Event).
-type Event struct {
-	// ID is the event's id in the queue (decimal), also its event.id.
-	ID     string      `json:"id"`
-	Tenant proto.Id    `json:"tenant"`
-	Event  proto.Event `json:"event"`
-	// AcceptedAt is when it was committed, DeliverAt when it is due.
-	AcceptedAt time.Time `json:"accepted_at"`
-	DeliverAt  time.Time `json:"deliver_at"`
-	// Scheduled marks an event made by ctx.events.schedule.
-	Scheduled bool `json:"scheduled"`
-	// Attempts counts its failed deliveries; LastError is the last one's.
-	Attempts  int          `json:"attempts"`
-	LastError *proto.Error `json:"last_error,omitempty"`
-	// DeadAt is when it was dead-lettered (dead letters only).
-	DeadAt *time.Time `json:"dead_at,omitempty"`
-}
+// Event is a queued or dead-lettered event as the API lists it.
+type Event = proto.QueuedEvent
 
 // Accepted is the answer to a nowait or delayed event: its id and, for a
 // delayed one, when it is due.

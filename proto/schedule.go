@@ -6,6 +6,28 @@ import "time"
 // (ctx.events.schedule, ?delay=, "deliver_at").
 const MaxScheduleAhead = 365 * 24 * time.Hour
 
+// QueuedEvent is one event of the master's durable queue or dead-letter
+// table, as the API lists it (GET /v1/events/pending, /v1/dead-letters).
+type QueuedEvent struct {
+	// ID is unique in the store (decimal); it is also Event.ID when the
+	// event is delivered.
+	ID     string `json:"id"`
+	Tenant Id     `json:"tenant"`
+	Event  Event  `json:"event"`
+	// AcceptedAt is when the event was committed.
+	AcceptedAt time.Time `json:"accepted_at"`
+	// DeliverAt is when it is due (== AcceptedAt for an immediate event).
+	DeliverAt time.Time `json:"deliver_at"`
+	// Scheduled marks an event created by ctx.events.schedule.
+	Scheduled bool `json:"scheduled"`
+	// Attempts counts its failed deliveries.
+	Attempts int `json:"attempts"`
+	// LastError is the error of its last failed delivery.
+	LastError *Error `json:"last_error,omitempty"`
+	// DeadAt is set in the dead-letter table only.
+	DeadAt *time.Time `json:"dead_at,omitempty"`
+}
+
 // ScheduledEvent is a tenant's pending scheduled event as a worker sees it
 // (the answer of ScheduledEvents; the master's queue keeps more).
 type ScheduledEvent struct {

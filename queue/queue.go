@@ -28,25 +28,7 @@ import (
 )
 
 // Event is one event in the queue or in the dead-letter table.
-type Event struct {
-	// ID is unique in the store (decimal); it is also proto.Event.ID when
-	// the event is delivered.
-	ID     string      `json:"id"`
-	Tenant proto.Id    `json:"tenant"`
-	Event  proto.Event `json:"event"`
-	// AcceptedAt is when the event was committed.
-	AcceptedAt time.Time `json:"accepted_at"`
-	// DeliverAt is when it is due (== AcceptedAt for an immediate event).
-	DeliverAt time.Time `json:"deliver_at"`
-	// Scheduled marks an event created by ctx.events.schedule.
-	Scheduled bool `json:"scheduled"`
-	// Attempts counts its failed deliveries.
-	Attempts int `json:"attempts"`
-	// LastError is the error of its last failed delivery.
-	LastError *proto.Error `json:"last_error,omitempty"`
-	// DeadAt is set in the dead-letter table only.
-	DeadAt *time.Time `json:"dead_at,omitempty"`
-}
+type Event = proto.QueuedEvent
 
 // Stats are the queue's totals for metrics and /v1/workers.
 type Stats struct {

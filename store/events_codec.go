@@ -70,3 +70,28 @@ func fromMicros(us int64) time.Time {
 	}
 	return time.UnixMicro(us).UTC()
 }
+
+// eventRow is what an EventRecord adds to the events table besides its
+// times: its tenant's kind and its encoded event, checked before the
+// transaction starts.
+type eventRow struct {
+	kind string
+	ev   string
+}
+
+// eventRows checks and encodes the records of a commit.
+func eventRows(add []EventRecord) ([]eventRow, error) {
+	rows := make([]eventRow, len(add))
+	for i, r := range add {
+		kind, err := kindName(r.Tenant.Kind)
+		if err != nil {
+			return nil, err
+		}
+		ev, err := encodeEvent(r.Event)
+		if err != nil {
+			return nil, err
+		}
+		rows[i] = eventRow{kind, ev}
+	}
+	return rows, nil
+}

@@ -28,24 +28,12 @@ func (p *Postgres) CommitEvents(ctx context.Context, b EventBatch) ([]int64, err
 	if b.Empty() {
 		return nil, nil
 	}
-	type row struct {
-		kind string
-		ev   string
-	}
-	rows := make([]row, len(b.Add))
-	for i, r := range b.Add {
-		kind, err := kindName(r.Tenant.Kind)
-		if err != nil {
-			return nil, err
-		}
-		ev, err := encodeEvent(r.Event)
-		if err != nil {
-			return nil, err
-		}
-		rows[i] = row{kind, ev}
+	rows, err := eventRows(b.Add)
+	if err != nil {
+		return nil, err
 	}
 	seqs := make([]int64, len(b.Add))
-	err := p.write(ctx, "commit events", func(tx pgx.Tx) error {
+	err = p.write(ctx, "commit events", func(tx pgx.Tx) error {
 		batch := &pgx.Batch{}
 		for i, r := range b.Add {
 			i := i

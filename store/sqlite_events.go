@@ -54,21 +54,9 @@ func (s *SQLite) CommitEvents(ctx context.Context, b EventBatch) ([]int64, error
 	if b.Empty() {
 		return nil, nil
 	}
-	type row struct {
-		kind string
-		ev   string
-	}
-	rows := make([]row, len(b.Add))
-	for i, r := range b.Add {
-		kind, err := kindName(r.Tenant.Kind)
-		if err != nil {
-			return nil, err
-		}
-		ev, err := encodeEvent(r.Event)
-		if err != nil {
-			return nil, err
-		}
-		rows[i] = row{kind, ev}
+	rows, err := eventRows(b.Add)
+	if err != nil {
+		return nil, err
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
