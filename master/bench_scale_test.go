@@ -29,14 +29,37 @@ const scaleTenantsEnv = "TEMPLATEWORKER_BENCH_TENANTS"
 const scaleCacheMax = 20000
 
 func scaleTenants(b *testing.B) int {
-	n := 42000 // 21,000 a worker: past the cache, so some evictions
-	if v := os.Getenv(scaleTenantsEnv); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
-			b.Fatalf("%s=%q: want a positive number", scaleTenantsEnv, v)
-		}
+	return envCount(b, scaleTenantsEnv, 42000, 0) // 21,000 a worker: past the cache, so some evictions
+}
+
+// envCount is the number in environment variable env, or def when it is
+// unset; it must be above floor.
+func envCount(b *testing.B, env string, def, floor int) int {
+	v := os.Getenv(env)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= floor {
+		b.Fatalf("%s=%q: want a number above %d", env, v, floor)
 	}
 	return n
+}
+
+// onBothStores runs fn as the sub-benchmarks "sqlite" (a fresh embedded
+// store) and "postgres" (a fresh schema of the test database; skipped
+// without one).
+func onBothStores(b *testing.B, fn func(*testing.B, store.Store)) {
+	b.Run("sqlite", func(b *testing.B) { fn(b, openTestStore(b)) })
+	b.Run("postgres", func(b *testing.B) {
+		dsn, _, _ := pgtest.Schema(b, pgtest.URL(b))
+		st, err := store.Open(context.Background(), store.Config{DatabaseURL: dsn})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		fn(b, st)
+	})
 }
 
 // scaleTenant is the i-th tenant of the scale benchmark; consecutive
@@ -53,18 +76,7 @@ func scaleTenant(i int) proto.Id { return proto.GuildID(uint64(i+1) << 22) }
 // of a worker, sampled every 100 ms; it checks from the workers' own
 // counters that the cold dispatches were cold, the hot ones hits, and the
 // caches within their bound.
-func BenchmarkManyTenants(b *testing.B) {
-	b.Run("sqlite", func(b *testing.B) { benchManyTenants(b, openTestStore(b)) })
-	b.Run("postgres", func(b *testing.B) {
-		dsn, _, _ := pgtest.Schema(b, pgtest.URL(b))
-		st, err := store.Open(context.Background(), store.Config{DatabaseURL: dsn})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { st.Close() })
-		benchManyTenants(b, st)
-	})
-}
+func BenchmarkManyTenants(b *testing.B) { onBothStores(b, benchManyTenants) }
 
 func benchManyTenants(b *testing.B, st store.Store) {
 	n := scaleTenants(b)

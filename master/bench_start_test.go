@@ -2,14 +2,12 @@ package master
 
 import (
 	"context"
-	"os"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/templateworker/templateworker/internal/pgtest"
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 )
@@ -30,27 +28,10 @@ const startOnStartup = 100
 // connected) and start to the first dispatch served by each worker (a
 // cold one: the tenant's templates fetched on first use). It checks that
 // a worker loaded only the OnStartup tenants, not the store.
-func BenchmarkStartManyTenants(b *testing.B) {
-	b.Run("sqlite", func(b *testing.B) { benchStartManyTenants(b, openTestStore(b)) })
-	b.Run("postgres", func(b *testing.B) {
-		dsn, _, _ := pgtest.Schema(b, pgtest.URL(b))
-		st, err := store.Open(context.Background(), store.Config{DatabaseURL: dsn})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { st.Close() })
-		benchStartManyTenants(b, st)
-	})
-}
+func BenchmarkStartManyTenants(b *testing.B) { onBothStores(b, benchStartManyTenants) }
 
 func benchStartManyTenants(b *testing.B, st store.Store) {
-	n := 42000
-	if v := os.Getenv(startTenantsEnv); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n <= startOnStartup {
-			b.Fatalf("%s=%q: want a number above %d", startTenantsEnv, v, startOnStartup)
-		}
-	}
+	n := envCount(b, startTenantsEnv, 42000, startOnStartup)
 	ctx := context.Background()
 	ids := make([]proto.Id, n)
 	for i := range ids {
