@@ -316,7 +316,7 @@ func (c *Client) inline(h Handler, q *proto.DispatchEvent, turn *readerTurn) boo
 	handedOff := c.endInline(run)
 	if !ran {
 		if handedOff {
-			// InlineRunning was called for an event that did not run:
+			// The hand-off was called for an event that did not run:
 			// a broken Inliner. Later messages may now overtake q.
 			c.log.Error().Str("tenant", q.ID.String()).Msg("inline event reported not run after it started")
 		}

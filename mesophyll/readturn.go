@@ -2,7 +2,6 @@ package mesophyll
 
 import (
 	"context"
-	"time"
 
 	"github.com/templateworker/templateworker/proto"
 )
@@ -13,45 +12,40 @@ import (
 // (Inliner) keeps the reading to itself while it runs, and its store calls
 // read the connection themselves (pumpCall), which saves hand-offs. A
 // tenant must not hold up the others that way: once an inline event has
-// run for handoffAfter, a new goroutine becomes the reader and goes on
-// from the next message, and the inline event finishes as if it had been
-// dispatched on a goroutine of its own (its store calls wait for their
-// answers like any other call; its answer is sent directly).
-
-// handoffAfter is how long an inline event may keep the reading.
-var handoffAfter = time.Millisecond
+// run long (the worker decides: InlineHandoff), a new goroutine becomes
+// the reader and goes on from the next message, and the inline event
+// finishes as if it had been dispatched on a goroutine of its own (its
+// store calls wait for their answers like any other call; its answer is
+// sent directly). No timer is armed per call: a timer earlier than the
+// netpoller's next wake-up costs a thread wake-up on every call.
 
 // readerTurn identifies one reader: the goroutine running loop with it.
 // (Not zero-sized: distinct zero-sized values may share one address.)
 type readerTurn struct{ _ byte }
 
 // inlineRunKey is the ctx key of an inline event's run: its value is the
-// *inlineRun, which InlineRunning arms.
+// *inlineRun.
 type inlineRunKey struct{}
 
 // inlineRun is the state of one event run inline.
 type inlineRun struct {
-	c     *Client
-	turn  *readerTurn // the reader it ran on
-	timer *time.Timer // armed by InlineRunning, hands the reading off
+	c    *Client
+	turn *readerTurn // the reader it ran on
 }
 
-// InlineRunning tells the Client whose inline event ctx belongs to that
-// the event now runs (Inliner.TryDispatchEvent calls it once it has
-// decided to run, before any Lua): from then on, if it runs longer than
-// a millisecond, another goroutine takes over the reading of the
-// connection. It does nothing for any other ctx.
-func InlineRunning(ctx context.Context) {
+// InlineHandoff returns, for the ctx of an event that a Client runs inline
+// (the ctx Inliner.TryDispatchEvent gets), the function that hands the
+// reading of the connection to another goroutine; nil for any other ctx.
+// The worker calls it once its call has run long (from the call's own
+// goroutine or one of its coroutines': it is safe for concurrent use, and
+// does nothing once the event has ended); a store call that is reading
+// for itself at that moment hands off once its answer is in.
+func InlineHandoff(ctx context.Context) func() {
 	r, ok := ctx.Value(inlineRunKey{}).(*inlineRun)
 	if !ok || r == nil {
-		return
+		return nil
 	}
-	c := r.c
-	c.turnMu.Lock()
-	defer c.turnMu.Unlock()
-	if c.armed == r && r.timer == nil {
-		r.timer = time.AfterFunc(handoffAfter, func() { c.handOff(r) })
-	}
+	return func() { r.c.handOff(r) }
 }
 
 // startInline records that the reader is about to try an inline event and
@@ -69,9 +63,6 @@ func (c *Client) startInline(turn *readerTurn) (*inlineRun, context.Context) {
 func (c *Client) endInline(r *inlineRun) (handedOff bool) {
 	c.turnMu.Lock()
 	defer c.turnMu.Unlock()
-	if r.timer != nil {
-		r.timer.Stop()
-	}
 	if c.armed == r {
 		c.armed = nil
 	}

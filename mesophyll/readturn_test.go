@@ -10,9 +10,10 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// longInlineHandler runs events inline when idle; the event "long" says it
-// runs (InlineRunning), blocks until hold is closed — a tenant's long Lua
-// call — and then reads the key "count" through the Client.
+// longInlineHandler runs events inline when idle; the event "long" hands
+// the reading off (as the worker's VM does once a call has run long:
+// InlineHandoff), blocks until hold is closed — a tenant's long Lua call —
+// and then reads the key "count" through the Client.
 type longInlineHandler struct {
 	*inlineHandler
 	hold    chan struct{}
@@ -28,7 +29,7 @@ func (h *longInlineHandler) TryDispatchEvent(ctx context.Context, id proto.Id, e
 	}
 	defer h.busy.Store(false)
 	h.inlined.Add(1)
-	InlineRunning(ctx)
+	InlineHandoff(ctx)()
 	close(h.running)
 	<-h.hold
 	v, found, err := h.cl.Load().KvGet(ctx, id, "count")
@@ -116,7 +117,7 @@ func TestHandOffDuringAnInlineStoreCall(t *testing.T) {
 	g, other := proto.GuildID(1), proto.GuildID(2)
 	hd := &inlineHandler{fakeHandler: newFakeHandler()}
 	hold, stored := make(chan struct{}), make(chan struct{})
-	long := &storeThenHold{inlineHandler: hd, hold: hold, stored: stored}
+	long := &storeThenHold{inlineHandler: hd, hold: hold, stored: stored, backend: h.backend}
 	cl, c, _ := h.worker(0, long)
 	hd.cl.Store(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -156,11 +157,13 @@ func TestHandOffDuringAnInlineStoreCall(t *testing.T) {
 	}
 }
 
-// storeThenHold runs "long" inline: InlineRunning, a store call of the
-// key "slow", then a wait on hold.
+// storeThenHold runs "long" inline: a store call of the key "slow", during
+// which (from another goroutine, as a coroutine's would) the call asks for
+// the hand-off, then a wait on hold.
 type storeThenHold struct {
 	*inlineHandler
 	hold, stored chan struct{}
+	backend      *fakeBackend
 }
 
 func (h *storeThenHold) TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, bool, error) {
@@ -171,7 +174,13 @@ func (h *storeThenHold) TryDispatchEvent(ctx context.Context, id proto.Id, ev pr
 		return nil, false, nil
 	}
 	defer h.busy.Store(false)
-	InlineRunning(ctx)
+	handOff := InlineHandoff(ctx)
+	go func() {
+		for h.backend.slow.Load() == 0 { // the store call waits in the backend now
+			time.Sleep(time.Millisecond)
+		}
+		handOff()
+	}()
 	_, _, err := h.cl.Load().KvGet(ctx, id, "slow")
 	close(h.stored)
 	<-h.hold

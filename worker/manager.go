@@ -167,7 +167,7 @@ func (m *Manager) release(t *tenant) {
 // worker's reading goroutine (Thread.TryDispatchEvent): it is loaded and
 // its VM is built, so a cold start (templates fetched and compiled) never
 // runs there. A warm call that runs long there hands the reading to
-// another goroutine after a millisecond (mesophyll.InlineRunning).
+// another goroutine after a millisecond (mesophyll.InlineHandoff).
 func (m *Manager) inlineOK(id proto.Id) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()

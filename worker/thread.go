@@ -12,7 +12,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -284,7 +283,8 @@ func (w *Thread) recoverPanic(c *core, s ProgressSnapshot, r any) {
 // the goroutine that read the event (mesophyll.Inliner). A tenant's first
 // call after a load never runs there, and a call that runs there longer
 // than a millisecond hands the reading of the connection to another
-// goroutine (mesophyll.InlineRunning): no tenant holds up the reading.
+// goroutine (mesophyll.InlineHandoff, VM.spend): no tenant holds up the
+// reading.
 func (w *Thread) TryDispatchEvent(ctx context.Context, id proto.Id, ev proto.Event) (proto.Value, bool, error) {
 	c := w.cur.Load()
 	if c.pending.Load() != 0 || !c.mgr.inlineOK(id) {
@@ -307,9 +307,6 @@ func (w *Thread) tryInline(c *core, msg message, idle bool) (result, bool) {
 	if !ok {
 		return result{}, false
 	}
-	// On a process worker's reading goroutine: a call that runs long
-	// hands the reading of the connection to another goroutine.
-	mesophyll.InlineRunning(msg.ctx)
 	w.inflight.Add(1)
 	defer w.inflight.Add(-1)
 	r := c.runOne(slot, msg)

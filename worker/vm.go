@@ -11,6 +11,7 @@ import (
 	lua "github.com/Shopify/go-lua"
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/worker/luastd"
 )
@@ -74,7 +75,16 @@ type callState struct {
 	hostErr *proto.Error
 	// log accounts the call's log volume (see vmlog.go).
 	log logState
+	// onLong, when the call runs on a process worker's reading goroutine,
+	// hands that reading to another goroutine; spend calls it once the
+	// call has run past longAt (mesophyll.InlineHandoff).
+	onLong func()
+	longAt time.Time
 }
+
+// inlineHandoffAfter is how long a call may run on a process worker's
+// reading goroutine before the reading moves to another one.
+const inlineHandoffAfter = time.Millisecond
 
 // templatesKey is the registry field holding compiled template functions,
 // a sequence indexed by VM.compiled.
@@ -194,6 +204,9 @@ func (vm *VM) begin(ctx context.Context) {
 		c.deadline = d
 		c.callerBudget = max(d.Sub(now), time.Millisecond)
 	}
+	if c.onLong = mesophyll.InlineHandoff(ctx); c.onLong != nil {
+		c.longAt = start.Add(inlineHandoffAfter)
+	}
 }
 
 // end finishes a call; an aborted call breaks the VM.
@@ -283,9 +296,18 @@ func (vm *VM) spend(steps int) *proto.Error {
 		return c.abort
 	}
 	c.steps += int64(steps)
+	var now time.Time
+	if !c.deadline.IsZero() || c.onLong != nil {
+		now = time.Now()
+	}
+	if c.onLong != nil && now.After(c.longAt) {
+		handOff := c.onLong
+		c.onLong = nil
+		handOff()
+	}
 	if max := vm.limits.MaxInstructions; max > 0 && c.steps > max {
 		c.abort = proto.Errorf(proto.CodeCPULimit, "instruction limit exceeded (%d instructions)", max)
-	} else if !c.deadline.IsZero() && time.Now().After(c.deadline) {
+	} else if !c.deadline.IsZero() && now.After(c.deadline) {
 		c.abort = proto.Errorf(proto.CodeTimeout, "time limit exceeded (%s)", vm.timeoutText())
 	} else if c.ctx != nil && c.ctx.Err() != nil {
 		c.abort = proto.Errorf(proto.CodeTimeout, "call cancelled: %v", c.ctx.Err())
