@@ -62,6 +62,12 @@ type tenant struct {
 	// dropped is set when the tenant was dropped or evicted while busy:
 	// its VM is closed when its call ends.
 	dropped bool
+	// slow is set once a dispatch of the tenant ran longer than inlineMax
+	// (its templates' run, not the VM's creation): its calls no longer run
+	// on a reading goroutine (Thread.TryDispatchEvent) until it is
+	// reloaded, so a tenant's long calls hold up a worker's reading for the
+	// hand-off's millisecond once per load at most.
+	slow bool
 }
 
 // quoted returns template i's name as a JSON string.
@@ -163,16 +169,30 @@ func (m *Manager) release(t *tenant) {
 	}
 }
 
+// inlineMax is the longest run after which a tenant's calls no longer run
+// on a reading goroutine.
+const inlineMax = time.Millisecond
+
+// noteRun records that tenant t's dispatch ran since start.
+func (m *Manager) noteRun(t *tenant, start time.Time) {
+	if time.Since(start) > inlineMax {
+		m.mu.Lock()
+		t.slow = true
+		m.mu.Unlock()
+	}
+}
+
 // inlineOK reports whether tenant id's next call may run on a process
-// worker's reading goroutine (Thread.TryDispatchEvent): it is loaded and
-// its VM is built, so a cold start (templates fetched and compiled) never
-// runs there. A warm call that runs long there hands the reading to
-// another goroutine after a millisecond (mesophyll.InlineHandoff).
+// worker's reading goroutine (Thread.TryDispatchEvent): it is loaded, its
+// VM is built (a cold start, templates fetched and compiled, never runs
+// there) and none of its runs since it was loaded was slow. A call that
+// runs long there anyway hands the reading to another goroutine after a
+// millisecond (mesophyll.InlineHandoff).
 func (m *Manager) inlineOK(id proto.Id) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tenants[id]
-	return ok && t.vm != nil
+	return ok && t.vm != nil && !t.slow
 }
 
 // vm returns the tenant's VM, building it if needed; t is busy, so
@@ -233,6 +253,7 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	if err != nil {
 		return nil, err
 	}
+	defer m.noteRun(t, time.Now())
 	out := make([]byte, 0, 64)
 	out = append(out, '{')
 	var failures failureList

@@ -184,13 +184,15 @@ func TestThreadQueueFullIsOverloaded(t *testing.T) {
 
 // TestTryDispatchEventOnlyWarmTenants: a tenant's first call (templates
 // fetched and compiled) never runs on the reading goroutine; once its VM
-// is built its calls do, a long one included (the reading is handed off
-// meanwhile: mesophyll), and after a drop the first call is cold again.
+// is built its calls do, until one runs longer than inlineMax (the reading
+// is handed off meanwhile: mesophyll); a reload starts afresh.
 func TestTryDispatchEventOnlyWarmTenants(t *testing.T) {
 	s := newMemStore()
 	g := proto.GuildID(1)
-	s.put(g, "quick", `return 1`, "Ping")
-	w, err := New(0, 1, Options{Store: s, Logger: zerolog.Nop(), NoStartup: true})
+	s.put(g, "quick", `local event = ... if event.data == "long" then for i = 1, 3e6 do end end return 1`, "Ping")
+	limits := DefaultLimits
+	limits.MaxInstructions, limits.Timeout = 0, 0 // the long call must end by itself
+	w, err := New(0, 1, Options{Store: s, Limits: limits, Logger: zerolog.Nop(), NoStartup: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,8 +210,23 @@ func TestTryDispatchEventOnlyWarmTenants(t *testing.T) {
 			t.Fatalf("a warm tenant: %s ran %v, %v", v, ran, err)
 		}
 	}
+	// A run over inlineMax (3,000,000 iterations take milliseconds on any
+	// machine) and the tenant's calls no longer run inline.
+	long := proto.Event{Name: "Ping", Data: proto.Value(`"long"`)}
+	if _, ran, err := w.TryDispatchEvent(ctx, g, long); !ran || err != nil {
+		t.Fatalf("the long call: ran %v, %v", ran, err)
+	}
+	if _, ran, _ := w.TryDispatchEvent(ctx, g, ping); ran {
+		t.Fatal("a tenant whose run was long ran inline again")
+	}
 	_ = w.DropTenant(ctx, g)
 	if _, ran, _ := w.TryDispatchEvent(ctx, g, ping); ran {
 		t.Fatal("a dropped tenant's next call ran inline")
+	}
+	if _, err := w.DispatchEvent(ctx, g, ping); err != nil {
+		t.Fatal(err)
+	}
+	if _, ran, _ := w.TryDispatchEvent(ctx, g, ping); !ran {
+		t.Fatal("a reloaded tenant's quick calls do not run inline")
 	}
 }

@@ -20,7 +20,7 @@ func TestSuperLongInlineCallHoldsUpNoNeighbour(t *testing.T) {
 	ctx := context.Background()
 	spinner, neighbour := proto.GuildID(41<<22|1), proto.GuildID(42<<22|1)
 	spin := `local event = ...
-if event.data == "spin" then local t = os.clock() while os.clock() - t < 5 do end return "spun" end
+if event.data == "spin" then local t = os.clock() while os.clock() - t < 3 do end return "spun" end
 return "quick"`
 	if err := m.api.PutTemplate(ctx, spinner, "spin", spin, []string{"Ping"}); err != nil {
 		t.Fatal(err)
@@ -29,31 +29,48 @@ return "quick"`
 		t.Fatal(err)
 	}
 	m.waitReady(t)
-	// Warm: the spinner's VM is loaded and its calls were quick.
-	for range 2 {
-		if v, err := m.api.Dispatch(ctx, spinner, proto.Event{Name: "Ping"}); err != nil || !strings.Contains(string(v), "quick") {
-			t.Fatalf("warm-up: %s %v", v, err)
+	// The spinner's call must run on the reading goroutine for the test
+	// to prove anything: its tenant warm and none of its runs over 1 ms. On
+	// a very busy machine a warm-up run may take longer than that (the
+	// tenant then never runs there); a drop gives it a fresh record.
+	const handoffLog = "the reading moves to a new goroutine"
+	for attempt := 1; ; attempt++ {
+		for range 2 {
+			if v, err := m.api.Dispatch(ctx, spinner, proto.Event{Name: "Ping"}); err != nil || !strings.Contains(string(v), "quick") {
+				t.Fatalf("warm-up: %s %v", v, err)
+			}
 		}
-	}
-	spun := make(chan error, 1)
-	go func() {
-		_, err := m.api.Dispatch(ctx, spinner, proto.Event{Name: "Ping", Data: proto.Value(`"spin"`)})
-		spun <- err
-	}()
-	waitFor(t, time.Minute, func() bool { return len(m.superWorkers(t)[0].RunningCalls) == 1 })
-	v, err := m.api.Dispatch(ctx, neighbour, proto.Event{Name: "Ping"})
-	if err != nil || !strings.Contains(string(v), "neighbour") {
-		t.Fatalf("neighbour: %s %v", v, err)
-	}
-	select {
-	case err := <-spun:
-		t.Fatalf("the neighbour was answered only after the spinner's call ended (%v)", err)
-	default:
-	}
-	if !strings.Contains(m.out.String(), "the reading moves to a new goroutine") {
-		t.Fatalf("the spinner's call did not run on the reading goroutine (no hand-off logged): the test proves nothing")
-	}
-	if err := <-spun; err != nil {
-		t.Fatal(err)
+		before := strings.Count(m.out.String(), handoffLog)
+		spun := make(chan error, 1)
+		go func() {
+			_, err := m.api.Dispatch(ctx, spinner, proto.Event{Name: "Ping", Data: proto.Value(`"spin"`)})
+			spun <- err
+		}()
+		waitFor(t, time.Minute, func() bool { return len(m.superWorkers(t)[0].RunningCalls) == 1 })
+		v, err := m.api.Dispatch(ctx, neighbour, proto.Event{Name: "Ping"})
+		if err != nil || !strings.Contains(string(v), "neighbour") {
+			t.Fatalf("neighbour: %s %v", v, err)
+		}
+		select {
+		case err := <-spun:
+			t.Fatalf("the neighbour was answered only after the spinner's call ended (%v)", err)
+		default:
+		}
+		if err := <-spun; err != nil {
+			t.Fatal(err)
+		}
+		if strings.Count(m.out.String(), handoffLog) > before {
+			return // it ran on the reading goroutine, and handed the reading off
+		}
+		if attempt == 4 {
+			t.Fatal("the spinner's call never ran on the reading goroutine (no hand-off logged): the test proves nothing")
+		}
+		t.Logf("attempt %d: the spinner's call did not run on the reading goroutine; again with a fresh VM", attempt)
+		if err := m.api.DropTenant(ctx, spinner); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.api.DropTenant(ctx, neighbour); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
