@@ -30,23 +30,40 @@ func BenchmarkTryDispatchEvent(b *testing.B) {
 			defer w.Kill(context.Background())
 			ctx := context.Background()
 			ev := proto.Event{Name: "Ping", Data: proto.Value(`{}`)}
-			// A cold tenant's first call never runs inline: warm it, and
+			// A cold tenant's first call never runs inline, nor the calls
+			// of a tenant one of whose runs took over a millisecond (on a
+			// busy machine a descheduled run can): warm it afresh, and
 			// wait for its slot to be free again.
-			if _, err := w.DispatchEvent(ctx, id, ev); err != nil {
-				b.Fatal(err)
+			warm := func() {
+				_ = w.DropTenant(ctx, id)
+				if _, err := w.DispatchEvent(ctx, id, ev); err != nil {
+					b.Fatal(err)
+				}
+				for w.Queued() != 0 || len(w.Running()) != 0 {
+					runtime.Gosched()
+				}
 			}
-			for w.Queued() != 0 || len(w.Running()) != 0 {
-				runtime.Gosched()
-			}
+			warm()
 			if _, ran, err := w.TryDispatchEvent(ctx, id, ev); !ran || err != nil {
 				b.Fatalf("first inline dispatch: ran %v, %v", ran, err)
 			}
 			b.ReportAllocs()
+			rewarmed := 0
 			for b.Loop() {
-				if _, ran, err := w.TryDispatchEvent(ctx, id, ev); !ran || err != nil {
-					b.Fatalf("ran %v, %v", ran, err)
+				_, ran, err := w.TryDispatchEvent(ctx, id, ev)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !ran {
+					b.StopTimer()
+					if rewarmed++; rewarmed > 10+b.N/100 {
+						b.Fatalf("%d of %d calls did not run inline", rewarmed, b.N)
+					}
+					warm()
+					b.StartTimer()
 				}
 			}
+			b.ReportMetric(float64(rewarmed), "rewarmed")
 		})
 	}
 }
