@@ -385,25 +385,7 @@ func TestSuperBlameOnlyTheRunningTenant(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Minute, func() bool { return m.superWorkers(t)[0].InFlight >= 2 })
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for name, ch := range map[string]chan error{"running": run, "waiting": wait} {
-		select {
-		case err := <-ch:
-			if proto.CodeOf(err) != proto.CodeWorkerUnavailable {
-				t.Fatalf("%s call: %v, want worker_unavailable", name, err)
-			}
-		case <-time.After(time.Minute):
-			t.Fatalf("%s call did not fail with its worker", name)
-		}
-	}
-	m.waitReady(t)
-	// The nowait event is redelivered to the next process and runs.
-	waitFor(t, time.Minute, func() bool {
-		items, err := m.api.KV(ctx, queued, "ran")
-		return err == nil && len(items) == 1
-	})
+	m.killWorkerMidCalls(t, pid, queued, run, wait)
 	q := m.quarantined(t)
 	if !q[runner.String()] || q[waiter.String()] || q[queued.String()] || len(q) != 1 {
 		t.Fatalf("quarantined %v: want only the running tenant %s", q, runner)
@@ -457,24 +439,7 @@ func TestSuperBlameEveryRunningTenant(t *testing.T) {
 	if got := m.superWorkers(t)[0].RunningCalls; len(got) != 2 {
 		t.Fatalf("running calls %+v, want the 2 spinners", got)
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for i, ch := range []chan error{run, run, wait} {
-		select {
-		case err := <-ch:
-			if proto.CodeOf(err) != proto.CodeWorkerUnavailable {
-				t.Fatalf("call %d: %v, want worker_unavailable", i, err)
-			}
-		case <-time.After(time.Minute):
-			t.Fatalf("call %d did not fail with its worker", i)
-		}
-	}
-	m.waitReady(t)
-	waitFor(t, time.Minute, func() bool {
-		items, err := m.api.KV(ctx, queued, "ran")
-		return err == nil && len(items) == 1
-	})
+	m.killWorkerMidCalls(t, pid, queued, run, run, wait)
 	q := m.quarantined(t)
 	if !q[runners[0].String()] || !q[runners[1].String()] || q[waiter.String()] || q[queued.String()] || len(q) != 2 {
 		t.Fatalf("quarantined %v: want the 2 running tenants %v", q, runners)
@@ -532,4 +497,31 @@ func TestSuperCrashLoopStillAbortsWithHeldEvents(t *testing.T) {
 	if !strings.Contains(m.out.String(), "failed 10 times in a row") {
 		t.Fatalf("fatal line missing:\n%s", tail(m.out.String(), 3000))
 	}
+}
+
+// killWorkerMidCalls SIGKILLs worker process pid, checks that each call
+// whose outcome arrives on chs (one receive each) fails with
+// worker_unavailable, waits for the replacement, and for the nowait event
+// of tenant queued to run there (its template sets the key "ran").
+func (m *runningMaster) killWorkerMidCalls(t *testing.T, pid int, queued proto.Id, chs ...chan error) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range chs {
+		select {
+		case err := <-ch:
+			if proto.CodeOf(err) != proto.CodeWorkerUnavailable {
+				t.Fatalf("call %d: %v, want worker_unavailable", i, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("call %d did not fail with its worker", i)
+		}
+	}
+	m.waitReady(t)
+	// The nowait event is redelivered to the next process and runs.
+	waitFor(t, time.Minute, func() bool {
+		items, err := m.api.KV(context.Background(), queued, "ran")
+		return err == nil && len(items) == 1
+	})
 }
