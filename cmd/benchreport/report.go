@@ -473,10 +473,10 @@ func (r *report) scaleRows() {
 		}
 		r.rows = append(r.rows, rw)
 		cps, _ := r.get(b, "cold-dispatch/s")
-		c50, _ := r.get(b, "cold-p50-us")
-		c99, _ := r.get(b, "cold-p99-us")
-		h50, _ := r.get(b, "hit-p50-us")
-		h99, _ := r.get(b, "hit-p99-us")
+		c50, _ := r.get(b, "cold-p50-µs")
+		c99, _ := r.get(b, "cold-p99-µs")
+		h50, _ := r.get(b, "hit-p50-µs")
+		h99, _ := r.get(b, "hit-p99-µs")
 		start, _ := r.get(b, "start-to-ready-ms")
 		seed, _ := r.get(b, "seed-s")
 		r.rows = append(r.rows,
