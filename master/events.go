@@ -26,6 +26,10 @@ type EventsConfig struct {
 	// BacklogTenant and BacklogMax bound the pending events of one tenant
 	// and of the master (--event-backlog-tenant, --event-backlog-max).
 	BacklogTenant, BacklogMax int
+	// DeadLettersTenant bounds the dead letters one tenant keeps; its
+	// oldest are deleted past it (--event-dead-letters-tenant, default
+	// 1,000).
+	DeadLettersTenant int
 	// Concurrency bounds the deliveries in flight (--event-concurrency;
 	// default 32 per worker).
 	Concurrency int
@@ -53,6 +57,7 @@ func startQueue(ctx context.Context, cfg Config, st store.Store, pool *Pool, q *
 		RetryBackoffMax: ec.RetryBackoffMax,
 		BacklogTenant:   ec.BacklogTenant,
 		BacklogMax:      ec.BacklogMax,
+		DeadLetterKeep:  ec.DeadLettersTenant,
 		// A tenant's share of the disk, as of a worker's memory before
 		// the queue: a quarter of --worker-queue-bytes.
 		BacklogTenantBytes: cfg.WorkerQueueBytes / 4,

@@ -59,6 +59,7 @@ const (
 	DefaultRetryBackoffMax = time.Minute
 	DefaultBacklogTenant   = 10000
 	DefaultBacklogMax      = 1000000
+	DefaultDeadLetterKeep  = 1000
 	DefaultConcurrency     = 64
 	// MaxDelay is how far ahead an event may be due.
 	MaxDelay = 366 * 24 * time.Hour
@@ -85,6 +86,11 @@ type Config struct {
 	// RetryBackoff is the wait after the first failed delivery, doubled
 	// after each further one up to RetryBackoffMax.
 	RetryBackoff, RetryBackoffMax time.Duration
+	// DeadLetterKeep bounds the dead letters of one tenant
+	// (--event-dead-letters-tenant): when one more moves in, the tenant's
+	// oldest beyond its newest DeadLetterKeep are deleted, so a tenant that
+	// keeps poisoning its events cannot fill the disk.
+	DeadLetterKeep int
 	// BacklogTenant and BacklogMax bound the pending events of one tenant
 	// and of all (--event-backlog-tenant, --event-backlog-max).
 	BacklogTenant, BacklogMax int
@@ -155,6 +161,9 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 	}
 	if cfg.BacklogMax <= 0 {
 		cfg.BacklogMax = DefaultBacklogMax
+	}
+	if cfg.DeadLetterKeep <= 0 {
+		cfg.DeadLetterKeep = DefaultDeadLetterKeep
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency

@@ -51,6 +51,11 @@ type EventBatch struct {
 	Dead []EventFailure
 	// Done deletes delivered events; a missing one is not an error.
 	Done []int64
+	// DeadLetterKeep, when positive, bounds the dead letters of each
+	// tenant of Dead: after its event moves in, the tenant's oldest dead
+	// letters (by Seq) beyond its newest DeadLetterKeep are deleted in the
+	// same transaction.
+	DeadLetterKeep int
 }
 
 // Empty reports whether b writes nothing.

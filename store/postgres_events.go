@@ -54,6 +54,15 @@ func (p *Postgres) CommitEvents(ctx context.Context, b EventBatch) ([]int64, err
 				SELECT seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, $1, $2, $3 FROM events WHERE seq = $4
 				ON CONFLICT (seq) DO NOTHING`, f.Attempts, encodeError(f.Err), now, f.Seq)
 			batch.Queue(`DELETE FROM events WHERE seq = $1`, f.Seq)
+			if b.DeadLetterKeep > 0 {
+				// The tenant's dead letters older than its
+				// DeadLetterKeep-th newest one (none while it has fewer).
+				batch.Queue(`DELETE FROM dead_letters
+					WHERE (tenant_type, tenant_id) IN (SELECT tenant_type, tenant_id FROM dead_letters WHERE seq = $1)
+					AND seq < (SELECT d.seq FROM dead_letters d JOIN dead_letters s ON s.seq = $1
+						AND d.tenant_type = s.tenant_type AND d.tenant_id = s.tenant_id
+						ORDER BY d.seq DESC LIMIT 1 OFFSET $2::bigint - 1)`, f.Seq, b.DeadLetterKeep)
+			}
 		}
 		if len(b.Done) > 0 {
 			batch.Queue(`DELETE FROM events WHERE seq = ANY($1)`, b.Done)

@@ -44,6 +44,13 @@ const (
 		SELECT seq, tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled, ?, ?, ? FROM events WHERE seq = ?
 		ON CONFLICT (seq) DO NOTHING`
 	qEventDelete = `DELETE FROM events WHERE seq = ?`
+	// qDeadTrim deletes the dead letters of dead letter ?1's tenant older
+	// than that tenant's ?2-th newest one (none while it has fewer).
+	qDeadTrim = `DELETE FROM dead_letters
+		WHERE (tenant_type, tenant_id) IN (SELECT tenant_type, tenant_id FROM dead_letters WHERE seq = ?1)
+		AND seq < (SELECT d.seq FROM dead_letters d JOIN dead_letters s ON s.seq = ?1
+			AND d.tenant_type = s.tenant_type AND d.tenant_id = s.tenant_id
+			ORDER BY d.seq DESC LIMIT 1 OFFSET ?2 - 1)`
 )
 
 // eventColumns are the columns scanEvent reads, in order.
@@ -104,6 +111,11 @@ func (s *SQLite) CommitEvents(ctx context.Context, b EventBatch) ([]int64, error
 		}
 		if err := s.txExec(ctx, tx, qEventDelete, f.Seq); err != nil {
 			return nil, s.fail("dead-letter event", err)
+		}
+		if b.DeadLetterKeep > 0 {
+			if err := s.txExec(ctx, tx, qDeadTrim, f.Seq, b.DeadLetterKeep); err != nil {
+				return nil, s.fail("trim dead letters", err)
+			}
 		}
 	}
 	for lo := 0; lo < len(b.Done); {

@@ -29,7 +29,7 @@ const (
 // writerStmts are prepared on the writer when the store opens: preparing
 // one later, while a write transaction holds the writer's only
 // connection, would wait for that connection forever.
-var writerStmts = []string{qUsage, qSize, qDelete, qInsert, qPutUsage, qDecUsage, qEventFailed, qEventDead, qEventDelete}
+var writerStmts = []string{qUsage, qSize, qDelete, qInsert, qPutUsage, qDecUsage, qEventFailed, qEventDead, qEventDelete, qDeadTrim}
 
 // KvGet returns the value of key and whether it exists.
 func (s *SQLite) KvGet(ctx context.Context, tenant proto.Id, key string) (json.RawMessage, bool, error) {

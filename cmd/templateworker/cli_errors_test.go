@@ -21,6 +21,8 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		{[]string{"master", "--worker-concurrency", "0", "--data-dir", dir}, "--worker-concurrency must be between 1 and 64, got 0"},
 		{[]string{"master", "--worker-concurrency", "65", "--data-dir", dir}, "--worker-concurrency must be between 1 and 64, got 65"},
 		{[]string{"master", "--lua-max-memory", "lots", "--data-dir", dir}, `bad --lua-max-memory "lots"`},
+		{[]string{"master", "--event-dead-letters-tenant", "0", "--data-dir", dir}, "--event-dead-letters-tenant must be at least 1, got 0"},
+		{[]string{"master", "--event-max-attempts", "0", "--data-dir", dir}, "--event-max-attempts must be at least 1, got 0"},
 		{[]string{"master", "--nope"}, "flag provided but not defined: -nope"},
 		{[]string{"dispatch", "--event", "X", "--api-token", "t"}, "missing --tenant"},
 		{[]string{"dispatch", "--tenant", "guild:1", "--api-token", "t"}, "missing --event"},

@@ -12,6 +12,7 @@ import (
 var eventTests = []test{
 	{"EventsCommitAndDue", testEventsCommitAndDue},
 	{"EventsFailDeadRevive", testEventsFailDeadRevive},
+	{"EventsDeadLetterKeep", testEventsDeadLetterKeep},
 	{"EventsSeqNeverReused", testEventsSeqNeverReused},
 	{"EventsSurviveReopen", testEventsSurviveReopen},
 }
@@ -170,6 +171,46 @@ func testEventsFailDeadRevive(t *testing.T, open Opener) {
 	must(t, err)
 	must(t, s.DeleteDeadLetter(c, seqs[0]))
 	wantCode(t, s.DeleteDeadLetter(c, seqs[0]), proto.CodeNotFound)
+}
+
+// testEventsDeadLetterKeep: DeadLetterKeep keeps each tenant's newest dead
+// letters and deletes its older ones, never another tenant's.
+func testEventsDeadLetterKeep(t *testing.T, open Opener) {
+	s := open(t, store.DefaultQuota)
+	c := ctx(t)
+	now := time.Now()
+	g := addEvents(t, s, guild, now, "G1", "G2", "G3", "G4", "G5")
+	u := addEvents(t, s, user, now, "U1", "U2")
+	fail := &proto.Error{Code: proto.CodeMemoryLimit, Message: "m"}
+	// The user's two first, unbounded; then the guild's one batch at a
+	// time and two in one batch, keeping 3.
+	_, err := s.CommitEvents(c, store.EventBatch{Dead: []store.EventFailure{{Seq: u[0], Attempts: 5, Err: fail}, {Seq: u[1], Attempts: 5, Err: fail}}})
+	must(t, err)
+	for _, seq := range g[:3] {
+		_, err := s.CommitEvents(c, store.EventBatch{DeadLetterKeep: 3, Dead: []store.EventFailure{{Seq: seq, Attempts: 5, Err: fail}}})
+		must(t, err)
+	}
+	_, err = s.CommitEvents(c, store.EventBatch{DeadLetterKeep: 3, Dead: []store.EventFailure{{Seq: g[3], Attempts: 5, Err: fail}, {Seq: g[4], Attempts: 5, Err: fail}}})
+	must(t, err)
+	dl, err := s.DeadLetters(c, &guild, 10)
+	must(t, err)
+	if got := eventNames(dl); fmt.Sprint(got) != "[G3 G4 G5]" {
+		t.Fatalf("guild's dead letters with DeadLetterKeep 3 = %v, want its newest three [G3 G4 G5]", got)
+	}
+	dl, err = s.DeadLetters(c, &user, 10)
+	must(t, err)
+	if got := eventNames(dl); fmt.Sprint(got) != "[U1 U2]" {
+		t.Fatalf("the other tenant's dead letters = %v, want both [U1 U2] (another tenant's bound must not touch them)", got)
+	}
+	// Keeping 1 as the user's next goes dead trims it to that one.
+	u3 := addEvents(t, s, user, now, "U3")
+	_, err = s.CommitEvents(c, store.EventBatch{DeadLetterKeep: 1, Dead: []store.EventFailure{{Seq: u3[0], Attempts: 5, Err: fail}}})
+	must(t, err)
+	dl, err = s.DeadLetters(c, &user, 10)
+	must(t, err)
+	if got := eventNames(dl); fmt.Sprint(got) != "[U3]" {
+		t.Fatalf("user's dead letters with DeadLetterKeep 1 = %v, want [U3]", got)
+	}
 }
 
 func testEventsSeqNeverReused(t *testing.T, open Opener) {
