@@ -9,8 +9,8 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// TestLongStringOperationsAreCharged: .., == and < on long strings cost
-// instructions by their size, so a loop of them over 8 MiB strings ends in
+// TestLongStringOperationsAreCharged: .., ==, < and table indexing with
+// long strings cost instructions by their size, so a loop of them over 8 MiB strings ends in
 // cpu_limit within the budget instead of running a millisecond per
 // instruction (each case would finish well inside the budget if every
 // operation cost one instruction).
@@ -24,6 +24,10 @@ func TestLongStringOperationsAreCharged(t *testing.T) {
 		"concat": big + `for i = 1, 1000 do local t = a .. "y" n = n + #t end return n`,
 		"equal":  big + `for i = 1, 1000 do if a == b then n = n + 1 end end return n`,
 		"less":   big + `for i = 1, 1000 do if a <= b then n = n + 1 end end return n`,
+		// A long key is hashed whole on every access (and compared
+		// byte by byte when it is another string of the same bytes).
+		"table key set": big + `local t = {} for i = 1, 1000 do t[a] = i end return t[a]`,
+		"table key get": big + `local t = {[a] = 1} for i = 1, 1000 do n = n + t[b] end return n`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			m := NewManager(0, 1, newMemStore(), limits, zerolog.Nop())

@@ -20,6 +20,9 @@ func (l *State) arith(rb, rc value, op tm) value {
 }
 
 func (l *State) tableAt(t value, key value) value {
+	if k, ok := key.(string); ok && len(k) >= chargeBytesMin {
+		l.chargeBytes(len(k)) // limits patch: hashing the key reads all of it
+	}
 	for loop := 0; loop < maxTagLoop; loop++ {
 		var tm value
 		if table, ok := t.(*table); ok {
@@ -42,6 +45,9 @@ func (l *State) tableAt(t value, key value) value {
 }
 
 func (l *State) setTableAt(t value, key value, val value) {
+	if k, ok := key.(string); ok && len(k) >= chargeBytesMin {
+		l.chargeBytes(len(k)) // limits patch: hashing the key reads all of it
+	}
 	for loop := 0; loop < maxTagLoop; loop++ {
 		var tm value
 		if table, ok := t.(*table); ok {
