@@ -459,7 +459,7 @@ func init() {
 			c := e.k(i.c())
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					e.frame[i.a()] = nb + nc
+					e.frame[i.a()] = box(nb + nc)
 					if e.hooked() {
 						e.hook()
 					}
@@ -481,7 +481,7 @@ func init() {
 			c := e.k(i.c())
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					e.frame[i.a()] = nb - nc
+					e.frame[i.a()] = box(nb - nc)
 					if e.hooked() {
 						e.hook()
 					}
@@ -503,7 +503,7 @@ func init() {
 			c := e.k(i.c())
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					e.frame[i.a()] = nb * nc
+					e.frame[i.a()] = box(nb * nc)
 					if e.hooked() {
 						e.hook()
 					}
@@ -525,7 +525,7 @@ func init() {
 			c := e.k(i.c())
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					e.frame[i.a()] = nb / nc
+					e.frame[i.a()] = box(nb / nc)
 					if e.hooked() {
 						e.hook()
 					}
@@ -547,7 +547,7 @@ func init() {
 			c := e.k(i.c())
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					e.frame[i.a()] = math.Mod(nb, nc)
+					e.frame[i.a()] = box(math.Mod(nb, nc))
 					if e.hooked() {
 						e.hook()
 					}
@@ -569,7 +569,7 @@ func init() {
 			c := e.k(i.c())
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					e.frame[i.a()] = math.Pow(nb, nc)
+					e.frame[i.a()] = box(math.Pow(nb, nc))
 					if e.hooked() {
 						e.hook()
 					}
@@ -828,8 +828,9 @@ func init() {
 			index, limit, step := e.frame[a+0].(float64), e.frame[a+1].(float64), e.frame[a+2].(float64)
 			if index += step; (0 < step && index <= limit) || (step <= 0 && limit <= index) {
 				e.callInfo.jump(i.sbx())
-				e.frame[a+0] = index // update internal index...
-				e.frame[a+3] = index // ... and external index
+				v := box(index)  // boxed once (limits patch: was twice)
+				e.frame[a+0] = v // update internal index...
+				e.frame[a+3] = v // ... and external index
 			}
 			if e.hooked() {
 				e.hook()
@@ -1059,7 +1060,7 @@ func (l *State) executeSwitch() {
 			c := k(i.c(), constants, frame)
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					frame[i.a()] = nb + nc
+					frame[i.a()] = box(nb + nc)
 					break
 				}
 			}
@@ -1071,7 +1072,7 @@ func (l *State) executeSwitch() {
 			c := k(i.c(), constants, frame)
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					frame[i.a()] = nb - nc
+					frame[i.a()] = box(nb - nc)
 					break
 				}
 			}
@@ -1083,7 +1084,7 @@ func (l *State) executeSwitch() {
 			c := k(i.c(), constants, frame)
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					frame[i.a()] = nb * nc
+					frame[i.a()] = box(nb * nc)
 					break
 				}
 			}
@@ -1095,7 +1096,7 @@ func (l *State) executeSwitch() {
 			c := k(i.c(), constants, frame)
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					frame[i.a()] = nb / nc
+					frame[i.a()] = box(nb / nc)
 					break
 				}
 			}
@@ -1107,7 +1108,7 @@ func (l *State) executeSwitch() {
 			c := k(i.c(), constants, frame)
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					frame[i.a()] = math.Mod(nb, nc)
+					frame[i.a()] = box(math.Mod(nb, nc))
 					break
 				}
 			}
@@ -1119,7 +1120,7 @@ func (l *State) executeSwitch() {
 			c := k(i.c(), constants, frame)
 			if nb, ok := b.(float64); ok {
 				if nc, ok := c.(float64); ok {
-					frame[i.a()] = math.Pow(nb, nc)
+					frame[i.a()] = box(math.Pow(nb, nc))
 					break
 				}
 			}
@@ -1287,8 +1288,9 @@ func (l *State) executeSwitch() {
 			index, limit, step := frame[a+0].(float64), frame[a+1].(float64), frame[a+2].(float64)
 			if index += step; (0 < step && index <= limit) || (step <= 0 && limit <= index) {
 				ci.jump(i.sbx())
-				frame[a+0] = index // update internal index...
-				frame[a+3] = index // ... and external index
+				v := box(index) // boxed once (limits patch: was twice)
+				frame[a+0] = v  // update internal index...
+				frame[a+3] = v  // ... and external index
 			}
 		case opForPrep:
 			a := i.a()
