@@ -1,10 +1,12 @@
 package master
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,12 +55,21 @@ func waitDelivered(b *testing.B, eq *queue.Queue, n uint64) {
 // server with the same clients (healthz-req/s), the floor of its goal. It
 // reports the accept latency percentiles, and checks that every accepted
 // event was delivered.
+//
+// Both phases share 2 cores, so their ratio is that of their CPU per
+// request, reported from /proc: master-cpu-us/op (this process: the
+// server, the queue, the commits, the deliveries and the load generator)
+// and worker-cpu-us/op (the 2 worker processes) per event, counted until
+// the last one was delivered; healthz-cpu-us/op per GET /healthz.
+// pending-at-end is how many accepted events were not yet delivered when
+// the timed part ended.
 func BenchmarkHTTPNowait(b *testing.B) {
 	st := openTestStore(b)
 	for i := range httpTenants {
 		put(b, st, httpTenant(i), "echo", echoTemplate, "Ping")
 	}
-	pool := startBenchPool(b, st, benchProcessConfig(b)).Pool
+	pp := startBenchPool(b, st, benchProcessConfig(b))
+	pool := pp.Pool
 	eq := benchQueue(b, st, pool)
 	q := NewQuarantine(3, time.Minute)
 	api := &API{
@@ -111,7 +122,9 @@ func BenchmarkHTTPNowait(b *testing.B) {
 	b.ReportAllocs()
 
 	// The floor: GET /healthz, b.N requests.
+	workers := workerPIDs(pp)
 	b.ResetTimer()
+	cpu0, wcpu0 := cpuTime(b, 0), cpuTime(b, workers...)
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -122,6 +135,7 @@ func BenchmarkHTTPNowait(b *testing.B) {
 		}
 	})
 	healthRate := float64(b.N) / time.Since(start).Seconds()
+	healthCPU := cpuTime(b, 0) - cpu0
 
 	// Nowait events, b.N requests, each timed.
 	commits := eq.Stats().Commits
@@ -129,6 +143,7 @@ func BenchmarkHTTPNowait(b *testing.B) {
 		mu  sync.Mutex
 		lat []time.Duration
 	)
+	cpu0, wcpu1 := cpuTime(b, 0), cpuTime(b, workers...)
 	start = time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		mine := make([]time.Duration, 0, 1024)
@@ -148,10 +163,13 @@ func BenchmarkHTTPNowait(b *testing.B) {
 	})
 	rate := float64(b.N) / time.Since(start).Seconds()
 	commits = eq.Stats().Commits - commits
+	behind := eq.Stats().Pending
 	b.StopTimer()
 	// Measured what the name says: every accepted event committed and
-	// delivered by the workers.
+	// delivered by the workers. The CPU counted is all of it, the
+	// deliveries still behind at the end of the timed part included.
 	waitDelivered(b, eq, warm+uint64(b.N))
+	nowaitCPU, wcpu2 := cpuTime(b, 0)-cpu0, cpuTime(b, workers...)
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		if len(lat) == 0 {
@@ -165,6 +183,39 @@ func BenchmarkHTTPNowait(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-us")
 	b.ReportMetric(float64(callers), "callers")
 	b.ReportMetric(float64(b.N)/float64(max(commits, 1)), "events/commit")
+	b.ReportMetric(float64(behind), "pending-at-end")
+	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
+	b.ReportMetric(us(nowaitCPU), "master-cpu-us/op")
+	b.ReportMetric(us(wcpu2-wcpu1), "worker-cpu-us/op")
+	b.ReportMetric(us(healthCPU+wcpu1-wcpu0), "healthz-cpu-us/op")
+}
+
+// cpuTime is the user plus system CPU time the processes pids (0: this
+// one) used so far, from /proc (in clock ticks of 10 ms).
+func cpuTime(b *testing.B, pids ...int) time.Duration {
+	b.Helper()
+	var total time.Duration
+	for _, pid := range pids {
+		name := "self"
+		if pid != 0 {
+			name = strconv.Itoa(pid)
+		}
+		raw, err := os.ReadFile("/proc/" + name + "/stat")
+		if err != nil {
+			b.Fatalf("cpu time of pid %d: %v", pid, err)
+		}
+		// The fields after the command (which may hold spaces): state is
+		// field 3, utime and stime fields 14 and 15.
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+		for _, s := range f[11:13] {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				b.Fatalf("cpu time of pid %d: %v", pid, err)
+			}
+			total += time.Duration(n) * 10 * time.Millisecond
+		}
+	}
+	return total
 }
 
 // BenchmarkEventDrain is the rate at which a backlog of b.N queued events
