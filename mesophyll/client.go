@@ -322,9 +322,11 @@ func (c *Client) inline(h Handler, q *proto.DispatchEvent, turn *readerTurn) boo
 		}
 		return false
 	}
-	frame := c.ackFrame(q, err)
+	var frame []byte
 	if q.ReqID != 0 {
 		frame = c.responseFrame(q.ReqID, res, err)
+	} else {
+		frame = c.ackFrame(q, err)
 	}
 	if handedOff {
 		// The new reader owns the collected answers: send this one alone.
@@ -365,6 +367,13 @@ func (c *Client) ack(q *proto.DispatchEvent, err error) {
 
 // ackFrame logs a failure of nowait event q and encodes its Ack.
 func (c *Client) ackFrame(q *proto.DispatchEvent, err error) []byte {
+	if err == nil {
+		// {"Ack":{"seq":N}}, as encoding/json writes it, without it.
+		b := make([]byte, 0, 40)
+		b = append(b, `{"Ack":{"seq":`...)
+		b = strconv.AppendUint(b, q.Seq, 10)
+		return append(b, "}}"...)
+	}
 	ack := &proto.Ack{Seq: q.Seq}
 	if err != nil {
 		c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).

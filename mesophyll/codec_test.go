@@ -83,6 +83,23 @@ func normalize(m proto.Message) proto.Message {
 	return m
 }
 
+// TestAckFrames: the hand-made Ack is encoding/json's, and the fast
+// decoder takes it.
+func TestAckFrames(t *testing.T) {
+	c := &Client{}
+	for _, seq := range []uint64{1, 42, 1<<64 - 1} {
+		frame := c.ackFrame(&proto.DispatchEvent{Seq: seq}, nil)
+		want, _ := json.Marshal(proto.Message{Ack: &proto.Ack{Seq: seq}})
+		if string(frame) != string(want) {
+			t.Errorf("ackFrame(%d) = %s, encoding/json writes %s", seq, frame, want)
+		}
+		var m proto.Message
+		if !decodeFast(frame, &m) || m.Ack == nil || m.Ack.Seq != seq {
+			t.Errorf("decodeFast(%s) = %+v", frame, m)
+		}
+	}
+}
+
 func TestResponseFrames(t *testing.T) {
 	for _, res := range []string{`{"greet":"hi"}`, `null`, `[1,"}}",{"a":{}}]`, `"é\u2028"`, ``} {
 		frame := responseFrame(77, proto.Value(res), nil)
