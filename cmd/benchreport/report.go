@@ -529,10 +529,32 @@ func (r *report) eventRows() {
 		lat = fmt.Sprintf("p50 %s, p99 %s", dur(p50*1000), dur(p99*1000))
 	}
 	r.rows = append(r.rows, row{what: "accept latency of a nowait call (202 once committed), same run", figure: lat, floor: "—", ratio: "—", goal: "—", status: "info"})
+	r.rows = append(r.rows, nowaitCPURow(r))
 	d, dOK := r.get("BenchmarkEventDrain", "events/s")
 	fig := "n/a"
 	if dOK {
 		fig = thousands(d) + " events/s"
 	}
 	r.rows = append(r.rows, row{what: "drain of a 100,000-event backlog (64 tenants, 2 process workers, SQLite) after a start", figure: fig, floor: "—", ratio: "—", goal: "—", status: "info"})
+}
+
+// nowaitCPURow is the CPU one nowait event costs, master and workers,
+// against one GET /healthz in the same run: on 2 shared cores their ratio
+// is the throughput ratio the goal is about.
+func nowaitCPURow(r *report) row {
+	rw := row{what: "CPU per nowait event (master + 2 workers, until delivered) against one GET /healthz, same run",
+		figure: "n/a", floor: "n/a", ratio: "n/a", goal: "—", status: "info"}
+	m, mOK := r.get("BenchmarkHTTPNowait", "master-cpu-us/op")
+	w, wOK := r.get("BenchmarkHTTPNowait", "worker-cpu-us/op")
+	h, hOK := r.get("BenchmarkHTTPNowait", "healthz-cpu-us/op")
+	if mOK && wOK {
+		rw.figure = fmt.Sprintf("%.0f µs + %.0f µs", m, w)
+	}
+	if hOK {
+		rw.floor = fmt.Sprintf("%.0f µs", h)
+	}
+	if mOK && wOK && hOK && m+w > 0 {
+		rw.ratio = fmt.Sprintf("%.0f%%", 100*h/(m+w))
+	}
+	return rw
 }

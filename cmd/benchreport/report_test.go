@@ -202,6 +202,22 @@ func TestWakeRow(t *testing.T) {
 	}
 }
 
+// TestNowaitCPURow: the CPU per nowait event, master plus workers, against
+// the CPU per GET /healthz.
+func TestNowaitCPURow(t *testing.T) {
+	rep := newReport(rounds(map[string]map[string][]float64{
+		"BenchmarkHTTPNowait": {"master-cpu-us/op": run3(110), "worker-cpu-us/op": run3(30), "healthz-cpu-us/op": run3(56)},
+	}))
+	rw := findRow(t, rep, "CPU per nowait event (master + 2 workers, until delivered) against one GET /healthz, same run")
+	if rw.figure != "110 µs + 30 µs" || rw.floor != "56 µs" || rw.ratio != "40%" {
+		t.Fatalf("row %+v", rw)
+	}
+	rep = newReport(rounds(map[string]map[string][]float64{"BenchmarkHTTPNowait": {"req/s": run3(1)}}))
+	if rw := findRow(t, rep, "CPU per nowait event (master + 2 workers, until delivered) against one GET /healthz, same run"); rw.figure != "n/a" || rw.ratio != "n/a" {
+		t.Fatalf("row without figures %+v", rw)
+	}
+}
+
 // TestConcurrencyRows: the neighbour rows compare with the idle figures of
 // the same topology, and the KV-heavy row shows after against before.
 func TestConcurrencyRows(t *testing.T) {

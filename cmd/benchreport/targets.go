@@ -139,7 +139,10 @@ How each figure is measured:
 - **durable events**: ` + "`BenchmarkHTTPNowait`" + ` (master) serves the API with the durable queue over SQLite and a
   2-worker process pool; the same 64 keep-alive clients first GET /healthz b.N times (the floor), then POST
   ` + "`?wait=false`" + ` events b.N times, each timed for the latency percentiles; the workers drain the queue meanwhile,
-  and the benchmark checks that every accepted event was delivered. ` + "`BenchmarkEventDrain`" + ` commits 100,000 events
+  and the benchmark checks that every accepted event was delivered; it reads from /proc the CPU time of the
+  master process (server, queue, commits, deliveries and the load generator) and of the 2 workers per event, until
+  the last one was delivered, against the CPU per GET /healthz (on 2 shared cores, their ratio is the throughput
+  ratio). ` + "`BenchmarkEventDrain`" + ` commits 100,000 events
   of 64 tenants to the store, then opens the queue and times the load of the backlog and the delivery and deletion
   of every event.
 - **recovery**: ` + "`BenchmarkRecovery`" + ` (master) SIGKILLs a worker process 20 times (alternating workers) and times
