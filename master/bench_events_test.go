@@ -257,3 +257,78 @@ func BenchmarkEventDrain(b *testing.B) {
 		b.Fatalf("after the drain the store holds %+v, %v", left, err)
 	}
 }
+
+// BenchmarkDeliveryCPU is the CPU one event's delivery costs the master
+// and the 2 worker processes (from /proc), 64 tenants each sending b.N/64
+// events from a goroutine of its own: waited, one DispatchEvent in flight
+// per tenant (what the durable queue does today), and nowait, the events
+// sent back to back through DispatchEventNoWait and acknowledged (Ack)
+// once they ran, the cost of a pipelined delivery. Each sub-benchmark
+// waits until every event ran (its answer came, or it was acknowledged).
+func BenchmarkDeliveryCPU(b *testing.B) {
+	st := openTestStore(b)
+	for i := range httpTenants {
+		put(b, st, httpTenant(i), "echo", echoTemplate, "Ping")
+	}
+	pp := startBenchPool(b, st, benchProcessConfig(b))
+	ev := proto.Event{Name: "Ping", Data: proto.Value(`{"who":"ops"}`)}
+	ctx := context.Background()
+	for i := range httpTenants {
+		if _, err := pp.DispatchEvent(ctx, httpTenant(i), ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	workers := workerPIDs(pp)
+	unacked := func() int {
+		n := 0
+		for _, w := range pp.workers {
+			w.mu.Lock()
+			n += len(w.nowait)
+			w.mu.Unlock()
+		}
+		return n
+	}
+	for _, nowait := range []bool{false, true} {
+		name := "waited"
+		if nowait {
+			name = "nowait"
+		}
+		b.Run(name, func(b *testing.B) {
+			per := (b.N + httpTenants - 1) / httpTenants
+			c0, w0 := cpuTime(b, 0), cpuTime(b, workers...)
+			var wg sync.WaitGroup
+			for g := range httpTenants {
+				wg.Go(func() {
+					id := httpTenant(g)
+					for range per {
+						if !nowait {
+							if _, err := pp.DispatchEvent(ctx, id, ev); err != nil {
+								b.Error(err)
+								return
+							}
+							continue
+						}
+						for {
+							err := pp.DispatchEventNoWait(id, ev)
+							if err == nil {
+								break
+							}
+							if proto.CodeOf(err) != proto.CodeWorkerOverloaded {
+								b.Error(err)
+								return
+							}
+							time.Sleep(time.Millisecond) // the worker's queue is full
+						}
+					}
+				})
+			}
+			wg.Wait()
+			for unacked() > 0 {
+				time.Sleep(time.Millisecond)
+			}
+			n := float64(per * httpTenants)
+			b.ReportMetric(float64((cpuTime(b, 0)-c0).Microseconds())/n, "master-cpu-us/ev")
+			b.ReportMetric(float64((cpuTime(b, workers...)-w0).Microseconds())/n, "worker-cpu-us/ev")
+		})
+	}
+}
