@@ -11,10 +11,13 @@ var (
 			"hand-off of the P per message, and the reply the same back: `BenchmarkChanRoundTripLocked` shows that floor). " +
 			"An idle worker runs the call on the caller's goroutine, as process workers do for the events they read, so a " +
 			"sequential dispatch pays no goroutine hand-off at all; what it adds to the raw call is the tenant call's event " +
-			"table, the protected call, the progress record of the watchdog and the JSON result. go-lua boxing every number " +
-			"it computes (`runtime.convT64`/`mallocgc`, 303 allocations for the loop alone) is in the raw call too, so on a " +
-			"busy machine the garbage collector's share moves both figures. `BenchmarkDispatchThreadUnlocked` is now the " +
-			"same path as `BenchmarkDispatchThread`.",
+			"table, the protected call, the progress record of the watchdog and the JSON result. Until session 5 go-lua boxed " +
+			"every number it computed (`runtime.convT64`/`mallocgc`, 303 allocations for the loop alone, about two thirds of " +
+			"the raw call's time); its box patch (third_party/go-lua/PATCHES.md) took the loop to 3 allocations and the raw " +
+			"call to about a third of its time, and the dispatch by the same microseconds. The ratio grew because its floor " +
+			"shrank: the dispatch's fixed few microseconds (event table, protected call, count hook, JSON, progress record) " +
+			"are now most of a call of this small chunk. `BenchmarkDispatchThreadUnlocked` is the same path as " +
+			"`BenchmarkDispatchThread`.",
 	}
 	tProcess = &target{
 		name: "process dispatch ≤ 1.5× (WS echo + raw Lua call)", pkg: "./master", profile: "BenchmarkDispatchProcess/sequential",
