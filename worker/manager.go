@@ -63,10 +63,11 @@ type tenant struct {
 	// its VM is closed when its call ends.
 	dropped bool
 	// slow is set once a dispatch of the tenant ran longer than inlineMax
-	// (its templates' run, not the VM's creation): its calls no longer run
-	// on a reading goroutine (Thread.TryDispatchEvent) until it is
-	// reloaded, so a tenant's long calls hold up a worker's reading for the
-	// hand-off's millisecond once per load at most.
+	// (its templates' run, not the VM's creation) and did the work of a
+	// long run (inlineSlowSteps): its calls no longer run on a reading
+	// goroutine (Thread.TryDispatchEvent) until it is reloaded, so a
+	// tenant's long calls hold up a worker's reading for the hand-off's
+	// millisecond once per load at most.
 	slow bool
 }
 
@@ -170,12 +171,27 @@ func (m *Manager) release(t *tenant) {
 }
 
 // inlineMax is the longest run after which a tenant's calls no longer run
-// on a reading goroutine.
+// on a reading goroutine, if the run did inlineSlowSteps of work.
 const inlineMax = time.Millisecond
 
-// noteRun records that tenant t's dispatch ran since start.
-func (m *Manager) noteRun(t *tenant, start time.Time) {
-	if time.Since(start) > inlineMax {
+// inlineSlowSteps is the least work (instructions and the host functions'
+// charges) of a run that makes its tenant slow when it took longer than
+// inlineMax. A quick run that took that long did not hold up the reading
+// with its own work: its thread was descheduled (a busy host), the
+// collector stopped it, or it waited in a store call (which reads the
+// connection meanwhile). Without this floor one such run on a loaded host
+// sent a tenant's quick calls off the reading goroutine for the rest of
+// its load, with a goroutine hand-off each way per call. 10,000 steps of
+// plain Lua take 0.1-0.4 ms here (a tenth to a half of inlineMax; more
+// where instructions allocate), so a run that holds up the reading for
+// inlineMax by its own work is over it on any host, and a run of a few
+// hundred steps (a typical template) never is.
+const inlineSlowSteps = 10 * hookEvery
+
+// noteRun records that tenant t's dispatch, which began at start, has
+// ended; vm's shared budget holds the work its templates did.
+func (m *Manager) noteRun(t *tenant, vm *VM, start time.Time) {
+	if vm.shared.steps >= inlineSlowSteps && time.Since(start) > inlineMax {
 		m.mu.Lock()
 		t.slow = true
 		m.mu.Unlock()
@@ -253,7 +269,6 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	if err != nil {
 		return nil, err
 	}
-	defer m.noteRun(t, time.Now())
 	out := make([]byte, 0, 64)
 	out = append(out, '{')
 	var failures failureList
@@ -262,6 +277,7 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	defer m.exit(vm)
 	vm.shareBudget() // the templates of one dispatch share one call's limits
 	defer vm.unshareBudget()
+	defer m.noteRun(t, vm, time.Now()) // before unshareBudget: it reads the steps
 	for n, i := range subs {
 		tp := &t.templates[i]
 		res, err := vm.runTemplate(ctx, tp, ev)

@@ -184,8 +184,9 @@ func TestThreadQueueFullIsOverloaded(t *testing.T) {
 
 // TestTryDispatchEventOnlyWarmTenants: a tenant's first call (templates
 // fetched and compiled) never runs on the reading goroutine; once its VM
-// is built its calls do, until one runs longer than inlineMax (the reading
-// is handed off meanwhile: mesophyll); a reload starts afresh.
+// is built its calls do, until one runs longer than inlineMax doing the
+// work of a long run (the reading is handed off meanwhile: mesophyll); a
+// reload starts afresh.
 func TestTryDispatchEventOnlyWarmTenants(t *testing.T) {
 	s := newMemStore()
 	g := proto.GuildID(1)
@@ -211,7 +212,8 @@ func TestTryDispatchEventOnlyWarmTenants(t *testing.T) {
 		}
 	}
 	// A run over inlineMax (3,000,000 iterations take milliseconds on any
-	// machine) and the tenant's calls no longer run inline.
+	// machine, and are over inlineSlowSteps) and the tenant's calls no
+	// longer run inline.
 	long := proto.Event{Name: "Ping", Data: proto.Value(`"long"`)}
 	if _, ran, err := w.TryDispatchEvent(ctx, g, long); !ran || err != nil {
 		t.Fatalf("the long call: ran %v, %v", ran, err)
@@ -228,5 +230,46 @@ func TestTryDispatchEventOnlyWarmTenants(t *testing.T) {
 	}
 	if _, ran, _ := w.TryDispatchEvent(ctx, g, ping); !ran {
 		t.Fatal("a reloaded tenant's quick calls do not run inline")
+	}
+}
+
+// slowKVStore is a memStore whose KvGet takes at least delay.
+type slowKVStore struct {
+	*memStore
+	delay time.Duration
+}
+
+func (s slowKVStore) KvGet(ctx context.Context, id proto.Id, key string) (json.RawMessage, bool, error) {
+	time.Sleep(s.delay)
+	return s.memStore.KvGet(ctx, id, key)
+}
+
+// TestTryDispatchEventQuickRunTakingLongStaysInline: a run that took
+// longer than inlineMax without doing the work of a long run (here it
+// waited in a store call; on a busy host its thread may be descheduled)
+// does not send its tenant's calls off the reading goroutine: only work
+// (inlineSlowSteps) holds the reading up.
+func TestTryDispatchEventQuickRunTakingLongStaysInline(t *testing.T) {
+	s := newMemStore()
+	g := proto.GuildID(1)
+	s.put(g, "wait", `local event, ctx = ... if event.data == "wait" then ctx.kv.get("k") end return 1`, "Ping")
+	limits := DefaultLimits
+	limits.Timeout = time.Minute // the store's wait must not end the call
+	w, err := New(0, 1, Options{Store: slowKVStore{s, 3 * inlineMax}, Limits: limits, Logger: zerolog.Nop(), NoStartup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() { _ = w.Kill(ctx) })
+	ping := proto.Event{Name: "Ping"}
+	if _, err := w.DispatchEvent(ctx, g, ping); err != nil {
+		t.Fatal(err)
+	}
+	wait := proto.Event{Name: "Ping", Data: proto.Value(`"wait"`)}
+	if v, ran, err := w.TryDispatchEvent(ctx, g, wait); !ran || err != nil || string(v) != `{"wait":1}` {
+		t.Fatalf("the waiting call: %s ran %v, %v", v, ran, err)
+	}
+	if _, ran, _ := w.TryDispatchEvent(ctx, g, ping); !ran {
+		t.Fatal("a tenant whose run only waited longer than inlineMax no longer runs inline")
 	}
 }
