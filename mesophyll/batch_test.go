@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/internal/syncbuf"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -465,4 +467,33 @@ func (h *harness) slowKV(ctx context.Context, c *Conn, g proto.Id) <-chan error 
 		time.Sleep(time.Millisecond)
 	}
 	return done
+}
+
+// TestInlineWaitedFailureIsNoNowaitFailure: a waited event that fails
+// inline is answered with its error and is not logged as a failed nowait
+// event (nor encoded as an Ack).
+func TestInlineWaitedFailureIsNoNowaitFailure(t *testing.T) {
+	h := newHarness(t, ServerOptions{Workers: 1})
+	hd := &inlineHandler{fakeHandler: newFakeHandler()}
+	logs := &syncbuf.Buffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := Dial(ctx, h.url, 0, h.token(0), ClientOptions{Logger: zerolog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cl.Serve(context.Background(), hd); close(done) }()
+	t.Cleanup(func() { cl.Close(); <-done })
+	h.waitConnected(0)
+	_, err = h.srv.Conn(0).DispatchEvent(ctx, proto.GuildID(1), proto.Event{Name: "fail"})
+	if proto.CodeOf(err) != proto.CodeScriptError {
+		t.Fatalf("the failing event: %v, want a script_error", err)
+	}
+	if hd.inlined.Load() != 1 {
+		t.Fatalf("%d events ran inline, want 1", hd.inlined.Load())
+	}
+	if strings.Contains(logs.String(), "nowait event failed") {
+		t.Fatalf("a waited call's failure was logged as a nowait event's:\n%s", logs.String())
+	}
 }
