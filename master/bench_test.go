@@ -180,9 +180,17 @@ func benchDispatch(b *testing.B, pool WorkerLike, workers ...int) {
 	})
 }
 
-// reportWakeups reports the wake-ups per operation of this process and,
-// with others, of the processes on the other side.
+// reportWakeups reports the wake-ups and the CPU time (µs) per operation
+// of this process and, with others, of the processes on the other side.
 func reportWakeups(b *testing.B, self, others *wakeup.Meter, withOthers bool) {
+	if us, err := self.CPUPerOp(b.N); err == nil {
+		b.ReportMetric(us, "cpu-us/op")
+	}
+	if withOthers {
+		if us, err := others.CPUPerOp(b.N); err == nil {
+			b.ReportMetric(us, "worker-cpu-us/op")
+		}
+	}
 	n, err := self.PerOp(b.N)
 	if err != nil {
 		b.Logf("wake-ups not counted: %v", err)

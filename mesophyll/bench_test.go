@@ -59,9 +59,15 @@ func benchEcho(b *testing.B, url string, peer int) {
 	if n, err := self.PerOp(b.N); err == nil {
 		b.ReportMetric(n, "wakeups/op")
 	}
+	if us, err := self.CPUPerOp(b.N); err == nil {
+		b.ReportMetric(us, "cpu-us/op")
+	}
 	if peer != 0 {
 		if n, err := other.PerOp(b.N); err == nil {
 			b.ReportMetric(n, "worker-wakeups/op")
+		}
+		if us, err := other.CPUPerOp(b.N); err == nil {
+			b.ReportMetric(us, "worker-cpu-us/op")
 		}
 	}
 }

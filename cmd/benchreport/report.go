@@ -238,6 +238,8 @@ func (r *report) build() {
 	// is made of.
 	r.wakeRow("process dispatch of `return nil`, sequential", "BenchmarkDispatchProcessEmpty/sequential", "BenchmarkWSEchoProcess/unix")
 	r.wakeRow("process dispatch, sequential", "BenchmarkDispatchProcess/sequential", "BenchmarkWSEchoProcess/unix")
+	r.cpuRow("process dispatch of `return nil`, sequential", "BenchmarkDispatchProcessEmpty/sequential", "BenchmarkWSEchoProcess/unix")
+	r.cpuRow("process dispatch, sequential", "BenchmarkDispatchProcess/sequential", "BenchmarkWSEchoProcess/unix")
 	r.wakeRow("thread dispatch, sequential", "BenchmarkDispatchThread/sequential", "BenchmarkChanRoundTripLocked")
 	r.wakeRow("thread dispatch of `return nil`, sequential", "BenchmarkDispatchThreadEmpty/sequential", "BenchmarkChanRoundTripLocked")
 
@@ -330,6 +332,27 @@ func (r *report) wakeRow(what, bench, floor string) {
 		fl += " (" + strings.TrimPrefix(floor, "Benchmark") + ")"
 	}
 	r.rows = append(r.rows, row{what: "wake-ups per call: " + what, figure: fig, floor: fl, ratio: "—", goal: "—", status: "info"})
+}
+
+// cpuRow adds the CPU time one call of bench costs (this process + the
+// worker process) beside its floor's: unlike the call's wall time, other
+// load on the host hardly moves it, so it shows which side a figure's
+// excess over its floor is spent on.
+func (r *report) cpuRow(what, bench, floor string) {
+	text := func(b string) (string, bool) {
+		self, ok := r.get(b, "cpu-us/op")
+		other, ok2 := r.get(b, "worker-cpu-us/op")
+		if !ok || !ok2 {
+			return "n/a", false
+		}
+		return fmt.Sprintf("%.1f + %.1f µs", self, other), true
+	}
+	fig, _ := text(bench)
+	fl, ok := text(floor)
+	if ok {
+		fl += " (" + strings.TrimPrefix(floor, "Benchmark") + ")"
+	}
+	r.rows = append(r.rows, row{what: "CPU per call: " + what, figure: fig, floor: fl, ratio: "—", goal: "—", status: "info"})
 }
 
 // recoveryRows adds the rows of one recovery benchmark: p50 against its

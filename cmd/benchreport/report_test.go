@@ -218,6 +218,20 @@ func TestNowaitCPURow(t *testing.T) {
 	}
 }
 
+func TestCPURow(t *testing.T) {
+	rep := newReport(rounds(map[string]map[string][]float64{
+		"BenchmarkDispatchProcess/sequential": {"ns/op": run3(60000), "cpu-us/op": {30, 32, 31}, "worker-cpu-us/op": run3(40)},
+		"BenchmarkWSEchoProcess/unix":         {"ns/op": run3(20000), "cpu-us/op": run3(16.25), "worker-cpu-us/op": run3(16)},
+	}))
+	rw := findRow(t, rep, "CPU per call: process dispatch, sequential")
+	if rw.figure != "31.0 + 40.0 µs" || rw.floor != "16.2 + 16.0 µs (WSEchoProcess/unix)" {
+		t.Fatalf("row %+v", rw)
+	}
+	if rw := findRow(t, rep, "CPU per call: process dispatch of `return nil`, sequential"); rw.figure != "n/a" {
+		t.Fatalf("row without figures %+v", rw)
+	}
+}
+
 // TestConcurrencyRows: the neighbour rows compare with the idle figures of
 // the same topology, and the KV-heavy row shows after against before.
 func TestConcurrencyRows(t *testing.T) {

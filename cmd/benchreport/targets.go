@@ -165,6 +165,11 @@ How each figure is measured:
   /proc (internal/wakeup), divided by the calls: each is a thread that went to sleep and had to be woken. Shown as
   *this process + the other*; a path with more wake-ups than its floor has hand-offs the floor does not, and
   its ratio to the floor will move from host to host with the price of a wake-up.
+- **CPU per call**: the same benchmarks sum the CPU time every thread of both processes ran over the run
+  (/proc/<pid>/task/*/schedstat, internal/wakeup), divided by the calls, in µs, *this process + the other*.
+  Other load on a shared host moves it far less than the wall time, and it shows on which side a figure's
+  excess over its floor is spent (a cross-process round trip's wall time is roughly both sides' CPU plus the
+  wake-up latencies).
 - **parallel callers**: the *N callers* rows run b.RunParallel with ceil(64 / GOMAXPROCS) goroutines per
   GOMAXPROCS, so 64 callers on 1, 2, 4 … cores; the benchmark reports the number it ran.
 - **VM costs**: ` + "`BenchmarkNewVM`" + ` (worker) is newVM plus three templates compiled (B/op is allocated, not

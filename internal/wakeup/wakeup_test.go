@@ -44,3 +44,35 @@ func TestCountsSleeps(t *testing.T) {
 		t.Fatal("PerOp(0) did not fail")
 	}
 }
+
+// TestCPU: a thread that spins for a while is counted at least that long
+// once it has run (the spin is bounded by CPU time, not by the wall clock).
+func TestCPU(t *testing.T) {
+	m := Start(0)
+	before, err := CPU(0)
+	if err != nil {
+		t.Skip("no schedstat under /proc:", err)
+	}
+	for {
+		now, err := CPU(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now-before >= int64(20*time.Millisecond) {
+			break
+		}
+	}
+	us, err := m.CPUPerOp(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if us < 10_000 {
+		t.Fatalf("20 ms of CPU counted as %.0f µs per op of 2", us)
+	}
+	if _, err := m.CPUPerOp(0); err == nil {
+		t.Fatal("CPUPerOp(0) did not fail")
+	}
+	if _, err := CPU(1 << 30); err == nil {
+		t.Fatal("a pid that does not exist was measured")
+	}
+}
