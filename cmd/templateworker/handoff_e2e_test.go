@@ -30,9 +30,10 @@ return "quick"`
 	}
 	m.waitReady(t)
 	// The spinner's call must run on the reading goroutine for the test
-	// to prove anything: its tenant warm and none of its runs over 1 ms. On
-	// a very busy machine a warm-up run may take longer than that (the
-	// tenant then never runs there); a drop gives it a fresh record.
+	// to prove anything: its tenant warm and none of its runs slow (over
+	// 1 ms with 10,000 steps of work: the warm-up's quick runs never are,
+	// however long a busy machine makes them take). Should it not run
+	// there anyway, a drop gives it a fresh record.
 	const handoffLog = "the reading moves to a new goroutine"
 	for attempt := 1; ; attempt++ {
 		for range 2 {
