@@ -89,6 +89,7 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	// to the worker directly ends it too.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	defer startWorkerProfile(log)()
 	limits := worker.Limits{
 		MaxInstructions: c.Int64("lua-max-instructions"),
 		Timeout:         c.Duration("lua-timeout"),
