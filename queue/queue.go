@@ -72,6 +72,13 @@ type Config struct {
 	// Dispatch runs ev for tenant and returns once the worker ran it (a
 	// waited dispatch). Required.
 	Dispatch func(ctx context.Context, tenant proto.Id, ev proto.Event) (proto.Value, error)
+	// DispatchWindow, if set, runs several of tenant's due events in
+	// order without waiting for each (a pipelined delivery) and returns
+	// how each ended, as Dispatch would; it must run none after one that
+	// ended with an error that proto.StopsWindow, answering those
+	// proto.CodeNotRun (Wait, no attempt counted). nil: one Dispatch at a
+	// time.
+	DispatchWindow func(ctx context.Context, tenant proto.Id, evs []proto.Event) []error
 	// Quarantined returns a tenant_quarantined error (with RetryAfter)
 	// while tenant's events must wait; nil: never.
 	Quarantined func(tenant proto.Id) error
