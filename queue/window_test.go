@@ -214,4 +214,3 @@ func TestStopsWindowMatchesClassify(t *testing.T) {
 		t.Error("not_run must wait, no attempt counted")
 	}
 }
-
