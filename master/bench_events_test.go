@@ -263,7 +263,9 @@ func BenchmarkEventDrain(b *testing.B) {
 // events from a goroutine of its own: waited, one DispatchEvent in flight
 // per tenant (what the durable queue does today), and nowait, the events
 // sent back to back through DispatchEventNoWait and acknowledged (Ack)
-// once they ran, the cost of a pipelined delivery. Each sub-benchmark
+// once they ran, the cost of a pipelined delivery; and window, what the
+// queue's pipelined delivery does (DispatchWindow of 16 events, each
+// acknowledged, none failing). Each sub-benchmark
 // waits until every event ran (its answer came, or it was acknowledged).
 func BenchmarkDeliveryCPU(b *testing.B) {
 	st := openTestStore(b)
@@ -288,6 +290,38 @@ func BenchmarkDeliveryCPU(b *testing.B) {
 		}
 		return n
 	}
+	b.Run("window", func(b *testing.B) {
+		// The durable queue's pipelined delivery: DispatchWindow of 16
+		// events at a time per tenant, each acknowledged.
+		const size = 16
+		if _, ok := pp.Pool.For(httpTenant(0)).(windower); !ok {
+			b.Fatal("the process worker does not pipeline windows")
+		}
+		per := (b.N + httpTenants*size - 1) / (httpTenants * size)
+		c0, w0 := cpuTime(b, 0), cpuTime(b, workers...)
+		evs := make([]proto.Event, size)
+		for i := range evs {
+			evs[i] = ev
+		}
+		var wg sync.WaitGroup
+		for g := range httpTenants {
+			wg.Go(func() {
+				id := httpTenant(g)
+				for range per {
+					for i, err := range pp.Pool.DispatchWindow(ctx, id, evs) {
+						if err != nil {
+							b.Errorf("event %d of a window: %v", i, err)
+							return
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		n := float64(per * httpTenants * size)
+		b.ReportMetric(float64((cpuTime(b, 0)-c0).Microseconds())/n, "master-cpu-us/ev")
+		b.ReportMetric(float64((cpuTime(b, workers...)-w0).Microseconds())/n, "worker-cpu-us/ev")
+	})
 	for _, nowait := range []bool{false, true} {
 		name := "waited"
 		if nowait {
