@@ -367,6 +367,7 @@ func (q *Queue) dispatch(id proto.Id, win []store.EventRecord) []error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), q.cfg.CallTimeout*time.Duration(len(win)))
 	defer cancel()
+	q.deliveries.Add(1)
 	if len(win) == 1 || q.cfg.DispatchWindow == nil {
 		_, err := q.cfg.Dispatch(ctx, id, evs[0])
 		return []error{err}

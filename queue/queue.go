@@ -44,6 +44,9 @@ type Stats struct {
 	// events delivered, failed deliveries that will be retried, events
 	// moved to the dead-letter table and events scheduled.
 	Delivered, Retried, DeadLettered, Scheduled uint64
+	// Deliveries counts the dispatches to workers: one per event, or one
+	// per pipelined window of several (Config.DispatchWindow).
+	Deliveries uint64
 	// Commits counts the group commits (events and deletions of
 	// delivered ones together).
 	Commits uint64
@@ -146,6 +149,7 @@ type Queue struct {
 	wakeCh  chan struct{}
 
 	delivered, retried, deadLettered, scheduled atomic.Uint64
+	deliveries                                  atomic.Uint64
 }
 
 // Open loads the backlog of the tenants this master owns from the store and
