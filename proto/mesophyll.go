@@ -131,6 +131,10 @@ type DispatchResponse struct {
 //
 //	{"Ack":{"seq":3}}
 //	{"Ack":{"seq":4,"code":"cpu_limit"}}
+//	{"Ack":{"seq":5,"code":"not_run"}}
+//
+// not_run answers an event of a window (DispatchEvent.Window) that the
+// worker did not run because an earlier event of the window failed.
 type Ack struct {
 	Seq  uint64 `json:"seq"`
 	Code string `json:"code,omitempty"`
