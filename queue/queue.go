@@ -10,8 +10,9 @@
 // Config.Dispatch (a waited dispatch: its return means the worker ran the
 // event), or, when several are due, a window of up to 16 of them through
 // Config.DispatchWindow (pipelined: sent back to back, each acknowledged,
-// none run after one that must be delivered again), many tenants at once; a delivered event is deleted in a later
-// group commit, so a crash in between redelivers it (at least once). Only
+// none run after one that must be delivered again), many tenants at once;
+// a delivered event is deleted in a later group commit, so a crash in
+// between redelivers it (at least once). Only
 // per-tenant counts live in memory: payloads are paged from the store.
 package queue
 
