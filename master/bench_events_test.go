@@ -61,6 +61,8 @@ func waitDelivered(b *testing.B, eq *queue.Queue, n uint64) {
 // server, the queue, the commits, the deliveries and the load generator)
 // and worker-cpu-us/op (the 2 worker processes) per event, counted until
 // the last one was delivered; healthz-cpu-us/op per GET /healthz.
+// events/delivery is the events per dispatch to a worker (above 1 when the
+// queue pipelined a tenant's due events in windows).
 // pending-at-end is how many accepted events were not yet delivered when
 // the timed part ended.
 func BenchmarkHTTPNowait(b *testing.B) {
@@ -138,7 +140,7 @@ func BenchmarkHTTPNowait(b *testing.B) {
 	healthCPU := cpuTime(b, 0) - cpu0
 
 	// Nowait events, b.N requests, each timed.
-	commits := eq.Stats().Commits
+	commits, deliveries, delivered := eq.Stats().Commits, eq.Stats().Deliveries, eq.Stats().Delivered
 	var (
 		mu  sync.Mutex
 		lat []time.Duration
@@ -170,6 +172,8 @@ func BenchmarkHTTPNowait(b *testing.B) {
 	// deliveries still behind at the end of the timed part included.
 	waitDelivered(b, eq, warm+uint64(b.N))
 	nowaitCPU, wcpu2 := cpuTime(b, 0)-cpu0, cpuTime(b, workers...)
+	st1 := eq.Stats()
+	deliveries, delivered = st1.Deliveries-deliveries, st1.Delivered-delivered
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		if len(lat) == 0 {
@@ -183,6 +187,9 @@ func BenchmarkHTTPNowait(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-us")
 	b.ReportMetric(float64(callers), "callers")
 	b.ReportMetric(float64(b.N)/float64(max(commits, 1)), "events/commit")
+	// Events per dispatch to a worker: above 1 when deliveries were
+	// pipelined (windows of a tenant's due events).
+	b.ReportMetric(float64(delivered)/float64(max(deliveries, 1)), "events/delivery")
 	b.ReportMetric(float64(behind), "pending-at-end")
 	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
 	b.ReportMetric(us(nowaitCPU), "master-cpu-us/op")
@@ -263,7 +270,9 @@ func BenchmarkEventDrain(b *testing.B) {
 // events from a goroutine of its own: waited, one DispatchEvent in flight
 // per tenant (what the durable queue does today), and nowait, the events
 // sent back to back through DispatchEventNoWait and acknowledged (Ack)
-// once they ran, the cost of a pipelined delivery. Each sub-benchmark
+// once they ran, the cost of a pipelined delivery; and window, what the
+// queue's pipelined delivery does (DispatchWindow of 16 events, each
+// acknowledged, none failing). Each sub-benchmark
 // waits until every event ran (its answer came, or it was acknowledged).
 func BenchmarkDeliveryCPU(b *testing.B) {
 	st := openTestStore(b)
@@ -288,6 +297,38 @@ func BenchmarkDeliveryCPU(b *testing.B) {
 		}
 		return n
 	}
+	b.Run("window", func(b *testing.B) {
+		// The durable queue's pipelined delivery: DispatchWindow of 16
+		// events at a time per tenant, each acknowledged.
+		const size = 16
+		if _, ok := pp.Pool.For(httpTenant(0)).(windower); !ok {
+			b.Fatal("the process worker does not pipeline windows")
+		}
+		per := (b.N + httpTenants*size - 1) / (httpTenants * size)
+		c0, w0 := cpuTime(b, 0), cpuTime(b, workers...)
+		evs := make([]proto.Event, size)
+		for i := range evs {
+			evs[i] = ev
+		}
+		var wg sync.WaitGroup
+		for g := range httpTenants {
+			wg.Go(func() {
+				id := httpTenant(g)
+				for range per {
+					for i, err := range pp.Pool.DispatchWindow(ctx, id, evs) {
+						if err != nil {
+							b.Errorf("event %d of a window: %v", i, err)
+							return
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		n := float64(per * httpTenants * size)
+		b.ReportMetric(float64((cpuTime(b, 0)-c0).Microseconds())/n, "master-cpu-us/ev")
+		b.ReportMetric(float64((cpuTime(b, workers...)-w0).Microseconds())/n, "worker-cpu-us/ev")
+	})
 	for _, nowait := range []bool{false, true} {
 		name := "waited"
 		if nowait {

@@ -49,6 +49,7 @@ func startQueue(ctx context.Context, cfg Config, st store.Store, pool *Pool, q *
 	eq, err := queue.Open(ctx, queue.Config{
 		Store:           st,
 		Dispatch:        g.DispatchEvent,
+		DispatchWindow:  g.DispatchWindow,
 		Quarantined:     q.Check,
 		Route:           func(id proto.Id) int { return id.WorkerID(n) },
 		Owns:            owns,

@@ -144,7 +144,9 @@ type procWorker struct {
 	tenants  int
 	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
 	seq      uint64
-	inflight map[proto.Id]int // tenants with waited calls in flight
+	pipe     map[uint64]*pipeCall // events of pipelined windows sent and not acknowledged, by seq
+	windows  uint64               // the last window id sent
+	inflight map[proto.Id]int     // tenants with waited calls in flight
 	// crashed is told which tenant was running when the process died
 	// unexpectedly (or was cut by the watchdog), so the quarantine counts
 	// it against that tenant alone.

@@ -134,6 +134,10 @@ func (w *procWorker) onHung(slot int) {
 
 func (w *procWorker) onAck(ack proto.Ack) {
 	w.mu.Lock()
+	if w.ackWindowLocked(ack) {
+		w.mu.Unlock()
+		return
+	}
 	e, ok := w.forgetNowaitLocked(ack.Seq)
 	w.mu.Unlock()
 	if ok && fatalCode(ack.Code) && w.failed != nil {

@@ -94,6 +94,7 @@ type Client struct {
 	// store calls made under it read the connection themselves.
 	inlineCtx context.Context
 	hctx      context.Context // the ctx of requests, cancelled when Serve stops
+	windows   windows         // the open windows of pipelined events, by tenant
 	handler   Handler
 	pumpBuf   bytes.Buffer  // read buffer of those store calls
 	pumpMsg   proto.Message // the frame they read
@@ -257,10 +258,15 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message, turn *
 		}
 	case m.DispatchEvent != nil:
 		q := m.DispatchEvent
-		if c.inline(h, q, turn) {
+		win := c.windows.of(q)
+		if win != nil && win.stopped.Load() {
+			c.ack(q, notRun())
 			return nil
 		}
-		if q.ReqID == 0 && c.queue(ctx, h, q) {
+		if c.inline(h, q, turn, win) {
+			return nil
+		}
+		if q.ReqID == 0 && c.queue(withWindow(ctx, win), h, q) {
 			return nil
 		}
 		if q.ReqID == 0 {
@@ -302,7 +308,7 @@ func (c *Client) handle(ctx context.Context, h Handler, m *proto.Message, turn *
 // served, sends its response or Ack, and reports whether it did. If the
 // event runs long, the reading moves to another goroutine meanwhile
 // (readturn.go).
-func (c *Client) inline(h Handler, q *proto.DispatchEvent, turn *readerTurn) bool {
+func (c *Client) inline(h Handler, q *proto.DispatchEvent, turn *readerTurn, win *window) bool {
 	in, ok := h.(Inliner)
 	// While requests read earlier run (or wait to) on goroutines of their
 	// own, this one must not overtake them.
@@ -312,7 +318,7 @@ func (c *Client) inline(h Handler, q *proto.DispatchEvent, turn *readerTurn) boo
 	c.handlers.Add(1) // a Shutdown read meanwhile waits for it
 	defer c.handlers.Done()
 	run, ctx := c.startInline(turn)
-	res, ran, err := in.TryDispatchEvent(ctx, q.ID, q.Event)
+	res, ran, err := in.TryDispatchEvent(withWindow(ctx, win), q.ID, q.Event)
 	handedOff := c.endInline(run)
 	if !ran {
 		if handedOff {
@@ -353,6 +359,7 @@ func (c *Client) queue(ctx context.Context, h Handler, q *proto.DispatchEvent) b
 		c.ack(q, err)
 	}); err != nil {
 		c.handlers.Done()
+		WindowRan(ctx, err) // refused: the window's later events must not overtake it
 		c.ack(q, err)
 	}
 	return true
@@ -376,9 +383,10 @@ func (c *Client) ackFrame(q *proto.DispatchEvent, err error) []byte {
 	}
 	ack := &proto.Ack{Seq: q.Seq}
 	if err != nil {
-		c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).
-			Err(err).Msg("nowait event failed")
-		ack.Code = proto.CodeOf(err)
+		if ack.Code = proto.CodeOf(err); ack.Code != proto.CodeNotRun {
+			c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).
+				Err(err).Msg("nowait event failed")
+		}
 	}
 	frame, _ := json.Marshal(proto.Message{Ack: ack}) // only a number and a code
 	return frame

@@ -51,6 +51,13 @@ func encodeDispatchEvent(q *proto.DispatchEvent) ([]byte, error) {
 		b = append(b, `,"seq":`...)
 		b = strconv.AppendUint(b, q.Seq, 10)
 	}
+	if q.Window != 0 {
+		b = append(b, `,"window":`...)
+		b = strconv.AppendUint(b, q.Window, 10)
+	}
+	if q.Last {
+		b = append(b, `,"last":true`...)
+	}
 	return append(b, "}}"...), nil
 }
 
@@ -235,21 +242,31 @@ func decodeOneFast(frame []byte, m *proto.Message) bool {
 	if !ok {
 		return false
 	}
-	// rest is EVENT,"req_id":N}} or EVENT,"seq":N}}: read it from the end.
+	// rest is EVENT,"req_id":N}} or EVENT,"seq":N[,"window":W[,"last":true]]}}:
+	// read it from the end.
 	rest, ok = bytes.CutSuffix(rest, []byte("}}"))
 	if !ok {
 		return false
 	}
-	i := len(rest)
-	for i > 0 && rest[i-1] >= '0' && rest[i-1] <= '9' {
-		i--
+	if r, ok := bytes.CutSuffix(rest, []byte(`,"last":true`)); ok {
+		rest, q.Last = r, true
 	}
-	n, _, ok := cutUint(rest[i:])
-	if !ok || n == 0 {
+	event, n, ok := cutTrailingUint(rest)
+	if !ok {
 		return false
 	}
-	event := rest[:i]
-	if e, ok := bytes.CutSuffix(event, []byte(`,"req_id":`)); ok {
+	if e, ok := bytes.CutSuffix(event, []byte(`,"window":`)); ok {
+		q.Window = n
+		if event, n, ok = cutTrailingUint(e); !ok {
+			return false
+		}
+		if event, ok = bytes.CutSuffix(event, []byte(`,"seq":`)); !ok {
+			return false
+		}
+		q.Seq = n
+	} else if q.Last {
+		return false
+	} else if e, ok := bytes.CutSuffix(event, []byte(`,"req_id":`)); ok {
 		event, q.ReqID = e, n
 	} else if e, ok := bytes.CutSuffix(event, []byte(`,"seq":`)); ok {
 		event, q.Seq = e, n
@@ -261,6 +278,20 @@ func decodeOneFast(frame []byte, m *proto.Message) bool {
 	}
 	*m = proto.Message{DispatchEvent: &q}
 	return true
+}
+
+// cutTrailingUint splits b into what precedes the unsigned number at its
+// end and that number, which must be above 0.
+func cutTrailingUint(b []byte) ([]byte, uint64, bool) {
+	i := len(b)
+	for i > 0 && b[i-1] >= '0' && b[i-1] <= '9' {
+		i--
+	}
+	n, _, ok := cutUint(b[i:])
+	if !ok || n == 0 {
+		return nil, 0, false
+	}
+	return b[:i], n, true
 }
 
 // cutUint parses the decimal digits at the start of b (no sign, no

@@ -114,6 +114,27 @@ func (c *Conn) DispatchEventNoWait(id proto.Id, ev proto.Event, seq uint64) erro
 	return nil
 }
 
+// DispatchEventWindow sends ev for tenant id as nowait event seq of
+// pipelined window win (last: its final event), without waiting; the
+// worker acknowledges seq once the event has run, or with code not_run if
+// an earlier event of the window failed (proto.DispatchEvent).
+func (c *Conn) DispatchEventWindow(id proto.Id, ev proto.Event, seq, win uint64, last bool) error {
+	if seq == 0 || win == 0 {
+		return proto.Errorf(proto.CodeBadRequest, "windowed event needs a seq and a window above 0")
+	}
+	frame, err := encodeDispatchEvent(&proto.DispatchEvent{ID: id, Event: ev, Seq: seq, Window: win, Last: last})
+	if err != nil {
+		return proto.Errorf(proto.CodeBadRequest, "encode event for worker %d: %v", c.workerID, err)
+	}
+	c.unacked.Add(1)
+	if err = c.link.send(context.Background(), frame); err != nil {
+		c.unacked.Add(-1)
+		return err
+	}
+	c.wantReader()
+	return nil
+}
+
 // RunScript runs code as a template named name in tenant id's VM and
 // waits for its result.
 func (c *Conn) RunScript(ctx context.Context, id proto.Id, name, code string, ev proto.Event) (proto.Value, error) {

@@ -47,7 +47,28 @@ const (
 	CodeTooManyConnections = "too_many_connections"
 	// CodeRequestTimeout: the request (its body) did not arrive in time.
 	CodeRequestTimeout = "request_timeout"
+	// CodeNotRun: a pipelined event (DispatchEvent with a window) was not
+	// run because an earlier event of its window ended with an error its
+	// queue delivers again (see StopsWindow); it is delivered again later,
+	// no attempt counted.
+	CodeNotRun = "not_run"
 )
+
+// StopsWindow reports whether an event ending with an error of this code
+// is delivered again by the master's durable queue (a fatal limit, a
+// worker death, an internal error, or a wait: quarantine, overload,
+// store, shutdown, not_run), so that the later events of its window must
+// not run before it. The errors a template raises itself (script_error,
+// kv_quota_exceeded, ...) count as delivered and do not stop a window.
+func StopsWindow(code string) bool {
+	switch code {
+	case CodeCPULimit, CodeTimeout, CodeMemoryLimit, CodeStackOverflow, CodeWorkerUnavailable, CodeInternal,
+		CodeTenantQuarantined, CodeWorkerOverloaded, CodeBacklogFull, CodeStoreUnavailable, CodeShuttingDown,
+		CodeShardUnavailable, CodeNotRun:
+		return true
+	}
+	return false
+}
 
 // Error is an error with a stable machine-readable code. Its JSON form is
 // {"code":"...","message":"..."} with optional extra fields.

@@ -58,11 +58,27 @@ type Hello struct {
 //
 //	{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"Ping","author":null,"data":{}},"req_id":7}}
 //	{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"Ping","author":null,"data":{}},"seq":3}}
+//
+// A pipelined (windowed) delivery of the master's durable queue sends
+// several nowait events of one tenant back to back, each with the same
+// Window (an id the master does not reuse on this connection) and Last on
+// the window's final one:
+//
+//	{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"Ping","author":null,"data":{},"id":"41"},"seq":5,"window":2}}
+//	{"DispatchEvent":{"id":{"type":"Guild","id":"1"},"event":{"name":"Ping","author":null,"data":{},"id":"42"},"seq":6,"window":2,"last":true}}
+//
+// The worker runs them in order; once one ends with an error that
+// StopsWindow, the window's later events are not run and are acknowledged
+// with code not_run ({"Ack":{"seq":6,"code":"not_run"}}). A frame of a new
+// window of the tenant (or the Last one) ends the worker's record of the
+// previous window.
 type DispatchEvent struct {
-	ID    Id     `json:"id"`
-	Event Event  `json:"event"`
-	ReqID uint64 `json:"req_id,omitempty"`
-	Seq   uint64 `json:"seq,omitempty"`
+	ID     Id     `json:"id"`
+	Event  Event  `json:"event"`
+	ReqID  uint64 `json:"req_id,omitempty"`
+	Seq    uint64 `json:"seq,omitempty"`
+	Window uint64 `json:"window,omitempty"`
+	Last   bool   `json:"last,omitempty"`
 }
 
 // RunScript asks the worker to run ad-hoc code in a tenant's VM.
@@ -115,6 +131,10 @@ type DispatchResponse struct {
 //
 //	{"Ack":{"seq":3}}
 //	{"Ack":{"seq":4,"code":"cpu_limit"}}
+//	{"Ack":{"seq":5,"code":"not_run"}}
+//
+// not_run answers an event of a window (DispatchEvent.Window) that the
+// worker did not run because an earlier event of the window failed.
 type Ack struct {
 	Seq  uint64 `json:"seq"`
 	Code string `json:"code,omitempty"`

@@ -14,6 +14,10 @@ import (
 // delivers before the tenant goes to the back of the ready list.
 const pageSize = 64
 
+// windowSize is how many due events of a tenant one pipelined delivery
+// (Config.DispatchWindow) sends at most.
+const windowSize = 16
+
 // waitRetry is how long a tenant waits after a failure that is not the
 // event's fault (the worker restarting or overloaded, the store away).
 const waitRetry = 200 * time.Millisecond
@@ -53,7 +57,7 @@ func Classify(err error) Outcome {
 		proto.CodeWorkerUnavailable, proto.CodeInternal:
 		return Failed
 	case proto.CodeTenantQuarantined, proto.CodeWorkerOverloaded, proto.CodeBacklogFull,
-		proto.CodeStoreUnavailable, proto.CodeShuttingDown, proto.CodeShardUnavailable:
+		proto.CodeStoreUnavailable, proto.CodeShuttingDown, proto.CodeShardUnavailable, proto.CodeNotRun:
 		return Wait
 	}
 	return Delivered
@@ -170,11 +174,11 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 		}
 		q.mu.Unlock()
 	}()
-	for _, r := range recs {
+	for i := 0; i < len(recs); {
 		if q.closed.Load() {
 			return
 		}
-		if wait := r.NextAttemptAt.Sub(time.Now()); wait > 0 {
+		if wait := recs[i].NextAttemptAt.Sub(time.Now()); wait > 0 {
 			q.later(id, t, wait)
 			return
 		}
@@ -184,54 +188,73 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 				return
 			}
 		}
+		// The window: the next due events, up to windowSize of them
+		// when the dispatcher pipelines, else one.
+		limit := 1
+		if q.cfg.DispatchWindow != nil {
+			limit = windowSize
+		}
+		var win []store.EventRecord
+		now := time.Now()
 		q.mu.Lock()
-		if t.cancelled[r.Seq] {
-			q.mu.Unlock()
+		for ; i < len(recs) && len(win) < limit; i++ {
+			r := recs[i]
+			if len(win) > 0 && r.NextAttemptAt.After(now) {
+				break
+			}
+			if t.cancelled[r.Seq] {
+				continue
+			}
+			if t.delivering == nil {
+				t.delivering = make(map[int64]bool)
+			}
+			t.delivering[r.Seq] = true
+			win = append(win, r)
+		}
+		q.mu.Unlock()
+		if len(win) == 0 {
 			continue
 		}
-		if t.delivering == nil {
-			t.delivering = make(map[int64]bool)
-		}
-		t.delivering[r.Seq] = true
-		q.mu.Unlock()
-
-		ev := r.Event
-		ev.ID = strconv.FormatInt(r.Seq, 10)
-		dctx, cancel := context.WithTimeout(context.Background(), q.cfg.CallTimeout)
-		_, err := q.cfg.Dispatch(dctx, id, ev)
-		cancel()
-		switch q.classify(err) {
-		case Delivered:
-			if err != nil {
-				q.log.Debug().Str("tenant", id.String()).Str("event", ev.ID).Str("code", proto.CodeOf(err)).
-					Msg("queued event ran with an error of its template")
-			}
-			w := &write{done: r.Seq, t: t, tenant: id}
-			if q.submitAsync(w) {
-				q.mu.Lock()
-				t.lastDone = w
-				q.mu.Unlock()
-			} else {
-				q.mu.Lock()
-				delete(t.delivering, r.Seq)
-				q.mu.Unlock()
-			}
-			q.delivered.Add(1)
-			q.forget(id, t, recs, r)
-		case Wait:
-			q.mu.Lock()
-			delete(t.delivering, r.Seq)
-			q.mu.Unlock()
-			if q.cfg.Quarantined != nil && proto.CodeOf(err) == proto.CodeTenantQuarantined {
-				q.later(id, t, quarantineWait(err))
-			} else {
-				q.later(id, t, waitRetry)
-			}
-			return
-		case Failed:
-			if !q.fail(id, t, r, err) {
+		errs := q.dispatch(id, win)
+		for k, r := range win {
+			err := errs[k]
+			switch q.classify(err) {
+			case Delivered:
+				if err != nil {
+					q.log.Debug().Str("tenant", id.String()).Int64("event", r.Seq).Str("code", proto.CodeOf(err)).
+						Msg("queued event ran with an error of its template")
+				}
+				w := &write{done: r.Seq, t: t, tenant: id}
+				if q.submitAsync(w) {
+					q.mu.Lock()
+					t.lastDone = w
+					q.mu.Unlock()
+				} else {
+					q.mu.Lock()
+					delete(t.delivering, r.Seq)
+					q.mu.Unlock()
+				}
+				q.delivered.Add(1)
+				q.forget(id, t, recs, r)
+				continue
+			case Wait:
+				q.undeliver(t, win[k:])
+				if q.cfg.Quarantined != nil && proto.CodeOf(err) == proto.CodeTenantQuarantined {
+					q.later(id, t, quarantineWait(err))
+				} else {
+					q.later(id, t, waitRetry)
+				}
 				return
+			case Failed:
+				q.undeliver(t, win[k+1:])
+				if !q.fail(id, t, r, err) {
+					return
+				}
+				// Dead-lettered: the window's later events did not run
+				// (not_run); they go again from the next one.
+				i -= countAfter(recs[:i], win[k+1:])
 			}
+			break
 		}
 	}
 	finished = true
@@ -330,4 +353,60 @@ func (q *Queue) classify(err error) Outcome {
 // operator may lift it sooner).
 func quarantineWait(error) time.Duration {
 	return time.Second
+}
+
+// dispatch delivers win, a tenant's next due events in order, and returns
+// how each ended: one waited Dispatch for a single event, else one
+// DispatchWindow (which runs none after one that failed or must wait:
+// those are not_run).
+func (q *Queue) dispatch(id proto.Id, win []store.EventRecord) []error {
+	evs := make([]proto.Event, len(win))
+	for k, r := range win {
+		evs[k] = r.Event
+		evs[k].ID = strconv.FormatInt(r.Seq, 10)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), q.cfg.CallTimeout*time.Duration(len(win)))
+	defer cancel()
+	q.deliveries.Add(1)
+	if len(win) == 1 || q.cfg.DispatchWindow == nil {
+		_, err := q.cfg.Dispatch(ctx, id, evs[0])
+		return []error{err}
+	}
+	errs := q.cfg.DispatchWindow(ctx, id, evs)
+	if len(errs) != len(win) {
+		// A broken dispatcher: nothing is known to have run.
+		errs = make([]error, len(win))
+		for k := range errs {
+			errs[k] = proto.Errorf(proto.CodeNotRun, "window dispatcher answered %d outcomes for %d events", len(errs), len(win))
+		}
+	}
+	return errs
+}
+
+// undeliver removes the delivering marks of rest, events of a window that
+// did not run.
+func (q *Queue) undeliver(t *tenantState, rest []store.EventRecord) {
+	if len(rest) == 0 {
+		return
+	}
+	q.mu.Lock()
+	for _, r := range rest {
+		delete(t.delivering, r.Seq)
+	}
+	q.mu.Unlock()
+}
+
+// countAfter is how many records at the end of page are from rest (the
+// window's events after a dead-lettered one, with the cancelled ones
+// between them), so that serve goes back to the first of rest.
+func countAfter(page, rest []store.EventRecord) int {
+	if len(rest) == 0 {
+		return 0
+	}
+	for j := len(page) - 1; j >= 0; j-- {
+		if page[j].Seq == rest[0].Seq {
+			return len(page) - j
+		}
+	}
+	return 0
 }

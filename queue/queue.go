@@ -8,8 +8,11 @@
 // commit), and returns once that transaction is committed. Delivery runs
 // each tenant's due events one at a time in Seq order through
 // Config.Dispatch (a waited dispatch: its return means the worker ran the
-// event), many tenants at once; a delivered event is deleted in a later
-// group commit, so a crash in between redelivers it (at least once). Only
+// event), or, when several are due, a window of up to 16 of them through
+// Config.DispatchWindow (pipelined: sent back to back, each acknowledged,
+// none run after one that must be delivered again), many tenants at once;
+// a delivered event is deleted in a later group commit, so a crash in
+// between redelivers it (at least once). Only
 // per-tenant counts live in memory: payloads are paged from the store.
 package queue
 
@@ -44,6 +47,9 @@ type Stats struct {
 	// events delivered, failed deliveries that will be retried, events
 	// moved to the dead-letter table and events scheduled.
 	Delivered, Retried, DeadLettered, Scheduled uint64
+	// Deliveries counts the dispatches to workers: one per event, or one
+	// per pipelined window of several (Config.DispatchWindow).
+	Deliveries uint64
 	// Commits counts the group commits (events and deletions of
 	// delivered ones together).
 	Commits uint64
@@ -72,6 +78,13 @@ type Config struct {
 	// Dispatch runs ev for tenant and returns once the worker ran it (a
 	// waited dispatch). Required.
 	Dispatch func(ctx context.Context, tenant proto.Id, ev proto.Event) (proto.Value, error)
+	// DispatchWindow, if set, runs several of tenant's due events in
+	// order without waiting for each (a pipelined delivery) and returns
+	// how each ended, as Dispatch would; it must run none after one that
+	// ended with an error that proto.StopsWindow, answering those
+	// proto.CodeNotRun (Wait, no attempt counted). nil: one Dispatch at a
+	// time.
+	DispatchWindow func(ctx context.Context, tenant proto.Id, evs []proto.Event) []error
 	// Quarantined returns a tenant_quarantined error (with RetryAfter)
 	// while tenant's events must wait; nil: never.
 	Quarantined func(tenant proto.Id) error
@@ -139,6 +152,7 @@ type Queue struct {
 	wakeCh  chan struct{}
 
 	delivered, retried, deadLettered, scheduled atomic.Uint64
+	deliveries                                  atomic.Uint64
 }
 
 // Open loads the backlog of the tenants this master owns from the store and

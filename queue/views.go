@@ -127,7 +127,8 @@ func (q *Queue) PendingCount(tenant proto.Id) int {
 func (q *Queue) Stats() Stats {
 	s := Stats{PendingByWorker: map[int]int{},
 		Delivered: q.delivered.Load(), Retried: q.retried.Load(),
-		DeadLettered: q.deadLettered.Load(), Scheduled: q.scheduled.Load(), Commits: q.commits.Load()}
+		DeadLettered: q.deadLettered.Load(), Scheduled: q.scheduled.Load(), Commits: q.commits.Load(),
+		Deliveries: q.deliveries.Load()}
 	now := time.Now()
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -277,12 +278,20 @@ func (c *core) run(slot int, msg message) result {
 	ctx := msg.ctx
 	if err := ctx.Err(); err != nil {
 		// The caller gave up while the message was queued.
-		return result{err: proto.Errorf(proto.CodeTimeout, "call expired in the worker queue: %v", err)}
+		r := result{err: proto.Errorf(proto.CodeTimeout, "call expired in the worker queue: %v", err)}
+		mesophyll.WindowRan(ctx, r.err)
+		return r
 	}
 	ctx = context.WithValue(ctx, slotKey{}, slot)
 	var r result
 	switch msg.kind {
 	case msgDispatch:
+		// A pipelined event runs only while its window has not failed,
+		// and its own failure stops the window's later events.
+		if err := mesophyll.WindowStopped(ctx); err != nil {
+			return result{err: err}
+		}
+		defer func() { mesophyll.WindowRan(ctx, r.err) }()
 		c.progress.begin(slot, msg.id, time.Now())
 		r.value, r.err = c.mgr.Dispatch(ctx, msg.id, msg.event)
 		c.progress.end(slot)

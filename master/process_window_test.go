@@ -1,0 +1,82 @@
+package master
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/queue"
+)
+
+// A process worker killed in the middle of a window: the events it
+// acknowledged keep their outcomes (delivered), the first it did not
+// fails (an attempt: it took its worker down), the rest are not_run
+// (wait, no attempt); the next window, on the next process, runs.
+func TestDispatchWindowWorkerDeath(t *testing.T) {
+	st := newGatedStore(t)
+	g := proto.GuildID(1 << 22) // worker 0 of 1
+	put(t, st, g, "gate", gateTemplate, "Gate")
+	put(t, st, g, "ping", `return 1`, "Ping")
+	pp := startTestProcessPool(t, 1, st, pathsConfig(t))
+	w := pp.workers[0]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ping, gate := eventOf("Ping", `{}`), eventOf("Gate", `{}`)
+	if _, err := pp.DispatchEvent(ctx, g, ping); err != nil {
+		t.Fatal(err)
+	}
+	pid := w.Status().PID
+	done := make(chan []error, 1)
+	go func() { done <- pp.Pool.DispatchWindow(ctx, g, []proto.Event{ping, ping, gate, ping, ping}) }()
+	st.waitEntered(t)
+	waitUntil(t, "the events before the gate acknowledged", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.pipe) == 3
+	})
+	killGroup(pid)
+	errs := <-done
+	want := []queue.Outcome{queue.Delivered, queue.Delivered, queue.Failed, queue.Wait, queue.Wait}
+	for i, err := range errs {
+		if got := classifyDelivery(err); got != want[i] {
+			t.Fatalf("event %d ended with %v (outcome %d), want outcome %d (all: %v)", i, err, got, want[i], errs)
+		}
+	}
+	if c := proto.CodeOf(errs[3]); c != proto.CodeNotRun {
+		t.Fatalf("event after the one cut: %v, want not_run", errs[3])
+	}
+	st.release()
+	waitUntil(t, "the worker restarted", func() bool {
+		s := w.Status()
+		return s.State == StateReady && s.PID != pid && s.PID != 0
+	})
+	for i, err := range pp.Pool.DispatchWindow(ctx, g, []proto.Event{ping, gate, ping}) {
+		if err != nil {
+			t.Fatalf("event %d of the next window: %v", i, err)
+		}
+	}
+	w.mu.Lock()
+	left := len(w.pipe)
+	w.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d window events still tracked after their windows ended", left)
+	}
+}
+
+// The thread topology runs a window one event after the other with the
+// same barrier: none after a fatal limit.
+func TestDispatchWindowThread(t *testing.T) {
+	st := openTestStore(t)
+	g := proto.GuildID(1)
+	put(t, st, g, "ping", `return 1`, "Ping")
+	put(t, st, g, "spin", `while true do end`, "Spin")
+	p := threadTopology(0)(t, st, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ping, spin := eventOf("Ping", `{}`), eventOf("Spin", `{}`)
+	errs := p.DispatchWindow(ctx, g, []proto.Event{ping, spin, ping})
+	if errs[0] != nil || proto.CodeOf(errs[1]) != proto.CodeCPULimit || proto.CodeOf(errs[2]) != proto.CodeNotRun {
+		t.Fatalf("window ended with %v, want nil, cpu_limit, not_run", errs)
+	}
+}
