@@ -29,7 +29,10 @@ func (w *procWorker) ackWindowLocked(ack proto.Ack) bool {
 		return true
 	}
 	pc.acked[i] = true
-	if ack.Code != "" {
+	switch {
+	case ack.Code != "" && ack.Message != "":
+		pc.errs[i] = &proto.Error{Code: ack.Code, Message: ack.Message}
+	case ack.Code != "":
 		pc.errs[i] = proto.Errorf(ack.Code, "worker %d: the event ended with %s", w.id, ack.Code)
 	}
 	if pc.left--; pc.left == 0 {

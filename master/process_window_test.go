@@ -80,3 +80,26 @@ func TestDispatchWindowThread(t *testing.T) {
 		t.Fatalf("window ended with %v, want nil, cpu_limit, not_run", errs)
 	}
 }
+
+// A window event that fails on a process worker comes back with the
+// worker's own error message (the Ack carries it), as a waited dispatch
+// would: the queue keeps it as the event's last error.
+func TestDispatchWindowProcessKeepsTheMessage(t *testing.T) {
+	st := openTestStore(t)
+	g := proto.GuildID(1 << 22)
+	put(t, st, g, "ping", `return 1`, "Ping")
+	put(t, st, g, "boom", `local t = {} for i = 1, 1e9 do t[i] = ("x"):rep(1024) .. i end`, "Boom")
+	pp := startTestProcessPool(t, 1, st, pathsConfig(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ping, boom := eventOf("Ping", `{}`), eventOf("Boom", `{}`)
+	_, waited := pp.DispatchEvent(ctx, g, boom)
+	errs := pp.Pool.DispatchWindow(ctx, g, []proto.Event{ping, boom, ping})
+	if errs[0] != nil || proto.CodeOf(errs[2]) != proto.CodeNotRun {
+		t.Fatalf("window ended with %v, want nil, a limit, not_run", errs)
+	}
+	got, want := proto.AsError(errs[1]), proto.AsError(waited)
+	if want == nil || got == nil || got.Code != want.Code || got.Message != want.Message || got.Message == "" {
+		t.Fatalf("the window's failed event: %+v; want the waited dispatch's error %+v", got, want)
+	}
+}

@@ -384,11 +384,12 @@ func (c *Client) ackFrame(q *proto.DispatchEvent, err error) []byte {
 	ack := &proto.Ack{Seq: q.Seq}
 	if err != nil {
 		if ack.Code = proto.CodeOf(err); ack.Code != proto.CodeNotRun {
+			ack.Message = proto.AsError(err).Message
 			c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).
 				Err(err).Msg("nowait event failed")
 		}
 	}
-	frame, _ := json.Marshal(proto.Message{Ack: ack}) // only a number and a code
+	frame, _ := json.Marshal(proto.Message{Ack: ack}) // a number and strings: cannot fail
 	return frame
 }
 

@@ -130,7 +130,7 @@ type DispatchResponse struct {
 // not redelivered; a limit code counts against the tenant's quarantine).
 //
 //	{"Ack":{"seq":3}}
-//	{"Ack":{"seq":4,"code":"cpu_limit"}}
+//	{"Ack":{"seq":4,"code":"cpu_limit","message":"cpu limit: more than 1000000 instructions"}}
 //	{"Ack":{"seq":5,"code":"not_run"}}
 //
 // not_run answers an event of a window (DispatchEvent.Window) that the
@@ -138,6 +138,10 @@ type DispatchResponse struct {
 type Ack struct {
 	Seq  uint64 `json:"seq"`
 	Code string `json:"code,omitempty"`
+	// Message is the failure's message (with Code, not for not_run), as a
+	// DispatchResponse's error would carry it: the queue keeps it as the
+	// event's last error.
+	Message string `json:"message,omitempty"`
 }
 
 // Heartbeat is sent by the worker every heartbeat interval, with its figures.
