@@ -51,7 +51,7 @@ func suites() []*suite {
 		// Every kill waits for the worker to have run the default
 		// --min-uptime (10 s): few kills.
 		{pkg: "./master", bench: "^BenchmarkRecoveryDefaultMinUptime$", benchtime: "4x"},
-		{pkg: "./worker", bench: "^Benchmark(NewVM|VMCall|TryDispatchEvent)$"},
+		{pkg: "./worker", bench: "^Benchmark(NewVM|NewVMSharedTemplates|VMCall|TryDispatchEvent)$"},
 		{pkg: "./worker", bench: "^BenchmarkIdleTenantHeap$", benchtime: "1x"},
 		{pkg: "./store", bench: "^BenchmarkKV(Get|Set)(SQLite|Postgres)$"},
 		// Minutes per store (make bench sets TEMPLATEWORKER_BENCH_TENANTS,
