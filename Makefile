@@ -48,7 +48,7 @@ test-go:
 # store's figures.
 BENCH_ROUNDS ?= 3
 # BENCH_TENANTS is the number of distinct tenants of BenchmarkManyTenants
-# on SQLite (issue 17's 1,000,000: about 6 minutes here), BENCH_TENANTS_PG
+# on SQLite (issue 17's 1,000,000: 5-9 minutes here), BENCH_TENANTS_PG
 # on PostgreSQL (smaller: its cold dispatches are slower, and the report
 # names each store's size); make test runs it with a small default.
 BENCH_TENANTS ?= 1000000
