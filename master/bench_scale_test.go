@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,15 +22,24 @@ import (
 )
 
 // scaleTenantsEnv sets the number of distinct tenants of
-// BenchmarkManyTenants; make bench sets 1,000,000. The default keeps the
-// benchmark's run in make test (-benchtime 1x) short.
+// BenchmarkManyTenants; make bench sets 1,000,000 (BENCH_TENANTS). The
+// default keeps the benchmark's run in make test (-benchtime 1x) short.
 const scaleTenantsEnv = "TEMPLATEWORKER_BENCH_TENANTS"
+
+// scaleTenantsPGEnv, when set, is the number of tenants of the PostgreSQL
+// run instead (make bench: BENCH_TENANTS_PG, smaller, so that the two runs
+// stay within minutes); each run reports its own size.
+const scaleTenantsPGEnv = "TEMPLATEWORKER_BENCH_TENANTS_PG"
 
 // scaleCacheMax is the --vm-cache-max of the scale benchmark's workers.
 const scaleCacheMax = 20000
 
 func scaleTenants(b *testing.B) int {
-	return envCount(b, scaleTenantsEnv, 42000, 0) // 21,000 a worker: past the cache, so some evictions
+	n := envCount(b, scaleTenantsEnv, 42000, 0) // 21,000 a worker: past the cache, so some evictions
+	if strings.HasSuffix(b.Name(), "/postgres") {
+		n = envCount(b, scaleTenantsPGEnv, n, 0)
+	}
+	return n
 }
 
 // envCount is the number in environment variable env, or def when it is

@@ -176,7 +176,7 @@ func (vm *VM) pushTemplate(t *proto.Template) error {
 			return nil
 		}
 	}
-	if err := vm.load(t.Name, t.Code); err != nil {
+	if err := vm.loadTemplate(t.Name, t.Code); err != nil {
 		l.Pop(1)
 		return err
 	}

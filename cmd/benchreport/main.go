@@ -51,11 +51,11 @@ func suites() []*suite {
 		// Every kill waits for the worker to have run the default
 		// --min-uptime (10 s): few kills.
 		{pkg: "./master", bench: "^BenchmarkRecoveryDefaultMinUptime$", benchtime: "4x"},
-		{pkg: "./worker", bench: "^Benchmark(NewVM|VMCall|TryDispatchEvent)$"},
+		{pkg: "./worker", bench: "^Benchmark(NewVM|NewVMSharedTemplates|VMCall|TryDispatchEvent)$"},
 		{pkg: "./worker", bench: "^BenchmarkIdleTenantHeap$", benchtime: "1x"},
 		{pkg: "./store", bench: "^BenchmarkKV(Get|Set)(SQLite|Postgres)$"},
-		// Minutes per store at 1,000,000 tenants (make bench sets
-		// TEMPLATEWORKER_BENCH_TENANTS): once.
+		// Minutes per store (make bench sets TEMPLATEWORKER_BENCH_TENANTS,
+		// 1,000,000 on SQLite, and TEMPLATEWORKER_BENCH_TENANTS_PG): once.
 		{pkg: "./master", bench: "^BenchmarkManyTenants$", benchtime: "1x", firstRound: true},
 		// Seeding 1,000,000 tenants takes seconds; each start is timed 3 times.
 		{pkg: "./master", bench: "^BenchmarkStartManyTenants$", benchtime: "3x", firstRound: true},

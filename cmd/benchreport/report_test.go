@@ -121,6 +121,7 @@ func benchRun(good bool) map[string]result {
 		"BenchmarkRecoveryDefaultMinUptime":         {"N": run3(4), "p50-ms": pick(20, 3000), "p90-ms": run3(30), "max-ms": run3(40), "extra-restarts": pick(0, 2)},
 		"BenchmarkIdleTenantHeap":                   {"bytes/tenant": pick(20<<10, 80<<10)},
 		"BenchmarkNewVM":                            {"ns/op": pick(40000, 200000), "B/op": run3(46000)},
+		"BenchmarkNewVMSharedTemplates":             {"ns/op": run3(30000), "B/op": run3(9000)},
 		"BenchmarkNeighbour/thread/idle":            {"p50-µs": run3(5), "p99-µs": run3(40)},
 		"BenchmarkNeighbour/thread/beside-spinner":  {"p50-µs": pick(8, 10000), "p99-µs": pick(600, 20000)},
 		"BenchmarkNeighbour/process/idle":           {"p50-µs": run3(100), "p99-µs": run3(400)},

@@ -173,8 +173,11 @@ How each figure is measured:
 - **parallel callers**: the *N callers* rows run b.RunParallel with ceil(64 / GOMAXPROCS) goroutines per
   GOMAXPROCS, so 64 callers on 1, 2, 4 … cores; the benchmark reports the number it ran.
 - **VM costs**: ` + "`BenchmarkNewVM`" + ` (worker) is newVM plus three templates compiled (B/op is allocated, not
-  retained); ` + "`BenchmarkIdleTenantHeap`" + ` dispatches one event to each of 10,000 tenants on one Manager and
-  divides the live-heap growth after runtime.GC by 10,000.
+  retained; the process's compiled templates are emptied before each VM); ` + "`BenchmarkNewVMSharedTemplates`" + ` is
+  the same VM when another tenant of the process already compiled the same sources (a worker compiles each distinct
+  template name and source once; VMs share its chunk, with closures of their own); ` + "`BenchmarkIdleTenantHeap`" + `
+  dispatches one event to each of 10,000 tenants on one Manager (the same template source) and divides the
+  live-heap growth after runtime.GC by 10,000.
 - **many tenants**: ` + "`BenchmarkManyTenants`" + ` (master, run once) also reports, at its end, the Go heap and the RSS of the
   workers divided by their cached VMs; ` + "`BenchmarkStartManyTenants`" + ` seeds 1,000,000 tenants (100 of them for
   OnStartup) with store.BulkPutTemplate and times 3 starts of 2 process workers over that store: to ready (connected)

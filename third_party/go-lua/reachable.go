@@ -49,6 +49,7 @@ type walker struct {
 	total   int64
 	strings map[*byte]struct{}
 	work    []interface{}
+	shared  map[*prototype]struct{} // compile cache patch: shared prototypes seen
 }
 
 func (w *walker) value(v value) {
@@ -110,6 +111,17 @@ func (w *walker) string(s string) {
 }
 
 func (w *walker) prototype(p *prototype) {
+	if p.shared { // compile cache patch: other States walk it too
+		if _, seen := w.shared[p]; seen {
+			return
+		}
+		if w.shared == nil {
+			w.shared = map[*prototype]struct{}{}
+		}
+		w.shared[p] = struct{}{}
+		w.work = append(w.work, p)
+		return
+	}
 	if p.mark == w.epoch {
 		return
 	}

@@ -235,7 +235,9 @@ func (l *State) findUpValue(level int) *upValue {
 
 func (l *State) newClosure(p *prototype, upValues []*upValue, base int) value {
 	c := l.newLuaClosure(p)
-	p.cache = c
+	if !p.shared { // compile cache patch: a shared prototype caches no closure
+		p.cache = c
+	}
 	for i, uv := range p.upValues {
 		if uv.isLocal { // upValue refers to local variable
 			c.upValues[i] = l.findUpValue(base + uv.index)
@@ -248,7 +250,7 @@ func (l *State) newClosure(p *prototype, upValues []*upValue, base int) value {
 }
 
 func cached(p *prototype, upValues []*upValue, base int) *luaClosure {
-	c := p.cache
+	c := p.cache // nil for a shared prototype (compile cache patch)
 	if c != nil {
 		for i, uv := range p.upValues {
 			if uv.isLocal && !c.upValues[i].isInStackAt(base+uv.index) {

@@ -103,6 +103,7 @@ type prototype struct {
 	parameterCount, maxStackSize int
 	isVarArg                     bool
 	mark                         uint32 // ReachableBytes walk epoch (limits patch)
+	shared                       bool   // compile cache patch: shared by States (chunk.go), never written
 }
 
 func (p *prototype) upValueName(index int) string {
