@@ -13,9 +13,17 @@ import (
 // shared, no closure cache across VMs). A cache hit still charges the VM
 // the template's compiled size, as a compilation would.
 
-// compileCacheMax bounds the distinct templates kept; past it an arbitrary
-// entry makes room (the VMs holding its chunk keep it alive).
-const compileCacheMax = 4096
+// compileCacheMax and compileCacheMaxBytes bound the distinct templates
+// kept and their compiled size together; past either, arbitrary entries
+// make room (the VMs holding a chunk keep it alive, charged to them). A
+// template compiled to more than compileCacheEntryMax is not kept: the
+// cache is memory that no tenant is charged for once its VMs are evicted,
+// so tenants uploading many large distinct templates must not grow it.
+const (
+	compileCacheMax      = 4096
+	compileCacheMaxBytes = 32 << 20
+	compileCacheEntryMax = 256 << 10
+)
 
 // chunkKey identifies a template's compiled chunk: its name (the chunk's
 // name in error messages) and its source.
@@ -34,20 +42,27 @@ func newChunkKey(name, code string) chunkKey {
 // chunkCache is the process's compiled templates.
 type chunkCache struct {
 	mu     sync.Mutex
-	chunks map[chunkKey]*lua.Chunk
+	chunks map[chunkKey]cachedChunk
+	bytes  int64 // the chunks' sizes together
 	hits   int64 // loads served from the cache
 }
 
-var compiledTemplates = &chunkCache{chunks: map[chunkKey]*lua.Chunk{}}
+// cachedChunk is a compiled template and its size (lua.Chunk.Bytes).
+type cachedChunk struct {
+	ch    *lua.Chunk
+	bytes int64
+}
+
+var compiledTemplates = &chunkCache{chunks: map[chunkKey]cachedChunk{}}
 
 func (c *chunkCache) get(k chunkKey) *lua.Chunk {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch := c.chunks[k]
-	if ch != nil {
+	e, ok := c.chunks[k]
+	if ok {
 		c.hits++
 	}
-	return ch
+	return e.ch
 }
 
 // reset empties the cache (benchmarks of the compilation) and returns the
@@ -56,19 +71,37 @@ func (c *chunkCache) reset() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.chunks)
+	c.bytes = 0
 	return c.hits
 }
 
 func (c *chunkCache) put(k chunkKey, ch *lua.Chunk) {
+	n := ch.Bytes()
+	if n > compileCacheEntryMax {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.chunks) >= compileCacheMax {
-		for old := range c.chunks {
-			delete(c.chunks, old)
+	if old, ok := c.chunks[k]; ok {
+		delete(c.chunks, k)
+		c.bytes -= old.bytes
+	}
+	for old, e := range c.chunks {
+		if len(c.chunks) < compileCacheMax && c.bytes+n <= compileCacheMaxBytes {
 			break
 		}
+		delete(c.chunks, old)
+		c.bytes -= e.bytes
 	}
-	c.chunks[k] = ch
+	c.chunks[k] = cachedChunk{ch: ch, bytes: n}
+	c.bytes += n
+}
+
+// size returns the entries and their bytes.
+func (c *chunkCache) size() (int, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.chunks), c.bytes
 }
 
 // loadTemplate leaves the compiled function of a template on the stack:

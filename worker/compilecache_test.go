@@ -66,3 +66,41 @@ return tostring(g) .. "|" .. n`
 		}
 	}
 }
+
+// TestCompileCacheBounded: the process's compiled templates stay within
+// compileCacheMaxBytes however many large distinct templates tenants load,
+// a template compiled past compileCacheEntryMax is not kept, and the VMs
+// still run every template.
+func TestCompileCacheBounded(t *testing.T) {
+	compiledTemplates.reset()
+	defer compiledTemplates.reset()
+	s := newMemStore()
+	// About 40 KiB of constants each: 1,000 distinct ones are ~40 MiB,
+	// more than the cache may keep.
+	body := `return #"` + strings.Repeat("x", 40<<10) + `"`
+	const n = 1000
+	for i := range n {
+		s.put(proto.GuildID(uint64(i+1)<<22), "big", body+" + "+strconv.Itoa(i), "Ping")
+	}
+	huge := `return #"` + strings.Repeat("y", compileCacheEntryMax+1) + `"`
+	s.put(proto.GuildID(uint64(n+1)<<22), "huge", huge, "Ping")
+	limits := DefaultLimits
+	m := NewManager(0, 1, s, limits, zerolog.Nop())
+	for i := range n + 1 {
+		id := proto.GuildID(uint64(i+1) << 22)
+		if _, err := m.Dispatch(context.Background(), id, ev("Ping", "{}")); err != nil {
+			t.Fatalf("tenant %d: %v", i, err)
+		}
+		m.Drop(id) // the cache, not the VMs, is what is measured
+		if _, b := compiledTemplates.size(); b > compileCacheMaxBytes {
+			t.Fatalf("after %d templates the cache holds %d bytes, over its bound %d", i+1, b, compileCacheMaxBytes)
+		}
+	}
+	entries, b := compiledTemplates.size()
+	if entries == 0 || entries >= n || b < compileCacheMaxBytes/2 {
+		t.Fatalf("cache holds %d entries, %d bytes: want it full to about its byte bound, not every template", entries, b)
+	}
+	if compiledTemplates.get(newChunkKey("huge", huge)) != nil {
+		t.Fatalf("a template compiled past compileCacheEntryMax was kept")
+	}
+}

@@ -37,6 +37,10 @@ func markShared(p *prototype) {
 	}
 }
 
+// Bytes is the size a State that loads c is charged (its prototypes, code
+// and constants).
+func (c *Chunk) Bytes() int64 { return prototypeBytes(c.p) }
+
 // LoadChunk pushes a new function of c, as Load pushes the function of a
 // chunk it compiled: its one upvalue is the globals of l, and l is charged
 // the prototypes' size.
