@@ -208,14 +208,17 @@ func TestGroupCommitBatchesConcurrentAccepts(t *testing.T) {
 	waitFor(t, "every event delivered", func() bool { return rec.total() == n+1 })
 }
 
+// failPoison fails the events named Poison with a fatal limit.
+func failPoison(_ proto.Id, e proto.Event) error {
+	if e.Name == "Poison" {
+		return proto.Errorf(proto.CodeCPULimit, "instruction limit")
+	}
+	return nil
+}
+
 func TestPoisonEventDeadLetteredNeighboursDelivered(t *testing.T) {
 	rec := newRecorder()
-	rec.fail = func(_ proto.Id, e proto.Event) error {
-		if e.Name == "Poison" {
-			return proto.Errorf(proto.CodeCPULimit, "instruction limit")
-		}
-		return nil
-	}
+	rec.fail = failPoison
 	st := openStore(t, t.TempDir())
 	q := openQueue(t, Config{Store: st, Dispatch: rec.dispatch, MaxAttempts: 3, RetryBackoff: time.Millisecond, RetryBackoffMax: 2 * time.Millisecond})
 	ctx := context.Background()

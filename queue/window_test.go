@@ -97,12 +97,7 @@ func TestWindowDeliversInOrder(t *testing.T) {
 // then they are delivered, once each, in order.
 func TestWindowPoisonStopsSuccessors(t *testing.T) {
 	w := newWindowed()
-	w.fail = func(_ proto.Id, e proto.Event) error {
-		if e.Name == "Poison" {
-			return proto.Errorf(proto.CodeCPULimit, "instruction limit")
-		}
-		return nil
-	}
+	w.fail = failPoison
 	st := openStore(t, t.TempDir())
 	q := openQueue(t, Config{Store: st, Dispatch: w.dispatch, DispatchWindow: w.window, MaxAttempts: 3,
 		RetryBackoff: time.Millisecond, RetryBackoffMax: 2 * time.Millisecond})
