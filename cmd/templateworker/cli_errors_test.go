@@ -2,10 +2,11 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/templateworker/templateworker/internal/testbin"
 )
 
 // TestCLIErrorsAreOneLine: bad invocations exit 1 with one readable line
@@ -35,10 +36,7 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 	}
 	for _, c := range cases {
 		cmd := exec.Command(binPath, c.args...)
-		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
-		if d := os.Getenv("GOCOVERDIR"); d != "" { // make cover
-			cmd.Env = append(cmd.Env, "GOCOVERDIR="+d)
-		}
+		cmd.Env = testbin.BareEnv(dir)
 		cmd.Dir = dir
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/templateworker/templateworker/proto"
+
+	"github.com/templateworker/templateworker/internal/testbin"
 )
 
 // Hostile tenants of issue 14 whose attack is work done by the worker's
@@ -217,7 +219,7 @@ func TestWorkerMemoryFlagErrors(t *testing.T) {
 	} {
 		args := []string{"master", "--data-dir", dir, "--thread-workers", "1"}
 		cmd := exec.Command(binPath)
-		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
+		cmd.Env = testbin.BareEnv(dir)
 		if len(env) == 2 {
 			args = append(args, env...)
 		} else {

@@ -33,6 +33,18 @@ func ShareCoverDir() bool {
 	return true
 }
 
+// BareEnv is an environment with nothing of the test's but PATH and
+// HOME=home, for a child whose behaviour must not depend on the caller's
+// variables; under make cover it keeps GOCOVERDIR, so a coverage binary
+// writes its counters instead of warning on stderr.
+func BareEnv(home string) []string {
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + home}
+	if d := os.Getenv("GOCOVERDIR"); d != "" {
+		env = append(env, "GOCOVERDIR="+d)
+	}
+	return env
+}
+
 var (
 	once sync.Once
 	path string
