@@ -194,7 +194,10 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 		if q.cfg.DispatchWindow != nil {
 			limit = windowSize
 		}
-		var win []store.EventRecord
+		var (
+			win []store.EventRecord
+			at  []int // the index in recs of each of win
+		)
 		now := time.Now()
 		q.mu.Lock()
 		for ; i < len(recs) && len(win) < limit; i++ {
@@ -209,7 +212,7 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 				t.delivering = make(map[int64]bool)
 			}
 			t.delivering[r.Seq] = true
-			win = append(win, r)
+			win, at = append(win, r), append(at, i)
 		}
 		q.mu.Unlock()
 		if len(win) == 0 {
@@ -252,7 +255,9 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 				}
 				// Dead-lettered: the window's later events did not run
 				// (not_run); they go again from the next one.
-				i -= countAfter(recs[:i], win[k+1:])
+				if k+1 < len(win) {
+					i = at[k+1]
+				}
 			}
 			break
 		}
@@ -373,11 +378,11 @@ func (q *Queue) dispatch(id proto.Id, win []store.EventRecord) []error {
 		return []error{err}
 	}
 	errs := q.cfg.DispatchWindow(ctx, id, evs)
-	if len(errs) != len(win) {
+	if n := len(errs); n != len(win) {
 		// A broken dispatcher: nothing is known to have run.
 		errs = make([]error, len(win))
 		for k := range errs {
-			errs[k] = proto.Errorf(proto.CodeNotRun, "window dispatcher answered %d outcomes for %d events", len(errs), len(win))
+			errs[k] = proto.Errorf(proto.CodeNotRun, "window dispatcher answered %d outcomes for %d events", n, len(win))
 		}
 	}
 	return errs
@@ -394,19 +399,4 @@ func (q *Queue) undeliver(t *tenantState, rest []store.EventRecord) {
 		delete(t.delivering, r.Seq)
 	}
 	q.mu.Unlock()
-}
-
-// countAfter is how many records at the end of page are from rest (the
-// window's events after a dead-lettered one, with the cancelled ones
-// between them), so that serve goes back to the first of rest.
-func countAfter(page, rest []store.EventRecord) int {
-	if len(rest) == 0 {
-		return 0
-	}
-	for j := len(page) - 1; j >= 0; j-- {
-		if page[j].Seq == rest[0].Seq {
-			return len(page) - j
-		}
-	}
-	return 0
 }
