@@ -144,9 +144,17 @@ func (r *report) callers(bench string) string {
 	return "parallel callers"
 }
 
-// judge sets the status of rw from a target's outcome.
+// judge sets the status of rw from a target's outcome. A target judged on
+// several rows (both topologies, say) is met only if every one of them is,
+// and is listed once among the missed.
 func (r *report) judge(rw *row, t *target, measured, met bool) {
-	t.measured, t.met = measured, measured && met
+	if slices.Contains(r.targets, t) {
+		t.met = t.met && measured && met
+		t.measured = t.measured || measured
+	} else {
+		t.measured, t.met = measured, measured && met
+		r.targets = append(r.targets, t)
+	}
 	switch {
 	case !measured:
 		rw.status = "not measured"
@@ -155,7 +163,6 @@ func (r *report) judge(rw *row, t *target, measured, met bool) {
 	default:
 		rw.status = "**missed**"
 	}
-	r.targets = append(r.targets, t)
 }
 
 func (r *report) build() {
