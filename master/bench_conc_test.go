@@ -31,7 +31,9 @@ const neighbourSpinMs = 20
 // dispatch on a worker that is idle, and on the same worker beside a
 // tenant that spins inside its budget back to back (a call of 20 ms after
 // another), in both topologies, with --worker-concurrency 4 (the default)
-// and 1 (the serial worker of before). It reports the neighbour's p50 and
+// and 1 (the serial worker of before), and in the process topology with
+// the kernel's scheduler slice (--sched-slice 0, the worker of before
+// --worker-sched-slice). It reports the neighbour's p50 and
 // p99 in µs, and fails if the spinning cases did not have a spinning call
 // in flight during the neighbour's calls.
 func BenchmarkNeighbour(b *testing.B) {
@@ -40,13 +42,18 @@ func BenchmarkNeighbour(b *testing.B) {
 			name        string
 			concurrency int
 			spin        bool
-		}{{"idle", 4, false}, {"beside-spinner", 4, true}, {"beside-spinner-concurrency-1", 1, true}} {
-			b.Run(topo+"/"+c.name, func(b *testing.B) { benchNeighbour(b, topo, c.concurrency, c.spin) })
+			args        []string
+		}{{"idle", 4, false, nil}, {"beside-spinner", 4, true, nil}, {"beside-spinner-concurrency-1", 1, true, nil},
+			{"beside-spinner-kernel-slice", 4, true, []string{"--sched-slice", "0"}}} {
+			if c.args != nil && topo != "process" {
+				continue // a process worker's flag
+			}
+			b.Run(topo+"/"+c.name, func(b *testing.B) { benchNeighbour(b, topo, c.concurrency, c.spin, c.args...) })
 		}
 	}
 }
 
-func benchNeighbour(b *testing.B, topo string, concurrency int, spin bool) {
+func benchNeighbour(b *testing.B, topo string, concurrency int, spin bool, args ...string) {
 	st := openTestStore(b)
 	ctx := context.Background()
 	neighbour, spinner := proto.GuildID(1<<22|3), proto.GuildID(3<<22|3) // both on worker 0 of 1
@@ -63,7 +70,7 @@ func benchNeighbour(b *testing.B, topo string, concurrency int, spin bool) {
 		pool = p
 	default:
 		cfg := benchProcessConfig(b)
-		cfg.Args = append(cfg.Args, "--worker-concurrency", strconv.Itoa(concurrency))
+		cfg.Args = append(append(cfg.Args, "--worker-concurrency", strconv.Itoa(concurrency)), args...)
 		pool = startTestProcessPool(b, 1, st, cfg).Pool
 	}
 	ping := proto.Event{Name: "Ping", Data: proto.Value(`{}`)}

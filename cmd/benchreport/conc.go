@@ -10,7 +10,10 @@ var tNeighbour = &target{
 	why: "A worker runs calls of different tenants at once (--worker-concurrency, 4 by default), a tenant's one at a " +
 		"time: the spinning tenant holds one slot and the neighbour's call takes another. What remains is the two " +
 		"sharing 2 vCPUs with the benchmark's own goroutines. The concurrency-1 rows are the serial worker of before, " +
-		"where the neighbour waits for the spinning call (20 ms each) to end.",
+		"where the neighbour waits for the spinning call (20 ms each) to end. In the process topology the neighbour's " +
+		"tail was the kernel's scheduler slice (1.4 ms on 2 CPUs under Linux's EEVDF): a worker thread woken to serve " +
+		"it on the CPU of the spinning thread waited for the spinner's slice to end. Process workers now ask for " +
+		"100µs (--worker-sched-slice); the kernel-slice row is the worker of before.",
 }
 
 // concurrencyRows adds the rows of BenchmarkNeighbour and BenchmarkKVHeavy.
@@ -24,7 +27,11 @@ func (r *report) concurrencyRows() {
 		for _, c := range []struct{ name, what string }{
 			{"beside-spinner", "beside a tenant spinning 20 ms calls back to back, " + topo + " topology"},
 			{"beside-spinner-concurrency-1", "beside the same spinner, --worker-concurrency 1 (before), " + topo + " topology"},
+			{"beside-spinner-kernel-slice", "beside the same spinner, the kernel's scheduler slice (--worker-sched-slice 0, before), " + topo + " topology"},
 		} {
+			if c.name == "beside-spinner-kernel-slice" && topo != "process" {
+				continue
+			}
 			s50, okS50 := r.get(base+c.name, "p50-µs")
 			s99, okS99 := r.get(base+c.name, "p99-µs")
 			rw := row{what: "neighbour's dispatch " + c.what, figure: pct(s50, okS50, s99, okS99), floor: pct(i50, ok50, i99, ok99), ratio: "n/a", goal: "—", status: "info"}

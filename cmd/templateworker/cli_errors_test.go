@@ -21,6 +21,7 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		{[]string{"master", "--thread-workers", "0", "--data-dir", dir}, "--thread-workers must be positive"},
 		{[]string{"master", "--worker-concurrency", "0", "--data-dir", dir}, "--worker-concurrency must be between 1 and 64, got 0"},
 		{[]string{"master", "--worker-concurrency", "65", "--data-dir", dir}, "--worker-concurrency must be between 1 and 64, got 65"},
+		{[]string{"master", "--worker-sched-slice", "10us", "--data-dir", dir}, "--worker-sched-slice must be 0 (the kernel's default) or between 100µs and 100ms, got 10µs"},
 		{[]string{"master", "--lua-max-memory", "lots", "--data-dir", dir}, `bad --lua-max-memory "lots"`},
 		{[]string{"master", "--event-dead-letters-tenant", "0", "--data-dir", dir}, "--event-dead-letters-tenant must be at least 1, got 0"},
 		{[]string{"master", "--event-max-attempts", "0", "--data-dir", dir}, "--event-max-attempts must be at least 1, got 0"},

@@ -30,6 +30,7 @@ func workerProcessFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-level", Hidden: true, Value: "info"},
 		&cli.IntFlag{Name: "worker-queue", Hidden: true, Value: worker.DefaultQueueSize},
 		&cli.IntFlag{Name: "worker-concurrency", Hidden: true, Value: worker.DefaultConcurrency},
+		&cli.DurationFlag{Name: "sched-slice", Hidden: true, Value: worker.DefaultSchedSlice},
 		&cli.Int64Flag{Name: "lua-max-instructions", Hidden: true, Value: worker.DefaultLimits.MaxInstructions},
 		&cli.DurationFlag{Name: "lua-timeout", Hidden: true, Value: worker.DefaultLimits.Timeout},
 		&cli.Int64Flag{Name: "lua-max-memory", Hidden: true, Value: worker.DefaultLimits.MaxMemory},
@@ -89,6 +90,9 @@ func runWorkerProcessOrHelp(c *cli.Context) error {
 	// to the worker directly ends it too.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if err := worker.SetSchedSlice(c.Duration("sched-slice")); err != nil {
+		log.Warn().Err(err).Msg("the worker's threads keep the kernel's scheduler slice")
+	}
 	defer startWorkerProfile(log)()
 	limits := worker.Limits{
 		MaxInstructions: c.Int64("lua-max-instructions"),
