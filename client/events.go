@@ -90,3 +90,11 @@ func (c *Client) RetryDeadLetter(ctx context.Context, id string) (Event, error) 
 func (c *Client) DeleteDeadLetter(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/dead-letters/"+url.PathEscape(id), nil, nil)
 }
+
+// CancelEvent deletes the tenant's pending event id before it runs
+// (DELETE /v1/tenants/{kind}/{id}/events/{event}); an event that is not
+// pending (delivered, sent to its worker, or never accepted) is a
+// not_found error.
+func (c *Client) CancelEvent(ctx context.Context, id proto.Id, eventID string) error {
+	return c.do(ctx, http.MethodDelete, tenantPath(id)+"/events/"+url.PathEscape(eventID), nil, nil)
+}

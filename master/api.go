@@ -85,6 +85,7 @@ func (a *API) Handler() http.Handler {
 	v1("GET /v1/quarantine", a.listQuarantine)
 	v1("DELETE /v1/tenants/{kind}/{tid}/quarantine", a.liftQuarantine)
 	v1("GET /v1/events/pending", a.listPending)
+	v1("DELETE /v1/tenants/{kind}/{tid}/events/{id}", a.cancelEvent)
 	v1("GET /v1/dead-letters", a.listDeadLetters)
 	v1("POST /v1/dead-letters/{id}/retry", a.retryDeadLetter)
 	v1("DELETE /v1/dead-letters/{id}", a.deleteDeadLetter)

@@ -308,3 +308,33 @@ func (a *API) workerStatus() []WorkerStatus {
 	}
 	return list
 }
+
+// cancelEvent is DELETE /v1/tenants/{kind}/{tid}/events/{id}: the tenant's
+// pending event id (immediate, delayed or scheduled) is deleted before it
+// runs, as ctx.events.cancel does from Lua. 404 not_found when the tenant
+// has no such pending event: never accepted, another tenant's, delivered,
+// or already handed to its worker.
+func (a *API) cancelEvent(w http.ResponseWriter, r *http.Request) error {
+	tid, err := tenant(r)
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if id == "" || len(id) > 20 || strings.Trim(id, "0123456789") != "" {
+		return proto.Errorf(proto.CodeBadRequest, "bad event id %q: want the decimal id a nowait call answered or GET /v1/events/pending lists", id)
+	}
+	q, err := a.events()
+	if err != nil {
+		return err
+	}
+	ok, err := q.Cancel(r.Context(), tid, id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return proto.Errorf(proto.CodeNotFound, "%s has no pending event %s (never accepted, delivered, or already sent to its worker)", tid, id)
+	}
+	a.Log.Info().Str("tenant", tid.String()).Str("event_id", id).Msg("pending event cancelled by an operator")
+	writeJSON(w, http.StatusOK, map[string]any{"cancelled": true, "id": id})
+	return nil
+}

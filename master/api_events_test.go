@@ -451,3 +451,37 @@ func TestProcessBackendChecksOwnership(t *testing.T) {
 		t.Fatalf("list over a frame: %v", err)
 	}
 }
+
+// TestCancelEventRoute: DELETE …/events/{id} cancels the tenant's own
+// pending event (200), and answers 404 for one it does not have (another
+// tenant's, or one already gone) and 400 for an id that is not one.
+func TestCancelEventRoute(t *testing.T) {
+	base, fq, _ := eventsAPI(t)
+	g, u := proto.GuildID(1234567890123456789), proto.UserID(42)
+	gid, _ := fq.Accept(context.Background(), g, proto.Event{Name: "A", Data: proto.Null}, time.Now().Add(time.Hour))
+	uid, _ := fq.Schedule(context.Background(), u, time.Now().Add(time.Hour), proto.Event{Name: "B", Data: proto.Null})
+
+	status, out, _ := call(t, base, "DELETE", "/v1/tenants/guild/1234567890123456789/events/"+uid, "")
+	if code, msg := errCode(out); status != 404 || code != proto.CodeNotFound || !strings.Contains(msg, "has no pending event "+uid) {
+		t.Fatalf("another tenant's event: %d %v", status, out)
+	}
+	status, out, _ = call(t, base, "DELETE", "/v1/tenants/guild/1234567890123456789/events/"+gid, "")
+	if status != 200 || out["cancelled"] != true || out["id"] != gid {
+		t.Fatalf("cancel: %d %v", status, out)
+	}
+	if n := fq.PendingCount(g); n != 0 {
+		t.Fatalf("%d pending after the cancel", n)
+	}
+	if status, out, _ = call(t, base, "DELETE", "/v1/tenants/guild/1234567890123456789/events/"+gid, ""); status != 404 {
+		t.Fatalf("cancel again: %d %v", status, out)
+	}
+	if status, out, _ = call(t, base, "DELETE", "/v1/tenants/user/42/events/"+uid, ""); status != 200 {
+		t.Fatalf("cancel a scheduled event: %d %v", status, out)
+	}
+	for _, id := range []string{"abc", "-1", "1.5", strings.Repeat("9", 21)} {
+		status, out, _ := call(t, base, "DELETE", "/v1/tenants/user/42/events/"+id, "")
+		if code, msg := errCode(out); status != 400 || code != proto.CodeBadRequest || !strings.Contains(msg, "bad event id") {
+			t.Errorf("id %q: %d %v", id, status, out)
+		}
+	}
+}

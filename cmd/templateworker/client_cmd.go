@@ -132,6 +132,16 @@ func readSource(c *cli.Context, what string) (string, error) {
 	return string(b), nil
 }
 
+// oneLine is s for one cell of a table: newlines as spaces, at most max
+// runes (cut ones end in "...").
+func oneLine(s string, max int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if r := []rune(s); len(r) > max {
+		return string(r[:max-3]) + "..."
+	}
+	return s
+}
+
 func printJSON(v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

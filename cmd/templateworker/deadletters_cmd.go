@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -173,13 +172,10 @@ func printDeadLetters(w io.Writer, list []client.Event) error {
 			dead = e.DeadAt.Local().Format(time.DateTime)
 		}
 		if e.LastError != nil {
-			last = e.LastError.Code + ": " + e.LastError.Message
-			if r := []rune(last); len(r) > 80 {
-				last = string(r[:77]) + "..."
-			}
+			last = oneLine(e.LastError.Code+": "+e.LastError.Message, 80)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", e.ID, e.Tenant, e.Event.Name, e.Attempts,
-			e.AcceptedAt.Local().Format(time.DateTime), dead, strings.ReplaceAll(last, "\n", " "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", e.ID, e.Tenant, oneLine(e.Event.Name, 64), e.Attempts,
+			e.AcceptedAt.Local().Format(time.DateTime), dead, last)
 	}
 	return tw.Flush()
 }

@@ -53,6 +53,7 @@ func newApp() *cli.App {
 			workersCommand(),
 			restartWorkersCommand(),
 			quarantineCommand(),
+			eventsCommand(),
 			deadLettersCommand(),
 			migrateCommand(),
 			clusterCommand(),

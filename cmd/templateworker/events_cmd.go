@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/templateworker/templateworker/client"
+)
+
+// eventsCommand is `templateworker events pending|cancel`: a tenant's
+// durable queue as an operator sees it.
+func eventsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "events",
+		Usage: "list a tenant's pending events (immediate, delayed and scheduled) and cancel them",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "pending",
+				Usage: "list a tenant's pending events in delivery order: id, event, due, attempts, last error",
+				Flags: clientFlags(
+					&cli.StringFlag{Name: "tenant", Usage: "the tenant (guild:<id> or user:<id>), required"},
+					&cli.BoolFlag{Name: "scheduled", Usage: "only the events its templates scheduled (ctx.events.schedule)"},
+					&cli.BoolFlag{Name: "json", Usage: "print the raw JSON, with each event's data"}),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					id, err := tenantArg(c)
+					if err != nil {
+						return err
+					}
+					list, err := api.PendingEvents(ctx, id, c.Bool("scheduled"))
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						if list == nil {
+							list = []client.Event{}
+						}
+						return printJSON(map[string]any{"tenant": id, "count": len(list), "pending": list})
+					}
+					return printPending(os.Stdout, list)
+				}),
+			},
+			{
+				Name:      "cancel",
+				Usage:     "delete pending events of a tenant before they run (as ctx.events.cancel does)",
+				ArgsUsage: "ID...",
+				Flags: clientFlags(
+					&cli.StringFlag{Name: "tenant", Usage: "the tenant (guild:<id> or user:<id>), required"}),
+				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
+					id, err := tenantArg(c)
+					if err != nil {
+						return err
+					}
+					ids := c.Args().Slice()
+					if len(ids) == 0 {
+						return errors.New("give the IDs of the events to cancel (templateworker events pending lists them)")
+					}
+					failed := 0
+					var last error
+					for _, e := range ids {
+						if err := api.CancelEvent(ctx, id, e); err != nil {
+							if len(ids) == 1 {
+								return err
+							}
+							failed++
+							last = err
+							fmt.Printf("event %s not cancelled: %s\n", e, errorLine(err))
+							continue
+						}
+						fmt.Printf("event %s cancelled\n", e)
+					}
+					if failed > 0 {
+						return fmt.Errorf("%d of %d events not cancelled (last: %s)", failed, len(ids), errorLine(last))
+					}
+					return nil
+				}),
+			},
+		},
+	}
+}
+
+// printPending renders pending events as a table.
+func printPending(w io.Writer, list []client.Event) error {
+	if len(list) == 0 {
+		fmt.Fprintln(w, "no pending events")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tEVENT\tKIND\tDUE\tATTEMPTS\tLAST ERROR")
+	for _, e := range list {
+		kind, last := "event", "-"
+		switch {
+		case e.Scheduled:
+			kind = "scheduled"
+		case e.DeliverAt.After(e.AcceptedAt):
+			kind = "delayed"
+		}
+		if e.LastError != nil {
+			last = oneLine(e.LastError.Code+": "+e.LastError.Message, 80)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.ID, oneLine(e.Event.Name, 64), kind,
+			e.DeliverAt.Local().Format(time.DateTime), e.Attempts, last)
+	}
+	return tw.Flush()
+}
