@@ -14,6 +14,7 @@ import (
 	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
+	"github.com/templateworker/templateworker/worker"
 )
 
 // processPool is the process topology: a Mesophyll server and one
@@ -33,9 +34,13 @@ type processPool struct {
 // fatal is called once if a worker keeps failing.
 func startProcessPool(n int, listen string, cfg ProcessConfig, st store.Store, q *Quarantine, log zerolog.Logger, fatal func(error)) (*processPool, error) {
 	pp := &processPool{workers: make([]*procWorker, n)}
+	backend := storeBackend{st: newBoundedStore(st, cfg.MaxFrame), events: newWorkerEvents(cfg.events, cfg.MaxFrame), total: n, q: q,
+		alone: func(ctx context.Context, slot int) error {
+			return pp.workers[slotWorker(slot, n)].waitAlone(ctx, slot, successorStartupWait)
+		}}
 	pp.meso = mesophyll.NewServer(mesophyll.ServerOptions{
 		Workers:           2 * n, // two slots per worker: see slotWorker
-		Backend:           storeBackend{st: newBoundedStore(st, cfg.MaxFrame), events: newWorkerEvents(cfg.events, cfg.MaxFrame), total: n, q: q},
+		Backend:           backend,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		MaxFrame:          cfg.MaxFrame,
 		Logger:            log,
@@ -94,6 +99,14 @@ func (pp *processPool) Kill(ctx context.Context) error {
 	return err
 }
 
+// successorStartupWait bounds how long a planned successor's OnStartup
+// waits for the process it replaces to drain (drainOld is bounded by the
+// watchdog's limit, a minute without one, and the Shutdown after it).
+const successorStartupWait = 5 * time.Minute
+
+// storeTimeout bounds a store call the backend makes on its own.
+const storeTimeout = 10 * time.Second
+
 // storeBackend answers the workers' store requests from the master's
 // store, bounded (boundedStore) so that every answer fits in a frame.
 type storeBackend struct {
@@ -101,6 +114,9 @@ type storeBackend struct {
 	events workerEvents
 	total  int
 	q      *Quarantine // quarantined tenants get no OnStartup
+	// alone waits until the process on a slot is its worker's only one
+	// (procWorker.waitAlone); nil: no wait.
+	alone func(ctx context.Context, slot int) error
 }
 
 func (b storeBackend) Templates(ctx context.Context, id proto.Id) ([]proto.Template, error) {
@@ -111,6 +127,18 @@ func (b storeBackend) Templates(ctx context.Context, id proto.Id) ([]proto.Templ
 // subscribe to event.
 func (b storeBackend) TenantsFor(ctx context.Context, slot int, event string) ([]proto.Id, error) {
 	workerID := slotWorker(slot, b.total)
+	if event == worker.OnStartup && b.alone != nil {
+		// A planned successor's OnStartup waits for the process it
+		// replaces to finish, beyond the store timeout of this request
+		// (the worker waits for the answer as long as its connection
+		// lasts); the listing itself gets a store timeout of its own.
+		if err := b.alone(context.WithoutCancel(ctx), slot); err != nil {
+			return nil, err
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+		defer cancel()
+	}
 	ids, err := b.st.TenantsWithEvent(ctx, event)
 	if err != nil {
 		return nil, err

@@ -325,3 +325,34 @@ func (w *procWorker) waitingLocked() bool {
 	}
 	return false
 }
+
+// waitAlone waits until the process on Mesophyll slot is w's only one: a
+// planned successor, until it was handed the worker and the process it
+// replaces has drained and exited (drainOld); any other process at once.
+// Its OnStartup waits for it (storeBackend.TenantsFor), so that a tenant's
+// OnStartup on the new process never runs beside that tenant's call still
+// running on the old one. It gives up after bound, or when w stops.
+func (w *procWorker) waitAlone(ctx context.Context, slot int, bound time.Duration) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	for {
+		w.mu.Lock()
+		successor := w.next != nil && w.next.slot == slot
+		draining := w.old != nil && w.cur != nil && w.cur.slot == slot
+		w.mu.Unlock()
+		if !successor && !draining {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.stopCh:
+			return proto.Errorf(proto.CodeWorkerUnavailable, "worker %d is stopping", w.id)
+		case <-deadline.C:
+			return proto.Errorf(proto.CodeWorkerUnavailable, "worker %d: the process it replaces did not finish within %v", w.id, bound)
+		}
+	}
+}

@@ -271,3 +271,58 @@ func TestRollingRestartWithBrokenBinaryKeepsServing(t *testing.T) {
 		t.Fatalf("the old process after a failed rolling restart: %v", err)
 	}
 }
+
+// TestSwapSuccessorStartupWaitsForDrain: a planned successor runs its
+// tenants' OnStartup only once the process it replaces has finished. The
+// tenant's call held on the old process ends before its OnStartup runs on
+// the new one: a tenant's calls never run in two processes at once, and
+// OnStartup, which the new process dispatches itself, is no exception.
+func TestSwapSuccessorStartupWaitsForDrain(t *testing.T) {
+	st := newGatedStore(t)
+	g := proto.GuildID(1 << 22) // worker 0 of 1
+	put(t, st, g, "gate", `local event, ctx = ... local v = ctx.kv.get("gate")
+ctx.kv.set("gate_done", (ctx.kv.get("gate_done") or 0) + 1) return v`, "Gate")
+	put(t, st, g, "boot", `local event, ctx = ... local n = (ctx.kv.get("boots") or 0) + 1
+ctx.kv.set("boots", n) ctx.kv.set("boot" .. n, ctx.kv.get("gate_done") or 0)`, "OnStartup")
+	kv := func(key string) string {
+		v, _, err := st.KvGet(context.Background(), g, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(v)
+	}
+	pp := startTestProcessPool(t, 1, st, pathsConfig(t))
+	w := pp.workers[0]
+	waitUntil(t, "the first start's OnStartup", func() bool { return kv("boots") == "1" })
+	old := w.Status().PID
+
+	callErr := make(chan error, 1)
+	go func() {
+		_, err := pp.DispatchEvent(context.Background(), g, eventOf("Gate", `{}`))
+		callErr <- err
+	}()
+	st.waitEntered(t)
+	swapped := make(chan error, 1)
+	go func() { swapped <- w.swap(context.Background(), ReasonRecycle) }()
+	waitUntil(t, "the new process serving", func() bool {
+		s := w.Status()
+		return s.State == StateReady && s.PID != 0 && s.PID != old
+	})
+	// The window an OnStartup run beside the held call would show in.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if b := kv("boots"); b != "1" {
+			t.Fatalf("the new process ran OnStartup (boots %s, boot2 %s) while the tenant's call still runs on the old one", b, kv("boot2"))
+		}
+	}
+	st.release()
+	if err := <-callErr; err != nil {
+		t.Fatalf("the call held on the old process: %v", err)
+	}
+	if err := <-swapped; err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the new process's OnStartup", func() bool { return kv("boots") == "2" })
+	if got := kv("boot2"); got != "1" {
+		t.Fatalf("the new process's OnStartup saw gate_done %s, want 1 (after the old process's call)", got)
+	}
+}

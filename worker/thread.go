@@ -508,10 +508,24 @@ func (w *Thread) checkMemory(mgr *Manager) {
 	}
 }
 
+// startupListTimeout bounds the listing of the OnStartup tenants. A
+// process worker that is a planned successor gets its answer only once
+// the process it replaces has finished (the master bounds that at 5
+// minutes), so that no tenant's OnStartup runs beside its call still
+// running there.
+const startupListTimeout = 6 * time.Minute
+
 // startup dispatches OnStartup to the tenants this worker owns.
 func (w *Thread) startup() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), startupListTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-w.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	ids, err := startupTenants(ctx, w.store, w.id, w.total)
 	if err != nil {
 		w.log.Error().Err(err).Msg("list OnStartup tenants")
