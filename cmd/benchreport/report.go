@@ -200,9 +200,20 @@ func (r *report) build() {
 		tThread.facts = fmt.Sprintf("In this run: the locked round trip alone %s = %.1f× the raw call (%s); thread dispatch %s = %.2f× "+
 			"(locked round trip + raw call); with unlocked worker goroutines %s = %.2f× the raw call.",
 			dur(chl), chlRatio, dur(raw), dur(th), thRatio, dur(un), unRatio)
-		if chlRatio > 1.3 {
-			tThread.facts += fmt.Sprintf(" The floor alone is above the target (%s > 1.3 × %s = %s): no implementation of the "+
-				"contract can meet it on this machine.", dur(chl), dur(raw), dur(1.3*raw))
+		// The locked round trip is the floor of the contract of before
+		// (worker goroutines locked to their threads); the dispatch now
+		// runs on the caller's goroutine, so what it adds is the worker's
+		// own per-call work, which the worker's rows split up.
+		bare, okB := r.get("BenchmarkVMCall/bare", "ns/op")
+		tpl, okT := r.get("BenchmarkVMCall/template", "ns/op")
+		inl, okI := r.get("BenchmarkTryDispatchEvent/loop", "ns/op")
+		if okB && okT && okI && bare > 0 {
+			tThread.facts += fmt.Sprintf(" What the dispatch adds to the raw call, from the worker's own rows: the chunk called "+
+				"as a template (event table, protected call, JSON result) %s against %s on a bare State, the worker's inline "+
+				"dispatch %s.", dur(tpl), dur(bare), dur(inl))
+			if tpl > 1.3*raw {
+				tThread.facts += fmt.Sprintf(" The target allows %s in all: less than the template call alone.", dur(1.3*raw))
+			}
 		}
 	}
 	if self, ok := r.get("BenchmarkDispatchProcess/sequential", "wakeups/op"); ok {
