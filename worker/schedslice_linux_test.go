@@ -1,49 +1,16 @@
 package worker
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-)
 
-// threadSlices returns the kernel's scheduler slice (ns) of every thread
-// of process pid, by tid; it skips t when the kernel does not show it.
-func threadSlices(t *testing.T, pid int) map[int]int64 {
-	t.Helper()
-	dir := "/proc/" + strconv.Itoa(pid) + "/task"
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[int]int64{}
-	for _, e := range ents {
-		tid, _ := strconv.Atoi(e.Name())
-		f, err := os.Open(dir + "/" + e.Name() + "/sched")
-		if err != nil {
-			if os.IsNotExist(err) {
-				continue // the thread ended
-			}
-			t.Skipf("this kernel does not show a thread's scheduler state: %v", err)
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "se.slice" {
-				out[tid], _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			}
-		}
-		f.Close()
-		if _, ok := out[tid]; !ok {
-			t.Skip("this kernel has no per-thread scheduler slice (se.slice: Linux 6.6's EEVDF and later)")
-		}
-	}
-	return out
-}
+	"github.com/templateworker/templateworker/internal/procsched"
+)
 
 // TestSetSchedSliceEveryThreadAndLaterOnes: every thread of the process
 // gets the slice, and so do the threads the Go runtime starts afterwards.
@@ -56,7 +23,7 @@ func TestSetSchedSliceEveryThreadAndLaterOnes(t *testing.T) {
 		schedSliceChild(t)
 		return
 	}
-	threadSlices(t, os.Getpid()) // skips on a kernel without slices
+	procsched.Of(t, os.Getpid()) // skips on a kernel without slices
 	nice, err := exec.LookPath("nice")
 	if err != nil {
 		t.Skip("no nice(1) here")
@@ -72,7 +39,7 @@ func TestSetSchedSliceEveryThreadAndLaterOnes(t *testing.T) {
 
 func schedSliceChild(t *testing.T) {
 	const want = 300 * time.Microsecond
-	before := threadSlices(t, os.Getpid())
+	before := procsched.Of(t, os.Getpid())
 	if err := SetSchedSlice(want); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +60,7 @@ func schedSliceChild(t *testing.T) {
 		}()
 	}
 	started.Wait()
-	after := threadSlices(t, os.Getpid())
+	after := procsched.Of(t, os.Getpid())
 	close(release)
 	ended.Wait()
 	if len(after) <= len(before) {

@@ -132,6 +132,36 @@ func readSource(c *cli.Context, what string) (string, error) {
 	return string(b), nil
 }
 
+// applyEach applies do to each of ids (of a noun: "dead letter", "event"),
+// printing "<noun> <id> <done>[ (what do returned)]" on stdout for each one
+// done and a line for each one not, and fails (one line) when any failed:
+// the others are still done. With one id its error is returned as it is.
+func applyEach(ids []string, noun, done string, do func(id string) (string, error)) error {
+	failed := 0
+	var last error
+	for _, id := range ids {
+		what, err := do(id)
+		if err != nil && len(ids) == 1 {
+			return err
+		}
+		if err != nil {
+			failed++
+			last = err
+			fmt.Printf("%s %s not %s: %s\n", noun, id, done, errorLine(err))
+			continue
+		}
+		if what != "" {
+			fmt.Printf("%s %s %s (%s)\n", noun, id, done, what)
+		} else {
+			fmt.Printf("%s %s %s\n", noun, id, done)
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d %ss not %s (last: %s)", failed, len(ids), noun, done, errorLine(last))
+	}
+	return nil
+}
+
 // oneLine is s for one cell of a table: newlines as spaces, at most max
 // runes (cut ones end in "...").
 func oneLine(s string, max int) string {

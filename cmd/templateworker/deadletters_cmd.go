@@ -130,32 +130,11 @@ func eachDeadLetter(ctx context.Context, c *cli.Context, api *client.Client, don
 			return nil
 		}
 	}
-	failed := 0
-	var last error
-	for _, id := range ids {
-		what, err := do(ctx, id)
-		if err != nil && len(ids) == 1 {
-			return err
-		}
-		if err != nil {
-			failed++
-			last = err
-			fmt.Printf("dead letter %s not %s: %s\n", id, done, errorLine(err))
-			continue
-		}
-		if what != "" {
-			fmt.Printf("dead letter %s %s (%s)\n", id, done, what)
-		} else {
-			fmt.Printf("dead letter %s %s\n", id, done)
-		}
-	}
+	err = applyEach(ids, "dead letter", done, func(id string) (string, error) { return do(ctx, id) })
 	if more {
 		fmt.Printf("more than %d dead letters: run the command again for the rest\n", deadLetterPage)
 	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d dead letters not %s (last: %s)", failed, len(ids), done, errorLine(last))
-	}
-	return nil
+	return err
 }
 
 // printDeadLetters renders dead letters as a table.

@@ -61,24 +61,9 @@ func eventsCommand() *cli.Command {
 					if len(ids) == 0 {
 						return errors.New("give the IDs of the events to cancel (templateworker events pending lists them)")
 					}
-					failed := 0
-					var last error
-					for _, e := range ids {
-						if err := api.CancelEvent(ctx, id, e); err != nil {
-							if len(ids) == 1 {
-								return err
-							}
-							failed++
-							last = err
-							fmt.Printf("event %s not cancelled: %s\n", e, errorLine(err))
-							continue
-						}
-						fmt.Printf("event %s cancelled\n", e)
-					}
-					if failed > 0 {
-						return fmt.Errorf("%d of %d events not cancelled (last: %s)", failed, len(ids), errorLine(last))
-					}
-					return nil
+					return applyEach(ids, "event", "cancelled", func(e string) (string, error) {
+						return "", api.CancelEvent(ctx, id, e)
+					})
 				}),
 			},
 		},
