@@ -83,7 +83,7 @@ var (
 	descUp       = prometheus.NewDesc("templateworker_worker_up", "1 when the worker is ready to serve.", []string{"worker"}, nil)
 	descRestarts = prometheus.NewDesc("templateworker_worker_restarts_total", "Worker restarts, by reason.", []string{"worker", "reason"}, nil)
 	descFailures = prometheus.NewDesc("templateworker_worker_consecutive_failures", "Consecutive failed runs of the worker.", []string{"worker"}, nil)
-	descQueue    = prometheus.NewDesc("templateworker_worker_queue_depth", "Messages or unacknowledged nowait events waiting for the worker.", []string{"worker"}, nil)
+	descQueue    = prometheus.NewDesc("templateworker_worker_queue_depth", "Messages or unacknowledged nowait events (the durable queue's window events among them) waiting for the worker.", []string{"worker"}, nil)
 	descInflight = prometheus.NewDesc("templateworker_inflight", "Waited calls in flight on the worker.", []string{"worker"}, nil)
 	descLoaded   = prometheus.NewDesc("templateworker_tenants_loaded", "Tenant VMs loaded in the worker.", []string{"worker"}, nil)
 	descVMs      = prometheus.NewDesc("templateworker_vms", "Tenant VMs built in the worker now.", []string{"worker"}, nil)

@@ -145,8 +145,10 @@ type procWorker struct {
 	nowait   map[uint64]nowaitEvent // unacknowledged nowait events by seq
 	seq      uint64
 	pipe     map[uint64]*pipeCall // events of pipelined windows sent and not acknowledged, by seq
-	windows  uint64               // the last window id sent
-	inflight map[proto.Id]int     // tenants with waited calls in flight
+	// pipeBytes is what the events in pipe hold (worker.EventSize).
+	pipeBytes int64
+	windows   uint64           // the last window id sent
+	inflight  map[proto.Id]int // tenants with waited calls in flight
 	// crashed is told which tenant was running when the process died
 	// unexpectedly (or was cut by the watchdog), so the quarantine counts
 	// it against that tenant alone.

@@ -362,7 +362,7 @@ func (w *procWorker) Status() WorkerStatus {
 		ID: w.id, PID: w.pid, State: w.state, Tenants: w.tenants,
 		Restarts: w.restarts, ConsecutiveFailures: w.failures, LastExit: w.lastExit,
 		LastRestartReason: w.lastReason,
-		Queued:            len(w.nowait), QueuedBytes: w.held.Bytes(),
+		Queued:            len(w.nowait) + len(w.pipe), QueuedBytes: w.held.Bytes() + w.pipeBytes,
 		Cache: w.cache, HeapBytes: w.heapBytes, RSSBytes: w.rssBytes,
 	}
 	if w.pid != 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/templateworker/templateworker/proto"
+	"github.com/templateworker/templateworker/worker"
 )
 
 // pipeCall is one window of a tenant's events sent to the worker back to
@@ -12,7 +13,8 @@ type pipeCall struct {
 	first uint64  // the seq of the window's first event; the others follow
 	errs  []error // by position: how each acknowledged event ended
 	acked []bool
-	left  int // events not acknowledged yet
+	sizes []int64 // by position: worker.EventSize, counted in w.pipeBytes until acknowledged
+	left  int     // events not acknowledged yet
 	done  chan struct{}
 }
 
@@ -29,6 +31,7 @@ func (w *procWorker) ackWindowLocked(ack proto.Ack) bool {
 		return true
 	}
 	pc.acked[i] = true
+	w.pipeBytes -= pc.sizes[i]
 	switch {
 	case ack.Code != "" && ack.Message != "":
 		pc.errs[i] = &proto.Error{Code: ack.Code, Message: ack.Message}
@@ -61,7 +64,10 @@ func (w *procWorker) DispatchWindow(ctx context.Context, id proto.Id, evs []prot
 		return notRunAfter(errs, 0, err)
 	}
 	n := uint64(len(evs))
-	pc := &pipeCall{errs: errs, acked: make([]bool, n), left: len(evs), done: make(chan struct{})}
+	pc := &pipeCall{errs: errs, acked: make([]bool, n), sizes: make([]int64, n), left: len(evs), done: make(chan struct{})}
+	for i, ev := range evs {
+		pc.sizes[i] = worker.EventSize(ev)
+	}
 	w.mu.Lock()
 	w.windows++
 	win := w.windows
@@ -72,6 +78,7 @@ func (w *procWorker) DispatchWindow(ctx context.Context, id proto.Id, evs []prot
 	}
 	for i := range n {
 		w.pipe[pc.first+i] = pc
+		w.pipeBytes += pc.sizes[i]
 	}
 	w.mu.Unlock()
 	var sendErr error
@@ -98,6 +105,7 @@ func (w *procWorker) DispatchWindow(ctx context.Context, id proto.Id, evs []prot
 	for i := range n {
 		if w.pipe[pc.first+i] == pc {
 			delete(w.pipe, pc.first+i)
+			w.pipeBytes -= pc.sizes[i]
 		}
 	}
 	out := append([]error(nil), pc.errs...)

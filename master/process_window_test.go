@@ -7,6 +7,7 @@ import (
 
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/queue"
+	"github.com/templateworker/templateworker/worker"
 )
 
 // A process worker killed in the middle of a window: the events it
@@ -101,5 +102,44 @@ func TestDispatchWindowProcessKeepsTheMessage(t *testing.T) {
 	got, want := proto.AsError(errs[1]), proto.AsError(waited)
 	if want == nil || got == nil || got.Code != want.Code || got.Message != want.Message || got.Message == "" {
 		t.Fatalf("the window's failed event: %+v; want the waited dispatch's error %+v", got, want)
+	}
+}
+
+// /v1/workers' queued and queued_bytes count the events of the queue's
+// windows that a process worker was sent and has not acknowledged yet
+// (they were always 0 since the durable queue delivers in windows rather
+// than through the held nowait events), and fall back to 0 once the
+// window is acknowledged.
+func TestDispatchWindowQueuedStatus(t *testing.T) {
+	st := newGatedStore(t)
+	g := proto.GuildID(1 << 22)
+	put(t, st, g, "gate", gateTemplate, "Gate")
+	put(t, st, g, "ping", `return 1`, "Ping")
+	pp := startTestProcessPool(t, 1, st, pathsConfig(t))
+	w := pp.workers[0]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ping, gate := eventOf("Ping", `{"pad":"0123456789"}`), eventOf("Gate", `{}`)
+	done := make(chan []error, 1)
+	go func() { done <- pp.Pool.DispatchWindow(ctx, g, []proto.Event{ping, gate, ping, ping}) }()
+	st.waitEntered(t)
+	waitUntil(t, "the event before the gate acknowledged", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.pipe) == 3
+	})
+	s := w.Status()
+	want := worker.EventSize(gate) + 2*worker.EventSize(ping)
+	if s.Queued != 3 || s.QueuedBytes != want {
+		t.Fatalf("while the gate holds the window: queued %d, queued_bytes %d; want 3 and %d", s.Queued, s.QueuedBytes, want)
+	}
+	st.release()
+	for i, err := range <-done {
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+	}
+	if s := w.Status(); s.Queued != 0 || s.QueuedBytes != 0 {
+		t.Fatalf("after the window: queued %d, queued_bytes %d; want 0 and 0", s.Queued, s.QueuedBytes)
 	}
 }
