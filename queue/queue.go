@@ -102,7 +102,9 @@ type Config struct {
 	// DeadLetterKeep bounds the dead letters of one tenant
 	// (--event-dead-letters-tenant): when one more moves in, the tenant's
 	// oldest beyond its newest DeadLetterKeep are deleted, so a tenant that
-	// keeps poisoning its events cannot fill the disk.
+	// keeps poisoning its events cannot fill the disk. BacklogTenantBytes
+	// bounds them too: the tenant's oldest beyond its newest ones whose
+	// events take that many bytes are deleted (the newest always stays).
 	DeadLetterKeep int
 	// BacklogTenant and BacklogMax bound the pending events of one tenant
 	// and of all (--event-backlog-tenant, --event-backlog-max).

@@ -153,7 +153,7 @@ func (q *Queue) writer() {
 
 // commit writes batch in one transaction and answers its writes.
 func (q *Queue) commit(batch []*write) {
-	b := store.EventBatch{DeadLetterKeep: q.cfg.DeadLetterKeep}
+	b := store.EventBatch{DeadLetterKeep: q.cfg.DeadLetterKeep, DeadLetterKeepBytes: q.cfg.BacklogTenantBytes}
 	for _, w := range batch {
 		switch {
 		case w.add != nil:

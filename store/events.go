@@ -56,6 +56,12 @@ type EventBatch struct {
 	// letters (by Seq) beyond its newest DeadLetterKeep are deleted in the
 	// same transaction.
 	DeadLetterKeep int
+	// DeadLetterKeepBytes, when positive, bounds them by bytes too: the
+	// tenant's dead letters older than its newest ones whose stored events
+	// (the JSON of name, author and data) come to at most
+	// DeadLetterKeepBytes together are deleted; the newest is always
+	// kept.
+	DeadLetterKeepBytes int64
 }
 
 // Empty reports whether b writes nothing.

@@ -63,6 +63,17 @@ func (p *Postgres) CommitEvents(ctx context.Context, b EventBatch) ([]int64, err
 						AND d.tenant_type = s.tenant_type AND d.tenant_id = s.tenant_id
 						ORDER BY d.seq DESC LIMIT 1 OFFSET $2::bigint - 1)`, f.Seq, b.DeadLetterKeep)
 			}
+			if b.DeadLetterKeepBytes > 0 {
+				// Beyond the newest ones whose events take at most
+				// DeadLetterKeepBytes together (the newest stays).
+				batch.Queue(`DELETE FROM dead_letters WHERE seq IN (
+					SELECT seq FROM (
+						SELECT d.seq, ROW_NUMBER() OVER w AS n, SUM(octet_length(d.event)) OVER w AS b
+						FROM dead_letters d JOIN dead_letters s ON s.seq = $1
+							AND d.tenant_type = s.tenant_type AND d.tenant_id = s.tenant_id
+						WINDOW w AS (ORDER BY d.seq DESC)
+					) t WHERE n > 1 AND b > $2::bigint)`, f.Seq, b.DeadLetterKeepBytes)
+			}
 		}
 		if len(b.Done) > 0 {
 			batch.Queue(`DELETE FROM events WHERE seq = ANY($1)`, b.Done)

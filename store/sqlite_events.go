@@ -51,6 +51,16 @@ const (
 		AND seq < (SELECT d.seq FROM dead_letters d JOIN dead_letters s ON s.seq = ?1
 			AND d.tenant_type = s.tenant_type AND d.tenant_id = s.tenant_id
 			ORDER BY d.seq DESC LIMIT 1 OFFSET ?2 - 1)`
+	// qDeadTrimBytes deletes the dead letters of dead letter ?1's tenant
+	// beyond its newest ones whose events take at most ?2 bytes together
+	// (the newest always stays).
+	qDeadTrimBytes = `DELETE FROM dead_letters WHERE seq IN (
+		SELECT seq FROM (
+			SELECT d.seq, ROW_NUMBER() OVER w AS n, SUM(octet_length(d.event)) OVER w AS b
+			FROM dead_letters d JOIN dead_letters s ON s.seq = ?1
+				AND d.tenant_type = s.tenant_type AND d.tenant_id = s.tenant_id
+			WINDOW w AS (ORDER BY d.seq DESC)
+		) WHERE n > 1 AND b > ?2)`
 )
 
 // eventColumns are the columns scanEvent reads, in order.
@@ -114,6 +124,11 @@ func (s *SQLite) CommitEvents(ctx context.Context, b EventBatch) ([]int64, error
 		}
 		if b.DeadLetterKeep > 0 {
 			if err := s.txExec(ctx, tx, qDeadTrim, f.Seq, b.DeadLetterKeep); err != nil {
+				return nil, s.fail("trim dead letters", err)
+			}
+		}
+		if b.DeadLetterKeepBytes > 0 {
+			if err := s.txExec(ctx, tx, qDeadTrimBytes, f.Seq, b.DeadLetterKeepBytes); err != nil {
 				return nil, s.fail("trim dead letters", err)
 			}
 		}

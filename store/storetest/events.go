@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ var eventTests = []test{
 	{"EventsCommitAndDue", testEventsCommitAndDue},
 	{"EventsFailDeadRevive", testEventsFailDeadRevive},
 	{"EventsDeadLetterKeep", testEventsDeadLetterKeep},
+	{"EventsDeadLetterKeepBytes", testEventsDeadLetterKeepBytes},
 	{"EventsSeqNeverReused", testEventsSeqNeverReused},
 	{"EventsSurviveReopen", testEventsSurviveReopen},
 }
@@ -243,5 +245,59 @@ func testEventsSurviveReopen(t *testing.T, open Opener) {
 		if r.Seq != seqs[i] {
 			t.Fatalf("event %s has seq %d, CommitEvents returned %d", r.Event.Name, r.Seq, seqs[i])
 		}
+	}
+}
+
+// testEventsDeadLetterKeepBytes: DeadLetterKeepBytes keeps each tenant's
+// newest dead letters whose stored events fit in it together, deletes its
+// older ones, never another tenant's, and always keeps the newest.
+func testEventsDeadLetterKeepBytes(t *testing.T, open Opener) {
+	s := open(t, store.DefaultQuota)
+	c := ctx(t)
+	now := time.Now()
+	pad := strings.Repeat("x", 1000)
+	add := func(tenant proto.Id, names ...string) []int64 {
+		var b store.EventBatch
+		for _, n := range names {
+			b.Add = append(b.Add, store.EventRecord{Tenant: tenant, AcceptedAt: now, DeliverAt: now,
+				Event: proto.Event{Name: n, Data: proto.Value(`"` + pad + `"`)}})
+		}
+		seqs, err := s.CommitEvents(c, b)
+		must(t, err)
+		return seqs
+	}
+	fail := &proto.Error{Code: proto.CodeMemoryLimit, Message: "m"}
+	dead := func(keep int64, seqs ...int64) {
+		b := store.EventBatch{DeadLetterKeepBytes: keep}
+		for _, seq := range seqs {
+			b.Dead = append(b.Dead, store.EventFailure{Seq: seq, Attempts: 5, Err: fail})
+		}
+		_, err := s.CommitEvents(c, b)
+		must(t, err)
+	}
+	names := func(tenant proto.Id) string {
+		dl, err := s.DeadLetters(c, &tenant, 100)
+		must(t, err)
+		return fmt.Sprint(eventNames(dl))
+	}
+	u := add(user, "U1", "U2")
+	dead(0, u...)
+	g := add(guild, "G1", "G2", "G3", "G4", "G5")
+	// Each stored event is a little over 1,000 bytes: 3,500 keeps three.
+	for _, seq := range g[:3] {
+		dead(3500, seq)
+	}
+	dead(3500, g[3], g[4])
+	if got := names(guild); got != "[G3 G4 G5]" {
+		t.Fatalf("guild's dead letters with DeadLetterKeepBytes 3500 = %v, want its newest three [G3 G4 G5]", got)
+	}
+	if got := names(user); got != "[U1 U2]" {
+		t.Fatalf("the other tenant's dead letters = %v, want both [U1 U2]", got)
+	}
+	// A bound smaller than one event keeps the newest alone.
+	u3 := add(user, "U3")
+	dead(10, u3...)
+	if got := names(user); got != "[U3]" {
+		t.Fatalf("user's dead letters with DeadLetterKeepBytes 10 = %v, want [U3]", got)
 	}
 }
