@@ -27,6 +27,17 @@ func newBoundedStore(st store.Store, maxFrame int64) boundedStore {
 	return boundedStore{Store: st, budget: proto.ValueBudget(frameLimit(maxFrame))}
 }
 
+// threadLimits are the limits of thread workers: a refused store answer is
+// charged by the budget of frames of maxFrame, as process workers charge
+// it by their frames' (worker.Limits.StoreAnswer).
+func threadLimits(l worker.Limits, maxFrame int64) worker.Limits {
+	if l == (worker.Limits{}) {
+		l = worker.DefaultLimits // as worker.New would take them
+	}
+	l.StoreAnswer = proto.ValueBudget(frameLimit(maxFrame))
+	return l
+}
+
 // frameLimit is maxFrame, or Mesophyll's default when unset.
 func frameLimit(maxFrame int64) int64 {
 	if maxFrame <= 0 {
@@ -72,6 +83,20 @@ func (b boundedStore) Templates(ctx context.Context, id proto.Id) ([]proto.Templ
 
 // KvFind lists the keys with prefix if they fit in one answer.
 func (b boundedStore) KvFind(ctx context.Context, id proto.Id, prefix string) ([]proto.KVItem, error) {
+	if bf, ok := b.Store.(store.BoundedFinder); ok {
+		// Stop reading at the budget: reading the rest of the tenant's
+		// KV to refuse the answer would be work it is not charged for.
+		items, over, err := bf.KvFindBounded(ctx, id, prefix, b.budget)
+		if err != nil {
+			return nil, err
+		}
+		if over {
+			return nil, proto.Errorf(proto.CodeKVResultTooLarge,
+				"the keys with prefix %q take more than the %d bytes one find may return (past it after %d keys; --mesophyll-max-frame minus %d); use a longer prefix",
+				truncate(prefix, 64), b.budget, len(items), proto.FrameReserve)
+		}
+		return items, nil
+	}
 	items, err := b.Store.KvFind(ctx, id, prefix)
 	if err != nil {
 		return nil, err

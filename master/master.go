@@ -155,7 +155,7 @@ func Run(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		topology = "thread"
 		pool, err = newThreadPool(cfg.ThreadWorkers, worker.Options{
 			Store:  quarantinedOut{Store: threadStore(st, workerQueue, cfg.MaxFrame), q: quarantine},
-			Limits: cfg.Limits, QueueSize: cfg.WorkerQueue,
+			Limits: threadLimits(cfg.Limits, cfg.MaxFrame), QueueSize: cfg.WorkerQueue,
 			Concurrency: cfg.WorkerConcurrency,
 			QueueBytes:  cfg.WorkerQueueBytes, Logger: log, Cache: cfg.Cache, MemoryMax: cfg.WorkerMemoryMax,
 			OnNowaitError: func(id proto.Id, err error) {

@@ -104,16 +104,22 @@ func (p *Postgres) KvDelete(ctx context.Context, tenant proto.Id, key string) er
 // KvFind lists the keys starting with prefix, ordered by key (byte order).
 // No character of prefix is special.
 func (p *Postgres) KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]proto.KVItem, error) {
+	items, _, err := p.KvFindBounded(ctx, tenant, prefix, 0)
+	return items, err
+}
+
+// KvFindBounded is KvFind that stops reading past maxBytes (BoundedFinder).
+func (p *Postgres) KvFindBounded(ctx context.Context, tenant proto.Id, prefix string, maxBytes int) ([]proto.KVItem, bool, error) {
 	kind, err := kindName(tenant.Kind)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	possible, err := checkPrefix(prefix)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !possible {
-		return []proto.KVItem{}, nil
+		return []proto.KVItem{}, false, nil
 	}
 	q := `SELECT key, value FROM kv WHERE tenant_type = $1 AND tenant_id = $2 AND key >= $3`
 	args := []any{kind, idToDB(tenant.ID), prefix}
@@ -122,13 +128,17 @@ func (p *Postgres) KvFind(ctx context.Context, tenant proto.Id, prefix string) (
 		args = append(args, end)
 	}
 	q += ` ORDER BY key`
-	var items []proto.KVItem
+	var (
+		items []proto.KVItem
+		over  bool
+	)
 	err = p.read(ctx, "kv find", func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, q, args...)
 		if err != nil {
 			return err
 		}
-		items = []proto.KVItem{}
+		items, over = []proto.KVItem{}, false
+		var b answerBound
 		for rows.Next() {
 			var (
 				it proto.KVItem
@@ -140,11 +150,16 @@ func (p *Postgres) KvFind(ctx context.Context, tenant proto.Id, prefix string) (
 			}
 			it.Value = json.RawMessage(v)
 			items = append(items, it)
+			if b.over(it, maxBytes) {
+				over = true // Close discards the rest unread
+				rows.Close()
+				return nil
+			}
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return items, nil
+	return items, over, nil
 }

@@ -126,16 +126,22 @@ func (s *SQLite) KvDelete(ctx context.Context, tenant proto.Id, key string) erro
 // KvFind lists the keys starting with prefix, ordered by key (byte order).
 // No character of prefix is special.
 func (s *SQLite) KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]proto.KVItem, error) {
+	items, _, err := s.KvFindBounded(ctx, tenant, prefix, 0)
+	return items, err
+}
+
+// KvFindBounded is KvFind that stops reading past maxBytes (BoundedFinder).
+func (s *SQLite) KvFindBounded(ctx context.Context, tenant proto.Id, prefix string, maxBytes int) ([]proto.KVItem, bool, error) {
 	kind, err := kindName(tenant.Kind)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	possible, err := checkPrefix(prefix)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !possible {
-		return []proto.KVItem{}, nil
+		return []proto.KVItem{}, false, nil
 	}
 	q := `SELECT key, value FROM kv WHERE tenant_type = ? AND tenant_id = ? AND key >= ?`
 	args := []any{kind, idToDB(tenant.ID), prefix}
@@ -145,27 +151,31 @@ func (s *SQLite) KvFind(ctx context.Context, tenant proto.Id, prefix string) ([]
 	}
 	st, err := s.stmt(ctx, s.r, q+` ORDER BY key`)
 	if err != nil {
-		return nil, s.fail("kv find", err)
+		return nil, false, s.fail("kv find", err)
 	}
 	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
-		return nil, s.fail("kv find", err)
+		return nil, false, s.fail("kv find", err)
 	}
 	defer rows.Close()
 	items := []proto.KVItem{}
+	var b answerBound
 	for rows.Next() {
 		var (
 			it proto.KVItem
 			v  []byte
 		)
 		if err := rows.Scan(&it.Key, &v); err != nil {
-			return nil, s.fail("kv find", err)
+			return nil, false, s.fail("kv find", err)
 		}
 		it.Value = json.RawMessage(v)
 		items = append(items, it)
+		if b.over(it, maxBytes) {
+			return items, true, nil
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.fail("kv find", err)
+		return nil, false, s.fail("kv find", err)
 	}
-	return items, nil
+	return items, false, nil
 }

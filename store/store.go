@@ -113,3 +113,29 @@ type Quota struct {
 
 // DefaultQuota is the quota when none is configured: 10,000 keys, 16 MiB.
 var DefaultQuota = Quota{MaxKeys: 10000, MaxBytes: 16 << 20}
+
+// BoundedFinder is a Store whose KvFind can stop reading once its answer
+// is too large: the master refuses a worker's find over one frame, and
+// reading the rest of a tenant's KV (up to its byte quota) to say so
+// would be work no tenant is charged for.
+type BoundedFinder interface {
+	// KvFindBounded is KvFind, except that with maxBytes > 0 it stops
+	// reading once the items read take more than maxBytes as
+	// proto.KVItemsBound counts them, and reports over with the items
+	// read so far.
+	KvFindBounded(ctx context.Context, tenant proto.Id, prefix string, maxBytes int) (items []proto.KVItem, over bool, err error)
+}
+
+// answerBound counts the items of a KvFindBounded answer as
+// proto.KVItemsBound does.
+type answerBound struct{ n int }
+
+// over adds it and reports whether the answer is now over maxBytes (never
+// when maxBytes is 0).
+func (b *answerBound) over(it proto.KVItem, maxBytes int) bool {
+	if b.n == 0 {
+		b.n = proto.KVItemsBound(nil)
+	}
+	b.n += proto.KVItemsBound([]proto.KVItem{it}) - proto.KVItemsBound(nil)
+	return maxBytes > 0 && b.n > maxBytes
+}

@@ -167,8 +167,15 @@ func (vm *VM) storeFailed(l *lua.State, fn string, err error) {
 	vm.hostFailed(l, "ctx.kv."+fn, err)
 }
 
-// hostFailed is storeFailed for the host function named fn.
+// hostFailed is storeFailed for the host function named fn. An answer
+// the master refused as over a frame (kv_result_too_large) is charged
+// first, as decoding a frame's worth of it would be (Limits.StoreAnswer):
+// a template looping over refused finds spends its budget as fast as one
+// looping over the largest finds that fit, not the master's time for free.
 func (vm *VM) hostFailed(l *lua.State, fn string, err error) {
+	if proto.CodeOf(err) == proto.CodeKVResultTooLarge {
+		vm.charge(l, vm.limits.storeAnswer()/bytesPerStep)
+	}
 	e := proto.AsError(err)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		e = proto.Errorf(proto.CodeTimeout, "store call timed out")

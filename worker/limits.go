@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/templateworker/templateworker/mesophyll"
+	"github.com/templateworker/templateworker/proto"
 )
 
 // Limits bound every call (dispatch or run script) into a tenant VM. Zero
@@ -35,6 +38,21 @@ type Limits struct {
 	// MaxSource is the longest chunk, in bytes, that a template, a script
 	// or load may compile; 0 means MaxString.
 	MaxSource int
+	// StoreAnswer is the most bytes of encoded values one store answer (a
+	// ctx.kv.find, a ctx.events.list) may carry: what a Mesophyll frame
+	// carries (proto.ValueBudget of --mesophyll-max-frame); 0 means that
+	// of the default frame. An answer the master refused as larger is
+	// charged to the call as if that many bytes had been decoded: the
+	// master read at least as much from the store to know.
+	StoreAnswer int
+}
+
+// storeAnswer is StoreAnswer, defaulting to the default frame's budget.
+func (l Limits) storeAnswer() int {
+	if l.StoreAnswer > 0 {
+		return l.StoreAnswer
+	}
+	return proto.ValueBudget(mesophyll.DefaultMaxFrame)
 }
 
 // maxSource is MaxSource, defaulting to MaxString.

@@ -64,6 +64,7 @@ func RunProcess(ctx context.Context, cfg ProcessConfig) error {
 	if budget := proto.ValueBudget(int64(c.MaxFrame())); opts.Limits.MaxResult <= 0 || opts.Limits.MaxResult > budget {
 		opts.Limits.MaxResult = budget
 	}
+	opts.Limits.StoreAnswer = proto.ValueBudget(int64(c.MaxFrame()))
 	if cfg.ProgressFD > 0 {
 		p, err := OpenProgress(uintptr(cfg.ProgressFD))
 		if err != nil {

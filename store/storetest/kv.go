@@ -17,6 +17,7 @@ var kvTests = []test{
 	{"KVFindPrefixLiteral", testKVFindPrefixLiteral},
 	{"KVFindPrefixBoundaries", testKVFindPrefixBoundaries},
 	{"KVUnicodeRoundTrip", testKVUnicode},
+	{"KVFindBounded", testKVFindBounded},
 }
 
 var limitTests = []test{
@@ -225,4 +226,37 @@ func testKVValueLimits(t *testing.T, open Opener) {
 		})
 	}
 	equal(t, "keys", keys(t, s, guild, ""), []string{"largest"})
+}
+
+// testKVFindBounded: a store that is a BoundedFinder stops reading right
+// after the item that takes the answer over maxBytes (as
+// proto.KVItemsBound counts), and reads everything with 0 or a bound
+// that holds.
+func testKVFindBounded(t *testing.T, open Opener) {
+	s := open(t, store.Quota{})
+	bf, ok := s.(store.BoundedFinder)
+	if !ok {
+		t.Fatalf("%T is not a store.BoundedFinder: the master would read a whole find to refuse it", s)
+	}
+	c := ctx(t)
+	v := `"` + strings.Repeat("v", 1000) + `"`
+	for i := 0; i < 10; i++ {
+		set(t, s, guild, "k"+strconv.Itoa(i), v)
+	}
+	set(t, s, user, "k", v) // another tenant's key counts for nothing
+	all, err := s.KvFind(c, guild, "k")
+	must(t, err)
+	budget := proto.KVItemsBound(all[:3])
+	items, over, err := bf.KvFindBounded(c, guild, "k", budget)
+	must(t, err)
+	if !over || len(items) != 4 || items[3].Key != "k3" {
+		t.Fatalf("KvFindBounded(%d bytes) = %d items, over %v; want over after the 4th (k3)", budget, len(items), over)
+	}
+	for _, max := range []int{0, proto.KVItemsBound(all)} {
+		items, over, err = bf.KvFindBounded(c, guild, "k", max)
+		must(t, err)
+		if over || len(items) != 10 {
+			t.Fatalf("KvFindBounded(%d bytes) = %d items, over %v; want all 10, not over", max, len(items), over)
+		}
+	}
 }
