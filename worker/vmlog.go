@@ -17,6 +17,12 @@ import (
 const (
 	maxLogMessage = 8 << 10
 	maxLogPerCall = 64 << 10
+	// logLineBytes is the least a message counts against maxLogPerCall:
+	// about what its log line takes besides the message (level, time,
+	// tenant, source, and the worker's fields when the master re-logs
+	// it), so that a loop of empty messages writes at most
+	// maxLogPerCall/logLineBytes lines, not millions.
+	logLineBytes = 128
 )
 
 // logState is a call's log accounting (part of callState).
@@ -67,12 +73,13 @@ func (vm *VM) emitLog(l *lua.State, level zerolog.Level, m *messageBuilder) {
 	vm.charge(l, 1+m.b.Len()/64)
 	c := &vm.call.log
 	msg := m.String()
-	if c.bytes+len(msg) > maxLogPerCall {
+	n := max(len(msg), logLineBytes)
+	if c.bytes+n > maxLogPerCall {
 		c.dropped++
 		c.droppedBytes += m.total
 		return
 	}
-	c.bytes += len(msg)
+	c.bytes += n
 	vm.log.WithLevel(level).Str("tenant", vm.tenant.String()).Str("source", "template").Msg(msg)
 }
 

@@ -123,3 +123,29 @@ func TestPrintBuildsNoHugeMessage(t *testing.T) {
 		t.Fatalf("logging loop: %v", err)
 	}
 }
+
+// TestLogVolumeCountsLines: empty and one-byte messages count against a
+// call's log volume too (each as at least logLineBytes, the size of its
+// log line without the message): 100,000 empty ctx.log.info calls write a
+// bounded number of lines, not 100,000 lines of ~100 bytes (10 MB) past
+// the 64 KiB bound.
+func TestLogVolumeCountsLines(t *testing.T) {
+	sink := &syncbuf.Buffer{}
+	vm, err := newVM(proto.GuildID(1), newMemStore(), DefaultLimits, zerolog.New(sink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := `local e, ctx = ... for i = 1, 100000 do ctx.log.info("") print() ctx.log.warn("x") end return 1`
+	if _, err := vm.runCode(context.Background(), "log", code, proto.Event{Name: "E"}); err != nil {
+		t.Fatal(err)
+	}
+	out := sink.Take()
+	lines := bytes.Count(out, []byte("\n"))
+	if len(out) > 2*maxLogPerCall || lines > maxLogPerCall/logLineBytes+1 {
+		t.Fatalf("300,000 tiny messages wrote %d lines, %d bytes; want at most %d lines (%d bytes a call, each line counted as at least %d)",
+			lines, len(out), maxLogPerCall/logLineBytes+1, maxLogPerCall, logLineBytes)
+	}
+	if !bytes.Contains(out, []byte(`"dropped_messages":`)) {
+		t.Fatalf("no line says how many were dropped: %.300s", out[len(out)-min(len(out), 300):])
+	}
+}
