@@ -82,6 +82,7 @@ func (vm *VM) eventsSchedule(l *lua.State) int {
 		}
 		ev.Data = b
 	}
+	vm.chargeStore(l, len(ev.Name)+len(ev.Data))
 	at := time.Now().Add(time.Duration(secs * float64(time.Second)))
 	ctx, cancel := vm.storeCtx()
 	id, err := vm.store.ScheduleEvent(ctx, vm.tenant, at, ev)
@@ -127,6 +128,11 @@ func (vm *VM) eventsList(l *lua.State) int {
 	if err != nil {
 		vm.hostFailed(l, fn, err)
 	}
+	n := 0
+	for i := range list {
+		n += len(list[i].ID) + len(list[i].Event.Name) + len(list[i].Event.Data)
+	}
+	vm.chargeStore(l, n)
 	l.CreateTable(len(list), 0)
 	for i := range list {
 		e := &list[i]

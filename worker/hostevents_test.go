@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/internal/syncbuf"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -202,5 +204,38 @@ func TestReadmeReminderTemplate(t *testing.T) {
 	v, err = m.Dispatch(ctx, g1, ev("Reminders", `null`))
 	if err != nil || string(v) != `{"remind":[]}` {
 		t.Fatalf("empty list: %s, %v", v, err)
+	}
+}
+
+// TestStoreTrafficCharged: the bytes a store call carries cost the call
+// one step each (storeBytesPerStep), besides the JSON work: with a budget
+// of 1,000,000 steps a loop of 250 KB ctx.kv.set, ctx.kv.get, ctx.kv.find,
+// ctx.events.schedule or ctx.events.list calls ends with cpu_limit after
+// 3 of them, not after the 23 (get, find, list) to 47 (set, schedule)
+// the JSON charge alone (1 step per 16 bytes) allowed.
+func TestStoreTrafficCharged(t *testing.T) {
+	lim := DefaultLimits
+	lim.MaxInstructions = 1_000_000
+	for _, c := range []struct{ name, setup, op string }{
+		{"set", ``, `ctx.kv.set("k", v)`},
+		{"get", `ctx.kv.set("k", v)`, `local x = ctx.kv.get("k")`},
+		{"find", `ctx.kv.set("k", v)`, `local x = ctx.kv.find("k")`},
+		{"schedule", ``, `ctx.events.schedule(60, "E", v)`},
+		{"list", `ctx.events.schedule(60, "E", v)`, `local x = ctx.events.list()`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sink := &syncbuf.Buffer{}
+			m := NewManager(0, 1, newMemStore(), lim, zerolog.New(sink))
+			id := proto.GuildID(1 << 22)
+			code := `local e, ctx = ... local v = ("v"):rep(250000) ` + c.setup + `
+				while true do ` + c.op + ` ctx.log.info("done") end`
+			_, err := m.RunScript(context.Background(), id, "s", code, proto.Event{Name: "E"})
+			if proto.CodeOf(err) != proto.CodeCPULimit {
+				t.Fatalf("a loop of 250 KB %s calls: %v, want cpu_limit", c.name, err)
+			}
+			if n := bytes.Count(sink.Take(), []byte(`"message":"done"`)); n > 4 {
+				t.Fatalf("%d calls of 250 KB %s ran within 1,000,000 steps, want at most 4 (1 step per byte)", n, c.name)
+			}
+		})
 	}
 }

@@ -12,12 +12,12 @@ import (
 // TestHostileRefusedAnswersCharged: a ctx.kv.find or ctx.events.list
 // whose answer is over one frame is refused by the master, which has read
 // the whole answer from the store (a tenant's KV may hold 16 MiB) to know
-// it. The refusal is charged to the call's instruction budget as if a
-// frame's worth had been decoded: a template looping over pcall'd refused
-// finds ends with cpu_limit after a few dozen of them, instead of keeping
-// the master reading the store until its --lua-timeout (about 180 refused
-// finds, 5 s of master CPU, in one 5 s call). Both topologies; the
-// neighbour is served and unharmed.
+// it (the master now stops at the frame's budget). The refusal is charged
+// to the call's instruction budget as a frame's worth of answer is: a
+// template looping over pcall'd refused finds ends with cpu_limit after a
+// few of them, instead of keeping the master reading the store until its
+// --lua-timeout (about 180 refused finds, 5 s of master CPU, in one 5 s
+// call). Both topologies; the neighbour is served and unharmed.
 func TestHostileRefusedAnswersCharged(t *testing.T) {
 	for _, topo := range hostileTopologies {
 		t.Run(topo.name, func(t *testing.T) {
