@@ -13,7 +13,7 @@ import (
 // SchemaVersion is the database schema version this binary creates and
 // understands: the number of the newest embedded migration. A database at a
 // newer version is refused with a *SchemaTooNewError.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 //go:embed migrations
 var migrationFiles embed.FS
