@@ -66,3 +66,32 @@ func TestSQLiteBigValuesStayOutOfOthersLookups(t *testing.T) {
 			gets*3, n, n/(gets*3))
 	}
 }
+
+// TestSQLiteBigTemplatesStayOutOfOthersLookups: likewise for templates
+// (code up to 512 KiB each): loading a small tenant's templates does not
+// read another tenant's large code.
+func TestSQLiteBigTemplatesStayOutOfOthersLookups(t *testing.T) {
+	s := openSQLite(t, store.Quota{})
+	ctx := context.Background()
+	big, small := proto.GuildID(1), proto.GuildID(2)
+	code := "return 1 --" + strings.Repeat("c", 500000)
+	for i := 0; i < 8; i++ {
+		if err := s.PutTemplate(ctx, big, proto.Template{Name: fmt.Sprintf("t%d", i), Code: code, Events: []string{"E"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutTemplate(ctx, small, proto.Template{Name: "t", Code: "return 1", Events: []string{"E"}}); err != nil {
+		t.Fatal(err)
+	}
+	const loads = 200
+	before := readBytes(t)
+	for i := 0; i < loads; i++ {
+		if tpls, err := s.Templates(ctx, small); err != nil || len(tpls) != 1 {
+			t.Fatalf("%v %v", tpls, err)
+		}
+	}
+	if n := readBytes(t) - before; n > loads*16<<10 {
+		t.Fatalf("%d template loads of a small tenant read %d bytes (%d per load) beside another tenant's 8 templates of 500 KB, want at most 16 KiB per load",
+			loads, n, n/loads)
+	}
+}

@@ -10,11 +10,13 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// TestSQLiteMigration4KeepsKV: a database at schema version 3 (kv WITHOUT
-// ROWID) with KV data opens at version 4 with the same keys, values and
-// quota usage, kv a rowid table whose key is a UNIQUE index, and writes
-// (an upsert, a delete) work on it.
-func TestSQLiteMigration4KeepsKV(t *testing.T) {
+// TestSQLiteMigration4KeepsData: a database at schema version 3 (kv and
+// templates WITHOUT ROWID) with KV data and templates opens at version 4
+// with the same keys, values, quota usage, templates and subscriptions,
+// kv and templates rowid tables whose keys are UNIQUE indexes, and writes
+// work on them (an upsert, a delete, a template deletion that cascades to
+// its subscriptions).
+func TestSQLiteMigration4KeepsData(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "old.db")
 	db, err := sql.Open("sqlite", "file:"+path)
@@ -38,6 +40,8 @@ func TestSQLiteMigration4KeepsKV(t *testing.T) {
 	}
 	exec(`INSERT INTO kv VALUES ('Guild', 1, 'a', '1', 2, 0, 0), ('Guild', 1, 'b', '"x"', 4, 0, 0), ('User', 1, 'a', '[2]', 4, 0, 0)`)
 	exec(`INSERT INTO kv_usage VALUES ('Guild', 1, 2, 6), ('User', 1, 1, 4)`)
+	exec(`INSERT INTO templates VALUES ('Guild', 1, 'greet', 'return 1', 5), ('Guild', 1, 'other', 'return 2', 6)`)
+	exec(`INSERT INTO template_events VALUES ('Guild', 1, 'greet', 0, 'Ping'), ('Guild', 1, 'greet', 1, 'Pong'), ('Guild', 1, 'other', 0, 'Ping')`)
 	db.Close()
 
 	s, err := OpenSQLite(ctx, path, Options{})
@@ -46,13 +50,34 @@ func TestSQLiteMigration4KeepsKV(t *testing.T) {
 	}
 	defer s.Close()
 	var ddl string
-	if err := s.r.QueryRowContext(ctx, `SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'kv'`).Scan(&ddl); err != nil {
-		t.Fatal(err)
+	for _, table := range []string{"kv", "templates"} {
+		if err := s.r.QueryRowContext(ctx, `SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&ddl); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(ddl, "WITHOUT ROWID") || !strings.Contains(ddl, "UNIQUE (tenant_type, tenant_id, ") {
+			t.Fatalf("%s after migration 4: %s", table, ddl)
+		}
 	}
-	if strings.Contains(ddl, "WITHOUT ROWID") || !strings.Contains(ddl, "UNIQUE (tenant_type, tenant_id, key)") {
-		t.Fatalf("kv after migration 4: %s", ddl)
+	var parent string
+	if err := s.r.QueryRowContext(ctx, `SELECT "table" FROM pragma_foreign_key_list('template_events')`).Scan(&parent); err != nil || parent != "templates" {
+		t.Fatalf("template_events refers to %q (%v), want templates", parent, err)
 	}
 	g, u := proto.GuildID(1), proto.UserID(1)
+	tpls, err := s.Templates(ctx, g)
+	if err != nil || len(tpls) != 2 || tpls[0].Name != "greet" || tpls[0].Code != "return 1" ||
+		strings.Join(tpls[0].Events, ",") != "Ping,Pong" || tpls[1].Name != "other" {
+		t.Fatalf("templates after migration 4: %+v %v", tpls, err)
+	}
+	if ids, err := s.TenantsWithEvent(ctx, "Pong"); err != nil || len(ids) != 1 || ids[0] != g {
+		t.Fatalf("tenants with Pong: %v %v", ids, err)
+	}
+	if err := s.DeleteTemplate(ctx, g, "greet"); err != nil {
+		t.Fatal(err)
+	}
+	var subs int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM template_events`).Scan(&subs); err != nil || subs != 1 {
+		t.Fatalf("%d subscriptions after deleting greet (%v), want other's 1: the deletion must cascade", subs, err)
+	}
 	for _, c := range []struct {
 		id       proto.Id
 		key, val string
