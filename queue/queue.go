@@ -425,14 +425,14 @@ func (q *Queue) Cancel(ctx context.Context, tenant proto.Id, id string) (bool, e
 	t.cancelled[seq] = true
 	t.cancelling++
 	q.mu.Unlock()
-	ok, err := q.cfg.Store.DeleteEvent(ctx, tenant, seq)
+	gone, ok, err := q.cfg.Store.DeleteEvent(ctx, tenant, seq)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	t.cancelling--
 	if err != nil || !ok {
 		delete(t.cancelled, seq)
 	} else {
-		q.goneLocked(t, 0)
+		q.goneLocked(t, eventBytes(gone)) // its bytes too, not only its count
 	}
 	if !t.running && t.cancelling == 0 {
 		clear(t.cancelled) // no page is held, and every deletion is committed

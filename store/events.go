@@ -96,9 +96,9 @@ type EventStore interface {
 	PendingEvents(ctx context.Context, tenant proto.Id, scheduledOnly bool, limit int) ([]EventRecord, error)
 	// EventBacklog returns every tenant with pending events.
 	EventBacklog(ctx context.Context) ([]TenantBacklog, error)
-	// DeleteEvent deletes the tenant's pending event seq, reporting
-	// whether there was one (another tenant's seq is none).
-	DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (bool, error)
+	// DeleteEvent deletes the tenant's pending event seq and returns it,
+	// reporting whether there was one (another tenant's seq is none).
+	DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (proto.Event, bool, error)
 	// DeadLetters lists up to limit dead letters (of tenant, when not
 	// nil) in Seq order.
 	DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]EventRecord, error)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -209,19 +210,31 @@ func (p *Postgres) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
 	return out, err
 }
 
-// DeleteEvent deletes the tenant's pending event seq.
-func (p *Postgres) DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (bool, error) {
+// DeleteEvent deletes the tenant's pending event seq and returns it.
+func (p *Postgres) DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (proto.Event, bool, error) {
 	kind, err := kindName(tenant.Kind)
 	if err != nil {
-		return false, err
+		return proto.Event{}, false, err
 	}
-	var n int64
+	var (
+		ev    string
+		found bool
+	)
 	err = p.write(ctx, "delete event", func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM events WHERE seq = $1 AND tenant_type = $2 AND tenant_id = $3`, seq, kind, idToDB(tenant.ID))
-		n = tag.RowsAffected()
+		found = false
+		err := tx.QueryRow(ctx, `DELETE FROM events WHERE seq = $1 AND tenant_type = $2 AND tenant_id = $3 RETURNING event`,
+			seq, kind, idToDB(tenant.ID)).Scan(&ev)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		found = err == nil
 		return err
 	})
-	return n > 0, err
+	if err != nil || !found {
+		return proto.Event{}, false, err
+	}
+	e, err := decodeEvent(ev)
+	return e, true, err
 }
 
 // DeadLetters lists dead letters in seq order.

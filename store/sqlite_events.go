@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strings"
 	"time"
 
@@ -261,18 +262,23 @@ func (s *SQLite) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
 	return out, s.fail("event backlog", rows.Err())
 }
 
-// DeleteEvent deletes the tenant's pending event seq.
-func (s *SQLite) DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (bool, error) {
+// DeleteEvent deletes the tenant's pending event seq and returns it.
+func (s *SQLite) DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (proto.Event, bool, error) {
 	kind, err := kindName(tenant.Kind)
 	if err != nil {
-		return false, err
+		return proto.Event{}, false, err
 	}
-	res, err := s.w.ExecContext(ctx, `DELETE FROM events WHERE seq = ? AND tenant_type = ? AND tenant_id = ?`, seq, kind, idToDB(tenant.ID))
+	var ev string
+	err = s.w.QueryRowContext(ctx, `DELETE FROM events WHERE seq = ? AND tenant_type = ? AND tenant_id = ? RETURNING event`,
+		seq, kind, idToDB(tenant.ID)).Scan(&ev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return proto.Event{}, false, nil
+	}
 	if err != nil {
-		return false, s.fail("delete event", err)
+		return proto.Event{}, false, s.fail("delete event", err)
 	}
-	n, err := res.RowsAffected()
-	return n > 0, s.fail("delete event", err)
+	e, err := decodeEvent(ev)
+	return e, true, s.fail("delete event", err)
 }
 
 // DeadLetters lists dead letters in seq order.

@@ -104,13 +104,13 @@ func testEventsCommitAndDue(t *testing.T, open Opener) {
 	equal(t, "due after done", eventNames(due), []string{"A3"})
 
 	// Another tenant cannot delete it; the owner can, once.
-	if ok, err := s.DeleteEvent(c, user, a[2]); err != nil || ok {
+	if _, ok, err := s.DeleteEvent(c, user, a[2]); err != nil || ok {
 		t.Fatalf("DeleteEvent by another tenant = %v, %v", ok, err)
 	}
-	if ok, err := s.DeleteEvent(c, guild, a[2]); err != nil || !ok {
-		t.Fatalf("DeleteEvent = %v, %v", ok, err)
+	if ev, ok, err := s.DeleteEvent(c, guild, a[2]); err != nil || !ok || ev.Name != "A3" || ev.Author == nil || *ev.Author != "a-A3" {
+		t.Fatalf("DeleteEvent = %+v, %v, %v; want A3 back", ev, ok, err)
 	}
-	if ok, err := s.DeleteEvent(c, guild, a[2]); err != nil || ok {
+	if _, ok, err := s.DeleteEvent(c, guild, a[2]); err != nil || ok {
 		t.Fatalf("DeleteEvent again = %v, %v", ok, err)
 	}
 }
