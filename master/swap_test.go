@@ -321,7 +321,8 @@ ctx.kv.set("boots", n) ctx.kv.set("boot" .. n, ctx.kv.get("gate_done") or 0)`, "
 	if err := <-swapped; err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the new process's OnStartup", func() bool { return kv("boots") == "2" })
+	// OnStartup writes boots before boot2: wait for the second.
+	waitUntil(t, "the new process's OnStartup", func() bool { return kv("boots") == "2" && kv("boot2") != "" })
 	if got := kv("boot2"); got != "1" {
 		t.Fatalf("the new process's OnStartup saw gate_done %s, want 1 (after the old process's call)", got)
 	}
