@@ -72,12 +72,27 @@ func (e workerEvents) CancelEvent(ctx context.Context, tenant proto.Id, id strin
 	return q.Cancel(ctx, tenant, id)
 }
 
+// pendingSizer is an EventQueue that sizes a tenant's pending events
+// without reading them (queue.Queue.PendingSize).
+type pendingSizer interface {
+	PendingSize(ctx context.Context, tenant proto.Id, scheduledOnly bool) (n int, bytes int64, ok bool, err error)
+}
+
 // ScheduledEvents lists the tenant's pending scheduled events if they fit
 // in one answer.
 func (e workerEvents) ScheduledEvents(ctx context.Context, tenant proto.Id) ([]proto.ScheduledEvent, error) {
 	q, err := e.q.get()
 	if err != nil {
 		return nil, err
+	}
+	// Each event's share of the answer is more than its stored JSON:
+	// when that alone is over the budget, refuse without reading them.
+	if ps, ok := q.(pendingSizer); ok {
+		if n, b, known, err := ps.PendingSize(ctx, tenant, true); err == nil && known && b+2 > int64(e.budget) {
+			return nil, proto.Errorf(proto.CodeKVResultTooLarge,
+				"the tenant's %d scheduled events are more than %d bytes encoded, over the %d bytes one answer may carry (--mesophyll-max-frame); cancel some or keep less data in them",
+				n, b, e.budget)
+		}
 	}
 	list, err := q.Pending(ctx, tenant, true)
 	if err != nil {

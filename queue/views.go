@@ -23,6 +23,19 @@ func (q *Queue) Pending(ctx context.Context, tenant proto.Id, scheduledOnly bool
 	return events(recs), nil
 }
 
+// PendingSize returns how many pending events tenant has (only the
+// scheduled ones if scheduledOnly) and the bytes of their stored events,
+// without reading them; ok is false when the store cannot tell
+// (store.PendingSizer).
+func (q *Queue) PendingSize(ctx context.Context, tenant proto.Id, scheduledOnly bool) (n int, bytes int64, ok bool, err error) {
+	ps, ok := q.cfg.Store.(store.PendingSizer)
+	if !ok {
+		return 0, 0, false, nil
+	}
+	n, bytes, err = ps.PendingSize(ctx, tenant, scheduledOnly)
+	return n, bytes, err == nil, err
+}
+
 // DeadLetters lists up to limit dead letters (of tenant when not nil),
 // oldest first.
 func (q *Queue) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]Event, error) {

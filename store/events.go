@@ -111,3 +111,13 @@ type EventStore interface {
 	// DeleteDeadLetter deletes dead letter seq; not_found if there is none.
 	DeleteDeadLetter(ctx context.Context, seq int64) error
 }
+
+// PendingSizer is an EventStore that can size a tenant's pending events
+// without reading them: the master refuses a ctx.events.list too large for
+// one frame from their sizes instead of decoding them all to find out.
+type PendingSizer interface {
+	// PendingSize returns how many pending events tenant has (only the
+	// Scheduled ones if scheduledOnly) and the bytes of their stored
+	// events (the JSON of name, author and data) together.
+	PendingSize(ctx context.Context, tenant proto.Id, scheduledOnly bool) (count int, bytes int64, err error)
+}

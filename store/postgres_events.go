@@ -180,6 +180,26 @@ func (p *Postgres) PendingEvents(ctx context.Context, tenant proto.Id, scheduled
 	return out, err
 }
 
+// PendingSize sizes the tenant's pending events (PendingSizer).
+func (p *Postgres) PendingSize(ctx context.Context, tenant proto.Id, scheduledOnly bool) (int, int64, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return 0, 0, err
+	}
+	q := `SELECT COUNT(*), COALESCE(SUM(octet_length(event)), 0)::bigint FROM events WHERE tenant_type = $1 AND tenant_id = $2`
+	if scheduledOnly {
+		q += ` AND scheduled`
+	}
+	var (
+		n int
+		b int64
+	)
+	err = p.read(ctx, "pending size", func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, q, kind, idToDB(tenant.ID)).Scan(&n, &b)
+	})
+	return n, b, err
+}
+
 // EventBacklog returns every tenant with pending events.
 func (p *Postgres) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
 	var out []TenantBacklog

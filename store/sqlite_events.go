@@ -236,6 +236,24 @@ func (s *SQLite) PendingEvents(ctx context.Context, tenant proto.Id, scheduledOn
 	return out, s.fail("pending events", err)
 }
 
+// PendingSize sizes the tenant's pending events (PendingSizer).
+func (s *SQLite) PendingSize(ctx context.Context, tenant proto.Id, scheduledOnly bool) (int, int64, error) {
+	kind, err := kindName(tenant.Kind)
+	if err != nil {
+		return 0, 0, err
+	}
+	q := `SELECT COUNT(*), COALESCE(SUM(octet_length(event)), 0) FROM events WHERE tenant_type = ? AND tenant_id = ?`
+	if scheduledOnly {
+		q += ` AND scheduled`
+	}
+	var (
+		n int
+		b int64
+	)
+	err = s.r.QueryRowContext(ctx, q, kind, idToDB(tenant.ID)).Scan(&n, &b)
+	return n, b, s.fail("pending size", err)
+}
+
 // EventBacklog returns every tenant with pending events.
 func (s *SQLite) EventBacklog(ctx context.Context) ([]TenantBacklog, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT tenant_type, tenant_id, COUNT(*), MIN(deliver_at), SUM(LENGTH(event)) FROM events GROUP BY tenant_type, tenant_id`)

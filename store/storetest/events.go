@@ -15,6 +15,7 @@ var eventTests = []test{
 	{"EventsFailDeadRevive", testEventsFailDeadRevive},
 	{"EventsDeadLetterKeep", testEventsDeadLetterKeep},
 	{"EventsDeadLetterKeepBytes", testEventsDeadLetterKeepBytes},
+	{"EventsPendingSize", testEventsPendingSize},
 	{"EventsSeqNeverReused", testEventsSeqNeverReused},
 	{"EventsSurviveReopen", testEventsSurviveReopen},
 }
@@ -299,5 +300,42 @@ func testEventsDeadLetterKeepBytes(t *testing.T, open Opener) {
 	dead(10, u3...)
 	if got := names(user); got != "[U3]" {
 		t.Fatalf("user's dead letters with DeadLetterKeepBytes 10 = %v, want [U3]", got)
+	}
+}
+
+// testEventsPendingSize: a PendingSizer counts a tenant's pending events
+// (its scheduled ones alone if asked) and at least the bytes of their
+// names and data, without another tenant's.
+func testEventsPendingSize(t *testing.T, open Opener) {
+	s := open(t, store.DefaultQuota)
+	ps, ok := s.(store.PendingSizer)
+	if !ok {
+		t.Fatalf("%T is not a store.PendingSizer", s)
+	}
+	c := ctx(t)
+	now := time.Now()
+	data := `"` + strings.Repeat("d", 1000) + `"`
+	var b store.EventBatch
+	for i, sched := range []bool{true, true, false} {
+		b.Add = append(b.Add, store.EventRecord{Tenant: guild, AcceptedAt: now, DeliverAt: now, Scheduled: sched,
+			Event: proto.Event{Name: fmt.Sprintf("E%d", i), Data: proto.Value(data)}})
+	}
+	b.Add = append(b.Add, store.EventRecord{Tenant: user, AcceptedAt: now, DeliverAt: now, Scheduled: true,
+		Event: proto.Event{Name: "U", Data: proto.Value(data)}})
+	_, err := s.CommitEvents(c, b)
+	must(t, err)
+	for _, sched := range []bool{true, false} {
+		want := 2
+		if !sched {
+			want = 3
+		}
+		n, bytes, err := ps.PendingSize(c, guild, sched)
+		must(t, err)
+		if n != want || bytes < int64(want*(len(data)+2)) || bytes > int64(want*(len(data)+100)) {
+			t.Fatalf("PendingSize(scheduled only %v) = %d events, %d bytes; want %d events of a little over %d bytes", sched, n, bytes, want, len(data)+2)
+		}
+	}
+	if n, bytes, err := ps.PendingSize(c, proto.GuildID(99), false); err != nil || n != 0 || bytes != 0 {
+		t.Fatalf("PendingSize of a tenant without events = %d, %d, %v", n, bytes, err)
 	}
 }
