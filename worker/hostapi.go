@@ -205,6 +205,7 @@ func (vm *VM) hostFailed(l *lua.State, fn string, err error) {
 }
 
 func (vm *VM) kvGet(l *lua.State) int {
+	vm.charge(l, storeCallSteps)
 	key := vm.checkKey(l, "get")
 	ctx, cancel := vm.storeCtx()
 	v, ok, err := vm.store.KvGet(ctx, vm.tenant, key)
@@ -224,6 +225,7 @@ func (vm *VM) kvGet(l *lua.State) int {
 }
 
 func (vm *VM) kvSet(l *lua.State) int {
+	vm.charge(l, storeCallSteps)
 	key := vm.checkKey(l, "set")
 	if l.IsNone(2) {
 		vm.raise(l, "ctx.kv.set: missing value (use ctx.kv.delete to remove a key)")
@@ -246,6 +248,7 @@ func (vm *VM) kvSet(l *lua.State) int {
 }
 
 func (vm *VM) kvDelete(l *lua.State) int {
+	vm.charge(l, storeCallSteps)
 	key := vm.checkKey(l, "delete")
 	ctx, cancel := vm.storeCtx()
 	err := vm.store.KvDelete(ctx, vm.tenant, key)
@@ -257,6 +260,7 @@ func (vm *VM) kvDelete(l *lua.State) int {
 }
 
 func (vm *VM) kvFind(l *lua.State) int {
+	vm.charge(l, storeCallSteps)
 	prefix := lua.OptString(l, 1, "")
 	ctx, cancel := vm.storeCtx()
 	items, err := vm.store.KvFind(ctx, vm.tenant, prefix)

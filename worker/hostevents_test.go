@@ -239,3 +239,20 @@ func TestStoreTrafficCharged(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreRoundTripsCharged: every store call costs storeCallSteps of the
+// call's budget however little it carries (a round trip to the master
+// costs both processes ~100 µs of CPU, ~3,000 VM instructions): 10,000
+// ctx.kv.get calls of a missing key do not fit in 10,000,000 steps, nor
+// 10,000 ctx.kv.delete or ctx.events.cancel calls.
+func TestStoreRoundTripsCharged(t *testing.T) {
+	lim := DefaultLimits
+	lim.MaxInstructions = 10_000_000
+	for _, op := range []string{`ctx.kv.get("missing")`, `ctx.kv.delete("missing")`, `ctx.events.cancel("12345")`} {
+		m := NewManager(0, 1, newMemStore(), lim, zerolog.Nop())
+		code := `local e, ctx = ... for i = 1, 10000 do ` + op + ` end return 1`
+		if _, err := m.RunScript(context.Background(), proto.GuildID(1<<22), "s", code, proto.Event{Name: "E"}); proto.CodeOf(err) != proto.CodeCPULimit {
+			t.Fatalf("10,000 calls of %s in 10,000,000 steps: %v, want cpu_limit", op, err)
+		}
+	}
+}
