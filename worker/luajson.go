@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	lua "github.com/Shopify/go-lua"
+
+	"github.com/templateworker/templateworker/proto"
 )
 
 // Lua ↔ JSON conversion, used for event data, template results, KV values
@@ -29,7 +31,7 @@ import (
 
 // maxJSONDepth bounds nesting in both directions, so hostile input cannot
 // exhaust the Go stack.
-const maxJSONDepth = 200
+const maxJSONDepth = proto.MaxJSONDepth
 
 // jsonNull is the light userdata behind json.null.
 type jsonNullType struct{}
