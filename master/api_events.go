@@ -77,6 +77,11 @@ func (a *API) delivery(r *http.Request) (proto.Event, time.Time, error) {
 		}
 		ev, at = b.Event, b.DeliverAt
 	}
+	// The worker refuses data nested deeper than it decodes at every
+	// delivery: refuse it here, before a nowait call is answered 202.
+	if err := proto.CheckJSONDepth(ev.Data); err != nil {
+		return ev, time.Time{}, proto.Errorf(proto.CodeBadRequest, "event: %v", err)
+	}
 	var delay string
 	if strings.Contains(r.URL.RawQuery, "delay") { // parsed only when there may be one
 		delay = r.URL.Query().Get("delay")

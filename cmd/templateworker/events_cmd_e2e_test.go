@@ -75,3 +75,30 @@ ctx.kv.set("ran:" .. event.data.what, true)`
 		t.Fatalf("the other tenant's event is gone: %q", out)
 	}
 }
+
+// TestNowaitTooDeepIsRefusedAtAccept: event data nested deeper than the
+// worker decodes is refused with 400 before a nowait call is answered 202
+// (it used to be accepted and then fail at its delivery, counted as
+// delivered without running), and the same for a waited call; data at the
+// bound is accepted and runs.
+func TestNowaitTooDeepIsRefusedAtAccept(t *testing.T) {
+	m := startMaster(t, "", "--process-workers", "1")
+	g := proto.GuildID(1234567890123456789)
+	const tpl = `local event, ctx = ... ctx.kv.set("ran", (ctx.kv.get("ran") or 0) + 1) return type(event.data)`
+	if out, errOut, code := m.cliStdin(tpl, "template", "put", "--tenant", g.String(), "--name", "t", "--events", "Deep", "-"); code != 0 {
+		t.Fatalf("template put: %s %s", out, errOut)
+	}
+	deep := strings.Repeat("[", 202) + strings.Repeat("]", 202)
+	for _, extra := range [][]string{{"--nowait"}, nil, {"--delay", "1s"}} {
+		args := append([]string{"dispatch", "--tenant", g.String(), "--event", "Deep", "--data", deep}, extra...)
+		out, errOut, code := m.cli(args...)
+		if code != 1 || !strings.Contains(errOut, "bad_request") || !strings.Contains(errOut, "nested deeper than 200 levels") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q: want bad_request naming the bound", extra, code, out, errOut)
+		}
+	}
+	ok := strings.Repeat("[", 201) + strings.Repeat("]", 201)
+	if out, errOut, code := m.cli("dispatch", "--tenant", g.String(), "--event", "Deep", "--data", ok, "--nowait"); code != 0 {
+		t.Fatalf("data at the bound: %d %s %s", code, out, errOut)
+	}
+	waitFor(t, time.Minute, func() bool { return string(kvValue(t, m, g, "ran")) == "1" })
+}
