@@ -95,6 +95,20 @@ func (s *gatedStore) waitEntered(tb testing.TB) proto.Id {
 	}
 }
 
+// holdGate dispatches a Gate event of tenant g on pp and waits until the
+// call reached st's gate; the channel gets the call's error once the gate
+// opens.
+func holdGate(t *testing.T, pp *processPool, st *gatedStore, g proto.Id) <-chan error {
+	t.Helper()
+	callErr := make(chan error, 1)
+	go func() {
+		_, err := pp.DispatchEvent(context.Background(), g, eventOf("Gate", `{}`))
+		callErr <- err
+	}()
+	st.waitEntered(t)
+	return callErr
+}
+
 // replacedAndServing waits until worker w runs a process other than old
 // and serves tenant id.
 func replacedAndServing(tb testing.TB, pp *processPool, w int, old int, id proto.Id) {
@@ -118,12 +132,7 @@ func TestRestartDrainTimeout(t *testing.T) {
 	w := pp.workers[0]
 	old := w.Status().PID
 
-	callErr := make(chan error, 1)
-	go func() {
-		_, err := pp.DispatchEvent(context.Background(), g, eventOf("Gate", `{}`))
-		callErr <- err
-	}()
-	st.waitEntered(t)
+	callErr := holdGate(t, pp, st, g)
 	// The call stays in flight past the restart's deadline: the drain
 	// gives up, and the deadline is gone before a new process can be
 	// ready.
@@ -182,12 +191,7 @@ func TestRollingRestartConflict(t *testing.T) {
 	pp := startTestProcessPool(t, 2, st, pathsConfig(t))
 	before := []int{pp.workers[0].Status().PID, pp.workers[1].Status().PID}
 
-	callErr := make(chan error, 1)
-	go func() {
-		_, err := pp.DispatchEvent(context.Background(), g, eventOf("Gate", `{}`))
-		callErr <- err
-	}()
-	st.waitEntered(t)
+	callErr := holdGate(t, pp, st, g)
 	// The first rolling restart replaces worker 0 (g's): its new process
 	// serves while the old one drains, which waits for the held call. (A
 	// held call may wait 10 s for its store answer: the test keeps it held
@@ -354,12 +358,7 @@ func TestNowaitQueueFullAndQuarantineDropsHeldEvents(t *testing.T) {
 	waitUntil(t, "ready", pp.Ready)
 	w := pp.workers[0]
 
-	callErr := make(chan error, 1)
-	go func() {
-		_, err := pp.DispatchEvent(context.Background(), gate, eventOf("Gate", `{}`))
-		callErr <- err
-	}()
-	st.waitEntered(t)
+	callErr := holdGate(t, pp, st, gate)
 	restarted := make(chan error, 1)
 	go func() { restarted <- w.Restart(context.Background()) }()
 	waitUntil(t, "draining", func() bool { return w.Status().State == StateDraining })

@@ -296,12 +296,7 @@ ctx.kv.set("boots", n) ctx.kv.set("boot" .. n, ctx.kv.get("gate_done") or 0)`, "
 	waitUntil(t, "the first start's OnStartup", func() bool { return kv("boots") == "1" })
 	old := w.Status().PID
 
-	callErr := make(chan error, 1)
-	go func() {
-		_, err := pp.DispatchEvent(context.Background(), g, eventOf("Gate", `{}`))
-		callErr <- err
-	}()
-	st.waitEntered(t)
+	callErr := holdGate(t, pp, st, g)
 	swapped := make(chan error, 1)
 	go func() { swapped <- w.swap(context.Background(), ReasonRecycle) }()
 	waitUntil(t, "the new process serving", func() bool {

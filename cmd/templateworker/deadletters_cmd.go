@@ -49,9 +49,7 @@ func deadLettersCommand() *cli.Command {
 						return err
 					}
 					if c.Bool("json") {
-						if list == nil {
-							list = []client.Event{}
-						}
+						list = nonNil(list)
 						return printJSON(map[string]any{"dead_letters": list})
 					}
 					return printDeadLetters(os.Stdout, list)
@@ -146,12 +144,9 @@ func printDeadLetters(w io.Writer, list []client.Event) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTENANT\tEVENT\tATTEMPTS\tACCEPTED\tDEAD\tLAST ERROR")
 	for _, e := range list {
-		dead, last := "-", "-"
+		dead, last := "-", lastErrorCell(e)
 		if e.DeadAt != nil {
 			dead = e.DeadAt.Local().Format(time.DateTime)
-		}
-		if e.LastError != nil {
-			last = oneLine(e.LastError.Code+": "+e.LastError.Message, 80)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", e.ID, e.Tenant, oneLine(e.Event.Name, 64), e.Attempts,
 			e.AcceptedAt.Local().Format(time.DateTime), dead, last)

@@ -38,9 +38,7 @@ func eventsCommand() *cli.Command {
 						return err
 					}
 					if c.Bool("json") {
-						if list == nil {
-							list = []client.Event{}
-						}
+						list = nonNil(list)
 						return printJSON(map[string]any{"tenant": id, "count": len(list), "pending": list})
 					}
 					return printPending(os.Stdout, list)
@@ -79,18 +77,32 @@ func printPending(w io.Writer, list []client.Event) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tEVENT\tKIND\tDUE\tATTEMPTS\tLAST ERROR")
 	for _, e := range list {
-		kind, last := "event", "-"
+		kind, last := "event", lastErrorCell(e)
 		switch {
 		case e.Scheduled:
 			kind = "scheduled"
 		case e.DeliverAt.After(e.AcceptedAt):
 			kind = "delayed"
 		}
-		if e.LastError != nil {
-			last = oneLine(e.LastError.Code+": "+e.LastError.Message, 80)
-		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.ID, oneLine(e.Event.Name, 64), kind,
 			e.DeliverAt.Local().Format(time.DateTime), e.Attempts, last)
 	}
 	return tw.Flush()
+}
+
+// lastErrorCell is an event's last error as one table cell ("-" when none).
+func lastErrorCell(e client.Event) string {
+	if e.LastError == nil {
+		return "-"
+	}
+	return oneLine(e.LastError.Code+": "+e.LastError.Message, 80)
+}
+
+// nonNil is list, or an empty list for nil, so that JSON prints [] rather
+// than null.
+func nonNil(list []client.Event) []client.Event {
+	if list == nil {
+		return []client.Event{}
+	}
+	return list
 }
