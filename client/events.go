@@ -55,12 +55,18 @@ func (c *Client) PendingEvents(ctx context.Context, id proto.Id, scheduledOnly b
 	return out.Pending, err
 }
 
-// DeadLetters lists up to limit dead letters (0: the master's default of
-// 1,000), of tenant when it is not nil, oldest first.
-func (c *Client) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]Event, error) {
+// DeadLetters lists a page of dead letters, oldest first: up to limit (0:
+// the master's default of 1,000), of tenant when it is not nil, from the
+// first after the dead letter after ("": from the first). The master also
+// ends a page at 16 MiB of events; more reports that others follow (list
+// them with after set to the last one's ID).
+func (c *Client) DeadLetters(ctx context.Context, tenant *proto.Id, after string, limit int) (list []Event, more bool, err error) {
 	q := url.Values{}
 	if tenant != nil {
 		q.Set("tenant", tenant.String())
+	}
+	if after != "" {
+		q.Set("after", after)
 	}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
@@ -71,9 +77,10 @@ func (c *Client) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) (
 	}
 	var out struct {
 		DeadLetters []Event `json:"dead_letters"`
+		More        bool    `json:"more"`
 	}
-	err := c.do(ctx, http.MethodGet, path, nil, &out)
-	return out.DeadLetters, err
+	err = c.do(ctx, http.MethodGet, path, nil, &out)
+	return out.DeadLetters, out.More, err
 }
 
 // RetryDeadLetter puts dead letter id back into its tenant's queue with its

@@ -26,8 +26,9 @@ type EventQueue interface {
 	Cancel(ctx context.Context, tenant proto.Id, id string) (bool, error)
 	// Pending lists the tenant's pending events in delivery order.
 	Pending(ctx context.Context, tenant proto.Id, scheduledOnly bool) ([]queue.Event, error)
-	// DeadLetters lists up to limit dead letters, of tenant if not nil.
-	DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]queue.Event, error)
+	// DeadLetters lists up to limit dead letters, of tenant if not nil,
+	// from the first after the dead letter after, and whether more follow.
+	DeadLetters(ctx context.Context, tenant *proto.Id, after string, limit int) ([]queue.Event, bool, error)
 	// RetryDeadLetter moves dead letter id back into the queue.
 	RetryDeadLetter(ctx context.Context, id string) (queue.Event, error)
 	// DeleteDeadLetter deletes dead letter id (not_found if none).
@@ -226,7 +227,10 @@ func (a *API) listPending(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// listDeadLetters is GET /v1/dead-letters[?tenant=…][&limit=N].
+// listDeadLetters is GET /v1/dead-letters[?tenant=…][&after=ID][&limit=N]:
+// a page of dead letters oldest first, at most limit and at most
+// queue.DeadLetterPageBytes of their events, and whether more follow (the
+// next page is ?after= the last one's id).
 func (a *API) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
 	id, ok, err := queryTenant(r)
 	if err != nil {
@@ -244,14 +248,18 @@ func (a *API) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
 	if ok {
 		tenant = &id
 	}
-	list, err := q.DeadLetters(r.Context(), tenant, limit)
+	after := r.URL.Query().Get("after")
+	if len(after) > 20 || strings.Trim(after, "0123456789") != "" {
+		return proto.Errorf(proto.CodeBadRequest, "bad after %q: want the decimal id of a dead letter (the last one of the page before)", after)
+	}
+	list, more, err := q.DeadLetters(r.Context(), tenant, after, limit)
 	if err != nil {
 		return err
 	}
 	if list == nil {
 		list = []queue.Event{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": list})
+	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": list, "more": more})
 	return nil
 }
 

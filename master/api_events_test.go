@@ -31,6 +31,7 @@ type fakeQueue struct {
 	// deadTenant is the tenant filter the last DeadLetters call got.
 	deadTenant *proto.Id
 	deadLimit  int
+	deadAfter  string
 }
 
 func (f *fakeQueue) add(tenant proto.Id, ev proto.Event, at time.Time, scheduled bool) (string, error) {
@@ -88,17 +89,17 @@ func (f *fakeQueue) Pending(ctx context.Context, tenant proto.Id, scheduledOnly 
 	return out, nil
 }
 
-func (f *fakeQueue) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]queue.Event, error) {
+func (f *fakeQueue) DeadLetters(ctx context.Context, tenant *proto.Id, after string, limit int) ([]queue.Event, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.deadTenant, f.deadLimit = tenant, limit
+	f.deadTenant, f.deadLimit, f.deadAfter = tenant, limit, after
 	var out []queue.Event
 	for _, e := range f.dead {
 		if tenant == nil || e.Tenant == *tenant {
 			out = append(out, e)
 		}
 	}
-	return out, nil
+	return out, false, nil
 }
 
 func (f *fakeQueue) RetryDeadLetter(ctx context.Context, id string) (queue.Event, error) {
@@ -306,15 +307,18 @@ func TestPendingAndDeadLetterRoutes(t *testing.T) {
 	if list, _ := out["dead_letters"].([]any); status != 200 || len(list) != 2 || fq.deadTenant != nil || fq.deadLimit != 1000 {
 		t.Fatalf("dead letters: %d %v", status, out)
 	}
-	status, out, _ = call(t, base, "GET", "/v1/dead-letters?tenant=user:42&limit=5", "")
+	if more, ok := out["more"].(bool); !ok || more {
+		t.Fatalf("dead letters: more = %v, want false", out["more"])
+	}
+	status, out, _ = call(t, base, "GET", "/v1/dead-letters?tenant=user:42&limit=5&after=7", "")
 	list, _ := out["dead_letters"].([]any)
-	if status != 200 || len(list) != 1 || fq.deadTenant == nil || *fq.deadTenant != u || fq.deadLimit != 5 {
+	if status != 200 || len(list) != 1 || fq.deadTenant == nil || *fq.deadTenant != u || fq.deadLimit != 5 || fq.deadAfter != "7" {
 		t.Fatalf("dead letters of user:42: %d %v", status, out)
 	}
 	if d := list[0].(map[string]any); d["id"] != "11" || d["attempts"] != float64(5) || d["dead_at"] == nil {
 		t.Fatalf("dead letter: %v", d)
 	}
-	for _, q := range []string{"?tenant=nobody", "?limit=0", "?limit=x", "?limit=10001"} {
+	for _, q := range []string{"?tenant=nobody", "?limit=0", "?limit=x", "?limit=10001", "?after=x", "?after=-1"} {
 		status, out, _ := call(t, base, "GET", "/v1/dead-letters"+q, "")
 		if code, _ := errCode(out); status != 400 || code != proto.CodeBadRequest {
 			t.Errorf("dead-letters%s: %d %v, want 400", q, status, out)

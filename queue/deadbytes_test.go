@@ -36,7 +36,7 @@ func TestDeadLettersBoundedByTenantBytes(t *testing.T) {
 		last = id
 		waitFor(t, "the event dead-lettered", func() bool { return q.PendingCount(bad) == 0 })
 	}
-	dl, err := q.DeadLetters(ctx, &bad, 0)
+	dl, _, err := q.DeadLetters(ctx, &bad, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestDeadLettersBoundedByTenantBytes(t *testing.T) {
 		t.Fatalf("the tenant keeps %d dead letters of %d bytes (the newest %s), want at most its %d-byte share, the newest (%s) among them",
 			len(dl), n, dl[len(dl)-1].ID, share, last)
 	}
-	if dl, err := q.DeadLetters(ctx, &other, 0); err != nil || len(dl) != 1 {
+	if dl, _, err := q.DeadLetters(ctx, &other, "", 0); err != nil || len(dl) != 1 {
 		t.Fatalf("the neighbour's dead letters: %d, %v; want its one", len(dl), err)
 	}
 	// One event that takes the whole share leaves only itself.
@@ -58,7 +58,54 @@ func TestDeadLettersBoundedByTenantBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the whole-share event dead-lettered", func() bool { return q.PendingCount(bad) == 0 })
-	if dl, err := q.DeadLetters(ctx, &bad, 0); err != nil || len(dl) != 1 || dl[0].ID != id {
+	if dl, _, err := q.DeadLetters(ctx, &bad, "", 0); err != nil || len(dl) != 1 || dl[0].ID != id {
 		t.Fatalf("after a dead letter of the whole share: %d dead letters, %v; want only it (%s)", len(dl), err, id)
+	}
+}
+
+// Every tenant's dead letters together are not bounded by any one
+// tenant's share: a page of them is bounded by DeadLetterPageBytes
+// instead, says that more follow, and paging from its last id lists each
+// dead letter once.
+func TestDeadLetterPagesBoundedByBytes(t *testing.T) {
+	rec := newRecorder()
+	rec.fail = failPoison
+	q := openQueue(t, Config{Store: openStore(t, t.TempDir()), Dispatch: rec.dispatch, MaxAttempts: 1})
+	ctx := context.Background()
+	const tenants, size = 20, 900 << 10 // 18 MiB in all
+	for i := range tenants {
+		g := proto.GuildID(uint64(i+1) << 22)
+		big := proto.Event{Name: "Poison", Data: proto.Value(`"` + strings.Repeat("x", size) + `"`)}
+		if _, err := q.Accept(ctx, g, big, time.Time{}); err != nil {
+			t.Fatalf("tenant %d: %v", i, err)
+		}
+		waitFor(t, "the event dead-lettered", func() bool { return q.PendingCount(g) == 0 })
+	}
+	seen := map[string]bool{}
+	after, pages := "", 0
+	for {
+		dl, more, err := q.DeadLetters(ctx, nil, after, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		var n int64
+		for _, e := range dl {
+			n += eventBytes(e.Event)
+			if seen[e.ID] {
+				t.Fatalf("dead letter %s listed twice", e.ID)
+			}
+			seen[e.ID] = true
+		}
+		if n > DeadLetterPageBytes || len(dl) == 0 {
+			t.Fatalf("page %d: %d dead letters of %d bytes, want 1 or more within %d", pages, len(dl), n, DeadLetterPageBytes)
+		}
+		if !more {
+			break
+		}
+		after = dl[len(dl)-1].ID
+	}
+	if len(seen) != tenants || pages < 2 {
+		t.Fatalf("%d dead letters in %d pages, want all %d in 2 or more", len(seen), pages, tenants)
 	}
 }

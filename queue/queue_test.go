@@ -241,7 +241,7 @@ func TestPoisonEventDeadLetteredNeighboursDelivered(t *testing.T) {
 	if runs != 3 {
 		t.Fatalf("poison event tried %d times, want exactly --event-max-attempts = 3", runs)
 	}
-	dl, err := q.DeadLetters(ctx, &bad, 0)
+	dl, _, err := q.DeadLetters(ctx, &bad, "", 0)
 	if err != nil || len(dl) != 1 || dl[0].ID != poison || dl[0].Attempts != 3 || dl[0].LastError == nil ||
 		dl[0].LastError.Code != proto.CodeCPULimit || dl[0].DeadAt == nil || dl[0].Event.Name != "Poison" {
 		t.Fatalf("dead letters = %+v, %v", dl, err)
@@ -260,7 +260,7 @@ func TestPoisonEventDeadLetteredNeighboursDelivered(t *testing.T) {
 	if got := rec.delivered(bad); got[2] != poison {
 		t.Fatalf("delivered %v", got)
 	}
-	if dl, err := q.DeadLetters(ctx, nil, 0); err != nil || len(dl) != 0 {
+	if dl, _, err := q.DeadLetters(ctx, nil, "", 0); err != nil || len(dl) != 0 {
 		t.Fatalf("dead letters after retry = %+v, %v", dl, err)
 	}
 	if _, err := q.RetryDeadLetter(ctx, poison); proto.CodeOf(err) != proto.CodeNotFound {

@@ -36,17 +36,31 @@ func (q *Queue) PendingSize(ctx context.Context, tenant proto.Id, scheduledOnly 
 	return n, bytes, err == nil, err
 }
 
-// DeadLetters lists up to limit dead letters (of tenant when not nil),
-// oldest first.
-func (q *Queue) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]Event, error) {
+// DeadLetterPageBytes bounds the stored events one page of dead letters
+// holds (store.DeadLetterQuery.MaxBytes): each tenant's dead letters are
+// bounded by its byte share, but every tenant's together are not, and a
+// listing of them is held in memory and encoded at once.
+const DeadLetterPageBytes = 16 << 20
+
+// DeadLetters lists up to limit dead letters (1 to 10,000; 0 or more:
+// 10,000) of tenant when not nil, oldest first, from the first whose id
+// follows after ("" or "0": from the first), at most DeadLetterPageBytes
+// of their events; more reports that others follow the last one listed.
+func (q *Queue) DeadLetters(ctx context.Context, tenant *proto.Id, after string, limit int) (list []Event, more bool, err error) {
 	if limit <= 0 || limit > 10000 {
 		limit = 10000
 	}
-	recs, err := q.cfg.Store.DeadLetters(ctx, tenant, limit)
-	if err != nil {
-		return nil, err
+	var seq int64
+	if after != "" && after != "0" {
+		if seq, err = parseID(after); err != nil {
+			return nil, false, proto.Errorf(proto.CodeBadRequest, "bad after %q: want a dead letter id", after)
+		}
 	}
-	return events(recs), nil
+	recs, more, err := q.cfg.Store.DeadLetters(ctx, store.DeadLetterQuery{Tenant: tenant, After: seq, Limit: limit, MaxBytes: DeadLetterPageBytes})
+	if err != nil {
+		return nil, false, err
+	}
+	return events(recs), more, nil
 }
 
 // DeadLetter returns dead letter id; not_found if there is none. A

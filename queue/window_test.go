@@ -142,7 +142,7 @@ func TestWindowPoisonStopsSuccessors(t *testing.T) {
 	if _, notRuns := w.stats(); notRuns == 0 {
 		t.Fatal("no event was answered not_run: the poison event was never in a window with its successors")
 	}
-	dl, err := q.DeadLetters(ctx, &bad, 0)
+	dl, _, err := q.DeadLetters(ctx, &bad, "", 0)
 	if err != nil || len(dl) != 1 || dl[0].ID != ids[2] || dl[0].Attempts != 3 || dl[0].LastError.Code != proto.CodeCPULimit {
 		t.Fatalf("dead letters = %+v, %v", dl, err)
 	}

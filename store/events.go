@@ -7,6 +7,21 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
+// DeadLetterQuery selects a page of dead letters.
+type DeadLetterQuery struct {
+	// Tenant keeps one tenant's dead letters (nil: every tenant's).
+	Tenant *proto.Id
+	// After keeps those whose Seq is greater (0: from the first).
+	After int64
+	// Limit is the most listed (at least 1).
+	Limit int
+	// MaxBytes, when > 0, stops the listing before the dead letter whose
+	// stored event would take the events listed past it, so that a page
+	// of every tenant's large dead letters is bounded in memory; the
+	// first is always listed.
+	MaxBytes int
+}
+
 // EventRecord is one row of the events table (the durable event queue) or
 // of the dead_letters table.
 type EventRecord struct {
@@ -99,9 +114,9 @@ type EventStore interface {
 	// DeleteEvent deletes the tenant's pending event seq and returns it,
 	// reporting whether there was one (another tenant's seq is none).
 	DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (proto.Event, bool, error)
-	// DeadLetters lists up to limit dead letters (of tenant, when not
-	// nil) in Seq order.
-	DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]EventRecord, error)
+	// DeadLetters lists the dead letters q selects in Seq order, and
+	// reports whether more follow the last one listed.
+	DeadLetters(ctx context.Context, q DeadLetterQuery) (recs []EventRecord, more bool, err error)
 	// DeadLetter returns dead letter seq; not_found if there is none.
 	DeadLetter(ctx context.Context, seq int64) (EventRecord, error)
 	// ReviveDeadLetter moves dead letter seq back into the events table

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -89,9 +90,20 @@ func (p *Postgres) CommitEvents(ctx context.Context, b EventBatch) ([]int64, err
 
 // scanPgEvents reads rows of pgEventColumns or pgDeadColumns.
 func scanPgEvents(rows pgx.Rows) ([]EventRecord, error) {
+	out, _, err := scanPgEventsBounded(rows, 0, 0)
+	return out, err
+}
+
+// scanPgEventsBounded is scanPgEvents with scanEventsBounded's limit and
+// maxBytes.
+func scanPgEventsBounded(rows pgx.Rows, limit, maxBytes int) ([]EventRecord, bool, error) {
 	defer rows.Close()
 	out := []EventRecord{}
+	bytes := 0
 	for rows.Next() {
+		if limit > 0 && len(out) == limit {
+			return out, true, nil
+		}
 		var (
 			r            EventRecord
 			kind, ev, le string
@@ -99,14 +111,17 @@ func scanPgEvents(rows pgx.Rows) ([]EventRecord, error) {
 			next, dead   *time.Time
 		)
 		if err := rows.Scan(&r.Seq, &kind, &id, &ev, &r.AcceptedAt, &r.DeliverAt, &r.Scheduled, &r.Attempts, &next, &le, &dead); err != nil {
-			return nil, err
+			return nil, false, err
+		}
+		if bytes += len(ev); maxBytes > 0 && bytes > maxBytes && len(out) > 0 {
+			return out, true, nil
 		}
 		var err error
 		if r.Tenant, err = tenantFromDB(kind, id); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if r.Event, err = decodeEvent(ev); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		r.AcceptedAt, r.DeliverAt = r.AcceptedAt.UTC(), r.DeliverAt.UTC()
 		if next != nil {
@@ -118,7 +133,7 @@ func scanPgEvents(rows pgx.Rows) ([]EventRecord, error) {
 		r.LastError = decodeError(le)
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	return out, false, rows.Err()
 }
 
 // DueEvents returns the tenant's due events in seq order and, when fewer
@@ -258,27 +273,43 @@ func (p *Postgres) DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) 
 }
 
 // DeadLetters lists dead letters in seq order.
-func (p *Postgres) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]EventRecord, error) {
-	q := `SELECT ` + pgDeadColumns + ` FROM dead_letters`
-	args := []any{}
-	if tenant != nil {
-		kind, err := kindName(tenant.Kind)
-		if err != nil {
-			return nil, err
-		}
-		q += ` WHERE tenant_type = $2 AND tenant_id = $3`
-		args = append(args, kind, idToDB(tenant.ID))
+func (p *Postgres) DeadLetters(ctx context.Context, dq DeadLetterQuery) ([]EventRecord, bool, error) {
+	limit := max(dq.Limit, 1)
+	maxBytes := int64(dq.MaxBytes)
+	if maxBytes <= 0 {
+		maxBytes = math.MaxInt64
 	}
-	var out []EventRecord
+	// The server leaves out the rows past the one that crosses maxBytes
+	// and the one after it (which tells the scan there are more), from
+	// octet_length, which a stored value's header answers: rows pgx would
+	// otherwise read off the wire and drop.
+	where := `seq > $3`
+	args := []any{limit + 1, maxBytes, dq.After}
+	if dq.Tenant != nil {
+		kind, err := kindName(dq.Tenant.Kind)
+		if err != nil {
+			return nil, false, err
+		}
+		where += ` AND tenant_type = $4 AND tenant_id = $5`
+		args = append(args, kind, idToDB(dq.Tenant.ID))
+	}
+	q := `SELECT ` + pgDeadColumns + ` FROM (SELECT *, coalesce(lag(before) OVER (ORDER BY seq), 0) AS prev_before
+		FROM (SELECT *, sum(octet_length(event)) OVER (ORDER BY seq) - octet_length(event) AS before
+			FROM dead_letters WHERE ` + where + ` ORDER BY seq LIMIT $1) d) d
+		WHERE prev_before <= $2`
+	var (
+		out []EventRecord
+		cut bool
+	)
 	err := p.read(ctx, "dead letters", func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, q+` ORDER BY seq LIMIT $1`, append([]any{limit}, args...)...)
+		rows, err := c.Query(ctx, q+` ORDER BY seq`, args...)
 		if err != nil {
 			return err
 		}
-		out, err = scanPgEvents(rows)
+		out, cut, err = scanPgEventsBounded(rows, limit, dq.MaxBytes)
 		return err
 	})
-	return out, err
+	return out, cut, err
 }
 
 // DeadLetter returns dead letter seq.

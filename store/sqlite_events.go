@@ -153,8 +153,20 @@ func (s *SQLite) CommitEvents(ctx context.Context, b EventBatch) ([]int64, error
 
 // scanEvents reads rows of eventColumns (plus dead_at when dead).
 func scanEvents(rows *sql.Rows, dead bool) ([]EventRecord, error) {
+	out, _, err := scanEventsBounded(rows, dead, 0, 0)
+	return out, err
+}
+
+// scanEventsBounded is scanEvents that stops at limit records (0: none)
+// or before the record whose event would take those read past maxBytes
+// (0: none; the first is always read), reporting cut when a row was left.
+func scanEventsBounded(rows *sql.Rows, dead bool, limit, maxBytes int) ([]EventRecord, bool, error) {
 	out := []EventRecord{}
+	bytes := 0
 	for rows.Next() {
+		if limit > 0 && len(out) == limit {
+			return out, true, nil
+		}
 		var (
 			r                          EventRecord
 			kind, ev, lastErr          string
@@ -165,21 +177,24 @@ func scanEvents(rows *sql.Rows, dead bool) ([]EventRecord, error) {
 			dest = append(dest, &deadAt)
 		}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, err
+			return nil, false, err
+		}
+		if bytes += len(ev); maxBytes > 0 && bytes > maxBytes && len(out) > 0 {
+			return out, true, nil
 		}
 		var err error
 		if r.Tenant, err = tenantFromDB(kind, id); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if r.Event, err = decodeEvent(ev); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		r.AcceptedAt, r.DeliverAt, r.NextAttemptAt = fromMicros(acc), fromMicros(due), fromMicros(next)
 		r.LastError = decodeError(lastErr)
 		r.DeadAt = fromMicros(deadAt)
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	return out, false, rows.Err()
 }
 
 // DueEvents returns the tenant's due events in seq order and, when fewer
@@ -300,24 +315,24 @@ func (s *SQLite) DeleteEvent(ctx context.Context, tenant proto.Id, seq int64) (p
 }
 
 // DeadLetters lists dead letters in seq order.
-func (s *SQLite) DeadLetters(ctx context.Context, tenant *proto.Id, limit int) ([]EventRecord, error) {
-	q := `SELECT ` + eventColumnsDead + ` FROM dead_letters`
-	args := []any{}
-	if tenant != nil {
-		kind, err := kindName(tenant.Kind)
+func (s *SQLite) DeadLetters(ctx context.Context, dq DeadLetterQuery) ([]EventRecord, bool, error) {
+	q := `SELECT ` + eventColumnsDead + ` FROM dead_letters WHERE seq > ?`
+	args := []any{dq.After}
+	if dq.Tenant != nil {
+		kind, err := kindName(dq.Tenant.Kind)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		q += ` WHERE tenant_type = ? AND tenant_id = ?`
-		args = append(args, kind, idToDB(tenant.ID))
+		q += ` AND tenant_type = ? AND tenant_id = ?`
+		args = append(args, kind, idToDB(dq.Tenant.ID))
 	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY seq LIMIT ?`, append(args, limit)...)
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY seq LIMIT ?`, append(args, max(dq.Limit, 1)+1)...)
 	if err != nil {
-		return nil, s.fail("dead letters", err)
+		return nil, false, s.fail("dead letters", err)
 	}
 	defer rows.Close()
-	out, err := scanEvents(rows, true)
-	return out, s.fail("dead letters", err)
+	out, cut, err := scanEventsBounded(rows, true, max(dq.Limit, 1), dq.MaxBytes)
+	return out, cut, s.fail("dead letters", err)
 }
 
 // eventColumnsDead are the dead_letters columns scanEvents reads.

@@ -15,8 +15,7 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// deadLetterPage is the most dead letters one list, or one retry/purge by
-// --tenant or --all, handles.
+// deadLetterPage is the most dead letters one page of a list holds.
 const deadLetterPage = 10000
 
 func deadLettersCommand() *cli.Command {
@@ -35,6 +34,7 @@ func deadLettersCommand() *cli.Command {
 				Flags: clientFlags(
 					&cli.StringFlag{Name: "tenant", Usage: "only this tenant's (guild:<id> or user:<id>)"},
 					&cli.IntFlag{Name: "limit", Value: 1000, Usage: "list at most this many (1 to 10000)"},
+					&cli.StringFlag{Name: "after", Usage: "list those after this dead letter ID (the last one of the page before)"},
 					&cli.BoolFlag{Name: "json", Usage: "print the raw JSON, with each event's data"}),
 				Action: withClient(func(ctx context.Context, c *cli.Context, api *client.Client) error {
 					tenant, err := optionalTenant(c)
@@ -44,15 +44,20 @@ func deadLettersCommand() *cli.Command {
 					if n := c.Int("limit"); n < 1 || n > deadLetterPage {
 						return fmt.Errorf("bad --limit %d: want 1 to %d", n, deadLetterPage)
 					}
-					list, err := api.DeadLetters(ctx, tenant, c.Int("limit"))
+					list, more, err := api.DeadLetters(ctx, tenant, c.String("after"), c.Int("limit"))
 					if err != nil {
 						return err
 					}
 					if c.Bool("json") {
-						list = nonNil(list)
-						return printJSON(map[string]any{"dead_letters": list})
+						return printJSON(map[string]any{"dead_letters": nonNil(list), "more": more})
 					}
-					return printDeadLetters(os.Stdout, list)
+					if err := printDeadLetters(os.Stdout, list); err != nil {
+						return err
+					}
+					if more {
+						fmt.Printf("more dead letters follow: list them with --after %s\n", list[len(list)-1].ID)
+					}
+					return nil
 				}),
 			},
 			{
@@ -113,26 +118,37 @@ func eachDeadLetter(ctx context.Context, c *cli.Context, api *client.Client, don
 	if chosen != 1 {
 		return errors.New("give dead letter IDs, or --tenant guild:<id>, or --all (exactly one of them)")
 	}
-	more := false
 	if len(ids) == 0 {
-		list, err := api.DeadLetters(ctx, tenant, deadLetterPage)
-		if err != nil {
+		if ids, err = deadLetterIDs(ctx, api, tenant); err != nil {
 			return err
 		}
-		for _, e := range list {
-			ids = append(ids, e.ID)
-		}
-		more = len(list) == deadLetterPage
 		if len(ids) == 0 {
 			fmt.Println("no dead letters")
 			return nil
 		}
 	}
-	err = applyEach(ids, "dead letter", done, func(id string) (string, error) { return do(ctx, id) })
-	if more {
-		fmt.Printf("more than %d dead letters: run the command again for the rest\n", deadLetterPage)
+	return applyEach(ids, "dead letter", done, func(id string) (string, error) { return do(ctx, id) })
+}
+
+// deadLetterIDs lists the IDs of every dead letter (of tenant when not
+// nil), page by page: a page ends at the master's byte bound as well as at
+// deadLetterPage, and the next one starts after its last ID.
+func deadLetterIDs(ctx context.Context, api *client.Client, tenant *proto.Id) ([]string, error) {
+	var ids []string
+	after := ""
+	for {
+		list, more, err := api.DeadLetters(ctx, tenant, after, deadLetterPage)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range list {
+			ids = append(ids, e.ID)
+		}
+		if !more || len(list) == 0 {
+			return ids, nil
+		}
+		after = list[len(list)-1].ID
 	}
-	return err
 }
 
 // printDeadLetters renders dead letters as a table.

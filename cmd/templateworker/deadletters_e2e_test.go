@@ -41,7 +41,7 @@ func TestDeadLettersThroughCLIAndHTTP(t *testing.T) {
 	var dead []client.Event
 	waitFor(t, time.Minute, func() bool {
 		var err error
-		dead, err = m.api.DeadLetters(ctx, nil, 0)
+		dead, _, err = m.api.DeadLetters(ctx, nil, "", 0)
 		return err == nil && len(dead) == 3
 	})
 	for _, d := range dead {
@@ -61,7 +61,21 @@ func TestDeadLettersThroughCLIAndHTTP(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &listed) != nil || len(listed.DeadLetters) != 1 || listed.DeadLetters[0].Tenant != g2 {
 		t.Fatalf("list --tenant --json: %d %s %s", code, out, errOut)
 	}
+	// A page of two says where the next starts, which lists the third.
+	out, errOut, code = m.cli("dead-letters", "list", "--limit", "2")
+	if want := "more dead letters follow: list them with --after " + dead[1].ID + "\n"; code != 0 || strings.Count(out, "Poison") != 2 || !strings.HasSuffix(out, want) {
+		t.Fatalf("list --limit 2: %d %q %q, want two and %q", code, out, errOut, want)
+	}
+	out, errOut, code = m.cli("dead-letters", "list", "--after", dead[1].ID, "--json")
+	var page struct {
+		DeadLetters []client.Event `json:"dead_letters"`
+		More        *bool          `json:"more"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &page) != nil || len(page.DeadLetters) != 1 || page.DeadLetters[0].ID != dead[2].ID || page.More == nil || *page.More {
+		t.Fatalf("list --after %s --json: %d %s %s, want only %s and more false", dead[1].ID, code, out, errOut, dead[2].ID)
+	}
 	for _, args := range [][]string{
+		{"dead-letters", "list", "--after", "x"},
 		{"dead-letters", "purge"},
 		{"dead-letters", "purge", "--all", "1"},
 		{"dead-letters", "retry", "--tenant", g1.String(), "--all"},
@@ -96,7 +110,7 @@ func TestDeadLettersThroughCLIAndHTTP(t *testing.T) {
 	if code != 0 || strings.Count(out, " purged") != 1 {
 		t.Fatalf("purge --tenant: %d %s %s", code, out, errOut)
 	}
-	left, err := m.api.DeadLetters(ctx, nil, 0)
+	left, _, err := m.api.DeadLetters(ctx, nil, "", 0)
 	if err != nil || len(left) != 1 || left[0].Tenant != g1 {
 		t.Fatalf("left after purge --tenant: %+v %v", left, err)
 	}

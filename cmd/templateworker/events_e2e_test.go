@@ -273,7 +273,7 @@ func TestEventsPoisonDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	dl, err := st.DeadLetters(ctx, &bad, 10)
+	dl, _, err := st.DeadLetters(ctx, store.DeadLetterQuery{Tenant: &bad, Limit: 10})
 	if err != nil || len(dl) != 1 || strconv.FormatInt(dl[0].Seq, 10) != poison || dl[0].Attempts != 3 ||
 		dl[0].LastError == nil || dl[0].LastError.Code != proto.CodeCPULimit {
 		t.Fatalf("dead letters = %+v, %v", dl, err)

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ var eventTests = []test{
 	{"EventsFailDeadRevive", testEventsFailDeadRevive},
 	{"EventsDeadLetterKeep", testEventsDeadLetterKeep},
 	{"EventsDeadLetterKeepBytes", testEventsDeadLetterKeepBytes},
+	{"EventsDeadLetterPages", testEventsDeadLetterPages},
 	{"EventsPendingSize", testEventsPendingSize},
 	{"EventsSeqNeverReused", testEventsSeqNeverReused},
 	{"EventsSurviveReopen", testEventsSurviveReopen},
@@ -41,6 +43,13 @@ func addEvents(t *testing.T, s store.Store, tenant proto.Id, due time.Time, name
 		}
 	}
 	return seqs
+}
+
+// deadLetters is the first page of up to limit dead letters (of tenant
+// when not nil), with no byte bound.
+func deadLetters(c context.Context, s store.Store, tenant *proto.Id, limit int) ([]store.EventRecord, error) {
+	recs, _, err := s.DeadLetters(c, store.DeadLetterQuery{Tenant: tenant, Limit: limit})
+	return recs, err
 }
 
 func eventNames(rs []store.EventRecord) []string {
@@ -138,16 +147,16 @@ func testEventsFailDeadRevive(t *testing.T, open Opener) {
 	if due, _, err := s.DueEvents(c, guild, now.Add(time.Second), 10, true); err != nil || len(due) != 0 {
 		t.Fatalf("events after dead-lettering = %+v, %v", due, err)
 	}
-	dl, err := s.DeadLetters(c, nil, 10)
+	dl, err := deadLetters(c, s, nil, 10)
 	must(t, err)
 	if len(dl) != 1 || dl[0].Seq != seqs[0] || dl[0].Attempts != 5 || dl[0].LastError == nil ||
 		dl[0].LastError.Code != proto.CodeWorkerUnavailable || dl[0].DeadAt.IsZero() || dl[0].Event.Name != "P" || dl[0].Tenant != guild {
 		t.Fatalf("dead letters = %+v", dl)
 	}
-	if dl, err := s.DeadLetters(c, &user, 10); err != nil || len(dl) != 0 {
+	if dl, err := deadLetters(c, s, &user, 10); err != nil || len(dl) != 0 {
 		t.Fatalf("dead letters of another tenant = %+v, %v", dl, err)
 	}
-	if dl, err := s.DeadLetters(c, &guild, 10); err != nil || len(dl) != 1 {
+	if dl, err := deadLetters(c, s, &guild, 10); err != nil || len(dl) != 1 {
 		t.Fatalf("dead letters of the tenant = %+v, %v", dl, err)
 	}
 	if one, err := s.DeadLetter(c, seqs[0]); err != nil || one.Tenant != guild || one.Attempts != 5 || one.Event.Name != "P" {
@@ -195,12 +204,12 @@ func testEventsDeadLetterKeep(t *testing.T, open Opener) {
 	}
 	_, err = s.CommitEvents(c, store.EventBatch{DeadLetterKeep: 3, Dead: []store.EventFailure{{Seq: g[3], Attempts: 5, Err: fail}, {Seq: g[4], Attempts: 5, Err: fail}}})
 	must(t, err)
-	dl, err := s.DeadLetters(c, &guild, 10)
+	dl, err := deadLetters(c, s, &guild, 10)
 	must(t, err)
 	if got := eventNames(dl); fmt.Sprint(got) != "[G3 G4 G5]" {
 		t.Fatalf("guild's dead letters with DeadLetterKeep 3 = %v, want its newest three [G3 G4 G5]", got)
 	}
-	dl, err = s.DeadLetters(c, &user, 10)
+	dl, err = deadLetters(c, s, &user, 10)
 	must(t, err)
 	if got := eventNames(dl); fmt.Sprint(got) != "[U1 U2]" {
 		t.Fatalf("the other tenant's dead letters = %v, want both [U1 U2] (another tenant's bound must not touch them)", got)
@@ -209,7 +218,7 @@ func testEventsDeadLetterKeep(t *testing.T, open Opener) {
 	u3 := addEvents(t, s, user, now, "U3")
 	_, err = s.CommitEvents(c, store.EventBatch{DeadLetterKeep: 1, Dead: []store.EventFailure{{Seq: u3[0], Attempts: 5, Err: fail}}})
 	must(t, err)
-	dl, err = s.DeadLetters(c, &user, 10)
+	dl, err = deadLetters(c, s, &user, 10)
 	must(t, err)
 	if got := eventNames(dl); fmt.Sprint(got) != "[U3]" {
 		t.Fatalf("user's dead letters with DeadLetterKeep 1 = %v, want [U3]", got)
@@ -277,7 +286,7 @@ func testEventsDeadLetterKeepBytes(t *testing.T, open Opener) {
 		must(t, err)
 	}
 	names := func(tenant proto.Id) string {
-		dl, err := s.DeadLetters(c, &tenant, 100)
+		dl, err := deadLetters(c, s, &tenant, 100)
 		must(t, err)
 		return fmt.Sprint(eventNames(dl))
 	}
@@ -300,6 +309,80 @@ func testEventsDeadLetterKeepBytes(t *testing.T, open Opener) {
 	dead(10, u3...)
 	if got := names(user); got != "[U3]" {
 		t.Fatalf("user's dead letters with DeadLetterKeepBytes 10 = %v, want [U3]", got)
+	}
+}
+
+// testEventsDeadLetterPages: DeadLetters lists from After, at most Limit
+// and at most MaxBytes of stored events (the first always), and says
+// whether more follow; paging with the last id lists each once.
+func testEventsDeadLetterPages(t *testing.T, open Opener) {
+	s := open(t, store.DefaultQuota)
+	c := ctx(t)
+	now := time.Now()
+	var b store.EventBatch
+	for i := range 7 {
+		tenant := guild
+		if i%2 == 1 {
+			tenant = user
+		}
+		size := 1000
+		if i == 3 {
+			size = 5000 // larger than a page's bytes on its own
+		}
+		b.Add = append(b.Add, store.EventRecord{Tenant: tenant, AcceptedAt: now, DeliverAt: now,
+			Event: proto.Event{Name: fmt.Sprint("E", i), Data: proto.Value(`"` + strings.Repeat("x", size) + `"`)}})
+	}
+	seqs, err := s.CommitEvents(c, b)
+	must(t, err)
+	var dead store.EventBatch
+	for _, seq := range seqs {
+		dead.Dead = append(dead.Dead, store.EventFailure{Seq: seq, Attempts: 5, Err: &proto.Error{Code: proto.CodeMemoryLimit, Message: "m"}})
+	}
+	_, err = s.CommitEvents(c, dead)
+	must(t, err)
+
+	page := func(q store.DeadLetterQuery) (string, bool, int64) {
+		t.Helper()
+		recs, more, err := s.DeadLetters(c, q)
+		must(t, err)
+		var last int64
+		if len(recs) > 0 {
+			last = recs[len(recs)-1].Seq
+		}
+		return fmt.Sprint(eventNames(recs)), more, last
+	}
+	if got, more, _ := page(store.DeadLetterQuery{Limit: 10}); got != "[E0 E1 E2 E3 E4 E5 E6]" || more {
+		t.Fatalf("all = %v more %v", got, more)
+	}
+	if got, more, _ := page(store.DeadLetterQuery{Limit: 7}); got != "[E0 E1 E2 E3 E4 E5 E6]" || more {
+		t.Fatalf("limit 7 of 7 = %v more %v, want all and no more", got, more)
+	}
+	// Pages of at most 3,500 bytes: each event is a little over 1,000
+	// bytes, E3 over 5,000 and so alone on its page.
+	var pages []string
+	after := int64(0)
+	for range 10 {
+		got, more, last := page(store.DeadLetterQuery{After: after, Limit: 10, MaxBytes: 3500})
+		pages = append(pages, got)
+		if !more {
+			break
+		}
+		after = last
+	}
+	if got := fmt.Sprint(pages); got != "[[E0 E1 E2] [E3] [E4 E5 E6]]" {
+		t.Fatalf("pages of 3,500 bytes = %v, want [[E0 E1 E2] [E3] [E4 E5 E6]]", got)
+	}
+	if got, more, _ := page(store.DeadLetterQuery{Limit: 2}); got != "[E0 E1]" || !more {
+		t.Fatalf("limit 2 = %v more %v", got, more)
+	}
+	if got, more, _ := page(store.DeadLetterQuery{Tenant: &user, After: seqs[1], Limit: 10, MaxBytes: 3500}); got != "[E3]" || !more {
+		t.Fatalf("user's after E1 in 3,500 bytes = %v more %v, want [E3] and more", got, more)
+	}
+	if got, more, _ := page(store.DeadLetterQuery{Tenant: &user, After: seqs[3], Limit: 10, MaxBytes: 3500}); got != "[E5]" || more {
+		t.Fatalf("user's after E3 = %v more %v, want [E5] and no more", got, more)
+	}
+	if got, more, _ := page(store.DeadLetterQuery{After: seqs[6], Limit: 10}); got != "[]" || more {
+		t.Fatalf("after the last = %v more %v", got, more)
 	}
 }
 
