@@ -59,6 +59,8 @@ type tenant struct {
 	lastUsed  time.Time
 	busy      int      // calls running; a busy tenant is never evicted
 	names     [][]byte // the templates' names as JSON strings, built once
+	// logs is what the tenant logged over time (its VMs share it).
+	logs logBucket
 	// dropped is set when the tenant was dropped or evicted while busy:
 	// its VM is closed when its call ends.
 	dropped bool
@@ -222,6 +224,7 @@ func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 		return nil, err
 	}
 	vm.stop = m.stop
+	vm.logs, vm.logNow = &t.logs, m.now
 	if m.wedge != "" {
 		installWedge(vm.l, m.wedge, m.released)
 	}

@@ -41,6 +41,11 @@ type VM struct {
 	coroutinesAfterSweep int // live coroutines after the last end-of-call sweep
 
 	std luastd.Limits // what the shared luastd functions charge (stdLimits)
+
+	// logs, when set, is the tenant's log volume over time (the Manager
+	// sets it: it outlives the VM), read with logNow.
+	logs   *logBucket
+	logNow func() time.Time
 }
 
 // sharedBudget is what the calls of one dispatch have spent together.

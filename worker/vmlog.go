@@ -2,6 +2,7 @@ package worker
 
 import (
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	lua "github.com/Shopify/go-lua"
@@ -23,7 +24,46 @@ const (
 	// it), so that a loop of empty messages writes at most
 	// maxLogPerCall/logLineBytes lines, not millions.
 	logLineBytes = 128
+	// logRateBytes and logBurstBytes bound what one tenant logs over
+	// time, whatever its calls (logBucket): calls back to back, or the
+	// events a template schedules, each within maxLogPerCall, would
+	// otherwise log without end.
+	logRateBytes  = 64 << 10 // a second
+	logBurstBytes = 1 << 20
+	// logDropLineEvery is how often a tenant's calls that dropped messages
+	// may say so (the counts of those that may not are carried to the
+	// next line), so that the lines saying so are bounded too.
+	logDropLineEvery = time.Second
 )
+
+// logBucket is a tenant's log volume over time: a token bucket of
+// logBurstBytes refilled at logRateBytes a second. It belongs to the
+// tenant on its worker (Manager), not to its VM, so that a VM rebuilt
+// after a call's limit error does not start full again.
+type logBucket struct {
+	tokens float64
+	at     time.Time // when tokens was last refilled; zero: full
+	// warnedAt is when the tenant's last dropped-messages line was
+	// written; dropped and droppedBytes are the messages dropped since.
+	warnedAt              time.Time
+	dropped, droppedBytes int
+}
+
+// take takes n bytes from the bucket at now, reporting whether they were
+// there.
+func (b *logBucket) take(now time.Time, n int) bool {
+	if b.at.IsZero() {
+		b.tokens = logBurstBytes
+	} else if d := now.Sub(b.at); d > 0 {
+		b.tokens = min(logBurstBytes, b.tokens+d.Seconds()*logRateBytes)
+	}
+	b.at = now
+	if b.tokens < float64(n) {
+		return false
+	}
+	b.tokens -= float64(n)
+	return true
+}
 
 // logState is a call's log accounting (part of callState).
 type logState struct {
@@ -74,7 +114,7 @@ func (vm *VM) emitLog(l *lua.State, level zerolog.Level, m *messageBuilder) {
 	c := &vm.call.log
 	msg := m.String()
 	n := max(len(msg), logLineBytes)
-	if c.bytes+n > maxLogPerCall {
+	if c.bytes+n > maxLogPerCall || (vm.logs != nil && !vm.logs.take(vm.logNow(), n)) {
 		c.dropped++
 		c.droppedBytes += m.total
 		return
@@ -83,13 +123,28 @@ func (vm *VM) emitLog(l *lua.State, level zerolog.Level, m *messageBuilder) {
 	vm.log.WithLevel(level).Str("tenant", vm.tenant.String()).Str("source", "template").Msg(msg)
 }
 
-// endLog writes the one line saying how many messages a call dropped.
+// endLog writes the one line saying how many messages a call dropped; for
+// a tenant's VM (logs set), at most one every logDropLineEvery, with the
+// counts of the calls since the last.
 func (vm *VM) endLog() {
 	c := &vm.call.log
 	if c.dropped == 0 {
 		return
 	}
+	dropped, droppedBytes := c.dropped, c.droppedBytes
+	if b := vm.logs; b != nil {
+		b.dropped += dropped
+		b.droppedBytes += droppedBytes
+		now := vm.logNow()
+		if !b.warnedAt.IsZero() && now.Sub(b.warnedAt) < logDropLineEvery {
+			return
+		}
+		b.warnedAt = now
+		dropped, droppedBytes = b.dropped, b.droppedBytes
+		b.dropped, b.droppedBytes = 0, 0
+	}
 	vm.log.Warn().Str("tenant", vm.tenant.String()).Str("source", "template").
-		Int("dropped_messages", c.dropped).Int("dropped_bytes", c.droppedBytes).
-		Msgf("%d log messages (%d bytes) dropped: a call may log %d bytes", c.dropped, c.droppedBytes, maxLogPerCall)
+		Int("dropped_messages", dropped).Int("dropped_bytes", droppedBytes).
+		Msgf("%d log messages (%d bytes) dropped: a call may log %d bytes, a tenant %d bytes a second (in bursts of up to %d)",
+			dropped, droppedBytes, maxLogPerCall, logRateBytes, logBurstBytes)
 }

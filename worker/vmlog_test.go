@@ -8,6 +8,7 @@ import (
 	"github.com/templateworker/templateworker/internal/syncbuf"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -147,5 +148,105 @@ func TestLogVolumeCountsLines(t *testing.T) {
 	}
 	if !bytes.Contains(out, []byte(`"dropped_messages":`)) {
 		t.Fatalf("no line says how many were dropped: %.300s", out[len(out)-min(len(out), 300):])
+	}
+}
+
+// TestLogBucket: the bucket starts full at logBurstBytes, refills at
+// logRateBytes a second up to the burst, and refuses what it does not hold.
+func TestLogBucket(t *testing.T) {
+	var b logBucket
+	t0 := time.Unix(1000, 0)
+	if !b.take(t0, logBurstBytes) {
+		t.Fatal("a new bucket does not hold its burst")
+	}
+	if b.take(t0, 1) {
+		t.Fatal("an empty bucket gave a byte")
+	}
+	if !b.take(t0.Add(time.Second), logRateBytes) || b.take(t0.Add(time.Second), 1) {
+		t.Fatal("a second refills exactly logRateBytes")
+	}
+	if b.take(t0, 1) { // a clock that goes back refills nothing
+		t.Fatal("time going back refilled the bucket")
+	}
+	if !b.take(t0.Add(time.Hour), logBurstBytes) || b.take(t0.Add(time.Hour), 1) {
+		t.Fatal("an hour refills the burst and no more")
+	}
+}
+
+// TestLogRatePerTenant: a tenant's calls, each within a call's log
+// volume, log at most logBurstBytes and then logRateBytes a second
+// together (on the Manager's clock), however many calls it makes, also
+// across a VM rebuilt after a limit error; the lines that say messages
+// were dropped come at most once a second and carry the counts of the
+// calls in between; another tenant logs from its own full bucket.
+func TestLogRatePerTenant(t *testing.T) {
+	sink := &syncbuf.Buffer{}
+	s := newMemStore()
+	lim := DefaultLimits
+	lim.MaxInstructions = 2_000_000 // the spin below ends soon
+	m := NewManager(0, 1, s, lim, zerolog.New(sink))
+	now := time.Unix(1000, 0)
+	m.now = func() time.Time { return now }
+	hostile, other := proto.GuildID(1), proto.GuildID(2)
+	// Each call logs 60 KiB: within a call's 64 KiB.
+	const logging = `local e, ctx = ... for i = 1, 60 do ctx.log.info(("x"):rep(1024)) end return 1`
+	run := func(id proto.Id, code string) error {
+		_, err := m.RunScript(context.Background(), id, "log", code, proto.Event{Name: "E"})
+		return err
+	}
+	count := func() (logged, droppedLines, droppedMsgs int) {
+		for _, l := range logLines(t, sink) {
+			if n, ok := l["dropped_messages"].(float64); ok {
+				droppedLines++
+				droppedMsgs += int(n)
+				if !strings.Contains(l["message"].(string), "a tenant 65536 bytes a second") {
+					t.Errorf("the dropped line does not name the rate: %v", l["message"])
+				}
+			} else if l["source"] == "template" {
+				logged += len(l["message"].(string))
+			}
+		}
+		return
+	}
+	for i := 0; i < 40; i++ { // 2.4 MiB asked for, at one instant
+		if err := run(hostile, logging); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A limit error rebuilds the VM: the bucket stays empty.
+	if err := run(hostile, `while true do end`); proto.CodeOf(err) != proto.CodeCPULimit {
+		t.Fatalf("spin: %v", err)
+	}
+	if err := run(hostile, logging); err != nil {
+		t.Fatal(err)
+	}
+	logged, lines, msgs := count()
+	if logged > logBurstBytes || logged < logBurstBytes-64<<10 {
+		t.Fatalf("41 calls at one instant logged %d bytes, want the burst of %d", logged, logBurstBytes)
+	}
+	if lines != 1 {
+		t.Fatalf("%d dropped-messages lines at one instant, want 1", lines)
+	}
+	// A second later: logRateBytes more, and one line with the counts of
+	// every call that dropped since the first line.
+	now = now.Add(time.Second)
+	for range 2 {
+		if err := run(hostile, logging); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logged, lines, msgs2 := count()
+	if logged != logRateBytes {
+		t.Fatalf("a second later the tenant logged %d bytes, want its rate of %d", logged, logRateBytes)
+	}
+	if lines != 1 || msgs+msgs2 != 43*60-(logBurstBytes+logRateBytes)/1024 {
+		t.Fatalf("dropped lines %d, messages %d+%d, want one line and every message past the burst and the rate counted",
+			lines, msgs, msgs2)
+	}
+	if err := run(other, logging); err != nil {
+		t.Fatal(err)
+	}
+	if logged, lines, _ := count(); logged != 60*1024 || lines != 0 {
+		t.Fatalf("the other tenant logged %d bytes with %d dropped lines, want all 61440 and none", logged, lines)
 	}
 }
