@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -128,6 +130,14 @@ func (p *Postgres) KvFindBounded(ctx context.Context, tenant proto.Id, prefix st
 		args = append(args, end)
 	}
 	q += ` ORDER BY key`
+	if maxBytes > 0 {
+		// The server leaves out the rows after the one whose key and
+		// value take the bytes before it past maxBytes: the scan below
+		// stops at that one or earlier (its bound counts at least those
+		// bytes), and the rest would be read off the wire by Close.
+		q = `SELECT key, value FROM (SELECT key, value, sum(octet_length(key) + octet_length(value)) OVER (ORDER BY key) - octet_length(key) - octet_length(value) AS before FROM` +
+			strings.TrimPrefix(q, `SELECT key, value FROM`) + `) k WHERE before <= ` + strconv.Itoa(maxBytes) + ` ORDER BY key`
+	}
 	var (
 		items []proto.KVItem
 		over  bool

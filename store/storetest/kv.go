@@ -259,4 +259,31 @@ func testKVFindBounded(t *testing.T, open Opener) {
 			t.Fatalf("KvFindBounded(%d bytes) = %d items, over %v; want all 10, not over", max, len(items), over)
 		}
 	}
+	// Every bound around every prefix of the answer, with keys whose JSON
+	// takes more than their bytes: the items up to the first that takes
+	// the answer over, and over; or all of them.
+	set(t, s, guild, `k"\`+strings.Repeat(`"`, 300), `1`)
+	set(t, s, guild, "k\x01"+strings.Repeat("\x02", 200), `[2]`)
+	all, err = s.KvFind(c, guild, "k")
+	must(t, err)
+	for j := range all {
+		for _, d := range []int{-1, 0, 1} {
+			max := proto.KVItemsBound(all[:j]) + d
+			if max <= 0 {
+				continue
+			}
+			want := len(all)
+			for k := range all {
+				if proto.KVItemsBound(all[:k+1]) > max {
+					want = k + 1
+					break
+				}
+			}
+			items, over, err := bf.KvFindBounded(c, guild, "k", max)
+			must(t, err)
+			if len(items) != want || over != (want < len(all) || proto.KVItemsBound(all) > max) {
+				t.Fatalf("KvFindBounded(%d bytes) = %d items, over %v; want %d", max, len(items), over, want)
+			}
+		}
+	}
 }
