@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/templateworker/templateworker/proto"
@@ -15,11 +16,62 @@ func encodeEvent(ev proto.Event) (string, error) {
 	if len(ev.Data) > 0 && !json.Valid(ev.Data) {
 		return "", proto.Errorf(proto.CodeBadRequest, "event data is not valid JSON")
 	}
+	if s, ok := appendPlainEvent(ev); ok {
+		return s, nil
+	}
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return "", fmt.Errorf("encode event: %w", err)
 	}
 	return string(b), nil
+}
+
+// appendPlainEvent writes, without reflection, what json.Marshal writes
+// for ev (valid data, no ID) when that is its bytes verbatim: name and
+// author of printable ASCII that json.Marshal does not escape, and data
+// (non-empty) that its compaction leaves alone (no whitespace, no
+// character it escapes). ok is false for anything else.
+func appendPlainEvent(ev proto.Event) (string, bool) {
+	if len(ev.Data) == 0 || !plainJSON(ev.Name, false) || (ev.Author != nil && !plainJSON(*ev.Author, false)) || !plainJSON(string(ev.Data), true) {
+		return "", false
+	}
+	n := len(`{"name":"","author":null,"data":}`) + len(ev.Name) + len(ev.Data)
+	if ev.Author != nil {
+		n += len(*ev.Author) + 2
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(`{"name":"`)
+	b.WriteString(ev.Name)
+	b.WriteString(`","author":`)
+	if ev.Author == nil {
+		b.WriteString("null")
+	} else {
+		b.WriteByte('"')
+		b.WriteString(*ev.Author)
+		b.WriteByte('"')
+	}
+	b.WriteString(`,"data":`)
+	b.Write(ev.Data)
+	b.WriteByte('}')
+	return b.String(), true
+}
+
+// plainJSON reports whether s is of printable ASCII that json.Marshal
+// keeps as is: no character it escapes in a string (<, >, &, and, when
+// not data, the quote and backslash) and, in data (JSON text already),
+// no space that its compaction might remove.
+func plainJSON(s string, data bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < ' ' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+		if data && c == ' ' || !data && (c == '"' || c == '\\') {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeEvent parses what encodeEvent wrote.
