@@ -14,7 +14,7 @@ import (
 // steady state: n accepted events (of 64 tenants) and the deletion of the
 // n delivered before them, per commit; it reports the cost per event.
 func BenchmarkCommitEventsSQLite(b *testing.B) {
-	for _, n := range []int{1, 10, 32, 100} {
+	for _, n := range []int{1, 10, 13, 32, 100} {
 		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
 			s := openSQLite(b, store.DefaultQuota)
 			ctx := context.Background()

@@ -10,33 +10,50 @@ import (
 	"github.com/templateworker/templateworker/proto"
 )
 
-// Statements of the event queue's group commit, prepared on the writer.
-// Inserts and deletes of many rows go in multi-row statements of
-// eventChunks rows (a batch of n rows is split into n's binary digits), all
-// prepared when the store opens.
+// Statements of the event queue's group commit. Inserts and deletes of
+// many rows go in multi-row statements: a batch of n rows is one
+// statement of n rows, or of maxEventRows rows and one of the rest when n
+// is larger. A statement of every size from 1 to maxEventRows is prepared
+// on the writer the first time a commit needs it, before the commit's
+// transaction starts (each costs ~15 us of a commit; the binary digits of
+// n made a commit of 13 events 3 inserts and 3 deletes).
+const maxEventRows = 64
+
 var (
-	eventChunks   = []int{64, 32, 16, 8, 4, 2, 1}
-	qEventInserts = map[int]string{}
-	qEventDeletes = map[int]string{}
+	qEventInserts = make([]string, maxEventRows+1) // by rows
+	qEventDeletes = make([]string, maxEventRows+1)
 )
 
 func init() {
-	for _, n := range eventChunks {
+	for n := 1; n <= maxEventRows; n++ {
 		vals := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?),", n), ",")
 		qEventInserts[n] = `INSERT INTO events (tenant_type, tenant_id, event, accepted_at, deliver_at, scheduled) VALUES ` + vals
 		qEventDeletes[n] = `DELETE FROM events WHERE seq IN (` + strings.TrimSuffix(strings.Repeat("?,", n), ",") + `)`
-		writerStmts = append(writerStmts, qEventInserts[n], qEventDeletes[n])
 	}
+	writerStmts = append(writerStmts, qEventInserts[1], qEventDeletes[1], qEventInserts[maxEventRows], qEventDeletes[maxEventRows])
 }
 
-// chunk returns the largest of eventChunks that is at most n.
-func chunk(n int) int {
-	for _, c := range eventChunks {
-		if c <= n {
-			return c
+// chunk is the rows of the next statement for n rows.
+func chunk(n int) int { return min(n, maxEventRows) }
+
+// prepareChunks prepares on the writer the statements of qs (qEventInserts
+// or qEventDeletes) that a commit of n rows uses; outside a transaction,
+// as txStmt needs.
+func (s *SQLite) prepareChunks(ctx context.Context, qs []string, n int) error {
+	if n == 0 {
+		return nil
+	}
+	if n >= maxEventRows {
+		if _, err := s.stmt(ctx, s.w, qs[maxEventRows]); err != nil {
+			return err
 		}
 	}
-	return 1
+	if r := n % maxEventRows; r > 0 {
+		if _, err := s.stmt(ctx, s.w, qs[r]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 const (
@@ -76,13 +93,19 @@ func (s *SQLite) CommitEvents(ctx context.Context, b EventBatch) ([]int64, error
 	if err != nil {
 		return nil, err
 	}
+	if err := s.prepareChunks(ctx, qEventInserts, len(b.Add)); err != nil {
+		return nil, s.fail("add events", err)
+	}
+	if err := s.prepareChunks(ctx, qEventDeletes, len(b.Done)); err != nil {
+		return nil, s.fail("delete delivered events", err)
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, s.fail("begin", err)
 	}
 	defer tx.Rollback()
 	seqs := make([]int64, len(b.Add))
-	args := make([]any, 0, 6*eventChunks[0])
+	args := make([]any, 0, max(6*chunk(len(b.Add)), chunk(len(b.Done))))
 	for lo := 0; lo < len(b.Add); {
 		n := chunk(len(b.Add) - lo)
 		args = args[:0]
