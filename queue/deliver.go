@@ -174,6 +174,10 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 		}
 		q.mu.Unlock()
 	}()
+	var (
+		win []store.EventRecord // the window being delivered
+		at  []int               // the index in recs of each of win
+	)
 	for i := 0; i < len(recs); {
 		if q.closed.Load() {
 			return
@@ -194,10 +198,7 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 		if q.cfg.DispatchWindow != nil {
 			limit = windowSize
 		}
-		var (
-			win []store.EventRecord
-			at  []int // the index in recs of each of win
-		)
+		win, at = win[:0], at[:0]
 		now := time.Now()
 		q.mu.Lock()
 		for ; i < len(recs) && len(win) < limit; i++ {
@@ -219,6 +220,9 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 			continue
 		}
 		errs := q.dispatch(id, win)
+		// The deletions of the window's delivered events go to the
+		// writer in one write, before anything else of the tenant's.
+		var done []int64
 		for k, r := range win {
 			err := errs[k]
 			switch q.classify(err) {
@@ -227,21 +231,13 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 					q.log.Debug().Str("tenant", id.String()).Int64("event", r.Seq).Str("code", proto.CodeOf(err)).
 						Msg("queued event ran with an error of its template")
 				}
-				w := &write{done: r.Seq, t: t, tenant: id}
-				if q.submitAsync(w) {
-					q.mu.Lock()
-					t.lastDone = w
-					q.mu.Unlock()
-				} else {
-					q.mu.Lock()
-					delete(t.delivering, r.Seq)
-					q.mu.Unlock()
-				}
+				done = append(done, r.Seq)
 				q.delivered.Add(1)
 				q.forget(id, t, recs, r)
 				continue
 			case Wait:
 				q.undeliver(t, win[k:])
+				q.deleteDelivered(id, t, done)
 				if q.cfg.Quarantined != nil && proto.CodeOf(err) == proto.CodeTenantQuarantined {
 					q.later(id, t, quarantineWait(err))
 				} else {
@@ -250,6 +246,8 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 				return
 			case Failed:
 				q.undeliver(t, win[k+1:])
+				q.deleteDelivered(id, t, done)
+				done = nil
 				if !q.fail(id, t, r, err) {
 					return
 				}
@@ -261,6 +259,7 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 			}
 			break
 		}
+		q.deleteDelivered(id, t, done)
 	}
 	finished = true
 	q.mu.Lock()
@@ -275,6 +274,26 @@ func (q *Queue) serve(id proto.Id, t *tenantState) {
 		q.wakeAtLocked(id, t, next, time.Now())
 		q.mu.Unlock()
 	}
+}
+
+// deleteDelivered hands the deletion of id's delivered events seqs to the
+// writer, to commit with its next commit of anything else; the tenant's
+// next read of the store waits for it (lastDone).
+func (q *Queue) deleteDelivered(id proto.Id, t *tenantState, seqs []int64) {
+	if len(seqs) == 0 {
+		return
+	}
+	w := &write{done: seqs, t: t, tenant: id}
+	ok := q.submitAsync(w)
+	q.mu.Lock()
+	if ok {
+		t.lastDone = w
+	} else {
+		for _, seq := range seqs {
+			delete(t.delivering, seq)
+		}
+	}
+	q.mu.Unlock()
 }
 
 // fail records a failed delivery of r: a retry after a backoff, or, at

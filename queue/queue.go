@@ -138,6 +138,7 @@ type Queue struct {
 	writerStop   chan struct{}
 	writerDone   chan struct{}
 	commits      atomic.Uint64
+	wb           store.EventBatch // the writer's, reused by each commit
 
 	stop   chan struct{}
 	wg     sync.WaitGroup // deliverers and timer

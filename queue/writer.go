@@ -12,6 +12,10 @@ import (
 // maxBatch bounds the writes of one group commit.
 const maxBatch = 2048
 
+// gatherMax bounds how long the writer keeps yielding to gather more
+// writes into a commit.
+const gatherMax = 2 * time.Millisecond
+
 // commitTimeout bounds one group commit.
 const commitTimeout = 10 * time.Second
 
@@ -28,8 +32,10 @@ type write struct {
 	add    *store.EventRecord
 	failed *store.EventFailure
 	dead   *store.EventFailure
-	done   int64
-	// t is the tenant of a done write, whose delivering mark is removed
+	// done are the seqs of delivered events of one tenant (those of one
+	// window), deleted together.
+	done []int64
+	// t is the tenant of a done write, whose delivering marks are removed
 	// once the deletion is committed.
 	t      *tenantState
 	tenant proto.Id
@@ -81,6 +87,7 @@ func (q *Queue) writer() {
 	defer close(q.writerDone)
 	batch := make([]*write, 0, maxBatch)
 	var deferred []*write
+	deferredSeqs := 0 // the seqs of deferred
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
@@ -106,7 +113,7 @@ func (q *Queue) writer() {
 			for {
 				drain()
 				batch = append(batch, deferred...)
-				deferred = nil
+				deferred, deferredSeqs = nil, 0
 				if len(batch) == 0 {
 					return
 				}
@@ -115,21 +122,33 @@ func (q *Queue) writer() {
 			}
 		}
 		drain()
-		if len(batch) > 0 && len(batch) < 16 {
+		if len(batch) > 0 {
 			// Let the callers that are about to submit do so, and join
-			// this commit.
-			runtime.Gosched()
-			drain()
+			// this commit: yield as long as each yield brought more (on
+			// an idle machine the first brings nothing), for at most
+			// gatherMax.
+			first := time.Now()
+			for len(batch) < maxBatch {
+				n := len(batch)
+				runtime.Gosched()
+				drain()
+				if len(batch) == n || time.Since(first) > gatherMax {
+					break
+				}
+			}
 		}
 		onlyDone := true
+		seqs := 0
 		for _, w := range batch {
-			if w.done == 0 {
+			if len(w.done) == 0 {
 				onlyDone = false
 				break
 			}
+			seqs += len(w.done)
 		}
-		if len(batch) > 0 && onlyDone && len(deferred)+len(batch) < maxDeferred {
+		if len(batch) > 0 && onlyDone && deferredSeqs+seqs < maxDeferred {
 			deferred = append(deferred, batch...)
+			deferredSeqs += seqs
 			if !armed {
 				timer.Reset(doneDelay)
 				armed = true
@@ -137,7 +156,8 @@ func (q *Queue) writer() {
 			continue
 		}
 		batch = append(batch, deferred...)
-		deferred = deferred[:0]
+		clear(deferred)
+		deferred, deferredSeqs = deferred[:0], 0
 		if armed && !timer.Stop() {
 			select { // a timer of an older Go may hold a stale tick
 			case <-timer.C:
@@ -148,12 +168,16 @@ func (q *Queue) writer() {
 		if len(batch) > 0 {
 			q.commit(batch)
 		}
+		clear(batch) // let the writes go
 	}
 }
 
 // commit writes batch in one transaction and answers its writes.
+// Only the writer calls it: the batch's slices (q.wb) are reused.
 func (q *Queue) commit(batch []*write) {
-	b := store.EventBatch{DeadLetterKeep: q.cfg.DeadLetterKeep, DeadLetterKeepBytes: q.cfg.BacklogTenantBytes}
+	b := &q.wb
+	*b = store.EventBatch{Add: b.Add[:0], Failed: b.Failed[:0], Dead: b.Dead[:0], Done: b.Done[:0],
+		DeadLetterKeep: q.cfg.DeadLetterKeep, DeadLetterKeepBytes: q.cfg.BacklogTenantBytes}
 	for _, w := range batch {
 		switch {
 		case w.add != nil:
@@ -162,12 +186,18 @@ func (q *Queue) commit(batch []*write) {
 			b.Failed = append(b.Failed, *w.failed)
 		case w.dead != nil:
 			b.Dead = append(b.Dead, *w.dead)
-		case w.done != 0:
-			b.Done = append(b.Done, w.done)
+		case len(w.done) > 0:
+			b.Done = append(b.Done, w.done...)
 		}
 	}
+	defer func() {
+		// The reused slices keep no event alive.
+		clear(b.Add)
+		clear(b.Failed)
+		clear(b.Dead)
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	seqs, err := q.cfg.Store.CommitEvents(ctx, b)
+	seqs, err := q.cfg.Store.CommitEvents(ctx, *b)
 	cancel()
 	if err != nil {
 		if proto.CodeOf(err) != proto.CodeStoreUnavailable {
@@ -193,8 +223,10 @@ func (q *Queue) commit(batch []*write) {
 	}
 	q.mu.Lock()
 	for _, w := range batch {
-		if w.done != 0 && w.t != nil {
-			delete(w.t.delivering, w.done)
+		if len(w.done) > 0 && w.t != nil {
+			for _, seq := range w.done {
+				delete(w.t.delivering, seq)
+			}
 			if q.tenants[w.tenant] == w.t {
 				q.dropIfIdleLocked(w.tenant, w.t)
 			}
