@@ -352,10 +352,7 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) error {
 	if !deliverAt.IsZero() {
 		return a.acceptDelayed(w, r, id, ev, deliverAt)
 	}
-	wait := ""
-	if r.URL.RawQuery != "" {
-		wait = r.URL.Query().Get("wait")
-	}
+	wait := queryGet(r.URL.RawQuery, "wait")
 	ev.ID = "" // only the queue names events
 	switch wait {
 	case "false", "0":

@@ -3,10 +3,11 @@ package master
 import (
 	"bytes"
 	"context"
-	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/templateworker/templateworker/proto"
@@ -63,10 +64,14 @@ type eventBody struct {
 // seconds) or the body's "deliver_at" (RFC 3339). The zero time means now;
 // either needs ?wait=false.
 func (a *API) delivery(r *http.Request) (proto.Event, time.Time, error) {
-	body, err := io.ReadAll(r.Body)
+	buf, err := readBody(r)
 	if err != nil {
 		return proto.Event{}, time.Time{}, bodyError(err)
 	}
+	// What the event keeps of the body is copied out of it (Parse-
+	// CanonicalEvent clones, encoding/json copies).
+	defer putBody(buf)
+	body := buf.Bytes()
 	var ev proto.Event
 	var at *string
 	if fast, ok := proto.ParseCanonicalEvent(bytes.TrimRight(body, " \t\r\n")); ok {
@@ -83,17 +88,14 @@ func (a *API) delivery(r *http.Request) (proto.Event, time.Time, error) {
 	if err := proto.CheckJSONDepth(ev.Data); err != nil {
 		return ev, time.Time{}, proto.Errorf(proto.CodeBadRequest, "event: %v", err)
 	}
-	var delay string
-	if strings.Contains(r.URL.RawQuery, "delay") { // parsed only when there may be one
-		delay = r.URL.Query().Get("delay")
-	}
+	delay := queryGet(r.URL.RawQuery, "delay")
 	if delay == "" && at == nil {
 		return ev, time.Time{}, nil
 	}
 	if delay != "" && at != nil {
 		return ev, time.Time{}, proto.Errorf(proto.CodeBadRequest, "give ?delay= or \"deliver_at\", not both")
 	}
-	if w := r.URL.Query().Get("wait"); w != "false" && w != "0" {
+	if w := queryGet(r.URL.RawQuery, "wait"); w != "false" && w != "0" {
 		return ev, time.Time{}, proto.Errorf(proto.CodeBadRequest, "?delay= and \"deliver_at\" need ?wait=false (a delayed event is not waited for)")
 	}
 	now := time.Now()
@@ -118,6 +120,48 @@ func (a *API) delivery(r *http.Request) (proto.Event, time.Time, error) {
 		}
 	}
 	return ev, due, nil
+}
+
+// bodies recycles the buffers request bodies of POST …/events are read
+// into.
+var bodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBody is the largest buffer bodies keeps.
+const maxPooledBody = 64 << 10
+
+// readBody reads r's body into a buffer of bodies; putBody gives it back.
+func readBody(r *http.Request) (*bytes.Buffer, error) {
+	buf := bodies.Get().(*bytes.Buffer)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		putBody(buf)
+		return nil, err
+	}
+	return buf, nil
+}
+
+// putBody gives buf back to bodies.
+func putBody(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledBody {
+		bodies.Put(buf)
+	}
+}
+
+// queryGet is url.ParseQuery(raw).Get(key), as r.URL.Query().Get(key),
+// without making the url.Values when raw has nothing to unescape.
+func queryGet(raw, key string) string {
+	if strings.ContainsAny(raw, "%+;") {
+		v, _ := url.ParseQuery(raw)
+		return v.Get(key)
+	}
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if k, v, _ := strings.Cut(pair, "="); k == key {
+			return v
+		}
+	}
+	return ""
 }
 
 // parseDelay parses ?delay=: a Go duration (30s, 1h30m) or seconds.
