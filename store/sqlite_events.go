@@ -44,15 +44,45 @@ func (s *SQLite) prepareChunks(ctx context.Context, qs []string, n int) error {
 		return nil
 	}
 	if n >= maxEventRows {
-		if _, err := s.stmt(ctx, s.w, qs[maxEventRows]); err != nil {
+		if err := s.prepareOnWriter(ctx, qs[maxEventRows]); err != nil {
 			return err
 		}
 	}
 	if r := n % maxEventRows; r > 0 {
-		if _, err := s.stmt(ctx, s.w, qs[r]); err != nil {
+		if err := s.prepareOnWriter(ctx, qs[r]); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// prepareOnWriter adds q prepared on the writer to the statement cache
+// unless it is there. Unlike stmt it does not hold the cache's lock while
+// it waits for the writer's connection: a transaction that holds the
+// connection takes that lock for its statements (txStmt), and would wait
+// for this wait.
+func (s *SQLite) prepareOnWriter(ctx context.Context, q string) error {
+	c := &s.stmts
+	key := stmtKey{s.w, q}
+	c.mu.Lock()
+	_, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	st, err := s.w.PrepareContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[key]; ok {
+		return st.Close() // prepared meanwhile by another commit
+	}
+	if c.m == nil {
+		c.m = make(map[stmtKey]*sql.Stmt)
+	}
+	c.m[key] = st
 	return nil
 }
 
