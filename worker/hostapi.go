@@ -41,7 +41,7 @@ func openJSON(l *lua.State) {
 		{Name: "encode", Function: func(l *lua.State) int {
 			vm := hostVM(l)
 			lua.CheckAny(l, 1)
-			b, err := encodeJSON(l, 1, vm.limits.MaxString, vm.meter)
+			b, err := encodeJSON(l, 1, vm.limits.MaxString, vm.meterFn)
 			if err != nil {
 				vm.jsonFailed(l, "json.encode: ", err)
 			}
@@ -52,7 +52,7 @@ func openJSON(l *lua.State) {
 			vm := hostVM(l)
 			s := lua.CheckString(l, 1)
 			l.SetTop(1)
-			if err := pushJSON(l, []byte(s), vm.meter); err != nil {
+			if err := pushJSON(l, []byte(s), vm.meterFn); err != nil {
 				vm.jsonFailed(l, "json.decode: ", err)
 			}
 			return 1
@@ -218,7 +218,7 @@ func (vm *VM) kvGet(l *lua.State) int {
 		return 1
 	}
 	vm.chargeStore(l, len(v))
-	if err := pushJSON(l, v, vm.meter); err != nil {
+	if err := pushJSON(l, v, vm.meterFn); err != nil {
 		vm.jsonFailed(l, "ctx.kv.get: stored value is not valid JSON: ", err)
 	}
 	return 1
@@ -230,7 +230,7 @@ func (vm *VM) kvSet(l *lua.State) int {
 	if l.IsNone(2) {
 		vm.raise(l, "ctx.kv.set: missing value (use ctx.kv.delete to remove a key)")
 	}
-	b, err := encodeJSON(l, 2, proto.MaxValueBytes+1, vm.meter)
+	b, err := encodeJSON(l, 2, proto.MaxValueBytes+1, vm.meterFn)
 	if err != nil && !errors.Is(err, errTooLong) {
 		vm.jsonFailed(l, "ctx.kv.set: value cannot be stored: ", err)
 	}
@@ -278,7 +278,7 @@ func (vm *VM) kvFind(l *lua.State) int {
 		l.CreateTable(0, 2)
 		l.PushString(it.Key)
 		l.SetField(-2, "key")
-		if err := pushJSON(l, it.Value, vm.meter); err != nil {
+		if err := pushJSON(l, it.Value, vm.meterFn); err != nil {
 			vm.jsonFailed(l, "ctx.kv.find: stored value is not valid JSON: ", err)
 		}
 		l.SetField(-2, "value")

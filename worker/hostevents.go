@@ -75,7 +75,7 @@ func (vm *VM) eventsSchedule(l *lua.State) int {
 		vm.raise(l, fn+": bad name: "+err.Error())
 	}
 	if !l.IsNoneOrNil(3) {
-		b, err := encodeJSON(l, 3, proto.MaxValueBytes+1, vm.meter)
+		b, err := encodeJSON(l, 3, proto.MaxValueBytes+1, vm.meterFn)
 		if err != nil && !errors.Is(err, errTooLong) {
 			vm.jsonFailed(l, fn+": data cannot be stored: ", err)
 		}
@@ -143,7 +143,7 @@ func (vm *VM) eventsList(l *lua.State) int {
 		l.SetField(-2, "id")
 		l.PushString(e.Event.Name)
 		l.SetField(-2, "name")
-		if err := pushJSON(l, e.Event.Data, vm.meter); err != nil {
+		if err := pushJSON(l, e.Event.Data, vm.meterFn); err != nil {
 			vm.jsonFailed(l, fn+": stored data is not valid JSON: ", err)
 		}
 		l.SetField(-2, "data")

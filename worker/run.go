@@ -64,7 +64,7 @@ func (vm *VM) callPushed(ctx context.Context, ev proto.Event) (proto.Value, erro
 		if r := vm.limits.MaxResult; r > 0 && (limit <= 0 || r < limit) {
 			limit, byResult = r, true
 		}
-		b, err = encodeJSON(l, -1, limit, vm.meter)
+		b, err = encodeJSON(l, -1, limit, vm.meterFn)
 		switch {
 		case vm.call.abort != nil:
 			err = vm.call.abort
@@ -127,7 +127,7 @@ func (vm *VM) pushEvent(ev proto.Event) error {
 		l.RawSet(-3)
 	}
 	l.RawGetValue(lua.RegistryIndex, eventKeyData)
-	if err := pushJSON(l, ev.Data, vm.meter); err != nil {
+	if err := pushJSON(l, ev.Data, vm.meterFn); err != nil {
 		l.Pop(2)
 		return err
 	}

@@ -252,7 +252,8 @@ func (c *core) execute(slot int, l *lane, msg message) {
 // internal).
 func (c *core) runOne(slot int, msg message) result {
 	w := c.w
-	r := result{err: &proto.Error{Code: proto.CodeInternal, Message: "the worker failed running this call; its VMs were discarded"}}
+	var r result
+	ran := false
 	func() {
 		defer func() {
 			if rec := recover(); rec != nil {
@@ -260,7 +261,11 @@ func (c *core) runOne(slot int, msg message) result {
 			}
 		}()
 		r = c.run(slot, msg)
+		ran = true
 	}()
+	if !ran { // the call panicked: its error is built only then
+		r = result{err: &proto.Error{Code: proto.CodeInternal, Message: "the worker failed running this call; its VMs were discarded"}}
+	}
 	if msg.size > 0 {
 		w.held.Release(msg.id, msg.size)
 	}

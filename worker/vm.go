@@ -46,6 +46,10 @@ type VM struct {
 	// sets it: it outlives the VM), read with logNow.
 	logs   *logBucket
 	logNow func() time.Time
+
+	// meterFn is vm.meter, boxed once: a method value passed to the JSON
+	// code allocates its closure on every call.
+	meterFn func(steps int) error
 }
 
 // sharedBudget is what the calls of one dispatch have spent together.
@@ -112,6 +116,7 @@ func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM
 		log:     log,
 		created: time.Now(),
 	}
+	vm.meterFn = vm.meter
 	if err := vm.openSandbox(); err != nil {
 		return nil, fmt.Errorf("open libraries for %s: %w", tenant, err)
 	}
