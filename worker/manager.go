@@ -278,9 +278,10 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 	var hostErr *proto.Error
 	m.enter(vm)
 	defer m.exit(vm)
-	vm.shareBudget() // the templates of one dispatch share one call's limits
+	start := time.Now()
+	vm.shareBudget(start) // the templates of one dispatch share one call's limits
 	defer vm.unshareBudget()
-	defer m.noteRun(t, vm, time.Now()) // before unshareBudget: it reads the steps
+	defer m.noteRun(t, vm, start) // before unshareBudget: it reads the steps
 	for n, i := range subs {
 		tp := &t.templates[i]
 		res, err := vm.runTemplate(ctx, tp, ev)

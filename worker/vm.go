@@ -59,9 +59,10 @@ type sharedBudget struct {
 	steps  int64
 }
 
-// shareBudget makes the calls until unshareBudget one call for the limits:
-// a dispatch's templates cannot each take a whole --lua-timeout.
-func (vm *VM) shareBudget() { vm.shared = sharedBudget{active: true, start: time.Now()} }
+// shareBudget makes the calls until unshareBudget one call for the limits,
+// starting at start (now): a dispatch's templates cannot each take a
+// whole --lua-timeout.
+func (vm *VM) shareBudget(start time.Time) { vm.shared = sharedBudget{active: true, start: start} }
 
 // unshareBudget ends shareBudget.
 func (vm *VM) unshareBudget() { vm.shared = sharedBudget{} }
@@ -202,15 +203,22 @@ func (vm *VM) pushTemplate(t *proto.Template) error {
 func (vm *VM) begin(ctx context.Context) {
 	c := &vm.call
 	*c = callState{ctx: ctx, active: true}
-	now := time.Now()
-	start := now
+	// A dispatch's templates start at the dispatch's start: the clock is
+	// read here only for a call of its own or a caller's deadline.
+	var now, start time.Time
 	if vm.shared.active {
 		start, c.steps = vm.shared.start, vm.shared.steps
+	} else {
+		now = time.Now()
+		start = now
 	}
 	if vm.limits.Timeout > 0 {
 		c.deadline = start.Add(vm.limits.Timeout)
 	}
 	if d, ok := ctx.Deadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
+		if now.IsZero() {
+			now = time.Now()
+		}
 		c.deadline = d
 		c.callerBudget = max(d.Sub(now), time.Millisecond)
 	}
