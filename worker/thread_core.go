@@ -297,8 +297,9 @@ func (c *core) run(slot int, msg message) result {
 			return result{err: err}
 		}
 		defer func() { mesophyll.WindowRan(ctx, r.err) }()
-		c.progress.begin(slot, msg.id, time.Now())
-		r.value, r.err = c.mgr.Dispatch(ctx, msg.id, msg.event)
+		now := time.Now()
+		c.progress.begin(slot, msg.id, now)
+		r.value, r.err = c.mgr.dispatchAt(ctx, msg.id, msg.event, now)
 		c.progress.end(slot)
 		if msg.nowait && r.err != nil {
 			w := c.w
