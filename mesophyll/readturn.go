@@ -27,10 +27,21 @@ type readerTurn struct{ _ byte }
 // *inlineRun.
 type inlineRunKey struct{}
 
-// inlineRun is the state of one event run inline.
+// inlineRun is the state of one event run inline. It is also the event's
+// ctx (the Client's inlineCtx carrying the run under inlineRunKey), so
+// that an inline event costs no context.WithValue of its own.
 type inlineRun struct {
-	c    *Client
-	turn *readerTurn // the reader it ran on
+	context.Context // the Client's inlineCtx
+	c               *Client
+	turn            *readerTurn // the reader it ran on
+}
+
+// Value returns the run itself for inlineRunKey, else inlineCtx's value.
+func (r *inlineRun) Value(key any) any {
+	if key == (inlineRunKey{}) {
+		return r
+	}
+	return r.Context.Value(key)
 }
 
 // InlineHandoff returns, for the ctx of an event that a Client runs inline
@@ -51,11 +62,11 @@ func InlineHandoff(ctx context.Context) func() {
 // startInline records that the reader is about to try an inline event and
 // returns its run and the ctx to pass.
 func (c *Client) startInline(turn *readerTurn) (*inlineRun, context.Context) {
-	r := &inlineRun{c: c, turn: turn}
+	r := &inlineRun{Context: c.inlineCtx, c: c, turn: turn}
 	c.turnMu.Lock()
 	c.armed = r
 	c.turnMu.Unlock()
-	return r, context.WithValue(c.inlineCtx, inlineRunKey{}, r)
+	return r, r
 }
 
 // endInline disarms run r and reports whether the reading was handed off
