@@ -136,6 +136,10 @@ type procWorker struct {
 	swapCh chan *swapReq
 	// callsOn counts the waited calls in flight per connection and tenant.
 	callsOn map[*mesophyll.Conn]map[proto.Id]int
+	// spareOn is an emptied callsOn map kept for the next connection's
+	// first call: one caller's calls empty and refill it on every call,
+	// which would allocate a map each time.
+	spareOn map[proto.Id]int
 	// bg counts planned replacements under way (Kill waits for them).
 	bg       sync.WaitGroup
 	stopping bool
@@ -347,7 +351,9 @@ func (w *procWorker) track(ctx context.Context, id proto.Id, c *mesophyll.Conn) 
 	w.inflight[id]++
 	on := w.callsOn[c]
 	if on == nil {
-		on = make(map[proto.Id]int)
+		if on, w.spareOn = w.spareOn, nil; on == nil {
+			on = make(map[proto.Id]int)
+		}
 		w.callsOn[c] = on
 	}
 	on[id]++
@@ -370,6 +376,7 @@ func (w *procWorker) untrack(id proto.Id, c *mesophyll.Conn, err error) {
 		}
 		if len(on) == 0 {
 			delete(w.callsOn, c)
+			w.spareOn = on
 		}
 	}
 	if w.old != nil && c == w.old.conn {
