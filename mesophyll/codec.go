@@ -223,7 +223,14 @@ func decodeOneFast(frame []byte, m *proto.Message) bool {
 		if !ok || !proto.IsCanonicalValue(res) {
 			return false
 		}
-		*m = proto.Message{DispatchResponse: &proto.DispatchResponse{ReqID: req, Result: bytes.Clone(res)}}
+		// The previous frame's DispatchResponse is reused: its reader
+		// (Conn.handle) copied its fields out and keeps no pointer to it.
+		dr := m.DispatchResponse
+		if dr == nil {
+			dr = new(proto.DispatchResponse)
+		}
+		*dr = proto.DispatchResponse{ReqID: req, Result: bytes.Clone(res)}
+		*m = proto.Message{DispatchResponse: dr}
 		return true
 	}
 	rest, ok := bytes.CutPrefix(frame, []byte(`{"DispatchEvent":{"id":`))
