@@ -38,7 +38,9 @@ type Manager struct {
 	cache CacheOptions
 	lru   *list.List // of *tenant, most recently used first
 	stats CacheStats
-	now   func() time.Time
+	// now is the clock of the tenants' idle times; nil: time.Now, and a
+	// call's own reading of it serves (a test sets a fake one).
+	now func() time.Time
 
 	// stop, when set, ends the running call of every VM at its next count
 	// hook (the worker abandoned them: see Thread).
@@ -91,7 +93,6 @@ func NewManager(id, total int, store Store, limits Limits, log zerolog.Logger) *
 		tenants: make(map[proto.Id]*tenant),
 		cache:   CacheOptions{}.withDefaults(),
 		lru:     list.New(),
-		now:     time.Now,
 	}
 	if limits.MaxWorkerMemory > 0 {
 		m.pool = lua.NewMemoryPool(limits.MaxWorkerMemory)
@@ -119,16 +120,16 @@ func (m *Manager) Loaded() int { return int(m.stats.vms.Load()) }
 // (outside the lock: the store's wait is not the other tenants'), and
 // marks it busy; release ends that.
 func (m *Manager) acquire(ctx context.Context, id proto.Id) (*tenant, error) {
-	t, _, err := m.acquireCached(ctx, id)
+	t, _, err := m.acquireCached(ctx, id, time.Time{})
 	return t, err
 }
 
-// acquireCached is acquire that also reports whether the tenant was
-// cached (no wait for the store).
-func (m *Manager) acquireCached(ctx context.Context, id proto.Id) (*tenant, bool, error) {
+// acquireCached is acquire for a call that began at at (zero: now); it
+// also reports whether the tenant was cached (no wait for the store).
+func (m *Manager) acquireCached(ctx context.Context, id proto.Id, at time.Time) (*tenant, bool, error) {
 	m.mu.Lock()
 	if t, ok := m.tenants[id]; ok {
-		m.touch(t)
+		m.touch(t, at)
 		t.busy++
 		m.mu.Unlock()
 		return t, true, nil
@@ -159,7 +160,7 @@ func (m *Manager) acquireCached(ctx context.Context, id proto.Id) (*tenant, bool
 		m.makeRoom()
 		m.tenants[id] = t
 	}
-	m.touch(t)
+	m.touch(t, time.Time{}) // at was before the store's wait
 	t.busy++
 	return t, false, nil
 }
@@ -267,15 +268,16 @@ func (m *Manager) Dispatch(ctx context.Context, id proto.Id, ev proto.Event) (pr
 }
 
 // dispatchAt is Dispatch of a call that began at at (zero: now), as the
-// worker's progress record has it. The call's shared budget starts at at
-// when the tenant was cached with its VM built, so that nothing but a
-// lookup lies between (one clock reading fewer); a call that waited for
-// the store or built a VM starts it afterwards, as Dispatch does.
+// worker's progress record has it. The tenant is marked used at at, and
+// the call's shared budget starts at at when the tenant was cached with
+// its VM built, so that nothing but a lookup lies between (two clock
+// readings fewer); a call that waited for the store or built a VM starts
+// it afterwards, as Dispatch does.
 func (m *Manager) dispatchAt(ctx context.Context, id proto.Id, ev proto.Event, at time.Time) (proto.Value, error) {
 	if err := ev.Validate(); err != nil {
 		return nil, proto.Errorf(proto.CodeBadRequest, "%v", err)
 	}
-	t, cached, err := m.acquireCached(ctx, id)
+	t, cached, err := m.acquireCached(ctx, id, at)
 	if err != nil {
 		return nil, err
 	}

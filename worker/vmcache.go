@@ -75,9 +75,21 @@ func (s *CacheStats) Snapshot() proto.CacheStats {
 	}
 }
 
-// touch marks t as just used (m.mu held), inserting it into the recency list.
-func (m *Manager) touch(t *tenant) {
-	t.lastUsed = m.now()
+// clock reads m.now, or time.Now without one.
+func (m *Manager) clock() time.Time {
+	if m.now != nil {
+		return m.now()
+	}
+	return time.Now()
+}
+
+// touch marks t as used at at (zero: now; m.mu held), inserting it into
+// the recency list.
+func (m *Manager) touch(t *tenant, at time.Time) {
+	if at.IsZero() || m.now != nil {
+		at = m.clock()
+	}
+	t.lastUsed = at
 	if t.elem == nil {
 		t.elem = m.lru.PushFront(t)
 		return
@@ -112,7 +124,7 @@ func (m *Manager) Sweep() int {
 	if ttl <= 0 {
 		return 0
 	}
-	cutoff := m.now().Add(-ttl)
+	cutoff := m.clock().Add(-ttl)
 	n := 0
 	for e := m.lru.Back(); e != nil; {
 		t := e.Value.(*tenant)
