@@ -92,48 +92,35 @@ func resultTooLarge(size, limit int) *proto.Error {
 	return proto.Errorf(proto.CodeResultTooLarge, "result is %d bytes, over the %d-byte limit (--max-result)", size, limit)
 }
 
-// Registry keys under which newVM keeps the event table's field names.
+// The event table's field names, boxed once: PushString would allocate
+// each one again on every call.
 var (
-	eventKeyName   any = "templateworker.key.name"
-	eventKeyAuthor any = "templateworker.key.author"
-	eventKeyData   any = "templateworker.key.data"
-	eventKeyID     any = "templateworker.key.id"
+	eventKeyName   = lua.BoxString("name")
+	eventKeyAuthor = lua.BoxString("author")
+	eventKeyData   = lua.BoxString("data")
+	eventKeyID     = lua.BoxString("id")
 )
-
-// registerEventKeys keeps the event table's field names in the registry,
-// so that pushEvent pushes them without allocating.
-func registerEventKeys(l *lua.State) {
-	for _, k := range [...]struct {
-		key  any
-		name string
-	}{{eventKeyName, "name"}, {eventKeyAuthor, "author"}, {eventKeyData, "data"}, {eventKeyID, "id"}} {
-		l.PushString(k.name)
-		l.SetField(lua.RegistryIndex, k.key.(string))
-	}
-}
 
 // pushEvent pushes the event table {name=, author=, data=, id=}.
 func (vm *VM) pushEvent(ev proto.Event) error {
 	l := vm.l
 	l.CreateTable(0, 3)
-	// The keys come boxed from the registry: PushString would allocate
-	// each one again on every call.
-	l.RawGetValue(lua.RegistryIndex, eventKeyName)
+	l.PushBoxedString(eventKeyName)
 	l.PushString(ev.Name)
 	l.RawSet(-3)
 	if ev.Author != nil {
-		l.RawGetValue(lua.RegistryIndex, eventKeyAuthor)
+		l.PushBoxedString(eventKeyAuthor)
 		l.PushString(*ev.Author)
 		l.RawSet(-3)
 	}
-	l.RawGetValue(lua.RegistryIndex, eventKeyData)
+	l.PushBoxedString(eventKeyData)
 	if err := pushJSON(l, ev.Data, vm.meterFn); err != nil {
 		l.Pop(2)
 		return err
 	}
 	l.RawSet(-3)
 	if ev.ID != "" {
-		l.RawGetValue(lua.RegistryIndex, eventKeyID)
+		l.PushBoxedString(eventKeyID)
 		l.PushString(ev.ID)
 		l.RawSet(-3)
 	}

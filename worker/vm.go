@@ -125,7 +125,6 @@ func newVM(tenant proto.Id, store Store, limits Limits, log zerolog.Logger) (*VM
 	lua.SetDebugHook(vm.l, vm.hook, lua.MaskCount, hookEvery)
 	vm.l.NewTable()
 	vm.l.SetField(lua.RegistryIndex, templatesKey)
-	registerEventKeys(vm.l)
 	return vm, nil
 }
 

@@ -189,3 +189,23 @@ func ClearStale(l *State) {
 		}
 	}
 }
+
+// BoxedString is a Lua string value made once (BoxString) and pushed by
+// any number of States without allocating (PushBoxedString): PushString
+// boxes its string into a new value on every push. Strings are immutable,
+// so States on different goroutines may push the same one (share patch).
+type BoxedString struct{ v value }
+
+// BoxString makes the BoxedString of s.
+func BoxString(s string) BoxedString { return BoxedString{v: s} }
+
+// PushBoxedString pushes s, a string of a BoxedString made beforehand. It
+// is PushString without the allocation; nothing is added to the State's
+// memory estimate (the string is not the State's own: it is shared).
+func (l *State) PushBoxedString(s BoxedString) {
+	if s.v == nil {
+		l.PushString("") // the zero BoxedString is the empty string
+		return
+	}
+	l.apiPush(s.v)
+}
