@@ -232,7 +232,7 @@ func (m *Manager) vm(id proto.Id, t *tenant) (*VM, error) {
 		return nil, err
 	}
 	vm.stop = m.stop
-	vm.logs, vm.logNow = &t.logs, m.now
+	vm.logs, vm.logNow = &t.logs, m.clock
 	if m.wedge != "" {
 		installWedge(vm.l, m.wedge, m.released)
 	}
