@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/internal/tenantlog"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -87,6 +88,7 @@ type Client struct {
 	workerID  int
 	link      *link
 	log       zerolog.Logger
+	lines     *tenantlog.Limiter // the lines about a tenant's failed events
 	heartbeat time.Duration
 	buf       bytes.Buffer // read buffer, kept from Dial to Serve
 
@@ -159,6 +161,7 @@ func Dial(ctx context.Context, url string, workerID int, token string, opts Clie
 		workerID:    workerID,
 		link:        newLink(ws, proto.CodeStoreUnavailable, "master"),
 		log:         opts.Logger.With().Str("component", "mesophyll").Int("worker", workerID).Logger(),
+		lines:       tenantlog.New(tenantlog.DefaultPerSecond, tenantlog.DefaultBurst),
 	}
 
 	stop := context.AfterFunc(ctx, func() { ws.CloseNow() })
@@ -385,8 +388,8 @@ func (c *Client) ackFrame(q *proto.DispatchEvent, err error) []byte {
 	if err != nil {
 		if ack.Code = proto.CodeOf(err); ack.Code != proto.CodeNotRun {
 			ack.Message = proto.AsError(err).Message
-			c.log.Warn().Str("tenant", q.ID.String()).Str("event", q.Event.Name).Uint64("seq", q.Seq).
-				Err(err).Msg("nowait event failed")
+			c.lines.Event(&c.log, zerolog.WarnLevel, q.ID).Str("event", q.Event.Name).Uint64("seq", q.Seq).
+				Str("error", tenantlog.ErrorText(err)).Msg("nowait event failed")
 		}
 	}
 	frame, _ := json.Marshal(proto.Message{Ack: ack}) // a number and strings: cannot fail

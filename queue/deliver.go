@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 )
@@ -313,7 +315,7 @@ func (q *Queue) fail(id proto.Id, t *tenantState, r store.EventRecord, err error
 			return false
 		}
 		q.deadLettered.Add(1)
-		q.log.Warn().Str("tenant", id.String()).Str("event", strconv.FormatInt(r.Seq, 10)).Int("attempts", attempts).
+		q.lines.Event(&q.log, zerolog.WarnLevel, id).Str("event", strconv.FormatInt(r.Seq, 10)).Int("attempts", attempts).
 			Str("code", pe.Code).Msg("event dead-lettered after its last attempt")
 		q.forget(id, t, nil, r)
 		q.mu.Lock()
@@ -327,7 +329,7 @@ func (q *Queue) fail(id proto.Id, t *tenantState, r store.EventRecord, err error
 		q.log.Warn().Err(werr).Str("tenant", id.String()).Msg("event queue: cannot record a failed delivery")
 	}
 	q.retried.Add(1)
-	q.log.Info().Str("tenant", id.String()).Str("event", strconv.FormatInt(r.Seq, 10)).Int("attempts", attempts).
+	q.lines.Event(&q.log, zerolog.InfoLevel, id).Str("event", strconv.FormatInt(r.Seq, 10)).Int("attempts", attempts).
 		Str("code", pe.Code).Dur("backoff", backoff).Msg("event delivery failed; retrying after a backoff")
 	q.mu.Lock()
 	delete(t.delivering, r.Seq)

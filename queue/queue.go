@@ -26,6 +26,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/internal/tenantlog"
 	"github.com/templateworker/templateworker/proto"
 	"github.com/templateworker/templateworker/store"
 )
@@ -129,8 +130,9 @@ type Config struct {
 // Retry-After), store_unavailable (503), not_found (404) and bad_request
 // (400).
 type Queue struct {
-	cfg Config
-	log zerolog.Logger
+	cfg   Config
+	log   zerolog.Logger
+	lines *tenantlog.Limiter // the lines about a tenant's failed deliveries
 
 	writes       chan *write // to the group-commit writer
 	submitMu     sync.RWMutex
@@ -192,7 +194,7 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 		cfg.Route = func(proto.Id) int { return 0 }
 	}
 	q := &Queue{
-		cfg: cfg, log: cfg.Log,
+		cfg: cfg, log: cfg.Log, lines: tenantlog.New(tenantlog.DefaultPerSecond, tenantlog.DefaultBurst),
 		writes:     make(chan *write, 4096),
 		writerStop: make(chan struct{}),
 		writerDone: make(chan struct{}),

@@ -15,6 +15,7 @@ import (
 	lua "github.com/Shopify/go-lua"
 	"github.com/rs/zerolog"
 
+	"github.com/templateworker/templateworker/internal/tenantlog"
 	"github.com/templateworker/templateworker/proto"
 )
 
@@ -30,6 +31,7 @@ type Manager struct {
 	store     Store
 	limits    Limits
 	log       zerolog.Logger
+	lines     *tenantlog.Limiter // the lines about a tenant's aborted calls
 	tenants   map[proto.Id]*tenant
 	// pool bounds the sum of the VMs' memory (Limits.MaxWorkerMemory); nil
 	// when unlimited. A VM is entered into it (lua.EnterPool) while it runs,
@@ -91,6 +93,7 @@ func NewManager(id, total int, store Store, limits Limits, log zerolog.Logger) *
 	m := &Manager{
 		id: id, total: total, store: store, limits: limits, log: log,
 		tenants: make(map[proto.Id]*tenant),
+		lines:   tenantlog.New(tenantlog.DefaultPerSecond, tenantlog.DefaultBurst),
 		cache:   CacheOptions{}.withDefaults(),
 		lru:     list.New(),
 	}
@@ -173,7 +176,7 @@ func (m *Manager) release(t *tenant) {
 	t.busy--
 	switch {
 	case t.vm != nil && t.vm.broken:
-		m.log.Warn().Str("tenant", t.id.String()).Msg("discarding tenant VM after an aborted call")
+		m.lines.Event(&m.log, zerolog.WarnLevel, t.id).Msg("discarding tenant VM after an aborted call")
 		m.setVM(t, nil)
 	case t.dropped && t.busy == 0:
 		m.setVM(t, nil)

@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/templateworker/templateworker/internal/tenantlog"
 	"github.com/templateworker/templateworker/mesophyll"
 	"github.com/templateworker/templateworker/proto"
 )
@@ -303,7 +306,8 @@ func (c *core) run(slot int, msg message) result {
 		c.progress.end(slot)
 		if msg.nowait && r.err != nil {
 			w := c.w
-			w.log.Warn().Str("tenant", msg.id.String()).Str("event", msg.event.Name).Err(r.err).Msg("nowait dispatch failed")
+			c.mgr.lines.Event(&w.log, zerolog.WarnLevel, msg.id).Str("event", msg.event.Name).
+				Str("error", tenantlog.ErrorText(r.err)).Msg("nowait dispatch failed")
 			if w.onNowait != nil && !c.abort.Load() {
 				w.onNowait(msg.id, r.err)
 			}
