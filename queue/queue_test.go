@@ -300,8 +300,11 @@ func TestBacklogSurvivesRestartInOrder(t *testing.T) {
 	if _, err := q.Accept(ctx, tenant, ev("Late"), time.Time{}); proto.CodeOf(err) != proto.CodeShuttingDown {
 		t.Fatalf("accept after close: %v", err)
 	}
-	block.Store(false)
+	// The restarted queue's deliveries wait (block) until its backlog has
+	// been counted and a new event accepted behind it: its deliverers start
+	// with Open and would otherwise drain some of it first.
 	rec2 := newRecorder()
+	rec2.fail = rec.fail
 	q2 := openQueue(t, Config{Store: openStore(t, dir), Dispatch: rec2.dispatch})
 	if n := q2.PendingCount(tenant); n != 100 {
 		t.Fatalf("restarted queue has %d pending, want 100", n)
@@ -311,6 +314,7 @@ func TestBacklogSurvivesRestartInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids = append(ids, id)
+	block.Store(false)
 	waitFor(t, "backlog and new event delivered", func() bool { return len(rec2.delivered(tenant)) == 101 })
 	if got := rec2.delivered(tenant); fmt.Sprint(got) != fmt.Sprint(ids) {
 		t.Fatalf("after restart delivered %v\nwant %v", got, ids)
